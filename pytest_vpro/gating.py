@@ -1,0 +1,228 @@
+"""Stage gating: a verdict store shared by the workers of one machine.
+
+Rule: stage N of a target opens only when no check of a lower stage failed for
+that target or for a site-wide target (the site and every server). A failure
+for client A never closes a gate of client B. Skips (not applicable, manual
+check not attested, disruptive check not allowed) do not close gates.
+
+Design (see docs/design.md, "Stage gating"): checks are plain functions over
+facts, so any worker can evaluate any check. Every (test, target) has one row
+in an SQLite file in the run's folder. To decide a gate, a worker asks for the
+verdicts of the lower stages; a verdict that nobody has yet is *claimed* and
+computed on the spot (recursively, gates first); a verdict claimed by another
+worker is waited for. A test replays its stored verdict. So:
+
+* each check runs once per target per run, whichever worker or gate needs it first;
+* outcomes do not depend on scheduling: ``-n 0``, ``-n 4`` and every ``--shard i/N``
+  compute the same function of the same facts;
+* no deadlock: a claim only ever waits on claims of strictly lower stages, and a
+  claim whose owner process died is taken over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from .catalog import Check
+from .checks import Evidence, Finding
+from .environment import Environment, Target
+from .probes.errors import ProbeError
+from .secrets import redact
+
+KIND_ORDER = {"site": 0, "server": 1, "client": 2}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str  # passed | failed | skipped | error
+    message: str = ""
+    evidence: tuple[dict[str, str], ...] = ()
+    duration: float = 0.0
+
+    @property
+    def closes_gate(self) -> bool:
+        return self.outcome in ("failed", "error")
+
+
+@dataclass(eq=False)
+class Entry:
+    """One collected test: a check on a target."""
+
+    nodeid: str
+    check: Check
+    target: Target
+    func: Callable[..., Any]
+    argnames: tuple[str, ...]
+    order: int  # the check's position in the catalog
+
+    @property
+    def stage(self) -> int:
+        return self.check.test_stage
+
+    @property
+    def sort_key(self) -> tuple[int, int, int, str]:
+        return (self.stage, KIND_ORDER[self.target.kind], self.order, self.nodeid)
+
+
+class VerdictStore:
+    """Verdicts of one run, shared through SQLite by the processes of one machine."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (nodeid TEXT PRIMARY KEY, owner INTEGER, "
+                         "outcome TEXT, message TEXT, evidence TEXT, duration REAL)")
+        self._done: dict[str, Verdict] = {}
+        self._mine: set[str] = set()  # claims this process is computing right now
+
+    def get(self, nodeid: str) -> Verdict | None:
+        if nodeid in self._done:
+            return self._done[nodeid]
+        row = self._db.execute("SELECT outcome, message, evidence, duration FROM verdicts WHERE nodeid=?",
+                               (nodeid,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        verdict = Verdict(row[0], row[1], tuple(json.loads(row[2])), row[3])
+        self._done[nodeid] = verdict
+        return verdict
+
+    def claim(self, nodeid: str) -> bool:
+        """True if this process now owns the computation of ``nodeid``."""
+        cur = self._db.execute("INSERT OR IGNORE INTO verdicts (nodeid, owner) VALUES (?, ?)", (nodeid, os.getpid()))
+        if cur.rowcount == 1:
+            self._mine.add(nodeid)
+            return True
+        row = self._db.execute("SELECT owner, outcome FROM verdicts WHERE nodeid=?", (nodeid,)).fetchone()
+        orphaned = row and row[1] is None and (
+            (row[0] == os.getpid() and nodeid not in self._mine)  # an earlier attempt here was interrupted
+            or (row[0] != os.getpid() and not _alive(row[0])))     # the owner died (a worker killed mid-check)
+        if orphaned:
+            cur = self._db.execute("UPDATE verdicts SET owner=? WHERE nodeid=? AND owner=? AND outcome IS NULL",
+                                   (os.getpid(), nodeid, row[0]))
+            if cur.rowcount == 1:
+                self._mine.add(nodeid)
+                return True
+        return False
+
+    def put(self, nodeid: str, verdict: Verdict) -> None:
+        self._db.execute("UPDATE verdicts SET outcome=?, message=?, evidence=?, duration=? WHERE nodeid=?",
+                         (verdict.outcome, verdict.message, json.dumps(list(verdict.evidence)), verdict.duration,
+                          nodeid))
+        self._done[nodeid] = verdict
+        self._mine.discard(nodeid)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Engine:
+    """Evaluates checks with their gates; one per process."""
+
+    env: Environment
+    store: VerdictStore
+    facts: Callable[[Target], Any]
+    allow_disruptive: bool = False
+    entries: dict[str, Entry] = field(default_factory=dict)
+    _by_target: dict[str, list[Entry]] = field(default_factory=dict)
+    _sitewide: list[Entry] = field(default_factory=list)
+
+    def register(self, entry: Entry) -> None:
+        self.entries[entry.nodeid] = entry
+        self._by_target.setdefault(entry.target.key, []).append(entry)
+        if entry.target.kind != "client":
+            self._sitewide.append(entry)
+
+    def finish_registration(self) -> None:
+        for entries in self._by_target.values():
+            entries.sort(key=lambda e: e.sort_key)
+        self._sitewide.sort(key=lambda e: e.sort_key)
+
+    def gates(self, entry: Entry) -> list[Entry]:
+        """Every lower-stage entry that can close this entry's gate, earliest first."""
+        own = [e for e in self._by_target.get(entry.target.key, ()) if e.stage < entry.stage]
+        others = [e for e in self._sitewide if e.stage < entry.stage and e.target.key != entry.target.key]
+        return sorted(own + others, key=lambda e: e.sort_key)
+
+    def obtain(self, entry: Entry) -> Verdict:
+        """The entry's verdict: stored, computed here, or waited for."""
+        while True:
+            verdict = self.store.get(entry.nodeid)
+            if verdict is not None:
+                return verdict
+            if self.store.claim(entry.nodeid):
+                try:
+                    verdict = self.evaluate(entry)
+                finally:
+                    self.store._mine.discard(entry.nodeid)
+                self.store.put(entry.nodeid, verdict)
+                return verdict
+            time.sleep(0.02)  # another worker computes it; its claim only waits on lower stages
+
+    def evaluate(self, entry: Entry) -> Verdict:
+        check, target = entry.check, entry.target
+        if check.disruptive:
+            if not self.allow_disruptive:
+                return Verdict("skipped", "disruptive check: run with --allow-disruptive to include it "
+                                          "(it then runs only on canary clients)")
+            if not target.canary:
+                return Verdict("skipped", f"disruptive check runs only on canary targets; {target.name} "
+                                          "is not marked canary: true")
+        for gate in self.gates(entry):
+            verdict = self.obtain(gate)
+            if verdict.closes_gate:
+                return Verdict("skipped", f"gated: {gate.check.id} failed for {gate.target.name} "
+                                          f"(stage {gate.stage}), so stage {entry.stage} does not open")
+        return self.call(entry)
+
+    def call(self, entry: Entry) -> Verdict:
+        evidence = Evidence()
+        values = {"env": self.env, "evidence": evidence, "target": entry.target,
+                  entry.target.kind: entry.target}
+        kwargs = {name: (self.facts(entry.target) if name == "facts" else values[name]) for name in entry.argnames}
+        start = time.monotonic()
+        try:
+            entry.func(**kwargs)
+            outcome, message = "passed", ""
+        except pytest.skip.Exception as exc:
+            outcome, message = "skipped", str(exc.msg)
+        except Finding as exc:
+            outcome = "failed"
+            message = failure_message(entry, f"found:    {exc.found}\n  expected: {exc.expected}"
+                                             + (f"\n  detail:   {exc.detail}" if exc.detail else ""))
+        except ProbeError as exc:
+            outcome, message = "failed", failure_message(entry, f"found:    {exc}\n  expected: an answer")
+        except AssertionError as exc:
+            text = str(exc) or "assertion failed"
+            outcome, message = "failed", failure_message(entry, text)
+        except Exception:  # a bug in a check is reported, never lost, and never stops the run
+            outcome = "error"
+            message = failure_message(entry, "the check raised an unexpected error:\n"
+                                      + "".join(traceback.format_exc(limit=-6)))
+        return Verdict(outcome, redact(message), tuple(evidence.items), time.monotonic() - start)
+
+
+def failure_message(entry: Entry, body: str) -> str:
+    check = entry.check
+    return (f"{check.id} failed for {entry.target.name}: {check.title}\n  {body}\n"
+            f"  corrective action: {check.corrective_action}")

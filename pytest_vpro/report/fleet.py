@@ -1,0 +1,191 @@
+"""The fleet view of a run: Allure labels, the terminal summary, the fleet table.
+
+The fleet table lists every client with the furthest stage it passed, its
+first failing check (or the site-wide check that gates it) and that check's
+corrective action, sorted so the desktop team can work down it: the clients
+stuck earliest first, grouped by the check that stops them.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from ..catalog import Check
+from ..environment import Environment, Target
+
+STAGE_TITLES = {
+    1: "Installation pre-requisites met",
+    2: "Provisioning requests received at the site server",
+    3: "Provisioning starts and completes",
+    4: "Collection-initiated power control operational",
+    5: "Out of band console connects and operates",
+    6: "AMT WebUI available, login succeeds",
+    7: "Un-provisioning succeeds",
+}
+SEVERITY = {"critical": "critical", "normal": "normal", "minor": "minor"}
+GATED_RE = re.compile(r"gated: (?P<check>\S+) failed for (?P<target>\S+)")
+
+
+def allure_labels(check: Check, target: Target) -> Iterator[tuple[str, str]]:
+    """Stage as epic, component as feature, check as story, severity; the target is a pytest parameter."""
+    for stage in check.stages or (check.test_stage,):
+        yield "epic", f"Stage {stage}: {STAGE_TITLES[stage]}"
+    for component in check.components:
+        yield "feature", component.replace("_", " ")
+    yield "story", f"{check.id}: {check.title}"
+    yield "severity", SEVERITY.get(check.severity, "normal")
+    yield "tag", check.scope
+    if check.disruptive:
+        yield "tag", "disruptive"
+    if not check.automated:
+        yield "tag", "manual"
+
+
+def attach_evidence(verdict) -> None:
+    if not verdict.evidence:
+        return
+    import allure  # noqa: PLC0415 (allure-pytest is a dependency; attach is a no-op when it is off)
+    for item in verdict.evidence:
+        kind = allure.attachment_type.JSON if item["kind"] == "json" else allure.attachment_type.TEXT
+        allure.attach(item["body"], name=item["name"], attachment_type=kind)
+
+
+@dataclass
+class Result:
+    check: str
+    target: str  # Target.key
+    stage: int
+    outcome: str  # passed | failed | skipped
+    message: str
+
+
+class FleetRecorder:
+    def __init__(self, env: Environment, checks: dict[str, Check]) -> None:
+        self.env, self.checks = env, checks
+        self.results: dict[str, Result] = {}
+
+    def record(self, report) -> None:
+        props = dict(report.user_properties)
+        if "vpro_check" not in props:
+            return
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            outcome = report.outcome
+        elif report.when == "teardown" and report.failed:
+            outcome = "failed"
+        else:
+            return
+        message = ""
+        if isinstance(report.longrepr, tuple):
+            message = str(report.longrepr[2]).removeprefix("Skipped: ")
+        elif report.longrepr is not None:
+            message = str(report.longrepr)
+        self.results[report.nodeid] = Result(props["vpro_check"], props["vpro_target"], int(props["vpro_stage"]),
+                                             outcome, message)
+
+    # ----------------------------------------------------------------- summaries
+    def stage_counts(self) -> dict[int, dict[str, int]]:
+        per: dict[tuple[int, str], set[str]] = {}
+        for r in self.results.values():
+            per.setdefault((r.stage, r.target), set()).add(r.outcome)
+        counts: dict[int, dict[str, int]] = {}
+        for (stage, _), outcomes in per.items():
+            c = counts.setdefault(stage, {"targets": 0, "passed": 0, "failed": 0, "skipped": 0})
+            c["targets"] += 1
+            c["failed" if "failed" in outcomes else "passed" if "passed" in outcomes else "skipped"] += 1
+        return dict(sorted(counts.items()))
+
+    def fleet_rows(self) -> list[dict[str, object]]:
+        checks = self.checks
+        stages_run = {r.stage for r in self.results.values()}
+        top = max(stages_run, default=0)
+        by_target: dict[str, list[Result]] = {}
+        for r in self.results.values():
+            by_target.setdefault(r.target, []).append(r)
+        rows = []
+        for client in self.env.clients:
+            results = sorted(by_target.get(client.key, []), key=lambda r: (r.stage, r.check))
+            blocker, blocked_at = None, None
+            for r in results:
+                gated = GATED_RE.search(r.message) if r.outcome == "skipped" else None
+                if r.outcome == "failed" or gated:
+                    blocker, blocked_at = (gated.group("check"), gated.group("target")) if gated else (r.check, client.name), r.stage
+                    lines = [line.strip() for line in r.message.splitlines()]
+                    first_message = lines[1] if len(lines) > 1 and not gated else (lines[0] if lines else "")
+                    break
+            furthest = (blocked_at - 1) if blocked_at else top
+            check = checks.get(blocker[0]) if blocker else None
+            rows.append({
+                "client": client.name, "provisioning": client.provisioning, "canary": client.canary,
+                "furthest_stage_passed": furthest,
+                "status": "ok" if blocker is None else ("gated" if blocker[1] != client.name else "failed"),
+                "first_failing_check": blocker[0] if blocker else "",
+                "failing_target": blocker[1] if blocker else "",
+                "finding": first_message if blocker else "",
+                "corrective_action": check.corrective_action if check else "",
+            })
+        rows.sort(key=lambda r: (r["status"] == "ok", r["furthest_stage_passed"], r["first_failing_check"],
+                                 r["client"]))
+        return rows
+
+    def summary_lines(self, run) -> list[str]:
+        counts = self.stage_counts()
+        env = self.env
+        lines = [f"pytest-vpro fleet summary: environment {env.name}, {len(env.clients)} clients, "
+                 f"{len(env.servers)} servers" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else ""),
+                 f"{'stage':<6}{'':<52}{'targets':>8}{'passed':>8}{'failed':>8}{'skipped':>8}"]
+        for stage, c in counts.items():
+            lines.append(f"{stage:<6}{STAGE_TITLES[stage]:<52}{c['targets']:>8}{c['passed']:>8}{c['failed']:>8}"
+                         f"{c['skipped']:>8}")
+        if not counts:
+            lines.append("(no checks ran)")
+        lines.append(f"fleet table: {run.dir / 'fleet.csv'}")
+        lines.append(f"junit xml:   {run.dir / 'junit.xml'}")
+        if run.html:
+            lines.append(f"report:      {run.html}")
+        for note in run.notes:
+            lines.append(f"note:        {note}")
+        return lines
+
+    # ----------------------------------------------------------------- files
+    def write(self, run) -> None:
+        rows = self.fleet_rows()
+        fields = ["client", "provisioning", "canary", "furthest_stage_passed", "status", "first_failing_check",
+                  "failing_target", "finding", "corrective_action"]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        (run.dir / "fleet.csv").write_text(buf.getvalue())
+        summary = {"environment": self.env.name, "stages": self.stage_counts(), "clients": len(self.env.clients),
+                   "complete": run.complete}
+        (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        results_dir = run.dir / "allure-results"
+        if results_dir.is_dir():
+            _allure_fleet_result(results_dir, rows, summary, fields)
+
+
+def _allure_fleet_result(results_dir: Path, rows: list[dict[str, object]], summary: dict, fields: list[str]) -> None:
+    """A synthetic Allure result named 'Fleet table', so the report carries the table as a page."""
+    head = "".join(f"<th>{html.escape(f)}</th>" for f in fields)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r[f]))}</td>" for f in fields) + "</tr>" for r in rows)
+    funnel = "".join(f"<tr><td>{s}</td><td>{html.escape(STAGE_TITLES[int(s)])}</td><td>{c['passed']}</td>"
+                     f"<td>{c['failed']}</td><td>{c['skipped']}</td></tr>" for s, c in summary["stages"].items())
+    page = (f"<html><body><h2>Stage funnel</h2><table border=1><tr><th>stage</th><th></th><th>passed</th>"
+            f"<th>failed</th><th>skipped</th></tr>{funnel}</table><h2>Fleet table</h2>"
+            f"<table border=1><tr>{head}</tr>{body}</table></body></html>")
+    source = f"{uuid.uuid4()}-attachment.html"
+    (results_dir / source).write_text(page)
+    result = {"uuid": str(uuid.uuid4()), "historyId": "pytest-vpro-fleet-table", "name": "Fleet table",
+              "fullName": "pytest-vpro.fleet", "status": "passed", "stage": "finished",
+              "description": "Every client's furthest stage passed, first failing check and corrective action.",
+              "attachments": [{"name": "fleet table", "source": source, "type": "text/html"}],
+              "labels": [{"name": "epic", "value": "Fleet"}, {"name": "feature", "value": "fleet table"},
+                         {"name": "suite", "value": "Fleet"}]}
+    (results_dir / f"{result['uuid']}-result.json").write_text(json.dumps(result))

@@ -1,0 +1,165 @@
+"""One run: its folder under ``reports/``, its environment, shard and lab.
+
+``reports/<run id>/`` holds everything a run writes: ``allure-results/``,
+``junit.xml``, ``fleet.csv``, ``summary.json``, ``report.html`` (the
+self-contained file for a change ticket), ``allure-report/`` (the full
+interactive report, with history) and ``verdicts.sqlite`` (the gating store).
+``reports/latest`` points at the newest run.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .. import environment as envmod
+
+
+@dataclass
+class Run:
+    id: str
+    dir: Path
+    root: Path
+    env: envmod.Environment
+    env_path: Path
+    shard: tuple[int, int] | None = None
+    started: str = ""
+    complete: bool = False
+    html: Path | None = None
+    lab: Any = None  # a lab this run started (and stops), or None
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        i, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"--shard {value}: expected I/N, e.g. --shard 2/4") from None
+    if not 1 <= i <= n:
+        raise pytest.UsageError(f"--shard {value}: I must be between 1 and N")
+    return i, n
+
+
+def start(config: pytest.Config) -> Run:
+    """On the controller: load and validate the environment, start a lab if it describes one, make the folder."""
+    shard = parse_shard(config.getoption("shard"))
+    env_path = envmod.resolve_env_path(config.getoption("env"), config.rootpath)
+    env = _load(env_path)
+    lab = None
+    if env.lab is not None:
+        from ..lab import manager  # noqa: PLC0415 (only a lab environment needs it)
+        lab, env_path = manager.ensure(env, log=_progress(config))
+        env = _load(env_path)
+    root = Path(config.getoption("reports_dir") or config.rootpath / "reports")
+    now = dt.datetime.now(dt.timezone.utc)
+    run_id = now.strftime("%Y%m%d-%H%M%S") + f"-{env.name}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
+    run_dir = root / run_id
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = root / f"{run_id}-{suffix}"
+    run_dir.mkdir(parents=True)
+    envmod.write_inventory_cache(env, run_dir / "inventory.json")
+    run = Run(id=run_dir.name, dir=run_dir, root=root, env=env, env_path=env_path, shard=shard,
+              started=now.isoformat(timespec="seconds"), lab=lab)
+    _wire_outputs(config, run)
+    return run
+
+
+def join(config: pytest.Config, workerinput: dict[str, Any]) -> Run:
+    """On an xdist worker: the controller's run, environment and inventory."""
+    run_dir = Path(workerinput["vpro_run_dir"])
+    env_path = Path(workerinput["vpro_env_path"])
+    env = _load(env_path, inventory_cache=run_dir / "inventory.json")
+    run = Run(id=run_dir.name, dir=run_dir, root=run_dir.parent, env=env, env_path=env_path,
+              shard=parse_shard(config.getoption("shard")))
+    if workerinput.get("vpro_allure_dir"):
+        config.option.allure_report_dir = workerinput["vpro_allure_dir"]
+    return run
+
+
+def worker_input(run: Run) -> dict[str, str]:
+    return {"vpro_run_dir": str(run.dir), "vpro_env_path": str(run.env_path),
+            "vpro_allure_dir": str(run.dir / "allure-results")}
+
+
+def _load(path: Path, inventory_cache: Path | None = None) -> envmod.Environment:
+    try:
+        return envmod.load(path, inventory_cache=inventory_cache)
+    except envmod.EnvironmentFileError as exc:
+        raise pytest.UsageError(f"the environment file has {len(exc.problems)} problem(s):\n"
+                                + "\n".join(exc.problems)) from None
+
+
+def _wire_outputs(config: pytest.Config, run: Run) -> None:
+    if hasattr(config.option, "allure_report_dir") and not config.option.allure_report_dir:
+        config.option.allure_report_dir = str(run.dir / "allure-results")
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(run.dir / "junit.xml")
+
+
+def _progress(config: pytest.Config):
+    def log(message: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"vpro-lab: {message}")
+    return log
+
+
+def select(items: list[pytest.Item], engine, stage: int | None,
+           shard: tuple[int, int] | None) -> tuple[list[pytest.Item], list[pytest.Item]]:
+    """Items to run and items to deselect, by ``--stage`` and ``--shard``; lower stages first.
+
+    A shard is a deterministic slice of the clients (the i-th of every N in
+    sorted order); the site and server checks run in shard 1, and any shard
+    that needs them as gates computes them without reporting them.
+    """
+    index = {c.key: i for i, c in enumerate(engine.env.clients)}
+
+    def wanted(entry) -> bool:
+        if stage is not None and entry.stage > stage:
+            return False
+        if shard is not None:
+            i, n = shard
+            if entry.target.kind == "client":
+                return index[entry.target.key] % n == i - 1
+            return i == 1
+        return True
+
+    keep, drop = [], []
+    for item in items:
+        entry = engine.entries.get(item.nodeid)
+        (keep if entry is None or wanted(entry) else drop).append(item)
+    rank = {id(item): n for n, item in enumerate(keep)}
+    keep.sort(key=lambda it: (engine.entries[it.nodeid].stage if it.nodeid in engine.entries else 0, rank[id(it)]))
+    return keep, drop
+
+
+def finish(run: Run) -> None:
+    meta = {"id": run.id, "environment": run.env.name, "environment_file": str(run.env_path),
+            "started": run.started, "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "complete": run.complete, "shard": list(run.shard) if run.shard else None,
+            "html": str(run.html) if run.html else None, "notes": run.notes}
+    (run.dir / "run.json").write_text(json.dumps(meta, indent=2))
+    latest = run.root / "latest"
+    tmp = run.root / f".latest-{os.getpid()}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(run.dir.name)
+        os.replace(tmp, latest)
+    except OSError as exc:
+        run.notes.append(f"could not update {latest}: {exc}")
+
+
+def stop_lab(run: Run) -> None:
+    if run.lab is not None:
+        run.lab.stop()
+        run.lab = None
