@@ -283,7 +283,7 @@ class _Validator:
         top = self.mapping(self.doc.data, (), (
             "name", "site", "dns", "credentials", "servers", "clients", "pki", "console", "expected", "timeouts",
             "attestations", "attestation_max_age_days", "log_patterns", "lab"), required=("site",))
-        site = self.site(top.get("site", {}), ("site",))
+        site = self.site(top["site"], ("site",)) if "site" in top else None
         credentials = self.credentials(top.get("credentials", {}), ("credentials",))
         servers = self.servers(top.get("servers", []), ("servers",))
         if inventory_cache and inventory_cache.is_file():
