@@ -1,0 +1,320 @@
+"""The lab's PKI: a root CA, an issuing CA, AMT provisioning and web server certificates, CRLs.
+
+Made with ``cryptography`` and persisted as PEM files in one directory, so a lab restarted on
+the same directory keeps its roots (the AMT simulator's trusted-root hash lists stay valid).
+
+Certificates follow RFC 5280: CA certificates carry basicConstraints (critical) and keyUsage
+keyCertSign/cRLSign (§4.2.1.9, §4.2.1.3); end-entity certificates carry a subjectAltName
+dNSName (§4.2.1.6), an extendedKeyUsage (§4.2.1.12), a cRLDistributionPoints (§4.2.1.13) and
+an authorityInfoAccess caIssuers URL (§4.2.2.1) pointing at files this module publishes into
+:attr:`LabPKI.publish_dir`, which the lab's HTTP server serves at ``crl_base_url``. CRLs are
+v2 CRLs with a CRL number and authority key identifier (§5.2.1, §5.2.3), DER encoded.
+
+The provisioning certificate follows notes/amt-protocol.md "Provisioning certificate rules":
+serverAuth plus the Intel AMT OID 2.16.840.1.113741.1.2.3 in the EKU and the OU
+``Intel(R) Client Setup Certificate``, key at most 2048 bits.
+
+Lab shortcut, documented: device web server certificates share a small pool of RSA key pairs
+(``device_key_pool``, default 4) instead of one fresh key each. RSA-2048 key generation costs
+about 50 ms, so 1,000 devices would spend ~50 s in keygen; with a pool, issuing 1,000
+certificates takes about a second. No check can observe it: checks read certificates (each
+has its own serial, subject, SAN and validity), never private keys.
+
+Faults are data (:class:`PkiFaults`): an issuing CA with a 4096-bit key, an expired issuing CA,
+CRLs published already expired, a provisioning certificate without the AMT OID and/or OU, or
+without serverAuth.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+AMT_PROVISIONING_OID = x509.ObjectIdentifier("2.16.840.1.113741.1.2.3")
+CLIENT_SETUP_OU = "Intel(R) Client Setup Certificate"
+ISSUING_CA_NAME = "VPROLAB Issuing CA"
+ROOT_CA_NAME = "VPROLAB Root CA"
+
+UTC = dt.timezone.utc
+_BACKDATE = dt.timedelta(hours=1)  # tolerate small clock skew between lab hosts
+
+
+@dataclass(frozen=True)
+class PkiFaults:
+    """Planted faults; the default is a healthy PKI."""
+
+    issuing_key_bits: int | None = None        # e.g. 4096: above AMT's 2048-bit limit
+    expired_issuing_ca: bool = False           # issuing CA's notAfter in the past
+    expired_crl: bool = False                  # CRLs published with nextUpdate in the past
+    provisioning_amt_oid: bool = True          # False: EKU without 2.16.840.1.113741.1.2.3
+    provisioning_ou: bool = True               # False: subject without the Client Setup OU
+    provisioning_server_auth: bool = True      # False: EKU without serverAuth
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(UTC).replace(microsecond=0)
+
+
+def _name(cn: str, *, ou: str | None = None, o: str = "VPROLAB") -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o)]
+    if ou:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write via a temporary file and rename, so a reader (HTTP server) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class LabPKI:
+    """Root CA, issuing CA, provisioning and device certificates, CRLs, in ``dir``."""
+
+    def __init__(self, dir: Path, *, domain: str = "vprolab.test",
+                 crl_base_url: str = "http://ca01.vprolab.test/pki", key_bits: int = 2048,
+                 site_server: str = "sccm01", device_key_pool: int = 4,
+                 faults: PkiFaults = PkiFaults()) -> None:
+        self.dir = Path(dir)
+        self.domain = domain
+        self.crl_base_url = crl_base_url.rstrip("/")
+        self.key_bits = key_bits
+        self.site_server_fqdn = f"{site_server}.{domain}"
+        self.device_key_pool = max(1, device_key_pool)
+        self.faults = faults
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        (self.dir / "devices").mkdir(exist_ok=True)
+        self.publish_dir.mkdir(exist_ok=True)
+        self._device_keys: list[rsa.RSAPrivateKey] = []
+        self.root_key, self.root_cert = self._load_or_make("root", self._make_root)
+        self.issuing_key, self.issuing_cert = self._load_or_make("issuing", self._make_issuing)
+        self.provisioning_key, self.provisioning_cert = self._load_or_make(
+            "provisioning", self._make_provisioning)
+        _write_atomic(self.provisioning_chain_path, b"".join(
+            _cert_pem(c) for c in (self.provisioning_cert, self.issuing_cert, self.root_cert)))
+        _write_atomic(self.publish_dir / "root.crt", self.root_cert.public_bytes(serialization.Encoding.DER))
+        _write_atomic(self.publish_dir / "issuing.crt", self.issuing_cert.public_bytes(serialization.Encoding.DER))
+        if not self.issuing_crl_path.exists() or not self.root_crl_path.exists():
+            self.publish_crl()
+
+    # ------------------------------------------------------------------ paths and URLs
+    @property
+    def publish_dir(self) -> Path:
+        """Public files only (CRLs, CA certificates in DER): what the HTTP server serves."""
+        return self.dir / "publish"
+
+    root_path = property(lambda self: self.dir / "root.pem")
+    issuing_path = property(lambda self: self.dir / "issuing.pem")
+    provisioning_path = property(lambda self: self.dir / "provisioning.pem")
+    provisioning_key_path = property(lambda self: self.dir / "provisioning.key.pem")
+    provisioning_chain_path = property(lambda self: self.dir / "provisioning-chain.pem")
+    issuing_crl_path = property(lambda self: self.publish_dir / "issuing.crl")
+    root_crl_path = property(lambda self: self.publish_dir / "root.crl")
+
+    def url(self, name: str) -> str:
+        return f"{self.crl_base_url}/{name}"
+
+    # ------------------------------------------------------------------ persistence
+    def _load_or_make(self, stem: str, make):
+        cert_path, key_path = self.dir / f"{stem}.pem", self.dir / f"{stem}.key.pem"
+        if cert_path.exists() and key_path.exists():
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            return key, x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key, cert = make()
+        _write_atomic(key_path, _key_pem(key), 0o600)
+        _write_atomic(cert_path, _cert_pem(cert))
+        return key, cert
+
+    def _state(self) -> dict:
+        path = self.dir / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {"crl_number": 0, "revoked": []}
+
+    def _save_state(self, state: dict) -> None:
+        _write_atomic(self.dir / "state.json", json.dumps(state, indent=1).encode())
+
+    # ------------------------------------------------------------------ CAs
+    def _new_key(self, bits: int | None = None) -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=bits or self.key_bits)
+
+    @staticmethod
+    def _ca_usage() -> x509.KeyUsage:
+        return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                             data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                             crl_sign=True, encipher_only=False, decipher_only=False)
+
+    def _make_root(self):
+        key, now = self._new_key(), _now()
+        name = _name(ROOT_CA_NAME)
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - _BACKDATE).not_valid_after(now + dt.timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(self._ca_usage(), critical=True)
+                .add_extension(ski, critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+                .sign(key, hashes.SHA256()))
+        return key, cert
+
+    def _make_issuing(self):
+        key, now = self._new_key(self.faults.issuing_key_bits), _now()
+        if self.faults.expired_issuing_ca:
+            start, end = now - dt.timedelta(days=730), now - dt.timedelta(days=1)
+        else:
+            start, end = now - _BACKDATE, now + dt.timedelta(days=1825)
+        cert = (self._builder(_name(ISSUING_CA_NAME), key, self.root_cert, start, end,
+                              crl="root.crl", aia="root.crt")
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(self._ca_usage(), critical=True)
+                .sign(self.root_key, hashes.SHA256()))
+        return key, cert
+
+    def _builder(self, subject: x509.Name, key, issuer: x509.Certificate, start, end,
+                 *, crl: str, aia: str) -> x509.CertificateBuilder:
+        """Common part of every non-root certificate: names, dates, key ids, CDP and AIA."""
+        issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(start).not_valid_after(end)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
+                               critical=False)
+                .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                    full_name=[x509.UniformResourceIdentifier(self.url(crl))], relative_name=None,
+                    reasons=None, crl_issuer=None)]), critical=False)
+                .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                    x509.AuthorityInformationAccessOID.CA_ISSUERS,
+                    x509.UniformResourceIdentifier(self.url(aia)))]), critical=False))
+
+    def _leaf(self, fqdn: str, key, ekus: list[x509.ObjectIdentifier], *, ou: str | None,
+              days: int = 365) -> x509.Certificate:
+        now = _now()
+        builder = (self._builder(_name(fqdn, ou=ou), key, self.issuing_cert, now - _BACKDATE,
+                                 now + dt.timedelta(days=days), crl="issuing.crl", aia="issuing.crt")
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                                key_encipherment=True, data_encipherment=False,
+                                                key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                                encipher_only=False, decipher_only=False), critical=True)
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(fqdn)]), critical=False))
+        if ekus:
+            builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        return builder.sign(self.issuing_key, hashes.SHA256())
+
+    def _make_provisioning(self):
+        f = self.faults
+        ekus = ([ExtendedKeyUsageOID.SERVER_AUTH] if f.provisioning_server_auth else []) + \
+               ([AMT_PROVISIONING_OID] if f.provisioning_amt_oid else [])
+        key = self._new_key()
+        return key, self._leaf(self.site_server_fqdn, key, ekus,
+                               ou=CLIENT_SETUP_OU if f.provisioning_ou else None, days=730)
+
+    # ------------------------------------------------------------------ devices
+    def _device_key(self, fqdn: str) -> tuple[rsa.RSAPrivateKey, Path]:
+        """A key from the shared pool (see the module docstring), created on first use."""
+        index = int.from_bytes(hashlib.sha256(fqdn.encode()).digest()[:4], "big") % self.device_key_pool
+        path = self.dir / "devices" / f"device-key-{index}.pem"
+        if not self._device_keys:
+            self._device_keys = [None] * self.device_key_pool  # type: ignore[list-item]
+        if self._device_keys[index] is None:
+            if path.exists():
+                self._device_keys[index] = serialization.load_pem_private_key(path.read_bytes(), None)
+            else:
+                self._device_keys[index] = self._new_key()
+                _write_atomic(path, _key_pem(self._device_keys[index]), 0o600)
+        return self._device_keys[index], path
+
+    def issue_web_server_cert(self, fqdn: str, *, days: int = 365) -> tuple[Path, Path]:
+        """Issue the TLS certificate of AMT device ``fqdn`` (serverAuth, SAN dNSName = fqdn).
+
+        Returns ``(cert_path, key_path)``; the certificate file holds the leaf then the issuing
+        CA (the chain a TLS server sends). The key path is a pool key shared with other devices.
+        """
+        key, key_path = self._device_key(fqdn)
+        cert = self._leaf(fqdn, key, [ExtendedKeyUsageOID.SERVER_AUTH], ou=None, days=days)
+        cert_path = self.dir / "devices" / f"{fqdn}.pem"
+        _write_atomic(cert_path, _cert_pem(cert) + _cert_pem(self.issuing_cert))
+        return cert_path, key_path
+
+    # ------------------------------------------------------------------ revocation
+    def revoke(self, serial: int, reason: x509.ReasonFlags = x509.ReasonFlags.superseded,
+               *, ca: str = "issuing") -> None:
+        """Record ``serial`` as revoked by ``ca`` ("issuing" or "root"); call :meth:`publish_crl`.
+
+        Un-provisioning revokes the client's web server certificate with reason superseded
+        (notes/amt-protocol.md).
+        """
+        if ca not in ("issuing", "root"):
+            raise ValueError(f"ca must be 'issuing' or 'root', not {ca!r}")
+        state = self._state()
+        if not any(r["serial"] == serial and r["ca"] == ca for r in state["revoked"]):
+            state["revoked"].append({"serial": serial, "reason": reason.value, "ca": ca,
+                                     "date": _now().isoformat()})
+            self._save_state(state)
+
+    def publish_crl(self, next_update: dt.timedelta | dt.datetime | None = None, *,
+                    this_update: dt.datetime | None = None) -> None:
+        """Write ``issuing.crl`` and ``root.crl`` (DER, RFC 5280 §5) into :attr:`publish_dir`.
+
+        ``next_update`` defaults to 7 days ahead (1 day in the past with the expired-CRL fault).
+        Files are replaced atomically, so the HTTP server serves old or new, never half.
+        """
+        now = this_update or _now()
+        if next_update is None:
+            next_update = dt.timedelta(days=-1 if self.faults.expired_crl else 7)
+        if isinstance(next_update, dt.timedelta):
+            next_update = now + next_update
+        if next_update <= now:  # an already-expired CRL: thisUpdate a week before nextUpdate
+            now = next_update - dt.timedelta(days=7)
+        state = self._state()
+        state["crl_number"] += 1
+        self._save_state(state)
+        for ca, key, cert, path in (("issuing", self.issuing_key, self.issuing_cert, self.issuing_crl_path),
+                                    ("root", self.root_key, self.root_cert, self.root_crl_path)):
+            ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            builder = (x509.CertificateRevocationListBuilder().issuer_name(cert.subject)
+                       .last_update(now).next_update(next_update)
+                       .add_extension(x509.CRLNumber(state["crl_number"]), critical=False)
+                       .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                                      critical=False))
+            for entry in (r for r in state["revoked"] if r["ca"] == ca):
+                revoked = (x509.RevokedCertificateBuilder().serial_number(entry["serial"])
+                           .revocation_date(dt.datetime.fromisoformat(entry["date"]))
+                           .add_extension(x509.CRLReason(x509.ReasonFlags(entry["reason"])), critical=False)
+                           .build())
+                builder = builder.add_revoked_certificate(revoked)
+            crl = builder.sign(key, hashes.SHA256())
+            _write_atomic(path, crl.public_bytes(serialization.Encoding.DER))
+
+    def revoked_serials(self, ca: str = "issuing") -> set[int]:
+        return {r["serial"] for r in self._state()["revoked"] if r["ca"] == ca}
+
+    # ------------------------------------------------------------------ hashes
+    def root_sha256(self) -> str:
+        """SHA-256 of the root certificate (DER), lowercase hex: an AMT trusted-root hash."""
+        return hashlib.sha256(self.root_cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+    def root_sha1(self) -> str:
+        """SHA-1 of the root certificate (DER), lowercase hex (older AMT firmware lists)."""
+        return hashlib.sha1(self.root_cert.public_bytes(serialization.Encoding.DER)).hexdigest()

@@ -1,0 +1,293 @@
+"""Certificate and CRL facts for the checks (guide Stage 1 and 3, notes "Provisioning certificate rules").
+
+Pure functions over ``cryptography`` objects, plus :func:`fetch_crl`, the one network call
+(HTTP GET with a timeout and a size bound). References: RFC 5280 §4.1.2.5 (validity),
+§4.2.1.9 (basicConstraints), §4.2.1.12 (extendedKeyUsage), §4.2.1.13 (cRLDistributionPoints),
+§4.2.2.1 (authorityInfoAccess), §5 (CRLs), §6 (path validation).
+
+AMT's provisioning certificate rules (notes/amt-protocol.md): EKU serverAuth plus the Intel
+AMT OID 2.16.840.1.113741.1.2.3, or the subject OU exactly ``Intel(R) Client Setup
+Certificate`` (case-sensitive); every key in the chain at most 2048 bits; all dates valid;
+the leaf's domain suffix equal to the client's DNS suffix; the chain ending at a root whose
+hash is in the device's trusted-root list.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import requests
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import verification
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+AMT_PROVISIONING_OID = x509.ObjectIdentifier("2.16.840.1.113741.1.2.3")
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
+CLIENT_SETUP_OU = "Intel(R) Client Setup Certificate"
+AMT_MAX_KEY_BITS = 2048
+MAX_CRL_BYTES = 10 * 1024 * 1024
+UTC = dt.timezone.utc
+
+
+class CrlProblem(Exception):
+    """A CRL could not be used; ``kind`` is one of unreachable, http-status, too-large,
+    unparsable, expired, not-yet-valid, bad-signature."""
+
+    def __init__(self, kind: str, url: str, detail: str) -> None:
+        super().__init__(f"{kind}: {url}: {detail}")
+        self.kind, self.url, self.detail = kind, url, detail
+
+
+class ChainProblem(Exception):
+    """Path validation (RFC 5280 §6) failed."""
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_chain(data: bytes) -> list[x509.Certificate]:
+    """All certificates in PEM ``data`` (in file order), or the one DER certificate."""
+    if b"-----BEGIN" in data:
+        return x509.load_pem_x509_certificates(data)
+    return [x509.load_der_x509_certificate(data)]
+
+
+def _ext(cert: x509.Certificate | x509.CertificateRevocationList, cls):
+    try:
+        return cert.extensions.get_extension_for_class(cls).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def is_self_signed(cert: x509.Certificate) -> bool:
+    return _issued_by(cert, cert)
+
+
+def build_chain(leaf: x509.Certificate, pool: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    """``[leaf, issuer, ..., top]`` following issuer names and signatures through ``pool``.
+
+    Stops at a self-signed certificate or when no issuer is found (the caller then sees an
+    incomplete chain: the last element is not self-signed). Does not judge dates or keys.
+    """
+    pool = list(pool)
+    chain = [leaf]
+    while not is_self_signed(chain[-1]) and len(chain) <= len(pool) + 1:
+        issuer = next((c for c in pool if c not in chain and _issued_by(chain[-1], c)), None)
+        if issuer is None:
+            break
+        chain.append(issuer)
+    return chain
+
+
+# --------------------------------------------------------------------------- facts
+
+def key_bits(cert: x509.Certificate) -> int | None:
+    """Public key size in bits (RSA modulus, EC curve size); None for key types without one."""
+    return getattr(cert.public_key(), "key_size", None)
+
+
+def is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints cA (RFC 5280 §4.2.1.9)."""
+    bc = _ext(cert, x509.BasicConstraints)
+    return bool(bc and bc.ca)
+
+
+def validity_problems(cert: x509.Certificate, now: dt.datetime | None = None) -> list[str]:
+    """Empty when ``now`` lies inside notBefore..notAfter (RFC 5280 §4.1.2.5)."""
+    now = now or dt.datetime.now(UTC)
+    problems = []
+    if now < cert.not_valid_before_utc:
+        problems.append(f"not valid before {cert.not_valid_before_utc.isoformat()}")
+    if now > cert.not_valid_after_utc:
+        problems.append(f"expired on {cert.not_valid_after_utc.isoformat()}")
+    return problems
+
+
+def ekus(cert: x509.Certificate) -> list[x509.ObjectIdentifier]:
+    value = _ext(cert, x509.ExtendedKeyUsage)
+    return list(value) if value else []
+
+
+def has_eku(cert: x509.Certificate, oid: x509.ObjectIdentifier | str) -> bool:
+    oid = x509.ObjectIdentifier(oid) if isinstance(oid, str) else oid
+    return oid in ekus(cert)
+
+
+def subject_ous(cert: x509.Certificate) -> list[str]:
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)]
+
+
+def has_amt_provisioning_marker(cert: x509.Certificate) -> bool:
+    """serverAuth + AMT OID in the EKU, or an OU exactly "Intel(R) Client Setup Certificate"."""
+    if has_eku(cert, SERVER_AUTH) and has_eku(cert, AMT_PROVISIONING_OID):
+        return True
+    return CLIENT_SETUP_OU in subject_ous(cert)
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    san = _ext(cert, x509.SubjectAlternativeName)
+    return san.get_values_for_type(x509.DNSName) if san else []
+
+
+def common_name(cert: x509.Certificate) -> str | None:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else None
+
+
+def domain_suffix(cert: x509.Certificate) -> str | None:
+    """The DNS suffix of the certificate's host name (CN, else first SAN dNSName), lowercase.
+
+    ``sccm01.vprolab.test`` -> ``vprolab.test``; None when the name has no dot.
+    """
+    name = common_name(cert) or next(iter(dns_names(cert)), None)
+    if not name or "." not in name:
+        return None
+    return name.rstrip(".").split(".", 1)[1].lower()
+
+
+def matches_domain(cert: x509.Certificate, domain: str) -> bool:
+    """True when the certificate's host name lies in ``domain`` (AMT's suffix rule)."""
+    domain = domain.rstrip(".").lower()
+    names = [n for n in [common_name(cert), *dns_names(cert)] if n]
+    return any(n.rstrip(".").lower().endswith("." + domain) for n in names)
+
+
+def fingerprint(cert: x509.Certificate, algorithm: str = "sha256") -> str:
+    """Hash of the DER certificate, lowercase hex ("sha1" or "sha256")."""
+    if algorithm not in ("sha1", "sha256"):
+        raise ValueError(f"unsupported fingerprint algorithm {algorithm!r}")
+    return hashlib.new(algorithm, cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def cdp_urls(cert: x509.Certificate) -> list[str]:
+    """URIs of the cRLDistributionPoints extension (RFC 5280 §4.2.1.13)."""
+    cdp = _ext(cert, x509.CRLDistributionPoints)
+    return [n.value for dp in (cdp or []) for n in (dp.full_name or [])
+            if isinstance(n, x509.UniformResourceIdentifier)]
+
+
+def aia_urls(cert: x509.Certificate, method=x509.AuthorityInformationAccessOID.CA_ISSUERS) -> list[str]:
+    """caIssuers (default) or OCSP URIs of authorityInfoAccess (RFC 5280 §4.2.2.1)."""
+    aia = _ext(cert, x509.AuthorityInformationAccess)
+    return [d.access_location.value for d in (aia or [])
+            if d.access_method == method and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+
+
+def summary(cert: x509.Certificate) -> dict:
+    """Evidence for a report: names, serial, dates, key size, EKUs, CDP/AIA URLs, fingerprints."""
+    return {
+        "subject": cert.subject.rfc4514_string(),
+        "issuer": cert.issuer.rfc4514_string(),
+        "serial": format(cert.serial_number, "x"),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "key_bits": key_bits(cert),
+        "is_ca": is_ca(cert),
+        "ekus": [oid.dotted_string for oid in ekus(cert)],
+        "dns_names": dns_names(cert),
+        "cdp": cdp_urls(cert),
+        "aia": aia_urls(cert),
+        "sha1": fingerprint(cert, "sha1"),
+        "sha256": fingerprint(cert, "sha256"),
+    }
+
+
+# --------------------------------------------------------------------------- CRLs
+
+def parse_crl(data: bytes, url: str = "<bytes>") -> x509.CertificateRevocationList:
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_crl(data)
+        return x509.load_der_x509_crl(data)
+    except ValueError as exc:
+        raise CrlProblem("unparsable", url, str(exc)) from None
+
+
+def check_crl(crl: x509.CertificateRevocationList, *, url: str = "<crl>",
+              issuer: x509.Certificate | None = None, now: dt.datetime | None = None) -> None:
+    """Raise :class:`CrlProblem` if ``crl`` is outside thisUpdate..nextUpdate (RFC 5280 §5.1.2.4-5)
+    or, given ``issuer``, not signed by it."""
+    now = now or dt.datetime.now(UTC)
+    if crl.last_update_utc > now:
+        raise CrlProblem("not-yet-valid", url, f"thisUpdate {crl.last_update_utc.isoformat()}")
+    if crl.next_update_utc is not None and crl.next_update_utc < now:
+        raise CrlProblem("expired", url, f"nextUpdate {crl.next_update_utc.isoformat()}")
+    if issuer is not None and (crl.issuer != issuer.subject
+                               or not crl.is_signature_valid(issuer.public_key())):
+        raise CrlProblem("bad-signature", url, f"not signed by {issuer.subject.rfc4514_string()}")
+
+
+def fetch_crl(url: str, timeout: float = 5.0, *, issuer: x509.Certificate | None = None,
+              now: dt.datetime | None = None, max_bytes: int = MAX_CRL_BYTES,
+              session: requests.Session | None = None) -> x509.CertificateRevocationList:
+    """GET a CRL (DER or PEM), bounded in time and size, and check dates (and signature).
+
+    HTTPS URLs are verified (requests' default); lab and AD CS CRLs are plain HTTP per
+    RFC 5280 §4.2.1.13.
+    """
+    getter = session or requests
+    try:
+        with getter.get(url, timeout=timeout, stream=True) as resp:
+            if resp.status_code != 200:
+                raise CrlProblem("http-status", url, f"HTTP {resp.status_code}")
+            body = bytearray()
+            for chunk in resp.iter_content(65536):
+                body += chunk
+                if len(body) > max_bytes:
+                    raise CrlProblem("too-large", url, f"more than {max_bytes} bytes")
+    except requests.RequestException as exc:
+        raise CrlProblem("unreachable", url, type(exc).__name__) from None
+    crl = parse_crl(bytes(body), url)
+    check_crl(crl, url=url, issuer=issuer, now=now)
+    return crl
+
+
+def is_revoked(crl: x509.CertificateRevocationList, serial: int) -> bool:
+    return crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+
+def revocation_reason(crl: x509.CertificateRevocationList, serial: int) -> x509.ReasonFlags | None:
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    if entry is None:
+        return None
+    try:
+        return entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    except x509.ExtensionNotFound:
+        return x509.ReasonFlags.unspecified
+
+
+# --------------------------------------------------------------------------- path validation
+
+def verify_chain(leaf: x509.Certificate, chain: Sequence[x509.Certificate],
+                 roots: Sequence[x509.Certificate], now: dt.datetime | None = None) -> list[x509.Certificate]:
+    """Validate ``leaf`` up to one of ``roots`` (RFC 5280 §6) with cryptography's verifier.
+
+    Signatures, dates, basicConstraints/keyUsage of the CAs and name chaining are checked by
+    ``cryptography.x509.verification`` with its Web PKI CA profile; the end-entity profile is
+    ``permit_all`` because what the leaf must carry (serverAuth, AMT OID, OU) is judged by
+    the checks themselves, and a provisioning certificate may legally lack serverAuth. Key
+    sizes above 2048 bits pass here: AMT's limit is the separate :func:`key_bits` check.
+    Revocation is not checked here (see :func:`fetch_crl`). Returns the validated chain,
+    leaf first; raises :class:`ChainProblem`.
+    """
+    builder = (verification.PolicyBuilder().store(verification.Store(list(roots)))
+               .time(now or dt.datetime.now(UTC))
+               .extension_policies(ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+                                   ee_policy=verification.ExtensionPolicy.permit_all()))
+    try:
+        verified = builder.build_client_verifier().verify(leaf, [c for c in chain if c != leaf])
+    except verification.VerificationError as exc:
+        raise ChainProblem(str(exc)) from None
+    return list(verified.chain)
