@@ -1,0 +1,714 @@
+"""Simulated Intel AMT devices: the device model, hello sender, a hello listener and a runner.
+
+Behaviour follows ``notes/amt-protocol.md``; WS-MAN transport and auth come from
+:mod:`pytest_vpro.lab.wsman_server`. One process (one event loop) serves many devices,
+each on its own loopback address, port 16992 (HTTP) and, with a certificate, 16993 (TLS).
+
+Modelling decisions (lab simplifications, each in one place):
+ * AMT before 3.2.1 had no WS-MAN (only the legacy EOI SOAP services): such a device
+   answers 404 on ``/wsman`` (:data:`FIRST_WSMAN_VERSION`).
+ * The ME is unreachable while the host is in a sleep state its power policy does not
+   cover (e.g. policy "ON in S0" and the PC off): the connection is dropped unanswered.
+ * Pre-provisioned devices (state 0) still answer WS-MAN with the digest account (real
+   firmware only offers the provisioning TLS port); ``CommitChanges`` moves a device to
+   post-provisioning (real provisioning runs a PSK/PKI TLS handshake first).
+ * ReturnValue numbers for refused calls follow CIM (0 ok, 2 unspecified error,
+   5 invalid parameter); which number real firmware picks is *(unconfirmed)*.
+
+Run as a process: ``python -m pytest_vpro.lab.amt_sim --spec estate.json`` (JSON or YAML:
+``{"devices": [DeviceSpec fields...]}``); or in a thread with ``AmtSimulator(...).start()``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import signal
+import socketserver
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from pytest_vpro.lab.wsman_server import (
+    DigestAuthenticator, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
+    amt_digest_realm, destination_unreachable, invalid_representation, invalid_selectors, server_ssl_context,
+)
+from pytest_vpro.probes.hello import MAX_HELLO_BYTES, VERSION_PKI, VERSION_PSK, Hello, MalformedHello, decode_hello, encode_hello
+from pytest_vpro.probes.wsman import ENDPOINT, EndpointReference, resource_uri
+
+log = logging.getLogger(__name__)
+FIRST_WSMAN_VERSION = (3, 2, 1)
+HTTP_PORT, HTTPS_PORT, HELLO_PORT = 16992, 16993, 9971
+
+
+@dataclass(frozen=True)
+class PowerScheme:
+    """One ``AMT_SystemPowerScheme``. Descriptions are the MEBx "ME ON in Host Sleep States"
+    texts seen on public MEBx screens; the GUIDs and InstanceIDs are *(unconfirmed)*."""
+
+    instance_id: str
+    description: str
+    guid: str
+    me_on: frozenset[str]
+
+
+POWER_SCHEMES: tuple[PowerScheme, ...] = (
+    PowerScheme("Intel(r) AMT Power Scheme 1", "Desktop: ON in S0", "00000000-0000-4000-8000-000000000001",
+                frozenset({"S0"})),
+    PowerScheme("Intel(r) AMT Power Scheme 2", "Desktop: ON in S0, ME Wake in S3, S4-5",
+                "00000000-0000-4000-8000-000000000002", frozenset({"S0", "S3", "S4", "S5"})),
+    PowerScheme("Intel(r) AMT Power Scheme 3", "Desktop: ON in S0, S3, S4-5", "00000000-0000-4000-8000-000000000003",
+                frozenset({"S0", "S3", "S4", "S5"})),
+    PowerScheme("Intel(r) AMT Power Scheme 4", "Mobile: ON in S0", "00000000-0000-4000-8000-000000000004",
+                frozenset({"S0"})),
+    PowerScheme("Intel(r) AMT Power Scheme 5", "Mobile: ON in S0, ME Wake in S3, S4-S5 (AC only)",
+                "00000000-0000-4000-8000-000000000005", frozenset({"S0", "S3", "S4", "S5"})),
+)
+#: CIM power states (notes "power state") -> ACPI sleep state the host is in.
+POWER_TO_SSTATE = {2: "S0", 4: "S3", 7: "S4", 8: "S5", 6: "S5"}
+#: RequestPowerStateChange: requested state -> (states it may be requested from, resulting state).
+POWER_TRANSITIONS: dict[int, tuple[frozenset[int], int]] = {
+    2: (frozenset({4, 6, 7, 8}), 2),   # power on
+    8: (frozenset({2}), 8),            # off-soft
+    6: (frozenset({2, 4, 7}), 6),      # off-hard
+    5: (frozenset({2}), 2),            # power cycle: back on
+    10: (frozenset({2}), 2),           # master bus reset: back on
+    4: (frozenset({2}), 4),            # standby (S3)
+    7: (frozenset({2}), 7),            # hibernate (S4)
+}
+RV_OK, RV_ERROR, RV_INVALID_PARAMETER = 0, 2, 5
+READ_ONLY_METHODS = {"GetLowAccuracyTimeSynch", "EnumerateUserAclEntries", "GetUserAclEntryEx"}
+
+
+def scheme_by(key: str) -> PowerScheme:
+    """Look a scheme up by InstanceID, description or GUID."""
+    for s in POWER_SCHEMES:
+        if key in (s.instance_id, s.description, s.guid):
+            return s
+    raise KeyError(key)
+
+
+@dataclass
+class AclEntry:
+    """A user ACL entry: a Kerberos SID (or a digest user name) and its realms (notes: ACL realms)."""
+
+    kerberos_sid: str = ""
+    digest_user: str = ""
+    realms: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 7, 12, 13])
+    access: int = 2  # 0 local, 1 network, 2 any
+
+
+@dataclass
+class DeviceSpec:
+    """Everything that makes one simulated AMT PC (an estate file lists these)."""
+
+    fqdn: str
+    address: str
+    uuid: str
+    amt_version: str = "6.2.10"
+    provisioning_state: int = 2
+    provisioning_mode: int = 1
+    power_state: int = 2
+    power_scheme: str = "Desktop: ON in S0, ME Wake in S3, S4-5"
+    redirection_state: int = 32771
+    redirection_listener: bool = True
+    hashes: list[tuple[int, str, bytes, bool, bool]] = field(default_factory=list)  # (type, name, digest, enabled, default)
+    host_name: str = ""
+    domain_name: str = ""
+    digest_user: str = "admin"
+    digest_password: str = field(default="P@ssw0rd", repr=False)
+    kerberos_realm: str = ""
+    kerberos_keytab: str = ""
+    kerberos_spns: list[str] = field(default_factory=list)
+    kerberos_enabled: bool = True
+    max_token_bytes: int = 4096
+    acl: list[AclEntry] = field(default_factory=list)
+    clock_offset_s: float = 0.0
+    latency_ms: float = 0.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    send_hellos: bool = True
+    provision_server: tuple[str, int] | None = None
+    hello_interval: float = 1.0
+    hello_max_retries: int = 15
+    hello_mode: str = "PKI"
+    pid: str = ""
+
+    def __post_init__(self) -> None:
+        host, _, domain = self.fqdn.partition(".")
+        self.host_name = self.host_name or host
+        self.domain_name = self.domain_name or domain
+        self.hashes = [(int(t), n, bytes.fromhex(d) if isinstance(d, str) else bytes(d), bool(e), bool(f))
+                       for t, n, d, e, f in self.hashes]
+        self.acl = [a if isinstance(a, AclEntry) else AclEntry(**a) for a in self.acl]
+        if self.provision_server is not None:
+            self.provision_server = (str(self.provision_server[0]), int(self.provision_server[1]))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DeviceSpec":
+        return cls(**data)
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.amt_version.split(".")[:3] if p.isdigit())
+
+    @property
+    def has_wsman(self) -> bool:
+        return self.version_tuple >= FIRST_WSMAN_VERSION
+
+
+def _sel(uri_class: str, **selectors: str) -> EndpointReference:
+    return EndpointReference(resource_uri(uri_class), selectors)
+
+
+class Device:
+    """One AMT device's state and its WS-MAN provider (see :class:`~pytest_vpro.lab.wsman_server.Provider`)."""
+
+    def __init__(self, spec: DeviceSpec, record: Callable[[dict[str, Any]], None]):
+        self.spec = spec
+        self._record = record
+        self.realm = amt_digest_realm(spec.uuid)
+        self.hello_wakeup: asyncio.Event | None = None  # set by the simulator's loop
+        self.hellos_sent = 0
+        self.general: dict[str, Any] = {
+            "ElementName": "Intel(r) AMT: General Settings", "InstanceID": "Intel(r) AMT: General Settings",
+            "NetworkInterfaceEnabled": "true", "DigestRealm": self.realm, "IdleWakeTimeout": "65535",
+            "HostName": spec.host_name, "DomainName": spec.domain_name, "PingResponseEnabled": "true",
+            "WsmanOnlyMode": "false", "PreferredAddressFamily": "0", "DHCPv6ConfigurationTimeout": "0",
+            "DDNSUpdateEnabled": "false", "DDNSPeriodicUpdateInterval": "1440", "DDNSTTL": "900",
+            "AMTNetworkEnabled": "1", "RmcpPingResponseEnabled": "true", "PowerSource": "0",
+        }
+        self.redirection: dict[str, Any] = {
+            "CreationClassName": "AMT_RedirectionService", "ElementName": "Intel(r) AMT Redirection Service",
+            "Name": "Intel(r) AMT Redirection Service", "SystemCreationClassName": "CIM_ComputerSystem",
+            "SystemName": "Intel(r) AMT", "EnabledState": str(spec.redirection_state),
+            "ListenerEnabled": "true" if spec.redirection_listener else "false", "AccessLog": [],
+        }
+
+    # -- helpers --
+    @property
+    def sstate(self) -> str:
+        return POWER_TO_SSTATE.get(self.spec.power_state, "S0")
+
+    @property
+    def scheme(self) -> PowerScheme:
+        return scheme_by(self.spec.power_scheme)
+
+    def me_reachable(self) -> bool:
+        """The ME answers only in S-states its power policy keeps it on (or wakes it) in."""
+        return self.sstate in self.scheme.me_on
+
+    def _log(self, req: WsmanRequest, op: str, cls: str, params: dict[str, Any], rv: int) -> None:
+        self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address, "op": op,
+                      "class": cls, "params": params, "return": rv, "principal": req.principal})
+
+    # -- instances --
+    def _instances(self) -> dict[str, Callable[[], list[dict[str, Any]]]]:
+        s = self.spec
+        return {
+            "AMT_GeneralSettings": lambda: [dict(self.general)],
+            "AMT_SetupAndConfigurationService": lambda: [{
+                "CreationClassName": "AMT_SetupAndConfigurationService",
+                "ElementName": "Intel(r) AMT Setup and Configuration Service",
+                "Name": "Intel(r) AMT Setup and Configuration Service", "SystemCreationClassName": "CIM_ComputerSystem",
+                "SystemName": "Intel(r) AMT", "EnabledState": "5", "ProvisioningMode": str(s.provisioning_mode),
+                "ProvisioningState": str(s.provisioning_state), "ProvisioningServerOTP": None, "ZeroTouchConfigurationEnabled": "true",
+            }],
+            "CIM_SoftwareIdentity": lambda: [
+                {"InstanceID": iid, "IsEntity": "true", "VersionString": ver}
+                for iid, ver in (("Flash", s.amt_version), ("Netstack", s.amt_version), ("AMTApps", s.amt_version),
+                                 ("AMT", s.amt_version), ("Sku", "16392"), ("VendorID", "8086"),
+                                 ("Build Number", "1000"), ("Recovery Version", s.amt_version))
+            ],
+            "CIM_ComputerSystem": lambda: [{
+                "CreationClassName": "CIM_ComputerSystem", "Name": "ManagedSystem", "ElementName": "Managed System",
+                "EnabledState": "2" if s.power_state == 2 else "3", "RequestedState": "0",
+            }],
+            "CIM_AssociatedPowerManagementService": lambda: [{
+                "AvailableRequestedPowerStates": [str(k) for k in sorted(POWER_TRANSITIONS)
+                                                  if s.power_state in POWER_TRANSITIONS[k][0]],
+                "PowerState": str(s.power_state),
+                "ServiceProvided": _sel("CIM_PowerManagementService", CreationClassName="CIM_PowerManagementService",
+                                        Name="Intel(r) AMT Power Management Service",
+                                        SystemCreationClassName="CIM_ComputerSystem", SystemName="Intel(r) AMT"),
+                "UserOfService": _sel("CIM_ComputerSystem", CreationClassName="CIM_ComputerSystem", Name="ManagedSystem"),
+            }],
+            "CIM_PowerManagementService": lambda: [{
+                "CreationClassName": "CIM_PowerManagementService", "ElementName": "Intel(r) AMT Power Management Service",
+                "EnabledState": "5", "Name": "Intel(r) AMT Power Management Service",
+                "SystemCreationClassName": "CIM_ComputerSystem", "SystemName": "Intel(r) AMT",
+            }],
+            "AMT_SystemPowerScheme": lambda: [{
+                "Description": p.description, "ElementName": "Intel(r) AMT Power Scheme", "InstanceID": p.instance_id,
+                "SchemeGUID": base64.b64encode(uuid.UUID(p.guid).bytes_le).decode(),
+            } for p in POWER_SCHEMES],
+            "CIM_ElementSettingData": lambda: [{
+                "IsCurrent": "1" if p == self.scheme else "2", "IsDefault": "2",
+                "ManagedElement": _sel("CIM_ComputerSystem", CreationClassName="CIM_ComputerSystem", Name="ManagedSystem"),
+                "SettingData": _sel("AMT_SystemPowerScheme", InstanceID=p.instance_id),
+            } for p in POWER_SCHEMES],
+            "AMT_RedirectionService": lambda: [dict(self.redirection)],
+            "AMT_ProvisioningCertificateHash": lambda: [{
+                "Description": "Certificate Hash Entry", "ElementName": name, "Enabled": str(enabled).lower(),
+                "HashData": base64.b64encode(digest).decode(), "HashType": str(htype),
+                "InstanceID": f"Intel(r) AMT Certificate Hash: {i}", "IsDefault": str(default).lower(),
+            } for i, (htype, name, digest, enabled, default) in enumerate(s.hashes)],
+            "AMT_KerberosSettingData": lambda: [{
+                "ElementName": "Intel (r) AMT: Kerberos Settings", "InstanceID": "Intel (r) AMT: Kerberos Settings",
+                "KrbEnabled": "true" if s.kerberos_enabled and s.kerberos_realm else "false",
+                "MaximumClockTolerance": "5", "RealmName": s.kerberos_realm,
+                "ServicePrincipalName": list(s.kerberos_spns), "ServicePrincipalProtocol": ["0", "1"][: len(s.kerberos_spns)],
+                "SupportedEncryptionAlgorithms": ["0", "1", "2"], "ConfiguredEncryptionAlgorithms": ["0", "1", "2"],
+            }],
+            "AMT_AuthorizationService": lambda: [{
+                "CreationClassName": "AMT_AuthorizationService", "ElementName": "Intel(r) AMT Authorization Service",
+                "Name": "Intel(r) AMT Authorization Service", "SystemCreationClassName": "CIM_ComputerSystem",
+                "SystemName": "Intel(r) AMT",
+            }],
+            "AMT_TimeSynchronizationService": lambda: [{
+                "CreationClassName": "AMT_TimeSynchronizationService", "ElementName": "Intel(r) AMT Time Synchronization Service",
+                "Name": "Intel(r) AMT Time Synchronization Service", "SystemCreationClassName": "CIM_ComputerSystem",
+                "SystemName": "Intel(r) AMT", "LocalTimeSyncEnabled": "0", "TimeSource": "1",
+            }],
+        }
+
+    def _lookup(self, req: WsmanRequest) -> tuple[str, list[dict[str, Any]]]:
+        cls = req.resource_uri.rstrip("/").rsplit("/", 1)[-1]
+        table = self._instances()
+        if cls not in table or resource_uri(cls) != req.resource_uri:
+            raise destination_unreachable(req.resource_uri)
+        return cls, table[cls]()
+
+    def _select(self, req: WsmanRequest, instances: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pick the instance the selectors name; selectors naming no property are ignored, as AMT does."""
+        for inst in instances:
+            if all(k not in inst or str(inst[k]) == v for k, v in req.selectors.items()):
+                return inst
+        raise invalid_selectors()
+
+    # -- Provider --
+    def get(self, req: WsmanRequest) -> ServerInstance:
+        cls, instances = self._lookup(req)
+        if not instances:
+            raise invalid_selectors("no such instance")
+        return ServerInstance(cls, req.resource_uri, self._select(req, instances))
+
+    def enumerate(self, req: WsmanRequest) -> list[ServerInstance]:
+        cls, instances = self._lookup(req)
+        return [ServerInstance(cls, req.resource_uri, i) for i in instances]
+
+    def put(self, req: WsmanRequest, properties: dict[str, Any]) -> ServerInstance:
+        cls, instances = self._lookup(req)
+        targets = {"AMT_GeneralSettings": self.general, "AMT_RedirectionService": self.redirection}
+        if cls not in targets:
+            raise Fault("Sender", "wsa:ActionNotSupported", f"{cls} cannot be changed with Put")
+        target = targets[cls]
+        unknown = set(properties) - set(target)
+        if unknown:
+            raise invalid_representation(f"unknown properties for {cls}: {sorted(unknown)}")
+        if cls == "AMT_RedirectionService" and str(properties.get("EnabledState", "32771")) not in ("32768", "32769", "32770", "32771"):
+            raise invalid_representation("EnabledState must be 32768..32771")
+        changed = {k: v for k, v in properties.items() if target.get(k) != v}
+        target.update(properties)
+        if cls == "AMT_RedirectionService":
+            self.spec.redirection_state = int(target["EnabledState"])
+            self.spec.redirection_listener = str(target["ListenerEnabled"]).lower() == "true"
+        if cls == "AMT_GeneralSettings":
+            self.spec.host_name, self.spec.domain_name = target["HostName"], target["DomainName"]
+        self._log(req, "Put", cls, changed, RV_OK)
+        return ServerInstance(cls, req.resource_uri, dict(target))
+
+    def invoke(self, req: WsmanRequest, method: str, params: dict[str, Any]) -> ServerInstance:
+        cls, instances = self._lookup(req)
+        handler = getattr(self, f"_m_{cls}_{method}", None)
+        if handler is None:
+            raise Fault("Sender", "wsa:ActionNotSupported", f"{cls} has no method {method}", "",
+                        "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
+        if instances:
+            self._select(req, instances)
+        out = handler(req, params)
+        if method not in READ_ONLY_METHODS:
+            self._log(req, method, cls, {k: v for k, v in params.items() if "Password" not in k},
+                      int(out.get("ReturnValue", 0)))
+        return ServerInstance(f"{method}_OUTPUT", req.resource_uri, out)
+
+    # -- methods --
+    def _m_CIM_PowerManagementService_RequestPowerStateChange(self, req, params) -> dict[str, Any]:
+        try:
+            wanted = int(str(params.get("PowerState", "")).strip())
+        except ValueError:
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        if wanted not in POWER_TRANSITIONS:
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        allowed_from, result = POWER_TRANSITIONS[wanted]
+        if self.spec.power_state not in allowed_from:
+            return {"ReturnValue": RV_ERROR}
+        self.spec.power_state = result
+        return {"ReturnValue": RV_OK}
+
+    def _m_AMT_SetupAndConfigurationService_Unprovision(self, req, params) -> dict[str, Any]:
+        if self.spec.provisioning_state == 0:
+            return {"ReturnValue": RV_ERROR}
+        self.spec.provisioning_state = 0
+        self.hellos_sent = 0
+        if self.hello_wakeup is not None:
+            self.hello_wakeup.set()
+        return {"ReturnValue": RV_OK}
+
+    def _m_AMT_SetupAndConfigurationService_CommitChanges(self, req, params) -> dict[str, Any]:
+        self.spec.provisioning_state = 2
+        return {"ReturnValue": RV_OK}
+
+    def _m_AMT_SystemPowerScheme_SetPowerScheme(self, req, params) -> dict[str, Any]:
+        key = req.selectors.get("InstanceID") or str(params.get("InstanceID", ""))
+        try:
+            self.spec.power_scheme = scheme_by(key).description
+        except KeyError:
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        return {"ReturnValue": RV_OK}
+
+    def _m_AMT_TimeSynchronizationService_GetLowAccuracyTimeSynch(self, req, params) -> dict[str, Any]:
+        return {"Ta0": str(int(time.time() + self.spec.clock_offset_s)), "ReturnValue": RV_OK}
+
+    def _m_AMT_TimeSynchronizationService_SetHighAccuracyTimeSynch(self, req, params) -> dict[str, Any]:
+        try:
+            ta0, tm1 = int(params["Ta0"]), int(params["Tm1"])
+        except (KeyError, ValueError):
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        self.spec.clock_offset_s = tm1 - ta0 if abs(tm1 - time.time()) < 3600 else self.spec.clock_offset_s
+        return {"ReturnValue": RV_OK}
+
+    def _m_AMT_AuthorizationService_EnumerateUserAclEntries(self, req, params) -> dict[str, Any]:
+        try:
+            start = int(params.get("StartIndex", "1") or 1)
+        except ValueError:
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        handles = [str(i + 1) for i in range(len(self.spec.acl))][max(start - 1, 0): max(start - 1, 0) + 50]
+        return {"TotalCount": str(len(self.spec.acl)), "HandlesCount": str(len(handles)), "Handles": handles,
+                "ReturnValue": RV_OK}
+
+    def _m_AMT_AuthorizationService_GetUserAclEntryEx(self, req, params) -> dict[str, Any]:
+        try:
+            entry = self.spec.acl[int(params.get("Handle", "0")) - 1]
+        except (ValueError, IndexError):
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        out: dict[str, Any] = {}
+        if entry.kerberos_sid:
+            out["KerberosUserSid"] = entry.kerberos_sid
+        else:
+            out["DigestUsername"] = entry.digest_user
+        out.update({"AccessPermission": str(entry.access), "Realms": [str(r) for r in entry.realms],
+                    "ReturnValue": RV_OK})
+        return out
+
+
+# --- hellos ---------------------------------------------------------------------------
+def hello_for(device: Device, retry_count: int) -> bytes:
+    """The hello this device sends now (notes: "The hello packet")."""
+    s = device.spec
+    if s.hello_mode.upper() == "PSK":
+        pid = (s.pid.encode() + b"\0" * 8)[:8] if s.pid else hashlib.sha256(s.uuid.encode()).digest()[:8]
+        return encode_hello(s.uuid, version=VERSION_PSK, retry_count=retry_count, pid=pid)
+    hashes = [(t, d) for t, _n, d, enabled, _def in s.hashes if enabled]
+    return encode_hello(s.uuid, version=VERSION_PKI, retry_count=retry_count, hashes=hashes)
+
+
+def hello_delay(interval: float, retry: int) -> float:
+    """Less and less often: interval, 2x, 4x ... capped at 64x (real AMT spreads 15 hellos over ~6 h)."""
+    return interval * (2 ** min(retry, 6))
+
+
+async def hello_loop(device: Device, timeout: float = 3.0) -> None:
+    """While pre-provisioned, send up to ``hello_max_retries`` hellos to ``provision_server``."""
+    assert device.hello_wakeup is not None
+    while True:
+        s = device.spec
+        if s.provisioning_state != 0 or not s.send_hellos or not s.provision_server \
+                or device.hellos_sent >= s.hello_max_retries:
+            device.hello_wakeup.clear()
+            await device.hello_wakeup.wait()
+            continue
+        retry = device.hellos_sent
+        device.hellos_sent += 1
+        try:
+            _r, w = await asyncio.wait_for(asyncio.open_connection(*s.provision_server,
+                                                                    local_addr=(s.address, 0)), timeout)
+            w.write(hello_for(device, retry))
+            await asyncio.wait_for(w.drain(), timeout)
+            w.close()
+            await asyncio.wait_for(w.wait_closed(), timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            log.debug("hello from %s to %s failed: %s", s.fqdn, s.provision_server, exc)
+        device.hello_wakeup.clear()
+        try:
+            await asyncio.wait_for(device.hello_wakeup.wait(), hello_delay(s.hello_interval, retry))
+        except asyncio.TimeoutError:
+            pass
+
+
+class HelloListener:
+    """A tiny TCP 9971 receiver that decodes hellos (for tests; the site server simulator has its own).
+
+    ``received`` holds ``(peer_address, Hello | MalformedHello)`` in arrival order.
+    """
+
+    def __init__(self, address: str, port: int = HELLO_PORT, *, read_timeout: float = 5.0):
+        listener = self
+        self.received: list[tuple[str, Hello | MalformedHello]] = []
+        self._cond = threading.Condition()
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.settimeout(read_timeout)
+                data = b""
+                try:
+                    while len(data) <= MAX_HELLO_BYTES:
+                        chunk = self.request.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                try:
+                    item: Hello | MalformedHello = decode_hello(data)
+                except MalformedHello as exc:
+                    item = exc
+                with listener._cond:
+                    listener.received.append((self.client_address[0], item))
+                    listener._cond.notify_all()
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self._server = Server((address, port), Handler)
+        self.address, self.port = self._server.server_address[:2]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+                                        name=f"hello-listener-{address}", daemon=True)
+
+    def start(self) -> "HelloListener":
+        self._thread.start()
+        return self
+
+    def wait(self, count: int, timeout: float) -> list[tuple[str, Hello | MalformedHello]]:
+        """Wait until ``count`` hellos arrived (or ``timeout`` s passed); return what arrived."""
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.received) >= count, timeout)
+            return list(self.received)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> "HelloListener":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- the simulator --------------------------------------------------------------------
+class AmtSimulator:
+    """Serves every device in ``specs`` from one event loop (in a thread, or in this process's main loop)."""
+
+    def __init__(self, specs: list[DeviceSpec], *, state_file: str | Path | None = None,
+                 http_port: int = HTTP_PORT, https_port: int = HTTPS_PORT):
+        self.state_file = Path(state_file) if state_file else None
+        self.http_port, self.https_port = http_port, https_port
+        self.calls: list[dict[str, Any]] = []
+        self._calls_lock = threading.Lock()
+        self.devices: dict[str, Device] = {s.fqdn: Device(s, self._record) for s in specs}
+        self.server: WsmanServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.start_seconds = 0.0
+
+    def _record(self, call: dict[str, Any]) -> None:
+        with self._calls_lock:
+            self.calls.append(call)
+            if self.state_file is not None:
+                with self.state_file.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(call, default=str) + "\n")
+
+    def by_address(self, address: str) -> Device:
+        return next(d for d in self.devices.values() if d.spec.address == address)
+
+    # -- inside the loop --
+    async def start_async(self) -> None:
+        t0 = time.perf_counter()
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self.server = WsmanServer()
+        for dev in self.devices.values():
+            self._add_device(dev)
+        await self.server.start()
+        for dev in self.devices.values():
+            dev.hello_wakeup = asyncio.Event()
+            self._tasks.append(asyncio.create_task(hello_loop(dev), name=f"hello-{dev.spec.fqdn}"))
+        self.start_seconds = time.perf_counter() - t0
+
+    def _add_device(self, dev: Device) -> None:
+        s = dev.spec
+        digest = DigestAuthenticator(dev.realm, {s.digest_user: s.digest_password})
+
+        def endpoint(port: int) -> WsmanEndpoint:
+            negotiate = None
+            spn = f"HTTP/{s.fqdn}:{port}"
+            if s.kerberos_keytab and s.kerberos_realm and (not s.kerberos_spns or spn in s.kerberos_spns):
+                negotiate = NegotiateAcceptor(s.kerberos_keytab, f"{spn}@{s.kerberos_realm}",
+                                              max_token_bytes=s.max_token_bytes)
+            return WsmanEndpoint(dev, digest=digest, negotiate=negotiate,
+                                 server_header=f"Intel(R) Active Management Technology {s.amt_version}",
+                                 latency_s=s.latency_ms / 1000, enabled=s.has_wsman, reachable=dev.me_reachable)
+
+        assert self.server is not None
+        self.server.add(s.address, self.http_port, endpoint(self.http_port))
+        if s.tls_cert and s.tls_key:
+            self.server.add(s.address, self.https_port, endpoint(self.https_port),
+                            server_ssl_context(s.tls_cert, s.tls_key))
+
+    def set_latency(self, fqdn: str, latency_ms: float) -> None:
+        """Change a device's per-call latency at run time."""
+        dev = self.devices[fqdn]
+        dev.spec.latency_ms = latency_ms
+        assert self.server is not None
+        for port in (self.http_port, self.https_port):
+            try:
+                self.server.endpoint(dev.spec.address, port).latency_s = latency_ms / 1000
+            except KeyError:
+                pass
+
+    async def stop_async(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.server is not None:
+            await self.server.stop()
+
+    async def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Start, call ``on_ready``, serve until :meth:`request_stop`, then stop."""
+        await self.start_async()
+        assert self._stop_event is not None
+        if on_ready is not None:
+            on_ready()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await self.stop_async()
+
+    # -- in a background thread --
+    def start(self, timeout: float = 120.0) -> "AmtSimulator":
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:  # report start failures to the caller
+                failure.append(exc)
+                ready.set()
+                loop.run_until_complete(self.stop_async())
+                loop.close()
+                return
+            ready.set()
+            try:
+                assert self._stop_event is not None
+                loop.run_until_complete(self._stop_event.wait())
+                loop.run_until_complete(self.stop_async())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="amt-sim", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError(f"AMT simulator did not start within {timeout} s")
+        if failure:
+            self._thread.join(5)
+            raise failure[0]
+        return self
+
+    def request_stop(self) -> None:
+        """Ask the serving loop to stop (call from inside the loop)."""
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` in the simulator's loop (thread-safe), e.g. to change a device's state."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(fn)
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop_event is not None and self._thread is not None:
+            self.loop.call_soon_threadsafe(self._stop_event.set)
+            self._thread.join(30)
+            self._thread = None
+
+    def __enter__(self) -> "AmtSimulator":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def load_specs(path: str | Path) -> list[DeviceSpec]:
+    """Read ``{"devices": [...]}`` (or a bare list) from a JSON or YAML estate file."""
+    text = Path(path).read_text(encoding="utf-8")
+    if str(path).endswith((".yaml", ".yml")):
+        import yaml
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    items = data["devices"] if isinstance(data, dict) else data
+    return [DeviceSpec.from_dict(d) for d in items]
+
+
+def spec_to_dict(spec: DeviceSpec) -> dict[str, Any]:
+    """JSON-ready form of a spec (hash digests as hex); the inverse of :meth:`DeviceSpec.from_dict`."""
+    d = asdict(spec)
+    d["hashes"] = [(t, n, dg.hex(), e, f) for t, n, dg, e, f in spec.hashes]
+    return d
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_vpro.lab.amt_sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="estate file (JSON or YAML) listing the devices")
+    parser.add_argument("--state-file", help="append every state-changing call to this JSONL file")
+    parser.add_argument("--http-port", type=int, default=HTTP_PORT)
+    parser.add_argument("--https-port", type=int, default=HTTPS_PORT)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    sim = AmtSimulator(load_specs(args.spec), state_file=args.state_file,
+                       http_port=args.http_port, https_port=args.https_port)
+
+    def ready() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sim.request_stop)
+        print(f"READY {len(sim.devices)} devices in {sim.start_seconds:.2f} s", flush=True)
+
+    async def run() -> None:
+        await sim.serve_forever(on_ready=ready)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["DeviceSpec", "AclEntry", "Device", "AmtSimulator", "HelloListener", "PowerScheme", "POWER_SCHEMES",
+           "scheme_by", "load_specs", "spec_to_dict", "hello_for", "hello_delay"]

@@ -1,0 +1,326 @@
+"""Typed reads (and a few clearly separated writes) of an Intel AMT device over WS-MAN.
+
+Classes, properties and value meanings come from ``notes/amt-protocol.md`` ("Classes
+the checks read"); every read returns a small dataclass so checks never see XML.
+"""
+from __future__ import annotations
+
+import base64
+import re
+import time
+from dataclasses import dataclass, field
+
+from pytest_vpro.probes.wsman import EndpointReference, Instance, MalformedReply, WsmanClient, WsmanError, resource_uri
+
+PROVISIONING_STATES = {0: "pre-provisioning", 1: "in provisioning", 2: "post-provisioning"}
+POWER_STATES = {2: "on", 4: "sleep (S3)", 5: "power cycle", 6: "off-hard", 7: "hibernate (S4)", 8: "off-soft (S5)"}
+REDIRECTION_STATES = {32768: (False, False), 32769: (False, True), 32770: (True, False), 32771: (True, True)}
+HASH_TYPES = {1: "SHA-1", 2: "SHA-256", 3: "SHA-384"}  # (unconfirmed): numbering of the hello packet
+ACL_REALMS = {2: "redirection", 3: "PT administration", 4: "hardware asset", 5: "remote control", 6: "storage",
+              7: "event manager", 12: "network time", 13: "general info", 20: "audit log", 21: "ACL"}
+
+
+class AmtCallFailed(WsmanError):
+    """A method answered with a non-zero ReturnValue."""
+
+    def __init__(self, method: str, return_value: int):
+        self.method, self.return_value = method, return_value
+        super().__init__(f"{method} returned {return_value}")
+
+
+def _int(value, default: int | None = None) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+def _list(value) -> list:
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _bool(value) -> bool:
+    return str(value).strip().lower() in ("true", "1")
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    state: int
+    mode: int | None
+
+    @property
+    def state_name(self) -> str:
+        return PROVISIONING_STATES.get(self.state, f"unknown ({self.state})")
+
+    def mode_name(self, version: tuple[int, ...] = (7,)) -> str:
+        """AMT 7+: 1 admin control, 4 client control; before AMT 6: 1 enterprise, 2 small business."""
+        names = {1: "admin control", 4: "client control"} if version >= (7,) else {1: "enterprise", 2: "small business"}
+        return names.get(self.mode or 0, f"unknown ({self.mode})")
+
+
+@dataclass(frozen=True)
+class Version:
+    text: str
+
+    @property
+    def parts(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", self.text)[:4])
+
+    def at_least(self, *minimum: int) -> bool:
+        return self.parts >= minimum
+
+
+@dataclass(frozen=True)
+class GeneralSettings:
+    host_name: str
+    domain_name: str
+    network_interface_enabled: bool
+    digest_realm: str
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.host_name}.{self.domain_name}" if self.domain_name else self.host_name
+
+
+@dataclass(frozen=True)
+class PowerStatus:
+    state: int
+    available: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return POWER_STATES.get(self.state, f"unknown ({self.state})")
+
+
+def me_on_states(description: str) -> frozenset[str]:
+    """Host S-states the ME is on (or wakes) in, read from a power scheme description.
+
+    The descriptions are MEBx "ME ON in Host Sleep States" texts such as
+    ``Desktop: ON in S0, ME Wake in S3, S4-5`` (public MEBx screens); "S4-5"/"S4-S5" means S4 and S5.
+    """
+    states = {"S0"} if re.search(r"\bS0\b", description) else set()
+    for m in re.finditer(r"S(\d)(?:\s*-\s*S?(\d))?", description):
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        states.update(f"S{i}" for i in range(lo, hi + 1) if i != 1 and i != 2)
+    return frozenset(states)
+
+
+@dataclass(frozen=True)
+class PowerPolicy:
+    instance_id: str
+    description: str
+    guid: str
+
+    @property
+    def me_on(self) -> frozenset[str]:
+        return me_on_states(self.description)
+
+    @property
+    def on_in_all_states(self) -> bool:
+        """The guide's "S0-S5" policy: the ME stays reachable while the PC sleeps or is off."""
+        return {"S0", "S3", "S4", "S5"} <= self.me_on
+
+
+@dataclass(frozen=True)
+class Redirection:
+    enabled_state: int
+    listener_enabled: bool
+
+    @property
+    def sol(self) -> bool:
+        return REDIRECTION_STATES.get(self.enabled_state, (False, False))[0]
+
+    @property
+    def ider(self) -> bool:
+        return REDIRECTION_STATES.get(self.enabled_state, (False, False))[1]
+
+
+@dataclass(frozen=True)
+class CertificateHash:
+    instance_id: str
+    name: str
+    hash_type: int
+    digest: bytes = field(repr=False)
+    enabled: bool
+    is_default: bool
+
+    @property
+    def hash_type_name(self) -> str:
+        return HASH_TYPES.get(self.hash_type, f"unknown ({self.hash_type})")
+
+    @property
+    def hex(self) -> str:
+        return self.digest.hex()
+
+
+@dataclass(frozen=True)
+class KerberosSettings:
+    realm: str
+    spns: tuple[str, ...]
+    enabled: bool
+    max_clock_tolerance_min: int | None
+
+
+@dataclass(frozen=True)
+class AclEntry:
+    handle: int
+    kerberos_sid: str
+    digest_user: str
+    realms: tuple[int, ...]
+    access: int | None
+
+    @property
+    def realm_names(self) -> tuple[str, ...]:
+        return tuple(ACL_REALMS.get(r, str(r)) for r in self.realms)
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    device_time: int
+    local_time: float
+
+    @property
+    def offset_s(self) -> float:
+        """Device clock minus ours (positive: the device is ahead)."""
+        return self.device_time - self.local_time
+
+
+class AmtDevice:
+    """Reads of one AMT device; writes are the three methods under "state-changing calls"."""
+
+    def __init__(self, client: WsmanClient):
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"AmtDevice({self.client.url!r})"
+
+    def _get(self, cls: str, selectors=None) -> Instance:
+        return self.client.get(resource_uri(cls), selectors)
+
+    def _call(self, cls: str, method: str, params: dict, selectors=None) -> Instance:
+        out = self.client.invoke(resource_uri(cls), method, params, selectors)
+        rv = _int(out.get("ReturnValue"), -1)
+        if rv != 0:
+            raise AmtCallFailed(method, rv if rv is not None else -1)
+        return out
+
+    # -- reads --
+    def provisioning(self) -> Provisioning:
+        i = self._get("AMT_SetupAndConfigurationService")
+        state = _int(i.get("ProvisioningState"))
+        if state is None:
+            raise MalformedReply("AMT_SetupAndConfigurationService without ProvisioningState")
+        return Provisioning(state, _int(i.get("ProvisioningMode")))
+
+    def version(self) -> Version:
+        for inst in self.client.enumerate(resource_uri("CIM_SoftwareIdentity")):
+            if inst.get("InstanceID") == "AMT":
+                return Version(str(inst.get("VersionString", "")))
+        raise MalformedReply("no CIM_SoftwareIdentity with InstanceID=AMT")
+
+    def general_settings(self) -> GeneralSettings:
+        i = self._get("AMT_GeneralSettings")
+        return GeneralSettings(str(i.get("HostName") or ""), str(i.get("DomainName") or ""),
+                               _bool(i.get("NetworkInterfaceEnabled")), str(i.get("DigestRealm") or ""))
+
+    def power_state(self) -> PowerStatus:
+        i = self._get("CIM_AssociatedPowerManagementService")
+        state = _int(i.get("PowerState"))
+        if state is None:
+            raise MalformedReply("CIM_AssociatedPowerManagementService without PowerState")
+        return PowerStatus(state, tuple(x for x in (_int(v) for v in _list(i.get("AvailableRequestedPowerStates")))
+                                        if x is not None))
+
+    def power_schemes(self) -> list[PowerPolicy]:
+        return [PowerPolicy(str(i.get("InstanceID", "")), str(i.get("Description", "")), _guid(i.get("SchemeGUID")))
+                for i in self.client.enumerate(resource_uri("AMT_SystemPowerScheme"))]
+
+    def power_policy(self) -> PowerPolicy:
+        """The active ``AMT_SystemPowerScheme``: the one a ``CIM_ElementSettingData`` with IsCurrent=1 points at."""
+        schemes = {p.instance_id: p for p in self.power_schemes()}
+        for esd in self.client.enumerate(resource_uri("CIM_ElementSettingData")):
+            ref = esd.get("SettingData")
+            if _int(esd.get("IsCurrent")) == 1 and isinstance(ref, dict) \
+                    and str(ref.get("ResourceURI", "")).endswith("/AMT_SystemPowerScheme"):
+                iid = ref.get("Selectors", {}).get("InstanceID", "")
+                if iid in schemes:
+                    return schemes[iid]
+        raise MalformedReply("no current AMT_SystemPowerScheme (CIM_ElementSettingData IsCurrent=1)")
+
+    def redirection(self) -> Redirection:
+        i = self._get("AMT_RedirectionService")
+        return Redirection(_int(i.get("EnabledState"), 0) or 0, _bool(i.get("ListenerEnabled")))
+
+    def certificate_hashes(self) -> list[CertificateHash]:
+        out = []
+        for i in self.client.enumerate(resource_uri("AMT_ProvisioningCertificateHash")):
+            try:
+                digest = base64.b64decode(str(i.get("HashData", "")), validate=True)
+            except ValueError:
+                raise MalformedReply(f"HashData of {i.get('InstanceID')} is not base64") from None
+            out.append(CertificateHash(str(i.get("InstanceID", "")), str(i.get("ElementName", "")),
+                                       _int(i.get("HashType"), 0) or 0, digest, _bool(i.get("Enabled")),
+                                       _bool(i.get("IsDefault"))))
+        return out
+
+    def kerberos_settings(self) -> KerberosSettings:
+        i = self._get("AMT_KerberosSettingData")
+        return KerberosSettings(str(i.get("RealmName") or ""), tuple(str(s) for s in _list(i.get("ServicePrincipalName"))),
+                                _bool(i.get("KrbEnabled")), _int(i.get("MaximumClockTolerance")))
+
+    def acl_entries(self, limit: int = 1000) -> list[AclEntry]:
+        """EnumerateUserAclEntries (pages by StartIndex), then GetUserAclEntryEx per handle."""
+        handles: list[int] = []
+        start = 1
+        while len(handles) < limit:
+            out = self._call("AMT_AuthorizationService", "EnumerateUserAclEntries", {"StartIndex": start})
+            page = [h for h in (_int(v) for v in _list(out.get("Handles"))) if h is not None]
+            handles.extend(page)
+            total = _int(out.get("TotalCount"), 0) or 0
+            if not page or len(handles) >= total:
+                break
+            start += len(page)
+        entries = []
+        for h in handles[:limit]:
+            e = self._call("AMT_AuthorizationService", "GetUserAclEntryEx", {"Handle": h})
+            entries.append(AclEntry(h, str(e.get("KerberosUserSid") or ""), str(e.get("DigestUsername") or ""),
+                                    tuple(r for r in (_int(v) for v in _list(e.get("Realms"))) if r is not None),
+                                    _int(e.get("AccessPermission"))))
+        return entries
+
+    def clock(self) -> ClockReading:
+        out = self._call("AMT_TimeSynchronizationService", "GetLowAccuracyTimeSynch", {})
+        ta0 = _int(out.get("Ta0"))
+        if ta0 is None:
+            raise MalformedReply("GetLowAccuracyTimeSynch without Ta0")
+        return ClockReading(ta0, time.time())
+
+    # -- state-changing calls: callers must gate these (disruptive checks, canary clients only) --
+    def request_power_state(self, state: int) -> None:
+        """RequestPowerStateChange: 2 on, 8 off-soft, 5 power cycle, 4 standby, 7 hibernate."""
+        managed = EndpointReference(resource_uri("CIM_ComputerSystem"),
+                                    {"CreationClassName": "CIM_ComputerSystem", "Name": "ManagedSystem"})
+        self._call("CIM_PowerManagementService", "RequestPowerStateChange",
+                   {"PowerState": int(state), "ManagedElement": managed},
+                   {"Name": "Intel(r) AMT Power Management Service"})
+
+    def unprovision(self, mode: int = 1) -> None:
+        """AMT_SetupAndConfigurationService.Unprovision(ProvisioningMode): back to pre-provisioning."""
+        self._call("AMT_SetupAndConfigurationService", "Unprovision", {"ProvisioningMode": mode})
+
+    def set_power_scheme(self, instance_id: str) -> None:
+        """Make the ``AMT_SystemPowerScheme`` with this InstanceID the active power policy."""
+        self._call("AMT_SystemPowerScheme", "SetPowerScheme", {}, {"InstanceID": instance_id})
+
+
+def _guid(value) -> str:
+    """SchemeGUID is base64 of the 16 GUID bytes (little-endian groups) on the wire."""
+    import uuid
+
+    try:
+        raw = base64.b64decode(str(value or ""), validate=True)
+        return str(uuid.UUID(bytes_le=raw)) if len(raw) == 16 else str(value or "")
+    except ValueError:
+        return str(value or "")

@@ -1,0 +1,581 @@
+"""A small WS-Management client, as Intel AMT (and Windows WinRM) speak it.
+
+Spec: DMTF DSP0226 (WS-Management 1.0) over SOAP 1.2, WS-Addressing 2004/08,
+WS-Transfer and WS-Enumeration 2004/09; the AMT dialect is described in
+``notes/amt-protocol.md`` ("WS-Management on AMT").
+
+Transport and authentication come from maintained libraries: ``requests`` (keep-alive
+sessions, TLS verified against a caller-given CA bundle), ``requests.auth.HTTPDigestAuth``
+(RFC 2617/7616) and ``requests_kerberos.HTTPKerberosAuth`` (SPNEGO ``Negotiate``).
+The SOAP envelopes are hand-written: they are a handful of fixed headers, and the
+only Python WS-MAN library (openwsman bindings) is a C extension that is hard to
+install. Replies are parsed with ``defusedxml`` (no DTDs, no entity expansion) and
+their size is bounded before parsing.
+"""
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape, quoteattr
+
+import defusedxml.ElementTree as SafeET
+import requests
+from defusedxml import DefusedXmlException
+
+# --- namespaces (DSP0226 annex A; notes "Namespaces in the envelope") -----------------
+NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
+NS_WSA = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
+NS_WSMAN = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
+NS_WSEN = "http://schemas.xmlsoap.org/ws/2004/09/enumeration"
+NS_WXF = "http://schemas.xmlsoap.org/ws/2004/09/transfer"
+NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"
+ANONYMOUS = NS_WSA + "/role/anonymous"
+
+
+class ENDPOINT:
+    """Resource URI prefixes and WS-Transfer/Enumeration action URIs (notes file)."""
+
+    AMT = "http://intel.com/wbem/wscim/1/amt-schema/1/"
+    CIM = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
+    IPS = "http://intel.com/wbem/wscim/1/ips-schema/1/"
+    GET = NS_WXF + "/Get"
+    GET_RESPONSE = NS_WXF + "/GetResponse"
+    PUT = NS_WXF + "/Put"
+    PUT_RESPONSE = NS_WXF + "/PutResponse"
+    ENUMERATE = NS_WSEN + "/Enumerate"
+    ENUMERATE_RESPONSE = NS_WSEN + "/EnumerateResponse"
+    PULL = NS_WSEN + "/Pull"
+    PULL_RESPONSE = NS_WSEN + "/PullResponse"
+    RELEASE = NS_WSEN + "/Release"
+    FAULT = NS_WSA + "/fault"
+
+
+AMT_PORT_HTTP = 16992
+AMT_PORT_HTTPS = 16993
+PATH = "/wsman"
+
+
+def resource_uri(class_name: str) -> str:
+    """Full resource URI for an AMT_/CIM_/IPS_ class name (notes: "Resource URI prefixes").
+
+    A value that already looks like a URI is returned unchanged.
+    """
+    if "://" in class_name:
+        return class_name
+    prefix = class_name.split("_", 1)[0].upper()
+    try:
+        base = {"AMT": ENDPOINT.AMT, "CIM": ENDPOINT.CIM, "IPS": ENDPOINT.IPS}[prefix]
+    except KeyError:
+        raise ValueError(f"no known resource URI prefix for class {class_name!r}") from None
+    return base + class_name
+
+
+def local_name(tag: str) -> str:
+    """``{ns}Name`` -> ``Name``."""
+    return tag.rsplit("}", 1)[-1]
+
+
+# --- errors --------------------------------------------------------------------------
+class WsmanError(Exception):
+    """Base of every error this client raises."""
+
+
+class Unreachable(WsmanError):
+    """No TCP answer: connection timed out, refused or reset."""
+
+    def __init__(self, host: str, port: int, timeout: float, why: str = "timeout"):
+        self.host, self.port, self.timeout, self.why = host, port, timeout, why
+        if why == "timeout":
+            text = f"no answer from {host}:{port} within {timeout:g} s"
+        else:
+            text = f"{host}:{port} {why}"
+        super().__init__(text)
+
+
+class AuthFailed(WsmanError):
+    """The server still answered 401 after we authenticated."""
+
+    def __init__(self, scheme: str, url: str, detail: str = ""):
+        self.scheme, self.url, self.detail = scheme, url, detail
+        msg = f"{scheme} authentication to {url} was refused"
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+class KerberosTokenTooLarge(AuthFailed):
+    """The device refused our Negotiate token as too big (AMT's ~4 KB ticket limit, notes file).
+
+    Modelled as HTTP 400 to a request that carried a Negotiate header; what real AMT
+    firmware answers is *(unconfirmed)*.
+    """
+
+
+class TlsError(WsmanError):
+    """TLS handshake or certificate verification failed."""
+
+    def __init__(self, url: str, reason: str):
+        self.url, self.reason = url, reason
+        super().__init__(f"TLS to {url} failed: {reason}")
+
+
+class SoapFault(WsmanError):
+    """A SOAP 1.2 fault (DSP0226 section 14)."""
+
+    def __init__(self, code: str, subcode: str, reason: str, detail: str = ""):
+        self.code, self.subcode, self.reason, self.detail = code, subcode, reason, detail
+        super().__init__(f"SOAP fault {code}/{subcode}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+class MalformedReply(WsmanError):
+    """The reply is not a usable WS-MAN envelope (not XML, wrong type, too big, no body)."""
+
+
+class HttpStatusError(WsmanError):
+    """An HTTP status that is neither success, a fault nor an auth failure (e.g. 404 on legacy AMT)."""
+
+    def __init__(self, url: str, status: int, reason: str = ""):
+        self.url, self.status = url, status
+        super().__init__(f"HTTP {status} {reason} from {url}".rstrip())
+
+
+# --- authentication ------------------------------------------------------------------
+@dataclass(frozen=True)
+class DigestAuth:
+    """HTTP Digest credentials (RFC 2617/7616), given to requests' ``HTTPDigestAuth``."""
+
+    user: str
+    password: str = field(repr=False)
+    scheme = "digest"
+
+    def for_url(self, url: str) -> requests.auth.AuthBase:
+        return requests.auth.HTTPDigestAuth(self.user, self.password)
+
+
+@dataclass(frozen=True)
+class KerberosAuth:
+    """Kerberos through SPNEGO ``Negotiate``, using the caller's ticket cache.
+
+    AMT's SPN carries the port: ``HTTP/fqdn:16993`` (notes: "Kerberos to AMT uses the SPN
+    with the port"). ``requests_kerberos`` (via pyspnego) names the target as the GSSAPI
+    host-based service ``service@host``; passing ``hostname_override="fqdn:port"`` makes
+    that ``HTTP@fqdn:16993``, which MIT krb5 imports as the principal
+    ``HTTP/fqdn:16993@<realm>`` (realm from krb5.conf's domain_realm or the referral realm).
+    That is the clean, library-only way; ``spn`` overrides the whole ``fqdn:port`` part.
+    """
+
+    mutual: bool = False
+    service: str = "HTTP"
+    spn_host: str | None = None  # "fqdn:port"; default: taken from the URL
+    scheme = "kerberos"
+
+    def for_url(self, url: str) -> requests.auth.AuthBase:
+        from requests_kerberos import OPTIONAL, REQUIRED, HTTPKerberosAuth
+
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return HTTPKerberosAuth(
+            mutual_authentication=REQUIRED if self.mutual else OPTIONAL,
+            service=self.service,
+            hostname_override=self.spn_host or f"{parts.hostname}:{port}",
+        )
+
+
+Auth = DigestAuth | KerberosAuth
+
+
+# --- evidence ------------------------------------------------------------------------
+@dataclass
+class Exchange:
+    """One request/response pair as text, Authorization headers removed."""
+
+    request: str
+    response: str
+
+
+class Transcript:
+    """Collects request/response text for evidence; pass one to ``WsmanClient(transcript=)``.
+
+    ``Authorization`` (request) and ``WWW-Authenticate``/``Authentication-Info``
+    (response, may carry a Kerberos token) headers are dropped.
+    """
+
+    HIDDEN = {"authorization", "www-authenticate", "authentication-info", "cookie", "set-cookie"}
+
+    def __init__(self, limit: int = 200):
+        self.limit = limit
+        self.exchanges: list[Exchange] = []
+
+    def _headers(self, headers: Mapping[str, str]) -> str:
+        return "".join(f"{k}: {v}\n" for k, v in headers.items() if k.lower() not in self.HIDDEN)
+
+    def record(self, request: requests.PreparedRequest, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        req_body = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else str(request.body or "")
+        req = f"{request.method} {request.url}\n{self._headers(request.headers)}\n{req_body}"
+        resp = f"HTTP {status}\n{self._headers(headers)}\n{body.decode('utf-8', 'replace')}"
+        self.exchanges.append(Exchange(req, resp))
+        del self.exchanges[: -self.limit]
+
+    def text(self) -> str:
+        return "\n\n".join(f">>>\n{e.request}\n<<<\n{e.response}" for e in self.exchanges)
+
+
+# --- envelopes -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class EndpointReference:
+    """A WS-Addressing EPR to a CIM instance, used as a method parameter (e.g. ManagedElement)."""
+
+    resource_uri: str
+    selectors: Mapping[str, str] = field(default_factory=dict)
+    address: str = ANONYMOUS
+
+    def to_xml(self, tag: str) -> str:
+        sel = "".join(f"<w:Selector Name={quoteattr(k)}>{escape(str(v))}</w:Selector>" for k, v in self.selectors.items())
+        return (
+            f"<{tag}><a:Address>{escape(self.address)}</a:Address><a:ReferenceParameters>"
+            f"<w:ResourceURI>{escape(self.resource_uri)}</w:ResourceURI>"
+            f"<w:SelectorSet>{sel}</w:SelectorSet></a:ReferenceParameters></{tag}>"
+        )
+
+
+def _value_xml(tag: str, value: Any) -> str:
+    if isinstance(value, EndpointReference):
+        return value.to_xml(tag)
+    if isinstance(value, (list, tuple)):
+        return "".join(_value_xml(tag, v) for v in value)
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    if value is None:
+        return f'<{tag} xsi:nil="true"/>'
+    return f"<{tag}>{escape(str(value))}</{tag}>"
+
+
+def properties_xml(element: str, uri: str, props: Mapping[str, Any]) -> str:
+    """``<p:element xmlns:p=uri><p:Prop>v</p:Prop>...</p:element>`` (repeated for lists)."""
+    inner = "".join(_value_xml(f"p:{k}", v) for k, v in props.items())
+    return f"<p:{element} xmlns:p={quoteattr(uri)}>{inner}</p:{element}>"
+
+
+def build_envelope(
+    action: str,
+    uri: str,
+    *,
+    to: str = PATH,
+    message_id: str | None = None,
+    selectors: Mapping[str, str] | None = None,
+    body: str = "",
+    timeout_s: float = 60,
+) -> bytes:
+    """A request envelope in the ``a:``/``w:`` prefix style of the notes' sample Get."""
+    message_id = message_id or f"uuid:{uuid.uuid4()}"
+    sel = ""
+    if selectors:
+        sel = "<w:SelectorSet>" + "".join(
+            f"<w:Selector Name={quoteattr(k)}>{escape(str(v))}</w:Selector>" for k, v in selectors.items()
+        ) + "</w:SelectorSet>"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<Envelope xmlns:xsi="{NS_XSI}" xmlns:a="{NS_WSA}" xmlns:w="{NS_WSMAN}" '
+        f'xmlns:n="{NS_WSEN}" xmlns="{NS_SOAP}"><Header>'
+        f"<a:Action>{escape(action)}</a:Action><a:To>{escape(to)}</a:To>"
+        f"<w:ResourceURI>{escape(uri)}</w:ResourceURI><a:MessageID>{escape(message_id)}</a:MessageID>"
+        f"<a:ReplyTo><a:Address>{ANONYMOUS}</a:Address></a:ReplyTo>"
+        f"<w:OperationTimeout>PT{int(timeout_s)}S</w:OperationTimeout>{sel}"
+        f"</Header><Body>{body}</Body></Envelope>"
+    ).encode("utf-8")
+
+
+class Instance(dict):
+    """A CIM instance or method output as ``{property: str | list[str] | dict}``.
+
+    ``class_name`` keeps the element's local name (e.g. ``AMT_GeneralSettings`` or
+    ``RequestPowerStateChange_OUTPUT``). An EPR-valued property becomes
+    ``{"ResourceURI": ..., "Selectors": {name: value}}``; other nested elements a nested dict.
+    """
+
+    def __init__(self, class_name: str, items: Iterable[tuple[str, Any]] = ()):
+        super().__init__(items)
+        self.class_name = class_name
+
+    def __repr__(self) -> str:
+        return f"Instance({self.class_name!r}, {dict.__repr__(self)})"
+
+
+def element_to_value(elem) -> Any:
+    children = list(elem)
+    if not children:
+        return elem.text or ""
+    names = {local_name(c.tag) for c in children}
+    if "ReferenceParameters" in names:
+        ref = next(c for c in children if local_name(c.tag) == "ReferenceParameters")
+        uri, sels = "", {}
+        for c in ref.iter():
+            if local_name(c.tag) == "ResourceURI":
+                uri = c.text or ""
+            elif local_name(c.tag) == "Selector":
+                sels[c.get("Name") or c.get(f"{{{NS_WSMAN}}}Name") or ""] = (c.text or "").strip()
+        return {"ResourceURI": uri, "Selectors": sels}
+    return element_to_instance(elem)
+
+
+def element_to_instance(elem) -> Instance:
+    """Turn ``<h:Class><h:Prop>..</h:Prop>...</h:Class>`` into an :class:`Instance`."""
+    out = Instance(local_name(elem.tag))
+    for child in elem:
+        if child.get(f"{{{NS_XSI}}}nil") == "true":
+            value: Any = None
+        else:
+            value = element_to_value(child)
+        key = local_name(child.tag)
+        if key in out:
+            if not isinstance(out[key], list):
+                out[key] = [out[key]]
+            out[key].append(value)
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass
+class Reply:
+    """A parsed reply envelope."""
+
+    action: str
+    relates_to: str
+    body: Any  # the Body element
+
+
+def parse_envelope(data: bytes) -> Reply:
+    """Parse a reply safely; raise :class:`SoapFault` for a fault, :class:`MalformedReply` otherwise."""
+    try:
+        root = SafeET.fromstring(data, forbid_dtd=True)
+    except DefusedXmlException as exc:
+        raise MalformedReply(f"reply rejected by the safe XML parser: {type(exc).__name__}") from None
+    except SafeET.ParseError as exc:
+        raise MalformedReply(f"reply is not XML: {exc}") from None
+    if root.tag != f"{{{NS_SOAP}}}Envelope":
+        raise MalformedReply(f"reply root is {root.tag}, not a SOAP 1.2 Envelope")
+    header = root.find(f"{{{NS_SOAP}}}Header")
+    body = root.find(f"{{{NS_SOAP}}}Body")
+    if body is None:
+        raise MalformedReply("reply has no SOAP Body")
+    action = relates = ""
+    if header is not None:
+        action = (header.findtext(f"{{{NS_WSA}}}Action") or "").strip()
+        relates = (header.findtext(f"{{{NS_WSA}}}RelatesTo") or "").strip()
+    fault = body.find(f"{{{NS_SOAP}}}Fault")
+    if fault is not None:
+        raise _fault(fault)
+    return Reply(action, relates, body)
+
+
+def _fault(fault) -> SoapFault:
+    code = fault.findtext(f"{{{NS_SOAP}}}Code/{{{NS_SOAP}}}Value") or ""
+    sub = fault.findtext(f"{{{NS_SOAP}}}Code/{{{NS_SOAP}}}Subcode/{{{NS_SOAP}}}Value") or ""
+    reason = fault.findtext(f"{{{NS_SOAP}}}Reason/{{{NS_SOAP}}}Text") or ""
+    detail_el = fault.find(f"{{{NS_SOAP}}}Detail")
+    detail = ""
+    if detail_el is not None:
+        detail = " ".join(t.strip() for t in detail_el.itertext() if t.strip())
+    return SoapFault(code.strip(), sub.strip(), reason.strip(), detail)
+
+
+def body_instance(reply: Reply) -> Instance:
+    items = list(reply.body)
+    if not items:
+        raise MalformedReply("reply Body is empty")
+    return element_to_instance(items[0])
+
+
+# --- the client ----------------------------------------------------------------------
+class WsmanClient:
+    """WS-MAN over one keep-alive ``requests.Session``.
+
+    ``ca_bundle`` is the path of the CA certificates that verify the server (required
+    for https; ``None`` only for plain http). ``timeout`` bounds connect and each read.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        auth: Auth,
+        ca_bundle: str | None,
+        timeout: float,
+        session: requests.Session | None = None,
+        max_bytes: int = 4_000_000,
+        transcript: Transcript | None = None,
+    ):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"WS-MAN URL must be http(s): {url!r}")
+        if parts.scheme == "https" and not ca_bundle:
+            raise ValueError("https needs a CA bundle path; TLS is always verified")
+        self.url = url
+        self.host = parts.hostname or ""
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.auth = auth
+        self.ca_bundle = ca_bundle
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.transcript = transcript
+        self.session = session or requests.Session()
+        self._requests_auth = auth.for_url(url)
+
+    @classmethod
+    def for_amt(cls, host: str, *, tls: bool = True, **kwargs) -> "WsmanClient":
+        """Client for an AMT device: ``https://host:16993/wsman`` or ``http://host:16992/wsman``."""
+        scheme, port = ("https", AMT_PORT_HTTPS) if tls else ("http", AMT_PORT_HTTP)
+        return cls(f"{scheme}://{host}:{port}{PATH}", **kwargs)
+
+    def __repr__(self) -> str:
+        return f"WsmanClient({self.url!r}, auth={self.auth.scheme})"
+
+    # -- transport --
+    def _post(self, envelope: bytes) -> Reply:
+        headers = {"Content-Type": "application/soap+xml; charset=utf-8"}
+        try:
+            resp = self.session.post(
+                self.url, data=envelope, headers=headers, auth=self._requests_auth,
+                verify=self.ca_bundle if self.url.startswith("https") else True,
+                timeout=(self.timeout, self.timeout), stream=True,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise TlsError(self.url, _tls_reason(exc)) from None
+        except requests.exceptions.ConnectTimeout:
+            raise Unreachable(self.host, self.port, self.timeout) from None
+        except requests.exceptions.ReadTimeout:
+            raise Unreachable(self.host, self.port, self.timeout) from None
+        except requests.exceptions.ConnectionError as exc:
+            raise Unreachable(self.host, self.port, self.timeout, _conn_reason(exc)) from None
+        with resp:
+            body = self._read_bounded(resp)
+            if self.transcript is not None:
+                self.transcript.record(resp.request, resp.status_code, resp.headers, body)
+            return self._interpret(resp, body)
+
+    def _read_bounded(self, resp: requests.Response) -> bytes:
+        declared = resp.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise MalformedReply(f"reply of {declared} bytes exceeds the {self.max_bytes}-byte limit")
+        chunks, size = [], 0
+        try:
+            for chunk in resp.iter_content(65536):
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise MalformedReply(f"reply exceeds the {self.max_bytes}-byte limit")
+                chunks.append(chunk)
+        except requests.exceptions.RequestException as exc:
+            raise Unreachable(self.host, self.port, self.timeout, f"reset while reading ({type(exc).__name__})") from None
+        return b"".join(chunks)
+
+    def _interpret(self, resp: requests.Response, body: bytes) -> Reply:
+        status = resp.status_code
+        sent_negotiate = resp.request.headers.get("Authorization", "").startswith("Negotiate")
+        if status == 401:
+            raise AuthFailed(self.auth.scheme, self.url)
+        ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        is_soap = ctype in ("application/soap+xml", "text/xml")
+        if status == 400 and sent_negotiate and not is_soap:
+            raise KerberosTokenTooLarge(self.auth.scheme, self.url, resp.reason or "HTTP 400")
+        if status not in (200, 400, 500) or (status != 200 and not is_soap):
+            raise HttpStatusError(self.url, status, resp.reason or "")
+        if not is_soap:
+            raise MalformedReply(f"reply content type is {ctype or 'missing'}, not application/soap+xml")
+        return parse_envelope(body)
+
+    # -- operations (DSP0226 sections 7 and 8) --
+    def get(self, resource_uri: str, selectors: Mapping[str, str] | None = None) -> Instance:
+        """WS-Transfer Get of one instance."""
+        env = build_envelope(ENDPOINT.GET, resource_uri, selectors=selectors, timeout_s=self.timeout)
+        return body_instance(self._post(env))
+
+    def put(self, resource_uri: str, body_dict: Mapping[str, Any], selectors: Mapping[str, str] | None = None) -> Instance:
+        """WS-Transfer Put of a whole instance; returns the instance as the server stored it."""
+        cls = resource_uri.rstrip("/").rsplit("/", 1)[-1]
+        env = build_envelope(ENDPOINT.PUT, resource_uri, selectors=selectors,
+                             body=properties_xml(cls, resource_uri, body_dict), timeout_s=self.timeout)
+        reply = self._post(env)
+        return body_instance(reply) if len(reply.body) else Instance(cls)
+
+    def enumerate(self, resource_uri: str, max_elements: int = 32, max_pulls: int = 1000) -> list[Instance]:
+        """WS-Enumeration Enumerate, then Pull until ``EndOfSequence``."""
+        env = build_envelope(ENDPOINT.ENUMERATE, resource_uri, body="<n:Enumerate/>", timeout_s=self.timeout)
+        reply = self._post(env)
+        context = reply.body.findtext(f".//{{{NS_WSEN}}}EnumerationContext")
+        if context is None:
+            raise MalformedReply("EnumerateResponse without EnumerationContext")
+        items: list[Instance] = []
+        for _ in range(max_pulls):
+            pull = (f"<n:Pull><n:EnumerationContext>{escape(context.strip())}</n:EnumerationContext>"
+                    f"<n:MaxElements>{max_elements}</n:MaxElements></n:Pull>")
+            reply = self._post(build_envelope(ENDPOINT.PULL, resource_uri, body=pull, timeout_s=self.timeout))
+            resp = reply.body.find(f"{{{NS_WSEN}}}PullResponse")
+            if resp is None:
+                raise MalformedReply("Pull reply without PullResponse")
+            got = resp.find(f"{{{NS_WSEN}}}Items")
+            if got is not None:
+                items.extend(element_to_instance(e) for e in got)
+            if resp.find(f"{{{NS_WSEN}}}EndOfSequence") is not None:
+                return items
+            context = resp.findtext(f"{{{NS_WSEN}}}EnumerationContext") or context
+        raise MalformedReply(f"no EndOfSequence after {max_pulls} pulls")
+
+    def invoke(self, resource_uri: str, method: str, params: Mapping[str, Any],
+               selectors: Mapping[str, str] | None = None) -> Instance:
+        """Call a CIM method: Action = ResourceURI/Method, body ``Method_INPUT``; returns ``Method_OUTPUT``.
+
+        ``ReturnValue`` is in the result (as a string); callers decide what non-zero means.
+        """
+        env = build_envelope(f"{resource_uri}/{method}", resource_uri, selectors=selectors,
+                             body=properties_xml(f"{method}_INPUT", resource_uri, params), timeout_s=self.timeout)
+        out = body_instance(self._post(env))
+        if "ReturnValue" not in out:
+            raise MalformedReply(f"{method} reply has no ReturnValue")
+        return out
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """Find the ssl module's own words (e.g. 'self-signed certificate', 'Hostname mismatch')."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        msg = getattr(cur, "verify_message", None)
+        if msg:
+            return f"certificate verify failed: {msg}"
+        for arg in getattr(cur, "args", ()):
+            if isinstance(arg, BaseException):
+                inner = _tls_reason(arg)
+                if inner:
+                    return inner
+        cur = cur.__cause__ or cur.__context__ or getattr(cur, "reason", None)
+    text = str(exc)
+    return text[:300]
+
+
+def _conn_reason(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "refused" in text:
+        return "refused the connection"
+    if "reset" in text or "aborted" in text or "remotedisconnected" in text:
+        return "reset the connection"
+    if "timed out" in text:
+        return "timeout"
+    return "unreachable (" + str(exc)[:200] + ")"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+__all__ = [
+    "ENDPOINT", "resource_uri", "WsmanClient", "DigestAuth", "KerberosAuth", "Transcript", "Exchange",
+    "EndpointReference", "Instance", "Reply", "build_envelope", "parse_envelope", "properties_xml",
+    "element_to_instance", "WsmanError", "Unreachable", "AuthFailed", "KerberosTokenTooLarge", "TlsError",
+    "SoapFault", "MalformedReply", "HttpStatusError",
+]
