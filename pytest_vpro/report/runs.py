@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,19 @@ def start(config: pytest.Config) -> Run:
     """On the controller: load and validate the environment, start a lab if it describes one, make the folder."""
     shard = parse_shard(config.getoption("shard"))
     env_path = envmod.resolve_env_path(config.getoption("env"), config.rootpath)
-    env = _load(env_path)
     lab = None
-    if env.lab is not None:
-        from ..lab import manager  # noqa: PLC0415 (only a lab environment needs it)
-        lab, env_path = manager.ensure(env, log=_progress(config))
+    from ..lab import estate, manager  # noqa: PLC0415
+    if estate.is_lab_description(env_path):  # a lab to start (or reuse); it writes the environment file
+        try:
+            lab, env_path = manager.ensure(env_path, log=_progress(config))
+        except (estate.DescriptionError, manager.LabError) as exc:
+            raise pytest.UsageError(f"the lab could not be started: {exc}") from None
+    try:
         env = _load(env_path)
+    except BaseException:
+        if lab is not None:
+            lab.stop()
+        raise
     root = Path(config.getoption("reports_dir") or config.rootpath / "reports")
     now = dt.datetime.now(dt.timezone.utc)
     run_id = now.strftime("%Y%m%d-%H%M%S") + f"-{env.name}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
@@ -106,10 +114,9 @@ def _wire_outputs(config: pytest.Config, run: Run) -> None:
 
 
 def _progress(config: pytest.Config):
-    def log(message: str) -> None:
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"vpro-lab: {message}")
+    def log(message: str) -> None:  # before the terminal reporter exists: straight to stderr
+        sys.stderr.write(f"vpro-lab: {message}\n")
+        sys.stderr.flush()
     return log
 
 

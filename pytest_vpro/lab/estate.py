@@ -1,0 +1,308 @@
+"""The lab estate as data, and building it.
+
+A description (``environments/lab.yaml``, section ``lab:``) says how many
+clients, which of them are in-band, canary or still un-provisioned, the
+latency of the simulated firmware and the faults to plant. :func:`build`
+turns it into running servers on the lab's loopback addresses, then writes
+``lab.json`` (mode 0600: addresses, paths, generated credentials) and the
+environment file the suite reads. A healthy estate and a broken one differ
+only in the description.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets as pysecrets
+import time
+import uuid as uuidlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .addresses import AddressPlan
+from .samba import reverse_name
+
+DOMAIN, REALM, NETBIOS, SITE_CODE = "vprolab.test", "VPROLAB.TEST", "VPROLAB", "LAB"
+HOSTS = {"dc": "dc01", "site_server": "sccm01", "ca": "ca01", "dhcp": "dhcp01", "console": "console01"}
+CONSOLE_USER = "amtadmin"
+AMT_USER = "admin"
+SITE_SERVER_ACCOUNT = "SCCM01$"
+
+
+class DescriptionError(ValueError):
+    pass
+
+
+@dataclass
+class Description:
+    clients: int = 24
+    in_band_every: int = 4
+    canaries: int = 2
+    unprovisioned: int = 0
+    latency_ms: float = 0.0
+    net: int = 77
+    amt_version: str = "6.2.10"
+    state_dir: str = ".lab"
+    faults: list[dict[str, Any]] = field(default_factory=list)
+
+    def client_name(self, index: int) -> str:
+        return f"pc{index + 1:04d}"
+
+
+def load_description(path: Path) -> tuple[Description, Path]:
+    """Read the ``lab:`` section of a lab environment file; returns it and the state folder (absolute)."""
+    data = yaml.safe_load(path.read_text()) or {}
+    lab = data.get("lab")
+    if not isinstance(lab, dict):
+        raise DescriptionError(f"{path}: a lab description needs a 'lab:' mapping")
+    known = set(Description.__dataclass_fields__)
+    unknown = sorted(set(lab) - known)
+    if unknown:
+        raise DescriptionError(f"{path}: lab: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    desc = Description(**lab)
+    if not 1 <= desc.clients <= 50_000:
+        raise DescriptionError(f"{path}: lab.clients must be between 1 and 50000, found {desc.clients}")
+    state = Path(desc.state_dir).expanduser()
+    return desc, (state if state.is_absolute() else (path.parent / state)).resolve()
+
+
+def is_lab_description(path: Path) -> bool:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "lab" in data and "site" not in data
+
+
+@dataclass
+class ClientPlan:
+    index: int
+    fqdn: str
+    address: str
+    uuid: str
+    provisioning: str
+    canary: bool
+    provisioned: bool
+
+
+def plan_clients(desc: Description, plan: AddressPlan) -> list[ClientPlan]:
+    out = []
+    for i in range(desc.clients):
+        name = desc.client_name(i)
+        out.append(ClientPlan(
+            index=i, fqdn=f"{name}.{DOMAIN}", address=plan.client(i),
+            uuid=str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS, f"{name}.{DOMAIN}")),
+            provisioning="in_band" if desc.in_band_every and (i + 1) % desc.in_band_every == 0 else "out_of_band",
+            canary=i < desc.canaries, provisioned=i < desc.clients - desc.unprovisioned))
+    return out
+
+
+class Lab:
+    """A built, running lab. :meth:`stop` stops every server it started, in reverse order."""
+
+    def __init__(self, state: Path, desc: Description, log: Callable[[str], None]) -> None:
+        self.state, self.desc, self.log = state, desc, log
+        self.plan = AddressPlan(desc.net)
+        self._stops: list[tuple[str, Callable[[], None]]] = []
+        self.info: dict[str, Any] = {}
+
+    def _started(self, name: str, stop: Callable[[], None]) -> None:
+        self._stops.append((name, stop))
+
+    def stop(self) -> None:
+        while self._stops:
+            name, stop = self._stops.pop()
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the rest; say what could not be stopped
+                self.log(f"stopping {name} failed: {exc}")
+
+
+def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
+    """Create and start the whole estate in ``state`` (which must be empty or absent)."""
+    from .dhcp import LabDHCP  # noqa: PLC0415 (import cost only where a lab is built)
+    from .http_server import LabHTTPServer
+    from .pki import LabPKI
+    from .samba import SambaDC
+
+    state.mkdir(parents=True, exist_ok=True)
+    os.chmod(state, 0o700)
+    lab = Lab(state, desc, log)
+    plan = lab.plan
+    clients = plan_clients(desc, plan)
+    secrets_dir = state / "secrets"
+    secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    creds = {name: pysecrets.token_urlsafe(12) + "-A9" for name in ("admin", "amt", "console")}
+    for name, value in creds.items():
+        path = secrets_dir / f"{name}.secret"
+        path.write_text(value)
+        os.chmod(path, 0o600)
+    try:
+        t0 = time.monotonic()
+        pki = LabPKI(state / "pki", domain=DOMAIN, crl_base_url=f"http://{HOSTS['ca']}.{DOMAIN}/pki",
+                     site_server=HOSTS["site_server"])
+        device_certs = {c.fqdn: pki.issue_web_server_cert(c.fqdn) for c in clients if c.provisioned}
+        pki.publish_crl()
+        log(f"PKI: root, issuing CA, provisioning certificate, {len(device_certs)} device certificates "
+            f"({time.monotonic() - t0:.1f} s)")
+
+        t0 = time.monotonic()
+        dc = SambaDC(state / "samba", plan.dc, admin_password=creds["admin"], domain=DOMAIN, netbios=NETBIOS,
+                     hostname=HOSTS["dc"], site_code=SITE_CODE)
+        dc.provision()
+        log(f"Samba: domain {DOMAIN} provisioned ({time.monotonic() - t0:.1f} s)")
+        t0 = time.monotonic()
+        dc.start()
+        lab._started("samba", dc.stop)
+        log(f"Samba: LDAP, LDAPS, Kerberos, DNS and SMB answer on {plan.dc} ({time.monotonic() - t0:.1f} s)")
+
+        t0 = time.monotonic()
+        _populate_directory(dc, plan, clients, creds)
+        keytab = state / "amt" / "devices.keytab"
+        keytab.parent.mkdir(exist_ok=True)
+        spns = [spn for c in clients if c.provisioned for spn in dc.amt_spns(c.fqdn)]
+        dc.export_keytab(keytab, spns)
+        log(f"Samba: AMT container, {sum(c.provisioned for c in clients)} AMT objects with SPNs, "
+            f"{2 * (len(clients) + 5)} DNS records, template, console user ({time.monotonic() - t0:.1f} s)")
+
+        dhcp = LabDHCP(state / "dhcp", address=plan.dhcp, network=f"127.{desc.net}.0.0/16",
+                       dns_servers=[plan.dc], domain=DOMAIN, port=67)
+        dhcp.start()
+        lab._started("dhcp", dhcp.stop)
+        http = LabHTTPServer(pki.publish_dir, address=plan.ca, port=80).start()
+        lab._started("crl-http", http.stop)
+        log(f"DHCP on {plan.dhcp}:67, CRL/AIA on http://{HOSTS['ca']}.{DOMAIN}/pki/ ({plan.ca})")
+
+        t0 = time.monotonic()
+        sim = _start_amt(state, desc, plan, clients, device_certs, pki, keytab, creds, dc)
+        lab._started("amt-sim", sim.stop)
+        log(f"AMT simulator: {len(clients)} devices on 16992/16993 ({time.monotonic() - t0:.1f} s)")
+
+        env_path = _write_environment(state, desc, plan, clients, pki)
+        lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path)
+        return lab
+    except BaseException:
+        lab.stop()
+        raise
+
+
+def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds: dict[str, str]) -> None:
+    site_server_dn = dc.add_computer(HOSTS["site_server"].upper(), spns=[f"HOST/{HOSTS['site_server']}.{DOMAIN}"],
+                                     dns_host_name=f"{HOSTS['site_server']}.{DOMAIN}")
+    amt_ou = dc.add_ou(dc.amt_ou())
+    dc.grant_full_control(amt_ou, SITE_SERVER_ACCOUNT, inherit=True)
+    dc.add_group("AMT Administrators")
+    dc.add_user(CONSOLE_USER, creds["console"], groups=["AMT Administrators"])
+    dc.add_cert_template("IntelAMTWebServer", enroll_for=(SITE_SERVER_ACCOUNT,))
+    dc.create_zone(dc.reverse_zone())
+    dc.add_dns_record(reverse_name(plan.dc, dc.reverse_zone()), "PTR", f"{HOSTS['dc']}.{DOMAIN}", dc.reverse_zone())
+    for role in ("site_server", "ca", "dhcp", "console"):
+        dc.add_host(f"{HOSTS[role]}.{DOMAIN}", getattr(plan, role))
+    dc.add_dns_record("ProvisionServer", "A", plan.site_server)
+    for c in clients:
+        dc.add_host(c.fqdn, c.address)
+        if c.provisioned:
+            dc.add_amt_account(c.fqdn)
+    del site_server_dn
+
+
+def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],
+               device_certs: dict[str, tuple[Path, Path]], pki, keytab: Path, creds: dict[str, str], dc):
+    from .amt_sim import AclEntry, AmtSimulator, DeviceSpec  # noqa: PLC0415
+
+    root_hash = bytes.fromhex(pki.root_sha256())
+    console_sid = dc.sid_of(CONSOLE_USER)
+    specs = []
+    for c in clients:
+        cert, key = device_certs.get(c.fqdn, ("", ""))
+        specs.append(DeviceSpec(
+            fqdn=c.fqdn, address=c.address, uuid=c.uuid, amt_version=desc.amt_version,
+            provisioning_state=2 if c.provisioned else 0, provisioning_mode=1,
+            hashes=[(2, "VPROLAB Root CA", root_hash, True, False)],
+            digest_user=AMT_USER, digest_password=creds["amt"], kerberos_realm=REALM,
+            kerberos_keytab=str(keytab) if c.provisioned else "",
+            kerberos_spns=[f"HTTP/{c.fqdn}:16992", f"HTTP/{c.fqdn}:16993"] if c.provisioned else [],
+            acl=[AclEntry(kerberos_sid=console_sid)], latency_ms=desc.latency_ms,
+            tls_cert=str(cert), tls_key=str(key), send_hellos=not c.provisioned,
+            provision_server=(plan.site_server, 9971)))
+    return AmtSimulator(specs, state_file=state / "amt" / "calls.jsonl").start()
+
+
+def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki) -> Path:
+    env = {
+        "name": "lab",
+        "site": {"name": "Lab", "code": SITE_CODE, "domain": DOMAIN, "realm": REALM,
+                 "amt_container": f"OU=AMT,DC={DOMAIN.split('.')[0]},DC={DOMAIN.split('.')[1]}"},
+        "dns": {"servers": [plan.dc], "port": 53, "route_connections": True},
+        "credentials": {
+            "ldap": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
+            "smb": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
+            "amt": {"user": AMT_USER, "password": "file:secrets/amt.secret"},
+            "console": {"user": f"{CONSOLE_USER}@{REALM}", "password": "file:secrets/console.secret"},
+        },
+        "servers": [
+            {"fqdn": f"{HOSTS['dc']}.{DOMAIN}", "roles": ["domain_controller", "dns"], "address": plan.dc},
+            {"fqdn": f"{HOSTS['site_server']}.{DOMAIN}", "roles": ["site_server", "oob_service_point",
+                                                                   "reporting_point"],
+             "address": plan.site_server, "log_share": f"SMS_{SITE_CODE}", "log_path": "Logs/AMTOPMGR.LOG"},
+            {"fqdn": f"{HOSTS['ca']}.{DOMAIN}", "roles": ["issuing_ca"], "address": plan.ca,
+             "ca_name": "VPROLAB Issuing CA"},
+            {"fqdn": f"{HOSTS['dhcp']}.{DOMAIN}", "roles": ["dhcp"], "address": plan.dhcp},
+            {"fqdn": f"{HOSTS['console']}.{DOMAIN}", "roles": ["oob_console"], "address": plan.console,
+             "testinfra": "local://"},
+        ],
+        "pki": {"provisioning_chain": str(pki.provisioning_chain_path), "trusted_roots": str(pki.root_path),
+                "web_server_template": "IntelAMTWebServer", "issuing_ca": "VPROLAB Issuing CA"},
+        "clients": [{"fqdn": c.fqdn, "address": c.address, "uuid": c.uuid, "provisioning": c.provisioning,
+                     "canary": c.canary} for c in clients],
+        "console": {"user": f"{NETBIOS}\\{CONSOLE_USER}"},
+        "attestations": _lab_attestations(),
+        "lab": {"state_file": "lab.json"},
+    }
+    path = state / "environment.yaml"
+    path.write_text("# Written by vpro-lab: the environment of the running lab. Do not edit; edit lab.yaml.\n"
+                    + yaml.safe_dump(env, sort_keys=False))
+    return path
+
+
+def _lab_attestations() -> list[dict[str, Any]]:
+    """The lab attests the manual rows for what it simulates (BIOS, MEBx screens): it built them that way."""
+    from ..catalog import load  # noqa: PLC0415
+
+    today = dt.date.today()
+    return [{"check": c.id, "target": "*", "by": "vpro-lab", "at": today,
+             "seen": f"simulated estate, built to satisfy: {c.title}"} for c in load().values() if not c.automated]
+
+
+def _write_lab_json(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],
+                    creds: dict[str, str], dc, dhcp, pki, env_path: Path) -> dict[str, Any]:
+    info = {
+        "status": "ready", "pid": os.getpid(), "net": desc.net, "description": asdict(desc),
+        "domain": DOMAIN, "realm": REALM,
+        "dc": {"address": plan.dc, "admin_user": f"Administrator@{REALM}", "admin_password": creds["admin"],
+               "smb_conf": str(dc.smb_conf), "krb5_conf": str(dc.krb5_conf), "ca_cert": str(dc.ca_cert)},
+        "dns": {"address": plan.dc, "port": 53},
+        "dhcp": {"address": plan.dhcp, "port": dhcp.port},
+        "pki": {"root_cert": str(pki.root_path), "issuing_cert": str(pki.issuing_path),
+                "issuing_key": str(state / "pki" / "issuing.key"), "crl_url": pki.url("issuing.crl"),
+                "crl_path": str(pki.issuing_crl_path), "provisioning_chain": str(pki.provisioning_chain_path)},
+        "site_server": {"fqdn": f"{HOSTS['site_server']}.{DOMAIN}", "address": plan.site_server,
+                        "winrm_url": f"http://{HOSTS['site_server']}.{DOMAIN}:5985/wsman",
+                        "log_share": f"SMS_{SITE_CODE}", "log_path": "Logs/AMTOPMGR.LOG"},
+        "console": {"user": f"{CONSOLE_USER}@{REALM}", "password": creds["console"]},
+        "amt": {"calls": str(state / "amt" / "calls.jsonl"), "keytab": str(state / "amt" / "devices.keytab")},
+        "clients": [{"fqdn": c.fqdn, "address": c.address, "uuid": c.uuid, "provisioning": c.provisioning,
+                     "canary": c.canary, "provisioned": c.provisioned, "amt_user": AMT_USER,
+                     "amt_password": creds["amt"]} for c in clients],
+        "environment_file": str(env_path),
+    }
+    path = state / "lab.json"
+    tmp = state / "lab.json.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(info, fh, indent=1)
+    os.replace(tmp, path)
+    return info

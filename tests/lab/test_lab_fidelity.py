@@ -1,0 +1,151 @@
+"""The assembled lab (``vpro-lab up --clients 50``) against independent clients nobody here wrote.
+
+dig, kinit/kvno, ldapsearch, openssl verify -crl_check, PyPI ``amt`` and
+requests-kerberos talk to the lab the way they would talk to a real estate;
+``vpro-lab down`` then leaves no process and no listener behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_vpro.lab import manager
+from pytest_vpro.lab.addresses import AddressPlan
+
+NET = 96
+pytestmark = pytest.mark.xdist_group("lab-net-96")
+
+
+def vpro_lab(description: Path, state: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest_vpro.lab.cli", "--description", str(description),
+                           "--state", str(state), *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    description = root / "lab.yaml"
+    description.write_text(f"lab: {{clients: 10, net: {NET}, canaries: 1, state_dir: state}}\n")
+    state = root / "state"
+    up = vpro_lab(description, state, "up", "--clients", "50")
+    assert up.returncode == 0, up.stdout + up.stderr
+    info = json.loads((state / "lab.json").read_text())
+    yield {"info": info, "state": state, "description": description, "up": up}
+    if manager.status(state):
+        vpro_lab(description, state, "down")
+
+
+def run(argv, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_up_reports_progress_and_writes_a_private_state_file(lab):
+    assert "ready: 50 clients" in lab["up"].stdout
+    state_file = lab["state"] / "lab.json"
+    assert oct(state_file.stat().st_mode & 0o777) == "0o600"
+    info = lab["info"]
+    for key in ("domain", "realm", "dc", "dns", "dhcp", "pki", "site_server", "clients", "environment_file"):
+        assert key in info, key
+    assert {"address", "admin_user", "admin_password", "smb_conf", "krb5_conf"} <= set(info["dc"])
+    assert {"fqdn", "address", "uuid", "amt_user", "amt_password"} <= set(info["clients"][0])
+    assert len(info["clients"]) == 50
+
+
+def test_status_finds_the_running_lab(lab):
+    out = vpro_lab(lab["description"], lab["state"], "status")
+    assert out.returncode == 0 and json.loads(out.stdout)["clients"] == 50
+
+
+def test_dig_forward_reverse_and_provision_server(lab):
+    plan, dns = AddressPlan(NET), lab["info"]["dns"]["address"]
+    assert run(["dig", "+short", f"@{dns}", "pc0042.vprolab.test", "A"]).stdout.split() == [plan.client(41)]
+    assert run(["dig", "+short", f"@{dns}", "-x", plan.client(41)]).stdout.split() == ["pc0042.vprolab.test."]
+    assert run(["dig", "+short", f"@{dns}", "ProvisionServer.vprolab.test"]).stdout.split() == [plan.site_server]
+
+
+def test_kinit_as_the_console_user_and_a_ticket_for_a_device(lab, tmp_path):
+    info = lab["info"]
+    env = {**os.environ, "KRB5_CONFIG": info["dc"]["krb5_conf"], "KRB5CCNAME": f"FILE:{tmp_path}/cc"}
+    kinit = run(["kinit", info["console"]["user"]], input=info["console"]["password"] + "\n", env=env)
+    assert kinit.returncode == 0, kinit.stderr
+    kvno = run(["kvno", "HTTP/pc0001.vprolab.test:16993"], env=env)
+    assert kvno.returncode == 0 and "kvno =" in kvno.stdout, kvno.stderr
+
+
+def test_ldapsearch_finds_the_amt_object_and_its_spns(lab):
+    info = lab["info"]
+    env = {**os.environ, "LDAPTLS_CACERT": info["dc"]["ca_cert"]}
+    out = run(["ldapsearch", "-LLL", "-H", f"ldaps://{info['dc']['address']}", "-x", "-D",
+               info["dc"]["admin_user"], "-y", "/dev/stdin", "-b", "OU=AMT,DC=vprolab,DC=test",
+               "(servicePrincipalName=HTTP/pc0007.vprolab.test:16993)", "servicePrincipalName"],
+              input=info["dc"]["admin_password"], env=env)
+    assert out.returncode == 0, out.stderr
+    assert "servicePrincipalName: HTTP/pc0007.vprolab.test:16992" in out.stdout
+
+
+def test_openssl_verifies_a_device_certificate_against_the_served_crl(lab, tmp_path):
+    import requests
+
+    info, plan = lab["info"], AddressPlan(NET)
+    crl = requests.get(f"http://{plan.ca}/pki/issuing.crl", headers={"Host": "ca01.vprolab.test"}, timeout=5)
+    assert crl.status_code == 200
+    (tmp_path / "issuing.crl.der").write_bytes(crl.content)
+    assert run(["openssl", "crl", "-inform", "DER", "-in", str(tmp_path / "issuing.crl.der"),
+                "-out", str(tmp_path / "issuing.crl")]).returncode == 0
+    leaf = lab["state"] / "pki" / "devices" / "pc0003.vprolab.test.pem"
+    out = run(["openssl", "verify", "-CAfile", info["pki"]["root_cert"], "-untrusted", info["pki"]["issuing_cert"],
+               "-crl_check", "-CRLfile", str(tmp_path / "issuing.crl"), str(leaf)])
+    assert out.returncode == 0 and out.stdout.strip().endswith(": OK"), out.stdout + out.stderr
+
+
+def test_pypi_amt_reads_the_power_state(lab):
+    from amt.client import Client
+
+    client = lab["info"]["clients"][4]
+    status = Client(client["address"], client["amt_password"], username=client["amt_user"]).power_status()
+    assert str(status) in ("2", "on")
+
+
+def test_requests_kerberos_is_accepted_by_a_device_over_tls(lab, tmp_path):
+    import requests
+    from requests_kerberos import HTTPKerberosAuth
+
+    info, plan = lab["info"], AddressPlan(NET)
+    os.environ["KRB5_CONFIG"] = info["dc"]["krb5_conf"]
+    os.environ["KRB5CCNAME"] = f"FILE:{tmp_path}/cc"
+    assert run(["kinit", info["console"]["user"]], input=info["console"]["password"] + "\n").returncode == 0
+    body = ('<?xml version="1.0" encoding="utf-8"?><Envelope xmlns="http://www.w3.org/2003/05/soap-envelope" '
+            'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+            'xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"><Header>'
+            '<a:Action>http://schemas.xmlsoap.org/ws/2004/09/transfer/Get</a:Action><a:To>/wsman</a:To>'
+            '<w:ResourceURI>http://intel.com/wbem/wscim/1/amt-schema/1/AMT_GeneralSettings</w:ResourceURI>'
+            '<a:MessageID>1</a:MessageID></Header><Body/></Envelope>')
+    session = requests.Session()
+    from requests.adapters import HTTPAdapter
+
+    class Pinned(HTTPAdapter):  # connect to the device's address, verify the certificate for its FQDN
+        def init_poolmanager(self, *a, **kw):
+            kw["server_hostname"] = "pc0002.vprolab.test"
+            kw["assert_hostname"] = "pc0002.vprolab.test"
+            super().init_poolmanager(*a, **kw)
+
+    session.mount("https://", Pinned())
+    auth = HTTPKerberosAuth(hostname_override="pc0002.vprolab.test:16993", mutual_authentication=2)
+    reply = session.post(f"https://{plan.client(1)}:16993/wsman", data=body, auth=auth,
+                         verify=info["pki"]["root_cert"], timeout=10,
+                         headers={"Content-Type": "application/soap+xml; charset=utf-8"})
+    assert reply.status_code == 200, reply.status_code
+    assert "AMT_GeneralSettings" in reply.text and "pc0002" in reply.text
+
+
+def test_down_leaves_nothing_behind(lab):
+    info = lab["info"]
+    out = vpro_lab(lab["description"], lab["state"], "down")
+    assert out.returncode == 0 and "stopped" in out.stdout
+    assert manager.listening(AddressPlan(NET), info) == []
+    assert not manager._alive(info["pid"])

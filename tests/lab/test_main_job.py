@@ -1,0 +1,54 @@
+"""`pytest --env lab` as a user runs it: it starts its own lab, checks it, stops it; or reuses a running one."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_vpro.lab import manager
+from pytest_vpro.lab.addresses import AddressPlan
+
+NET = 97
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.xdist_group("lab-net-97")
+
+
+@pytest.fixture
+def project(tmp_path):
+    shutil.copytree(ROOT / "suites", tmp_path / "suites", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "environments").mkdir()
+    (tmp_path / "environments" / "lab.yaml").write_text(
+        f"lab: {{clients: 4, net: {NET}, canaries: 1, state_dir: ../state}}\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\ntestpaths = suites\naddopts = -p no:cacheprovider\n")
+    return tmp_path
+
+
+def pytest_run(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "--env", "lab", "--no-html", *args], cwd=project,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_pytest_env_lab_starts_checks_and_stops_its_own_lab(project):
+    out = pytest_run(project)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "vpro-lab: starting the lab" in out.stderr and "vpro-lab: ready: 4 clients" in out.stderr
+    assert "pytest-vpro fleet summary: environment lab, 4 clients" in out.stdout
+    info = json.loads((project / "state" / "lab.json").read_text())
+    assert info["status"] == "stopped" and manager.status(project / "state") is None
+    assert manager.listening(AddressPlan(NET), info) == []
+
+
+def test_pytest_env_lab_reuses_a_lab_started_with_vpro_lab_up(project):
+    state = project / "state"
+    info = manager.up(project / "environments" / "lab.yaml", state=state, log=lambda _: None)
+    try:
+        out = pytest_run(project, "-n", "2")
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        assert f"reusing the lab running in {state}" in out.stderr
+        assert manager.status(state)["pid"] == info["pid"]  # still running: the run did not start it
+    finally:
+        manager.down(state)
