@@ -43,14 +43,18 @@ SAMBA_TOOL = "samba-tool"
 UNSHARE = "unshare"
 
 # smbd finds winbindd (SID -> uid mapping, needed for every SMB session on a DC) at the compiled-in
-# /run/samba/winbindd; only Samba's test wrappers can move it. So samba runs in a private mount namespace
-# (unshare(1), needs root) where our state_dir/run is mounted on /run/samba: the machine's /run/samba is
-# never touched, and two lab DCs never meet there. Without /run/samba (fresh container) a private tmpfs
-# on /run gives us one. "$1" is our run dir; the rest is the samba command line, exec'd so the pid is samba's.
+# /run/samba/winbindd; only Samba's test wrappers can move it. And samba, smbd and winbindd open their
+# compiled-in log files under /var/log/samba before they read smb.conf. So samba runs in a private mount
+# namespace (unshare(1), needs root) where our state_dir/run is mounted on /run/samba and our log dir on
+# /var/log/samba: the machine's copies are never touched, and two lab DCs never meet there. Without
+# /run/samba (fresh container) a private tmpfs on /run gives us one. "$1" is our run dir, "$2" our log dir;
+# the rest is the samba command line, exec'd so that the pid we hold is samba's.
 _PRIVATE_RUN = (
-    'set -e; d="$1"; shift; '
+    'set -e; run="$1"; log="$2"; shift 2; '
     'if [ ! -d /run/samba ]; then mount -t tmpfs -o mode=0755 lab-run /run; mkdir /run/samba; fi; '
-    'mount --bind "$d" /run/samba; exec "$@"'
+    'mount --bind "$run" /run/samba; '
+    'if [ -d /var/log/samba ]; then mount --bind "$log" /var/log/samba; fi; '
+    'exec "$@"'
 )
 
 # Well-known GUIDs and flags (MS-ADTS 5.1.3.2.1 control access rights; MS-CRTD 2.26 name flags).
@@ -362,11 +366,13 @@ class SambaDC:
         if self._proc is not None:
             raise SambaError("already started")
         binary = _require(SAMBA)
+        if busy := [port for port in (389, 88, 53, 445) if self._port_open(port)]:
+            raise SambaError(f"{self.address} already serves ports {busy}: another DC or lab uses this address")
         self.log_dir.mkdir(exist_ok=True)
         out = open(self.log_dir / "samba.stdout", "ab")
         env = {**os.environ, "KRB5_CONFIG": str(self.krb5_conf)}
         argv = [_require(UNSHARE), "--mount", "--propagation", "private", "--", "/bin/sh", "-c", _PRIVATE_RUN,
-                "sh", str(self.state_dir / "run"), binary, "-F", "--no-process-group", "-s", str(self.smb_conf)]
+                "sh", str(self.state_dir / "run"), str(self.log_dir), binary, "-F", "--no-process-group", "-s", str(self.smb_conf)]
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True, env=env)
         out.close()
@@ -461,7 +467,7 @@ class SambaDC:
         try:
             done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout,
                                   env={**os.environ, "KRB5_CONFIG": str(self.krb5_conf), **(env or {})})
-        except subprocess.TimeoutExpired as exc:
+        except subprocess.TimeoutExpired:
             raise SambaError(f"{argv[0]} {argv[1:3]} timed out after {timeout} s") from None
         if done.returncode != 0:
             shown = " ".join(argv[:4]) if argv[0] != SYSTEM_PYTHON else "python3 helper " + " ".join(argv[3:5])

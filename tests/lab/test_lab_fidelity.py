@@ -18,7 +18,6 @@ from pytest_vpro.lab import manager
 from pytest_vpro.lab.addresses import AddressPlan
 
 NET = 96
-pytestmark = pytest.mark.xdist_group("lab-net-96")
 
 
 def vpro_lab(description: Path, state: Path, *args: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,6 @@ from pytest_vpro.lab.addresses import AddressPlan
 
 NET = 97
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.xdist_group("lab-net-97")
 
 
 @pytest.fixture

@@ -1,0 +1,1009 @@
+"""A simulated Configuration Manager 2007 site server: WinRM/WMI, the out of band service point, AMTOPMGR.LOG.
+
+What it serves (``shared/DESIGN.md`` "The lab" / "Site server"; the guide's Stages 1-3 and 7):
+
+* **WinRM** on ``address:5985`` (http) and ``address:5986`` (https, with the spec's certificate), path ``/wsman``,
+  on the WS-MAN core of :mod:`pytest_vpro.lab.wsman_server`: the WMI classes the checks read, in
+  ``root/cimv2``, ``root/sms``, ``root/sms/site_<CODE>`` and ``root/default`` (``StdRegProv``), Enumerate with the
+  WQL filter dialect (a small WQL subset: ``SELECT props|* FROM Class [WHERE ...]`` with ``= <> != < > <= >=``,
+  ``LIKE``, ``IS [NOT] NULL``, ``AND``/``OR``/``NOT``, parentheses), Get by key properties, and the read-only
+  ``StdRegProv`` methods. Authentication as WinRM offers it: ``Negotiate`` (Kerberos, SPN ``HTTP/<fqdn>``, the
+  core's :class:`NegotiateAcceptor` over the spec's keytab) and HTTP ``Basic`` over https (over http only with
+  ``allow_unencrypted``, WinRM's ``AllowUnencrypted``). The core has no Basic hook, so :class:`WinrmServer`
+  subclasses :class:`WsmanServer` for it, and to serialize WMI embedded objects (``SMS_SCI_Component.Props``).
+* **Out of band service point** on ``address:9971``: decodes each hello (:mod:`pytest_vpro.probes.hello`) and
+  appends the "hello received" line to ``<log_dir>/AMTOPMGR.LOG`` (SMS format, :mod:`pytest_vpro.lab.cmlog`).
+  The lab sets ``log_dir`` to the ``Logs`` folder of the directory Samba shares as ``SMS_<CODE>``.
+* **History**: at start, on an empty log, the lines a real log would already hold for provisioned clients
+  (hello or ZTC request, provisioning started, first and second stage completed), stamped in the past.
+* **Un-provision action** (lab-only, see below): calls the pluggable callbacks in the order the real site
+  server works (WS-MAN ``Unprovision`` on the device, revoke the web server certificate and publish the CRL,
+  delete the AD object), writes the un-provisioning lines, and appends the call to the JSONL ``calls`` file.
+  Reads are never recorded, so an empty calls file proves a read-only run.
+
+Lab simplifications: the hello does not start a provisioning run (provisioned clients are data); WinRM accepts
+plaintext SOAP after Negotiate on http (real WinRM wraps it in SPNEGO message encryption); the un-provision
+action runs synchronously (real SCCM queues it for its worker thread); ``Identify`` is not served (the core
+needs an Action header).
+
+Every name no public source confirms is in :data:`UNCONFIRMED` (and the texts in ``lab/cmlog.py``).
+
+Run as a process: ``python -m pytest_vpro.lab.site_server --spec site.json [--calls calls.jsonl]``; it prints one
+``READY ...`` line and stops cleanly on SIGTERM/SIGINT. In-process: ``SiteServerSimulator(spec).start()``/``stop()``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import hmac
+import importlib
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+import uuid as uuidlib
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+from xml.sax.saxutils import escape, quoteattr
+
+from aiohttp import web
+
+from pytest_vpro.lab.cmlog import CmLogWriter
+from pytest_vpro.lab.wsman_server import (
+    Denied, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
+    destination_unreachable, invalid_enumeration_context, invalid_selectors, server_ssl_context,
+)
+from pytest_vpro.probes.hello import MAX_HELLO_BYTES, Hello, MalformedHello, decode_hello
+from pytest_vpro.probes.wsman import ENDPOINT, local_name
+
+log = logging.getLogger(__name__)
+
+WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/"
+WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
+HTTP_PORT, HTTPS_PORT, HELLO_PORT = 5985, 5986, 9971
+LOG_NAME = "AMTOPMGR.LOG"
+HKLM = 0x80000002
+HIVE_NUMBERS = {"HKCR": 0x80000000, "HKCU": 0x80000001, "HKLM": 0x80000002, "HKU": 0x80000003, "HKCC": 0x80000005,
+                "HKEY_CLASSES_ROOT": 0x80000000, "HKEY_CURRENT_USER": 0x80000001,
+                "HKEY_LOCAL_MACHINE": 0x80000002, "HKEY_USERS": 0x80000003, "HKEY_CURRENT_CONFIG": 0x80000005}
+THREADS = {"hello": 3196, "provision": 2712, "clear": 4020}  # SMS log thread ids of the simulated workers
+
+# --- names no public source confirms: ALL (unconfirmed), kept in this one table --------------------------------
+#: SMS_SCI_Component SMS_AMT_OPERATION_MANAGER ``Props`` (setting -> PropertyName, field) and ``PropLists``.
+OOB_PROPS: dict[str, tuple[str, str]] = {
+    "webui_enabled": ("Enable Web UI", "Value"),                                  # 0/1
+    "provisioning_account": ("AMT Provisioning Account", "Value1"),
+    "amt_container": ("AMT AD Container", "Value1"),                               # DN of the OU/CN
+    "certificate_template": ("AMT Web Server Certificate Template", "Value1"),
+    "issuing_ca": ("AMT Issuing CA", "Value1"),
+    "provisioning_certificate_thumbprint": ("AMT Provisioning Certificate Thumbprint", "Value1"),
+}
+OOB_PROP_LISTS: dict[str, str] = {"realms_enabled": "AMT Enabled Realms"}  # setting -> PropertyListName
+#: SMS_R_System.AMTStatus numbers, in the order the console's "AMT Status" column lists them.
+AMT_STATUS = {"unknown": 0, "not_supported": 1, "detected": 2, "not_provisioned": 3, "provisioned": 4,
+              "externally_provisioned": 5}
+OOB_IMPORT_AGENT = "Out of Band Management Controller Import"  # SMS_R_System.AgentName of imported computers
+UNPROVISION_CLASS, UNPROVISION_METHOD = "VPRO_Lab", "Unprovision"  # lab-only: SCCM's own method is unknown
+WINRM_STACK_KEY = r"SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"  # value "StackVersion"
+UNCONFIRMED = {
+    "SMS_SCI_Component Props names": OOB_PROPS, "SMS_SCI_Component PropLists names": OOB_PROP_LISTS,
+    "SMS_R_System.AMTStatus values": AMT_STATUS, "SMS_R_System.AgentName for OOB import": OOB_IMPORT_AGENT,
+    "SMS_CollectionSettings.AMTAutoProvisionEnabled": "property name",
+    "un-provision method": f"{UNPROVISION_CLASS}.{UNPROVISION_METHOD}(Fqdn) in root/sms/site_<CODE>, lab-only",
+    "WinRM version registry value": WINRM_STACK_KEY + r"\StackVersion",
+    "SMS_SCI_Component ItemName": "<COMPONENT>|<SERVER FQDN upper case>",
+    "Server header": "Microsoft-HTTPAPI/1.0 (Windows Server 2003 HTTP.sys)",
+}
+
+#: Appendix A of the guide (seed 000), with the Windows Server 2003 service pack that already includes a fix.
+APPENDIX_A: dict[str, str | None] = {
+    "KB899900": "Service Pack 2", "KB908209": "Service Pack 2", "KB942841": None, "KB960804": None,
+    "KB954718": None, "KB955126": None, "KB955114": None, "KB955355": None, "KB956337": None, "KB957183": None,
+    "KB957469": None, "KB959040": None, "KB936059": None, "KB932303": None, "KB940848": None,
+}
+KB908209_KEY = (r"SOFTWARE\Microsoft\Internet Explorer\MAIN\FeatureControl"
+                r"\FEATURE_INCLUDE_PORT_IN_SPN_KB908209")
+
+
+def applicable_hotfixes(csd_version: str) -> list[str]:
+    """Appendix A hot fixes a server lists in Win32_QuickFixEngineering: those its service pack lacks."""
+    return [kb for kb, included in APPENDIX_A.items() if included is None or included != csd_version]
+
+
+# --- the spec --------------------------------------------------------------------------------------------------
+@dataclass
+class ClientRecord:
+    """One computer the site knows (SMS_R_System), and its provisioning history."""
+
+    fqdn: str
+    uuid: str
+    address: str = ""
+    resource_id: int = 0
+    client: int = 0                      # 1: the Configuration Manager client is installed (in-band)
+    client_version: str = ""
+    amt_full_version: str = "6.2.10"
+    imported_oob: bool = True            # imported with the Import Out of Band Management Controller wizard
+    provisioned: bool = False
+    provisioning_mode: str = "PKI"       # PKI or PSK
+    provisioned_at: str = ""             # ISO time of the history lines; default a day before start
+    amt_status: int | None = None        # default from provisioned
+
+    def __post_init__(self) -> None:
+        self.fqdn = self.fqdn.lower()
+        self.uuid = str(uuidlib.UUID(str(self.uuid)))
+        if self.amt_status is None:
+            self.amt_status = AMT_STATUS["provisioned" if self.provisioned else "not_provisioned"]
+
+    @property
+    def netbios(self) -> str:
+        return self.fqdn.split(".", 1)[0].upper()[:15]
+
+
+def _default_registry() -> dict[str, dict[str, Any]]:
+    return {
+        "HKLM\\" + KB908209_KEY: {"iexplore.exe": 1},
+    }
+
+
+@dataclass
+class SiteServerSpec:
+    """Everything that makes the simulated site server; JSON-loadable with :meth:`load`."""
+
+    address: str
+    fqdn: str = "sccm01.vprolab.test"
+    site_code: str = "LAB"
+    site_name: str = "vPro Lab Primary Site"
+    site_version: str = "4.00.6221.1000"       # SP1; SP2 is 4.00.6487.2000
+    build_number: int = 6221
+    service_pack: str = "SP1"
+    install_dir: str = r"C:\Program Files\Microsoft Configuration Manager"
+    os_caption: str = "Microsoft(R) Windows(R) Server 2003, Enterprise Edition"
+    os_version: str = "5.2.3790"
+    csd_version: str = "Service Pack 2"
+    service_pack_major: int = 2
+    os_architecture: str = "32-bit"
+    total_physical_memory: int = 4 * 1024 ** 3
+    hotfixes: list[str] | None = None           # default: applicable_hotfixes(csd_version)
+    products: list[dict[str, str]] = field(default_factory=lambda: [
+        {"Name": "MSXML 6.0 Parser", "Version": "6.10.1129.0", "Vendor": "Microsoft Corporation"}])
+    wsman_translator: bool = False              # adds "Intel(R) AMT WS-MAN Translator" product and service
+    optional_features: dict[str, int] = field(default_factory=lambda: {"TelnetClient": 1})
+    server_features: list[str] = field(default_factory=list)
+    services: list[dict[str, str]] = field(default_factory=lambda: [
+        {"Name": "WinRM", "DisplayName": "Windows Remote Management (WS-Management)", "State": "Running",
+         "StartMode": "Auto", "PathName": r"C:\WINDOWS\System32\svchost.exe -k WinRM"},
+        {"Name": "SMS_EXECUTIVE", "DisplayName": "SMS Executive", "State": "Running", "StartMode": "Auto",
+         "PathName": r"C:\Program Files\Microsoft Configuration Manager\bin\i386\smsexec.exe"},
+        {"Name": "SMS_SITE_COMPONENT_MANAGER", "DisplayName": "SMS Site Component Manager", "State": "Running",
+         "StartMode": "Auto", "PathName": r"C:\Program Files\Microsoft Configuration Manager\bin\i386\sitecomp.exe"},
+    ])
+    roles: list[str] = field(default_factory=lambda: [
+        "SMS Site Server", "SMS Provider", "SMS Out of Band Service Point", "SMS Reporting Point",
+        "SMS Management Point"])
+    oob: dict[str, Any] = field(default_factory=lambda: {
+        "webui_enabled": 1, "realms_enabled": [2, 3, 4, 5, 6, 7, 12, 13],
+        "provisioning_account": "VPROLAB\\amtprov", "amt_container": "OU=AMT,DC=vprolab,DC=test",
+        "certificate_template": "IntelAMTWebServer", "issuing_ca": "ca01.vprolab.test\\vPro Lab Issuing CA",
+        "provisioning_certificate_thumbprint": ""})
+    clients: list[ClientRecord] = field(default_factory=list)
+    collections: list[dict[str, Any]] = field(default_factory=list)  # {CollectionID, Name, members, amt_auto_provision}
+    registry: dict[str, dict[str, Any]] = field(default_factory=_default_registry)
+    winrm_version: str = "1.1"
+    http_port: int = HTTP_PORT
+    https_port: int = HTTPS_PORT
+    tls_cert: str = ""
+    tls_key: str = ""
+    basic_users: dict[str, str] = field(default_factory=dict, repr=False)
+    allow_unencrypted: bool = False             # WinRM AllowUnencrypted: Basic over http
+    kerberos_keytab: str = ""
+    kerberos_realm: str = ""
+    hello_port: int = HELLO_PORT
+    log_dir: str = ""
+    calls_file: str = ""
+    callbacks: dict[str, str] = field(default_factory=dict)  # process mode: hook name -> "module:function"
+    history_age_s: float = 86400.0
+
+    def __post_init__(self) -> None:
+        self.fqdn = self.fqdn.lower()
+        self.site_code = self.site_code.upper()
+        if self.hotfixes is None:
+            self.hotfixes = applicable_hotfixes(self.csd_version)
+        self.clients = [c if isinstance(c, ClientRecord) else ClientRecord(**c) for c in self.clients]
+        for i, c in enumerate(self.clients):
+            c.resource_id = c.resource_id or 16777220 + i
+        if not self.collections:
+            self.collections = [
+                {"CollectionID": "SMS00001", "Name": "All Systems", "members": [c.fqdn for c in self.clients]},
+                {"CollectionID": f"{self.site_code}00001", "Name": "vPro Out of Band",
+                 "members": [c.fqdn for c in self.clients if c.imported_oob], "amt_auto_provision": True},
+            ]
+        self.registry.setdefault(r"HKLM\SOFTWARE\Microsoft\SMS\Setup", {}).setdefault("Full Version",
+                                                                                      self.site_version)
+        self.registry.setdefault("HKLM\\" + WINRM_STACK_KEY, {}).setdefault("StackVersion", self.winrm_version)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SiteServerSpec":
+        return cls(**dict(data))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SiteServerSpec":
+        """Read a JSON (or YAML, by extension) spec file."""
+        text = Path(path).read_text(encoding="utf-8")
+        if str(path).endswith((".yaml", ".yml")):
+            import yaml
+            return cls.from_dict(yaml.safe_load(text))
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def client(self, fqdn: str) -> ClientRecord | None:
+        return next((c for c in self.clients if c.fqdn == fqdn.lower().rstrip(".")), None)
+
+    def client_by_uuid(self, device_uuid: uuidlib.UUID | str) -> ClientRecord | None:
+        u = str(uuidlib.UUID(str(device_uuid)))
+        return next((c for c in self.clients if c.uuid == u), None)
+
+
+# --- WQL (a subset) --------------------------------------------------------------------------------------------
+class WqlError(ValueError):
+    """The query is outside the supported subset."""
+
+
+_WQL_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*'|\"[^\"]*\")|(?P<num>-?\d+(?:\.\d+)?)|"
+                        r"(?P<op><>|!=|<=|>=|=|<|>)|(?P<punct>[(),*])|(?P<word>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+@dataclass
+class WqlQuery:
+    class_name: str
+    properties: list[str] | None  # None: *
+    where: Callable[[Mapping[str, Any]], bool]
+
+
+def _tokens(text: str) -> list[tuple[str, str]]:
+    out, pos, text = [], 0, text.strip()
+    while pos < len(text):
+        m = _WQL_TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise WqlError(f"unexpected character at position {pos}")
+        kind = m.lastgroup or ""
+        out.append((kind, m.group(kind)))
+        pos = m.end()
+    return out
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    rx, i = "", 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "%":
+            rx += ".*"
+        elif ch == "_":
+            rx += "."
+        elif ch == "[":
+            end = pattern.find("]", i)
+            if end < 0:
+                raise WqlError("unclosed [ in LIKE pattern")
+            body = pattern[i + 1:end]
+            rx += "[" + ("^" + re.escape(body[1:]) if body.startswith("^") else re.escape(body)) + "]"
+            i = end
+        else:
+            rx += re.escape(ch)
+        i += 1
+    return re.compile(rx, re.I | re.S)
+
+
+def _compare(value: Any, op: str, literal: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_compare(v, op, literal) for v in value)
+    if value is None or literal is None:
+        return False
+    if isinstance(literal, bool):
+        left: Any = str(value).lower() in ("true", "1")
+        right: Any = literal
+    elif isinstance(literal, float):
+        try:
+            left, right = float(value), literal
+        except (TypeError, ValueError):
+            return False
+    else:
+        left, right = str(value).lower(), str(literal).lower()
+    return {"=": left == right, "<>": left != right, "!=": left != right, "<": left < right, ">": left > right,
+            "<=": left <= right, ">=": left >= right}[op]
+
+
+class _WqlParser:
+    def __init__(self, text: str):
+        self.toks, self.i = _tokens(text), 0
+
+    def peek(self, word: str | None = None) -> bool:
+        if self.i >= len(self.toks):
+            return False
+        kind, val = self.toks[self.i]
+        return word is None or val.upper() == word
+
+    def take(self, word: str | None = None) -> tuple[str, str]:
+        if self.i >= len(self.toks) or (word is not None and self.toks[self.i][1].upper() != word):
+            raise WqlError(f"expected {word or 'more'}")
+        self.i += 1
+        return self.toks[self.i - 1]
+
+    def query(self) -> WqlQuery:
+        self.take("SELECT")
+        props: list[str] | None = None
+        if self.peek("*"):
+            self.take("*")
+        else:
+            props = [self.ident()]
+            while self.peek(","):
+                self.take(",")
+                props.append(self.ident())
+        self.take("FROM")
+        cls = self.ident()
+        where: Callable[[Mapping[str, Any]], bool] = lambda inst: True  # noqa: E731
+        if self.peek("WHERE"):
+            self.take("WHERE")
+            where = self.expr()
+        if self.i != len(self.toks):
+            raise WqlError(f"unexpected {self.toks[self.i][1]!r}")
+        return WqlQuery(cls, props, where)
+
+    def ident(self) -> str:
+        kind, val = self.take()
+        if kind != "word":
+            raise WqlError(f"expected a name, found {val!r}")
+        return val
+
+    def expr(self):
+        left = self.term()
+        while self.peek("OR"):
+            self.take("OR")
+            a, b = left, self.term()
+            left = lambda inst, a=a, b=b: a(inst) or b(inst)  # noqa: E731
+        return left
+
+    def term(self):
+        left = self.factor()
+        while self.peek("AND"):
+            self.take("AND")
+            a, b = left, self.factor()
+            left = lambda inst, a=a, b=b: a(inst) and b(inst)  # noqa: E731
+        return left
+
+    def factor(self):
+        if self.peek("NOT"):
+            self.take("NOT")
+            inner = self.factor()
+            return lambda inst: not inner(inst)
+        if self.peek("("):
+            self.take("(")
+            inner = self.expr()
+            self.take(")")
+            return inner
+        return self.comparison()
+
+    def literal(self) -> Any:
+        kind, val = self.take()
+        if kind == "str":
+            return val[1:-1].replace("''", "'") if val[0] == "'" else val[1:-1]
+        if kind == "num":
+            return float(val)
+        if kind == "word" and val.upper() in ("TRUE", "FALSE"):
+            return val.upper() == "TRUE"
+        if kind == "word" and val.upper() == "NULL":
+            return None
+        raise WqlError(f"expected a value, found {val!r}")
+
+    def comparison(self):
+        prop = self.ident()
+
+        def value(inst: Mapping[str, Any]) -> Any:
+            return next((v for k, v in inst.items() if k.lower() == prop.lower()), None)
+
+        if self.peek("IS"):
+            self.take("IS")
+            negate = self.peek("NOT") and bool(self.take("NOT"))
+            self.take("NULL")
+            return lambda inst: (value(inst) is None) != negate
+        if self.peek("LIKE"):
+            self.take("LIKE")
+            lit = self.literal()
+            if not isinstance(lit, str):
+                raise WqlError("LIKE needs a string")
+            rx = _like(lit)
+            return lambda inst: any(rx.fullmatch(str(v)) for v in (value(inst) if isinstance(value(inst), list)
+                                                                    else [value(inst)]) if v is not None)
+        kind, op = self.take()
+        if kind != "op":
+            raise WqlError(f"expected a comparison operator, found {op!r}")
+        lit = self.literal()
+        return lambda inst: _compare(value(inst), op, lit)
+
+
+def parse_wql(text: str) -> WqlQuery:
+    """Parse the supported WQL subset; raise :class:`WqlError` otherwise."""
+    return _WqlParser(text).query()
+
+
+# --- WinRM authentication and serialization around the core ----------------------------------------------------
+class BasicAuthenticator:
+    """Server side of HTTP Basic (RFC 7617). It sits in :attr:`WsmanEndpoint.digest`, the core's only other
+    slot, so the core's 401 advertises ``Basic``; :class:`WinrmServer` routes ``Basic`` headers to it."""
+
+    scheme = "Basic"
+
+    def __init__(self, users: Mapping[str, str], realm: str = "WSMAN"):
+        self._users, self.realm = dict(users), realm
+
+    def __repr__(self) -> str:
+        return f"BasicAuthenticator(users={sorted(self._users)!r})"
+
+    def challenge(self, stale: bool = False) -> str:
+        return f'Basic realm="{self.realm}"'
+
+    def authenticate(self, method: str, path: str, value: str) -> str:
+        try:
+            user, _, password = base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, ValueError, UnicodeDecodeError):
+            raise Denied() from None
+        expected = self._users.get(user)
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            raise Denied()
+        return user
+
+
+def _embedded_xml(tag: str, value: Any) -> str:
+    """Like the core's property serializer, plus Mapping values as nested elements (WMI embedded objects)."""
+    if isinstance(value, Mapping):
+        prefix = tag.split(":", 1)[0] + ":" if ":" in tag else ""
+        inner = "".join(_embedded_xml(f"{prefix}{k}", v) for k, v in value.items())
+        return f"<{tag}>{inner}</{tag}>"
+    if isinstance(value, (list, tuple)):
+        return "".join(_embedded_xml(tag, v) for v in value)
+    if value is None:
+        return f'<{tag} xsi:nil="true"/>'
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return f"<{tag}>{escape(str(value))}</{tag}>"
+
+
+def wmi_instance_xml(inst: ServerInstance, prefix: str = "p") -> str:
+    inner = "".join(_embedded_xml(f"{prefix}:{k}", v) for k, v in inst.properties.items())
+    return (f"<{prefix}:{inst.class_name} xmlns:{prefix}={quoteattr(inst.resource_uri)}>{inner}"
+            f"</{prefix}:{inst.class_name}>")
+
+
+class WinrmServer(WsmanServer):
+    """The core server with HTTP Basic and WMI embedded objects (neither has a hook in the core)."""
+
+    def _authenticate(self, ep: WsmanEndpoint, request: web.Request) -> tuple[str, dict[str, str]]:
+        value = request.headers.get("Authorization", "")
+        scheme = value.split(None, 1)[0].lower() if value else ""
+        basic = ep.digest if isinstance(ep.digest, BasicAuthenticator) else None
+        if basic is not None:
+            if scheme == "basic":
+                return basic.authenticate(request.method, request.path_qs, value.split(None, 1)[1]
+                                          if " " in value else ""), {}
+            if scheme == "digest":
+                raise Denied()
+        if ep.digest is None and ep.negotiate is None:
+            raise Denied()  # WinRM never serves anonymous requests
+        return super()._authenticate(ep, request)
+
+    def _operate(self, provider, req: WsmanRequest) -> tuple[str, str, str]:
+        if req.action == ENDPOINT.GET:
+            return ENDPOINT.GET_RESPONSE, wmi_instance_xml(provider.get(req)), req.resource_uri
+        if req.action == ENDPOINT.PULL:
+            return ENDPOINT.PULL_RESPONSE, self._pull_wmi(req), ""
+        return super()._operate(provider, req)
+
+    def _pull_wmi(self, req: WsmanRequest) -> str:
+        ctx = next((c.text or "" for c in (req.body.iter() if req.body is not None else ())
+                    if local_name(c.tag) == "EnumerationContext"), "").strip()
+        enum = self._enums.get(ctx)
+        if enum is None or enum.expires < time.monotonic():
+            self._enums.pop(ctx, None)
+            raise invalid_enumeration_context()
+        max_el = 1
+        for c in req.body if req.body is not None else ():
+            if local_name(c.tag) == "MaxElements":
+                max_el = max(1, min(int((c.text or "1").strip()) if (c.text or "").strip().isdigit() else 1, 1000))
+        chunk = enum.items[enum.pos: enum.pos + max_el]
+        enum.pos += len(chunk)
+        items = "".join(wmi_instance_xml(i) for i in chunk)
+        if enum.pos >= len(enum.items):
+            self._enums.pop(ctx, None)
+            tail = "<wsen:EndOfSequence/>"
+        else:
+            tail = f"<wsen:EnumerationContext>{ctx}</wsen:EnumerationContext>"
+        return f"<wsen:PullResponse><wsen:Items>{items}</wsen:Items>{tail}</wsen:PullResponse>"
+
+
+# --- the WMI provider ---------------------------------------------------------------------------------------------
+Hook = Callable[[ClientRecord], None]
+HOOK_ORDER = ("amt_unprovision", "revoke_certificate", "delete_ad_object")
+
+
+class SiteServerProvider:
+    """The WMI classes of the site server, as a :class:`~pytest_vpro.lab.wsman_server.Provider`."""
+
+    def __init__(self, spec: SiteServerSpec, sim: "SiteServerSimulator"):
+        self.spec, self.sim = spec, sim
+
+    # -- data --
+    def classes(self) -> dict[str, dict[str, Callable[[], list[dict[str, Any]]]]]:
+        s = self.spec
+        site_ns = f"root/sms/site_{s.site_code}".lower()
+        return {
+            "root/cimv2": {
+                "Win32_OperatingSystem": lambda: [{
+                    "Caption": s.os_caption, "Version": s.os_version, "CSDVersion": s.csd_version,
+                    "ServicePackMajorVersion": s.service_pack_major, "ServicePackMinorVersion": 0,
+                    "BuildNumber": s.os_version.rsplit(".", 1)[-1], "OSArchitecture": s.os_architecture,
+                    "ProductType": 3, "CSName": s.fqdn.split(".")[0].upper(),
+                    "Name": f"{s.os_caption}|C:\\WINDOWS|\\Device\\Harddisk0\\Partition1"}],
+                "Win32_ComputerSystem": lambda: [{
+                    "Name": s.fqdn.split(".")[0].upper(), "DNSHostName": s.fqdn.split(".")[0],
+                    "Domain": s.fqdn.split(".", 1)[-1], "PartOfDomain": True, "DomainRole": 3,
+                    "TotalPhysicalMemory": s.total_physical_memory}],
+                "Win32_QuickFixEngineering": lambda: [{
+                    "HotFixID": kb, "Description": "Hotfix", "ServicePackInEffect": "SP3",
+                    "CSName": s.fqdn.split(".")[0].upper()} for kb in s.hotfixes or []],
+                "Win32_Product": lambda: [{
+                    "Name": p["Name"], "Version": p.get("Version", ""), "Vendor": p.get("Vendor", ""),
+                    "IdentifyingNumber": "{" + str(uuidlib.uuid5(uuidlib.NAMESPACE_URL, p["Name"])).upper() + "}"}
+                    for p in self._products()],
+                "Win32_Service": lambda: [{"Started": svc.get("State") == "Running", **svc}
+                                          for svc in self._services()],
+                "Win32_OptionalFeature": lambda: [{"Name": n, "Caption": n, "InstallState": v}
+                                                  for n, v in s.optional_features.items()],
+                "Win32_ServerFeature": lambda: [{"ID": i + 1, "Name": n, "ParentID": 0}
+                                                for i, n in enumerate(s.server_features)],
+                "Win32_UTCTime": lambda: [self._utc_time()],
+            },
+            "root/sms": {
+                "SMS_ProviderLocation": lambda: [{
+                    "Machine": s.fqdn.split(".")[0].upper(), "NamespacePath":
+                    f"\\\\{s.fqdn.split('.')[0].upper()}\\root\\sms\\site_{s.site_code}",
+                    "ProviderForLocalSite": True, "SiteCode": s.site_code}],
+            },
+            site_ns: {
+                "SMS_Site": lambda: [{
+                    "SiteCode": s.site_code, "SiteName": s.site_name, "Version": s.site_version,
+                    "BuildNumber": s.build_number, "ServerName": s.fqdn.upper(), "InstallDir": s.install_dir,
+                    "Type": 2, "Status": 1, "ReportingSiteCode": ""}],
+                "SMS_SCI_SysResUse": lambda: [{
+                    "SiteCode": s.site_code, "RoleName": role, "NetworkOSPath": f"\\\\{s.fqdn.upper()}",
+                    "NALPath": f'["Display=\\\\{s.fqdn.upper()}\\"]MSWNET:["SMS_SITE={s.site_code}"]'
+                               f"\\\\{s.fqdn.upper()}\\",
+                    "NALType": "Windows NT Server", "ItemName": f"{role}|{s.fqdn.upper()}",
+                    "ItemType": "System Resource Usage", "Type": 2} for role in s.roles],
+                "SMS_SCI_Component": lambda: [self._oob_component()],
+                "SMS_R_System": lambda: [self._system(c) for c in s.clients],
+                "SMS_Collection": lambda: [{
+                    "CollectionID": col["CollectionID"], "Name": col["Name"], "Comment": col.get("Comment", ""),
+                    "MemberCount": len(col.get("members", []))} for col in s.collections],
+                "SMS_CollectionSettings": lambda: [{
+                    "CollectionID": col["CollectionID"],
+                    "AMTAutoProvisionEnabled": bool(col.get("amt_auto_provision", False))} for col in s.collections],
+                "SMS_FullCollectionMembership": lambda: [{
+                    "CollectionID": col["CollectionID"], "ResourceID": c.resource_id, "Name": c.netbios,
+                    "IsDirect": True, "IsClient": bool(c.client)}
+                    for col in s.collections for c in s.clients if c.fqdn in col.get("members", [])],
+                UNPROVISION_CLASS: lambda: [],
+            },
+            "root/default": {"StdRegProv": lambda: []},
+        }
+
+    def _products(self) -> list[dict[str, str]]:
+        extra = [{"Name": "Intel(R) AMT WS-MAN Translator", "Version": "1.2.0", "Vendor": "Intel Corporation"}]
+        return list(self.spec.products) + (extra if self.spec.wsman_translator else [])
+
+    def _services(self) -> list[dict[str, str]]:
+        extra = [{"Name": "WSMANTranslator", "DisplayName": "Intel(R) AMT WS-MAN Translator", "State": "Running",
+                  "StartMode": "Auto", "PathName": r"C:\Program Files\Intel\WS-MAN Translator\translator.exe"}]
+        return list(self.spec.services) + (extra if self.spec.wsman_translator else [])
+
+    @staticmethod
+    def _utc_time() -> dict[str, Any]:
+        now = dt.datetime.now(dt.timezone.utc)
+        return {"Year": now.year, "Month": now.month, "Day": now.day, "Hour": now.hour, "Minute": now.minute,
+                "Second": now.second, "DayOfWeek": (now.weekday() + 1) % 7}
+
+    def _oob_component(self) -> dict[str, Any]:
+        s = self.spec
+        props = []
+        for setting, (name, slot) in OOB_PROPS.items():
+            value = s.oob.get(setting, "")
+            props.append({"PropertyName": name, "Value": int(value) if slot == "Value" and value != "" else 0,
+                          "Value1": value if slot == "Value1" else "", "Value2": ""})
+        lists = [{"PropertyListName": name, "Values": [str(v) for v in s.oob.get(setting, [])]}
+                 for setting, name in OOB_PROP_LISTS.items()]
+        return {"SiteCode": s.site_code, "ComponentName": "SMS_AMT_OPERATION_MANAGER",
+                "ItemName": f"SMS_AMT_OPERATION_MANAGER|{s.fqdn.upper()}", "ItemType": "Component",
+                "FileType": 2, "Type": 2, "Props": props, "PropLists": lists}
+
+    def _system(self, c: ClientRecord) -> dict[str, Any]:
+        agents = [OOB_IMPORT_AGENT] if c.imported_oob else []
+        if c.client:
+            agents.append("Heartbeat Discovery")
+        return {"ResourceId": c.resource_id, "Name": c.netbios, "NetbiosName": c.netbios,
+                "ResourceNames": [c.fqdn], "SMBIOSGUID": c.uuid.upper(),
+                "IPAddresses": [c.address] if c.address else [],
+                "Client": c.client, "ClientVersion": c.client_version or None, "AMTStatus": c.amt_status,
+                "AMTFullVersion": c.amt_full_version, "AgentName": agents, "Active": 1, "Obsolete": 0,
+                "ResourceType": 5, "ResourceDomainORWorkgroup": self.spec.fqdn.split(".", 2)[1].upper()}
+
+    # -- routing --
+    def _split(self, uri: str) -> tuple[str, str]:
+        if not uri.lower().startswith(WMI_BASE):
+            raise destination_unreachable(uri)
+        ns, _, cls = uri[len(WMI_BASE):].rstrip("/").rpartition("/")
+        return ns.lower(), cls
+
+    def _table(self, uri: str) -> tuple[str, Callable[[], list[dict[str, Any]]]]:
+        ns, cls = self._split(uri)
+        for name, fn in self.classes().get(ns, {}).items():
+            if name.lower() == cls.lower():
+                return name, fn
+        raise destination_unreachable(uri)
+
+    def _uri(self, ns: str, cls: str) -> str:
+        return f"{WMI_BASE}{ns}/{cls}"
+
+    # -- Provider --
+    def get(self, req: WsmanRequest) -> ServerInstance:
+        name, fn = self._table(req.resource_uri)
+        instances = fn()
+        if not req.selectors and len(instances) == 1:
+            return ServerInstance(name, req.resource_uri, instances[0])
+        if not req.selectors:
+            raise invalid_selectors("the key properties of the instance are missing")
+        for inst in instances:
+            lower = {k.lower(): v for k, v in inst.items()}
+            if any(k.lower() not in lower for k in req.selectors):
+                raise invalid_selectors()
+            if all(str(lower[k.lower()]).lower() == v.lower() for k, v in req.selectors.items()):
+                return ServerInstance(name, req.resource_uri, inst)
+        raise invalid_selectors("no instance has these key values")
+
+    def enumerate(self, req: WsmanRequest) -> list[ServerInstance]:
+        ns, cls = self._split(req.resource_uri)
+        filt = None
+        if req.body is not None:
+            filt = next((c for c in req.body if local_name(c.tag) == "Filter"), None)
+        if filt is None:
+            if cls == "*":
+                raise Fault("Sender", "wsman:CannotProcessFilter", "enumerating * needs a WQL filter")
+            name, fn = self._table(req.resource_uri)
+            return [ServerInstance(name, req.resource_uri, i) for i in fn()]
+        dialect = filt.get("Dialect") or ""
+        if dialect != WQL_DIALECT:
+            raise Fault("Sender", "wsen:FilterDialectRequestedUnavailable",
+                        f"the filter dialect {dialect or '(none)'} is not supported")
+        try:
+            query = parse_wql("".join(filt.itertext()))
+        except WqlError as exc:
+            raise Fault("Sender", "wsman:CannotProcessFilter", f"the WQL query is not valid: {exc}") from None
+        if cls != "*" and cls.lower() != query.class_name.lower():
+            raise Fault("Sender", "wsman:CannotProcessFilter", "the query selects from another class")
+        name, fn = self._table(self._uri(ns, query.class_name))
+        uri = self._uri(ns, name)
+        out = []
+        for inst in fn():
+            if query.where(inst):
+                if query.properties is not None:
+                    want = {p.lower() for p in query.properties}
+                    inst = {k: v for k, v in inst.items() if k.lower() in want}
+                out.append(ServerInstance(name, uri, inst))
+        return out
+
+    def put(self, req: WsmanRequest, properties: dict[str, Any]) -> ServerInstance:
+        raise Fault("Sender", "wsman:AccessDenied", "the lab site server's WMI classes are read-only over WinRM")
+
+    def invoke(self, req: WsmanRequest, method: str, params: dict[str, Any]) -> ServerInstance:
+        name, _fn = self._table(req.resource_uri)
+        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue"):
+            out = self._registry(method, params)
+        elif name == UNPROVISION_CLASS and method == UNPROVISION_METHOD:
+            out = {"ReturnValue": self.sim.unprovision(str(params.get("Fqdn", "")), principal=req.principal)}
+        else:
+            raise Fault("Sender", "wsa:ActionNotSupported", f"{name} has no method {method}", "",
+                        "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
+        return ServerInstance(f"{method}_OUTPUT", req.resource_uri, out)
+
+    def _registry(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            hive = int(str(params.get("hDefKey", HKLM)).strip())
+        except ValueError:
+            return {"ReturnValue": 87}  # ERROR_INVALID_PARAMETER
+        key = str(params.get("sSubKeyName", "")).strip("\\").lower()
+        name = str(params.get("sValueName", "")).lower()
+        for path, values in self.spec.registry.items():
+            h, _, sub = path.partition("\\")
+            if HIVE_NUMBERS.get(h.upper()) == hive and sub.strip("\\").lower() == key:
+                for vname, value in values.items():
+                    if vname.lower() == name:
+                        if method == "GetDWORDValue":
+                            return {"uValue": value, "ReturnValue": 0} if isinstance(value, int) \
+                                else {"ReturnValue": 1}
+                        return {"sValue": value, "ReturnValue": 0} if isinstance(value, str) \
+                            else {"ReturnValue": 1}
+                return {"ReturnValue": 1}  # value not found (Win32 error code, as StdRegProv returns)
+        return {"ReturnValue": 2}  # ERROR_FILE_NOT_FOUND: no such key
+
+
+# --- the simulator ------------------------------------------------------------------------------------------------
+def _resolve(path: str) -> Hook:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class SiteServerSimulator:
+    """WinRM, the 9971 hello listener and AMTOPMGR.LOG for one :class:`SiteServerSpec`.
+
+    ``hooks`` (``amt_unprovision``, ``revoke_certificate``, ``delete_ad_object``) are called with the
+    :class:`ClientRecord` by the un-provision action, in that order; a missing hook is skipped. Without
+    ``hooks``, the spec's ``callbacks`` ("module:function") are imported.
+    """
+
+    def __init__(self, spec: SiteServerSpec, *, hooks: Mapping[str, Hook] | None = None,
+                 calls_file: str | Path | None = None):
+        self.spec = spec
+        unknown = set(hooks or {}) - set(HOOK_ORDER)
+        unknown |= set(spec.callbacks) - set(HOOK_ORDER) if hooks is None else set()
+        if unknown:
+            raise ValueError(f"unknown hook(s) {sorted(unknown)}; known: {HOOK_ORDER}")
+        self.hooks: dict[str, Hook] = dict(hooks) if hooks is not None else {
+            k: _resolve(v) for k, v in spec.callbacks.items()}
+        path = calls_file or spec.calls_file
+        self.calls_file = Path(path) if path else None
+        self.calls: list[dict[str, Any]] = []
+        self.log = CmLogWriter(Path(spec.log_dir) / LOG_NAME) if spec.log_dir else None
+        self.provider = SiteServerProvider(spec, self)
+        self.server: WinrmServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._hello_server: asyncio.AbstractServer | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.hellos: deque[tuple[str, Hello | MalformedHello]] = deque(maxlen=10000)  # (peer, hello) as received
+        self.start_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"SiteServerSimulator({self.spec.fqdn!r} at {self.spec.address})"
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.log.path if self.log else None
+
+    def winrm_url(self, tls: bool = False) -> str:
+        port = self.spec.https_port if tls else self.spec.http_port
+        return f"{'https' if tls else 'http'}://{self.spec.address}:{port}/wsman"
+
+    # -- recording and logging --
+    def _record(self, call: dict[str, Any]) -> None:
+        with self._lock:
+            self.calls.append(call)
+            if self.calls_file is not None:
+                with self.calls_file.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(call, default=str) + "\n")
+
+    def _event(self, event: str, client: ClientRecord | None = None, *, when: dt.datetime | None = None,
+               thread: str = "provision", **fields: Any) -> None:
+        if self.log is None:
+            return
+        if client is not None:
+            fields = {"fqdn": client.fqdn, "uuid": client.uuid, "ip": client.address,
+                      "mode": client.provisioning_mode, **fields}
+        self.log.event(event, when=when, thread=THREADS[thread], **fields)
+
+    def write_history(self) -> None:
+        """On an empty log: the lines a real log already holds for every provisioned client."""
+        if self.log is None or (self.log.path.exists() and self.log.path.stat().st_size > 0):
+            return
+        base = dt.datetime.now().astimezone() - dt.timedelta(seconds=self.spec.history_age_s)
+        rows = []
+        for i, c in enumerate(self.spec.clients):
+            if not c.provisioned:
+                continue
+            t0 = dt.datetime.fromisoformat(c.provisioned_at).astimezone() if c.provisioned_at \
+                else base + dt.timedelta(minutes=5 * i)
+            first = ("ztc_request", {}) if c.client else ("hello_received", {"retry": 0})
+            steps = [(first[0], 0, "hello", first[1]), ("provisioning_started", 2, "provision", {}),
+                     ("first_stage_completed", 15, "provision", {}), ("second_stage_completed", 40, "provision", {})]
+            rows += [(t0 + dt.timedelta(seconds=s), ev, th, c, extra) for ev, s, th, extra in steps]
+        for when, ev, th, c, extra in sorted(rows, key=lambda r: r[0]):
+            self._event(ev, c, when=when, thread=th, **extra)
+
+    # -- the un-provision action --
+    def unprovision(self, fqdn: str, *, principal: str = "") -> int:
+        """Clear a client's AMT provisioning as the site server does; returns 0, or 5 for an unknown client,
+        or 2 when a hook failed (the failure is logged with its reason)."""
+        client = self.spec.client(fqdn)
+        rv = 5 if client is None else 0
+        if client is not None:
+            self._event("unprovision_started", client, thread="clear")
+            for name in HOOK_ORDER:
+                hook = self.hooks.get(name)
+                if hook is None:
+                    continue
+                try:
+                    hook(client)
+                except Exception as exc:  # noqa: BLE001 - a failed step is a logged finding, not a crash
+                    reason = f"{name}: {type(exc).__name__}: {str(exc)[:200]}"
+                    self._event("unprovision_failed", client, thread="clear", reason=reason)
+                    rv = 2
+                    break
+            if rv == 0:
+                client.provisioned = False
+                client.amt_status = AMT_STATUS["not_provisioned"]
+                self._event("unprovision_completed", client, thread="clear")
+        self._record({"ts": time.time(), "server": self.spec.fqdn, "op": UNPROVISION_METHOD,
+                      "class": UNPROVISION_CLASS, "params": {"Fqdn": fqdn}, "return": rv, "principal": principal})
+        return rv
+
+    # -- hellos --
+    async def _on_hello(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = (writer.get_extra_info("peername") or ("", 0))[0]
+        data = b""
+        try:
+            while len(data) <= MAX_HELLO_BYTES:
+                chunk = await asyncio.wait_for(reader.read(4096), 5.0)
+                if not chunk:
+                    break
+                data += chunk
+        except (OSError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()
+        try:
+            hello: Hello | MalformedHello = decode_hello(data)
+        except MalformedHello as exc:
+            hello = exc
+        self.hellos.append((peer, hello))
+        if isinstance(hello, MalformedHello):
+            self._event("hello_malformed", thread="hello", ip=peer, reason=str(hello))
+            return
+        client = self.spec.client_by_uuid(hello.uuid)
+        self._event("hello_received", thread="hello", ip=peer, uuid=str(hello.uuid), mode=hello.mode,
+                    retry=hello.retry_count, fqdn=client.fqdn if client and client.imported_oob else "")
+        if client is None or not client.imported_oob:
+            self._event("hello_not_imported", thread="hello", ip=peer, uuid=str(hello.uuid))
+
+    # -- life cycle --
+    def _endpoint(self, tls: bool) -> WsmanEndpoint:
+        s = self.spec
+        negotiate = None
+        if s.kerberos_keytab and s.kerberos_realm:
+            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
+                                          max_token_bytes=64 * 1024)
+        basic = BasicAuthenticator(s.basic_users) if s.basic_users and (tls or s.allow_unencrypted) else None
+        return WsmanEndpoint(self.provider, digest=basic, negotiate=negotiate,  # type: ignore[arg-type]
+                             server_header="Microsoft-HTTPAPI/1.0")
+
+    async def start_async(self) -> None:
+        t0 = time.perf_counter()
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self.write_history()
+        self.server = WinrmServer()
+        self.server.add(self.spec.address, self.spec.http_port, self._endpoint(False))
+        if self.spec.tls_cert and self.spec.tls_key:
+            self.server.add(self.spec.address, self.spec.https_port, self._endpoint(True),
+                            server_ssl_context(self.spec.tls_cert, self.spec.tls_key))
+        try:
+            await self.server.start()
+            self._hello_server = await asyncio.start_server(self._on_hello, self.spec.address, self.spec.hello_port,
+                                                            reuse_address=True)
+        except BaseException:
+            await self.stop_async()
+            raise
+        self.start_seconds = time.perf_counter() - t0
+
+    async def stop_async(self) -> None:
+        if self._hello_server is not None:
+            self._hello_server.close()
+            await self._hello_server.wait_closed()
+            self._hello_server = None
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    async def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        await self.start_async()
+        assert self._stop_event is not None
+        if on_ready is not None:
+            on_ready()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await self.stop_async()
+
+    def request_stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def start(self, timeout: float = 30.0) -> "SiteServerSimulator":
+        """Serve from a background thread with its own event loop."""
+        ready, failure = threading.Event(), []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                assert self._stop_event is not None
+                loop.run_until_complete(self._stop_event.wait())
+                loop.run_until_complete(self.stop_async())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"site-server-{self.spec.fqdn}", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError(f"site server simulator did not start within {timeout} s")
+        if failure:
+            self._thread.join(5)
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        if self.loop is not None and self._stop_event is not None and self._thread is not None:
+            self.loop.call_soon_threadsafe(self._stop_event.set)
+            self._thread.join(30)
+            self._thread = None
+
+    def __enter__(self) -> "SiteServerSimulator":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_vpro.lab.site_server",
+                                     description="Simulated Configuration Manager 2007 site server")
+    parser.add_argument("--spec", required=True, help="site server spec (JSON or YAML)")
+    parser.add_argument("--calls", help="append every state-changing call to this JSONL file")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    sim = SiteServerSimulator(SiteServerSpec.load(args.spec), calls_file=args.calls)
+
+    def ready() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sim.request_stop)
+        s = sim.spec
+        print(f"READY site server {s.fqdn} at {s.address}: WinRM {s.http_port}"
+              f"{'/' + str(s.https_port) if s.tls_cert else ''}, hello {s.hello_port},"
+              f" log {sim.log_path or '-'} in {sim.start_seconds:.2f} s", flush=True)
+
+    asyncio.run(sim.serve_forever(on_ready=ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["SiteServerSpec", "ClientRecord", "SiteServerSimulator", "SiteServerProvider", "WinrmServer",
+           "BasicAuthenticator", "parse_wql", "WqlError", "applicable_hotfixes", "APPENDIX_A", "OOB_PROPS",
+           "OOB_PROP_LISTS", "AMT_STATUS", "UNCONFIRMED", "UNPROVISION_CLASS", "UNPROVISION_METHOD",
+           "KB908209_KEY", "WINRM_STACK_KEY", "HOOK_ORDER", "main"]

@@ -1,0 +1,136 @@
+"""TCP reachability probe: is a port open, refused, filtered or unreachable?
+
+The out of band checks need to know, for every AMT device and server, whether 16992-16995, 9971, 389/636, 88
+and 445 can be reached, and *how* they cannot: a refused port (RST: the host is there, nothing listens) calls
+for a different corrective action than a filtered one (no answer: a firewall drops the SYN) or an unreachable
+one (no route, or the name does not resolve).
+
+Verdicts (RFC 793 3.4 connection establishment, RFC 1122 4.2.3.9 and RFC 792 for the ICMP cases):
+
+* ``open``         the three-way handshake completed;
+* ``refused``      the peer answered the SYN with RST (``ECONNREFUSED``);
+* ``filtered``     no answer within the timeout;
+* ``unreachable``  no route / ICMP host or network unreachable, or the name did not resolve.
+
+Names are resolved with ``socket.getaddrinfo`` (IPv4 only: the product is IPv4-only), so
+:func:`pytest_vpro.probes.dns.route_connections` routes estate names through the estate's DNS here too.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .dns import NoAnswer, NxDomain, Resolver
+from .errors import Unreachable
+
+OPEN, REFUSED, FILTERED, UNREACHABLE = "open", "refused", "filtered", "unreachable"
+
+
+@dataclass(frozen=True)
+class PortState:
+    """The outcome of one TCP connection attempt."""
+
+    host: str
+    port: int
+    verdict: str          # open | refused | filtered | unreachable
+    elapsed: float        # seconds, name resolution included
+    peer: str | None      # the address tried (None when the name did not resolve)
+    detail: str = ""      # the OS's words for a failure
+
+    @property
+    def open(self) -> bool:
+        return self.verdict == OPEN
+
+    def __str__(self) -> str:
+        via = f" ({self.peer})" if self.peer and self.peer != self.host else ""
+        why = f": {self.detail}" if self.detail and not self.open else ""
+        return f"{self.host}:{self.port}{via} {self.verdict} after {self.elapsed * 1000:.0f} ms{why}"
+
+    def require_open(self, timeout: float | None = None) -> "PortState":
+        """Return self if open, else raise :class:`Unreachable` (for probes that need the port)."""
+        if not self.open:
+            how = {REFUSED: "connection refused", FILTERED: "no answer"}.get(self.verdict, self.detail or "unreachable")
+            raise Unreachable(self.host, self.port, timeout, how)
+        return self
+
+
+def probe_tcp(host: str, port: int, timeout: float) -> PortState:
+    """Try one TCP connection to ``host:port`` within ``timeout`` seconds and close it at once.
+
+    Every IPv4 address of ``host`` is tried in order (``timeout`` each) until one is open; otherwise the
+    first address's verdict is returned. Never raises for a network outcome: the verdict is the finding.
+    """
+    started = time.monotonic()
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return PortState(host, port, UNREACHABLE, time.monotonic() - started, None,
+                         f"name not resolved: {getattr(exc, 'strerror', None) or exc}")
+    first: PortState | None = None
+    for *_, sockaddr in infos:
+        state = _connect(host, port, sockaddr, timeout, started)
+        if state.open:
+            return state
+        first = first or state
+    assert first is not None  # getaddrinfo never returns an empty list
+    return first
+
+
+def _connect(host: str, port: int, sockaddr: tuple, timeout: float, started: float) -> PortState:
+    peer = sockaddr[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sockaddr)
+        except (TimeoutError, socket.timeout):
+            return PortState(host, port, FILTERED, time.monotonic() - started, peer, f"no answer within {timeout:g} s")
+        except ConnectionRefusedError as exc:
+            return PortState(host, port, REFUSED, time.monotonic() - started, peer, exc.strerror or "refused")
+        except OSError as exc:
+            verdict = REFUSED if exc.errno == errno.ECONNRESET else UNREACHABLE  # ENETUNREACH, EHOSTUNREACH, ...
+            return PortState(host, port, verdict, time.monotonic() - started, peer, exc.strerror or str(exc))
+        return PortState(host, port, OPEN, time.monotonic() - started, peer)
+
+
+def probe_many(targets: Iterable[tuple[str, int]], timeout: float, concurrency: int = 64,
+               per_host: int = 4) -> list[PortState]:
+    """:func:`probe_tcp` for every ``(host, port)``, concurrently, results in the order given.
+
+    At most ``concurrency`` attempts run at once, and at most ``per_host`` against one host, so probing all
+    ports of a slow AMT firmware does not queue its few connection slots.
+    """
+    targets = list(targets)
+    if not targets:
+        return []
+    limits: dict[str, threading.BoundedSemaphore] = {}
+    guard = threading.Lock()
+
+    def one(target: tuple[str, int]) -> PortState:
+        host, port = target
+        with guard:
+            limit = limits.setdefault(host.lower(), threading.BoundedSemaphore(max(per_host, 1)))
+        with limit:
+            return probe_tcp(host, port, timeout)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(targets))), thread_name_prefix="probe-tcp") as pool:
+        return list(pool.map(one, targets))
+
+
+def is_ipv4_only(host: str, resolver: Resolver) -> bool:
+    """True when the estate's DNS has no AAAA record for ``host`` (AMT 3.x/ConfigMgr 2007 OOB is IPv4-only).
+
+    A name that does not exist raises :class:`~pytest_vpro.probes.dns.NxDomain`: that is not "IPv4-only",
+    it is missing. DNS failures raise as :func:`Resolver.lookup` does.
+    """
+    try:
+        resolver.lookup(host, "AAAA")
+    except NoAnswer:
+        return True
+    except NxDomain:
+        raise
+    return False

@@ -1,0 +1,268 @@
+"""Read-only WMI over WinRM (WS-Management), on top of :class:`pytest_vpro.probes.wsman.WsmanClient`.
+
+Facts from Microsoft's WinRM documentation (MS-WSMV) as the WinRM clients use them:
+
+* a WMI class is the resource URI ``http://schemas.microsoft.com/wbem/wsman/1/wmi/<namespace>/<Class>``,
+  e.g. ``.../wmi/root/cimv2/Win32_OperatingSystem``, ``.../wmi/root/sms/site_LAB/SMS_Site``,
+  ``.../wmi/root/default/StdRegProv``;
+* a WQL query is an Enumerate of ``.../wmi/<namespace>/*`` with
+  ``<w:Filter Dialect="http://schemas.microsoft.com/wbem/wsman/1/WQL">SELECT ...</w:Filter>``;
+* a method is ``Action = <resource URI>/<Method>`` with a ``<Method>_INPUT`` body (as for AMT);
+  ``StdRegProv.GetStringValue``/``GetDWORDValue`` take ``hDefKey`` (hive number), ``sSubKeyName``,
+  ``sValueName`` and answer ``sValue``/``uValue`` and ``ReturnValue`` (0 found; non-zero is a Win32 error such as
+  2, not found).
+
+WinRM answers every property as text; :func:`typed` turns the known numeric and boolean properties
+(:data:`PROPERTY_TYPES`) and CIM datetimes into Python values. This probe never changes a server: only the
+methods in :data:`READ_ONLY_METHODS` can be invoked, anything else raises :class:`NotReadOnly` before a byte is
+sent. Authentication: Kerberos (``Negotiate``, SPN ``HTTP/<fqdn>`` without a port, as WinRM registers it) or
+HTTP Basic, which is refused over plain http unless the caller says the server allows unencrypted traffic.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+from xml.sax.saxutils import escape, quoteattr
+
+import requests
+
+from pytest_vpro.probes.wsman import (
+    ENDPOINT, NS_WSEN, Instance, KerberosAuth, MalformedReply, WsmanClient, build_envelope,
+    element_to_instance,
+)
+
+WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/"
+WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
+WINRM_PORT_HTTP, WINRM_PORT_HTTPS = 5985, 5986
+CIMV2, DEFAULT = "root/cimv2", "root/default"
+
+#: Registry hives as StdRegProv numbers them (WMI StdRegProv documentation).
+HIVES = {"HKEY_CLASSES_ROOT": 0x80000000, "HKCR": 0x80000000, "HKEY_CURRENT_USER": 0x80000001,
+         "HKCU": 0x80000001, "HKEY_LOCAL_MACHINE": 0x80000002, "HKLM": 0x80000002,
+         "HKEY_USERS": 0x80000003, "HKU": 0x80000003, "HKEY_CURRENT_CONFIG": 0x80000005, "HKCC": 0x80000005}
+
+#: The only methods this probe will call: reads that change nothing.
+READ_ONLY_METHODS = frozenset({
+    ("StdRegProv", "GetStringValue"), ("StdRegProv", "GetDWORDValue"), ("StdRegProv", "GetExpandedStringValue"),
+    ("StdRegProv", "GetMultiStringValue"), ("StdRegProv", "GetBinaryValue"), ("StdRegProv", "GetQWORDValue"),
+    ("StdRegProv", "EnumKey"), ("StdRegProv", "EnumValues"), ("StdRegProv", "CheckAccess"),
+})
+
+#: Properties that are not strings, per class (WMI class documentation); everything else stays text.
+PROPERTY_TYPES: dict[str, dict[str, type]] = {
+    "Win32_OperatingSystem": {"ServicePackMajorVersion": int, "ServicePackMinorVersion": int, "ProductType": int},
+    "Win32_ComputerSystem": {"TotalPhysicalMemory": int, "PartOfDomain": bool, "DomainRole": int},
+    "Win32_Service": {"Started": bool, "ProcessId": int, "AcceptStop": bool},
+    "Win32_OptionalFeature": {"InstallState": int},
+    "Win32_ServerFeature": {"ID": int, "ParentID": int},
+    "Win32_UTCTime": {"Year": int, "Month": int, "Day": int, "Hour": int, "Minute": int, "Second": int},
+    "SMS_Site": {"BuildNumber": int, "Type": int, "Status": int, "Mode": int},
+    "SMS_R_System": {"ResourceId": int, "Client": int, "AMTStatus": int, "Active": int, "Obsolete": int,
+                     "ResourceType": int},
+    "SMS_FullCollectionMembership": {"ResourceID": int, "IsDirect": bool, "IsClient": bool},
+    "SMS_Collection": {"MemberCount": int},
+    "SMS_CollectionSettings": {"AMTAutoProvisionEnabled": bool},
+    "SMS_SCI_SysResUse": {"Type": int},
+    "SMS_SCI_Component": {"Type": int, "FileType": int},
+    "Props": {"Value": int},  # SMS_EmbeddedProperty inside SMS_SCI_Component.Props
+}
+#: Array properties: WS-MAN cannot tell a one-element array from a scalar, so these always become lists.
+ARRAY_PROPERTIES = frozenset({"Props", "PropLists", "Values", "ResourceNames", "IPAddresses", "IPSubnets",
+                              "MACAddresses", "AgentName", "SystemOUName", "SystemGroupName"})
+
+
+class NotReadOnly(PermissionError):
+    """A method that is not on the read-only allow-list was asked for."""
+
+
+def wmi_uri(class_name: str, namespace: str = CIMV2) -> str:
+    """``http://schemas.microsoft.com/wbem/wsman/1/wmi/<namespace>/<Class>`` (``\\`` in a namespace becomes ``/``)."""
+    if "://" in class_name:
+        return class_name
+    ns = namespace.replace("\\", "/").strip("/")
+    return f"{WMI_BASE}{ns}/{class_name}"
+
+
+def sms_namespace(site_code: str) -> str:
+    """The SMS Provider namespace of a site: ``root/sms/site_<CODE>``."""
+    if not re.fullmatch(r"[A-Za-z0-9]{3}", site_code):
+        raise ValueError(f"site code must be three letters or digits, not {site_code!r}")
+    return f"root/sms/site_{site_code.upper()}"
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """HTTP Basic credentials. WinRM accepts them over http only with ``AllowUnencrypted``; so does this probe."""
+
+    user: str
+    password: str = field(repr=False)
+    allow_unencrypted: bool = False
+    scheme = "basic"
+
+    def for_url(self, url: str) -> requests.auth.AuthBase:
+        if urlsplit(url).scheme != "https" and not self.allow_unencrypted:
+            raise ValueError("Basic authentication over plain http sends the password in clear; use https "
+                             "(or allow_unencrypted=True for a server configured with AllowUnencrypted)")
+        return requests.auth.HTTPBasicAuth(self.user, self.password)
+
+
+def winrm_kerberos(fqdn: str) -> KerberosAuth:
+    """Kerberos to WinRM: SPN ``HTTP/<fqdn>`` (no port)."""
+    return KerberosAuth(spn_host=fqdn)
+
+
+# --- typing -------------------------------------------------------------------------------
+_CIM_DATETIME = re.compile(r"^(\d{14})\.(\d{6})([+-])(\d{3})$")
+
+
+def cim_datetime(text: str) -> dt.datetime | str:
+    """A CIM ``yyyymmddHHMMSS.mmmmmmsUUU`` or an xs:dateTime (WinRM's ``cim:Datetime``) as a datetime."""
+    m = _CIM_DATETIME.match(text.strip())
+    try:
+        if m:
+            minutes = int(m[4]) * (1 if m[3] == "+" else -1)
+            return dt.datetime.strptime(m[1] + m[2], "%Y%m%d%H%M%S%f").replace(
+                tzinfo=dt.timezone(dt.timedelta(minutes=minutes)))
+        return dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return text
+
+
+def _convert(kind: type, value: Any) -> Any:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return [_convert(kind, v) for v in value]
+    text = str(value).strip()
+    try:
+        if kind is bool:
+            return {"true": True, "false": False, "1": True, "0": False}[text.lower()]
+        return kind(text)
+    except (KeyError, ValueError):
+        return value
+
+
+def typed(instance: Mapping[str, Any], class_name: str | None = None) -> dict[str, Any]:
+    """A plain dict of ``instance`` with the known non-string properties converted; datetimes unwrapped."""
+    cls = class_name or getattr(instance, "class_name", "")
+    types = PROPERTY_TYPES.get(cls, {})
+    out: dict[str, Any] = {}
+    for key, value in instance.items():
+        if key in ARRAY_PROPERTIES and value is not None and not isinstance(value, list):
+            value = [value]
+        if isinstance(value, dict) and set(value) == {"Datetime"}:
+            value = cim_datetime(str(value["Datetime"]))
+        elif key in types:
+            value = _convert(types[key], value)
+        elif isinstance(value, Instance):
+            value = typed(value, key)
+        elif isinstance(value, list):
+            value = [typed(v, key) if isinstance(v, Instance) else v for v in value]
+        out[key] = value
+    return out
+
+
+# --- the client -----------------------------------------------------------------------------
+class _WinrmWsman(WsmanClient):
+    """WsmanClient plus an Enumerate that carries a filter (the base client has no filter parameter)."""
+
+    def enumerate_filtered(self, uri: str, dialect: str, query: str, max_elements: int = 32,
+                           max_pulls: int = 1000) -> list[Instance]:
+        body = (f"<n:Enumerate><w:Filter Dialect={quoteattr(dialect)}>{escape(query)}</w:Filter>"
+                f"</n:Enumerate>")
+        reply = self._post(build_envelope(ENDPOINT.ENUMERATE, uri, body=body, timeout_s=self.timeout))
+        context = reply.body.findtext(f".//{{{NS_WSEN}}}EnumerationContext")
+        if context is None:
+            raise MalformedReply("EnumerateResponse without EnumerationContext")
+        items: list[Instance] = []
+        for _ in range(max_pulls):
+            pull = (f"<n:Pull><n:EnumerationContext>{escape(context.strip())}</n:EnumerationContext>"
+                    f"<n:MaxElements>{max_elements}</n:MaxElements></n:Pull>")
+            reply = self._post(build_envelope(ENDPOINT.PULL, uri, body=pull, timeout_s=self.timeout))
+            resp = reply.body.find(f"{{{NS_WSEN}}}PullResponse")
+            if resp is None:
+                raise MalformedReply("Pull reply without PullResponse")
+            got = resp.find(f"{{{NS_WSEN}}}Items")
+            if got is not None:
+                items.extend(element_to_instance(e) for e in got)
+            if resp.find(f"{{{NS_WSEN}}}EndOfSequence") is not None:
+                return items
+            context = resp.findtext(f"{{{NS_WSEN}}}EnumerationContext") or context
+        raise MalformedReply(f"no EndOfSequence after {max_pulls} pulls")
+
+
+_WQL_CLASS = re.compile(r"^\s*select\s+.+?\s+from\s+([A-Za-z_][A-Za-z0-9_]*)", re.I | re.S)
+
+
+class WinRM:
+    """Read-only WMI over one WinRM endpoint (``https://host:5986/wsman`` or ``http://host:5985/wsman``).
+
+    ``auth`` is a :class:`BasicAuth` or a :class:`~pytest_vpro.probes.wsman.KerberosAuth` (see
+    :func:`winrm_kerberos`); ``ca_bundle`` verifies https; ``timeout`` bounds every call.
+    """
+
+    def __init__(self, url: str, *, auth: Any, ca_bundle: str | None, timeout: float, **kwargs: Any):
+        self.client = _WinrmWsman(url, auth=auth, ca_bundle=ca_bundle, timeout=timeout, **kwargs)
+        self.url = url
+
+    @classmethod
+    def for_host(cls, host: str, *, tls: bool = True, port: int | None = None, **kwargs: Any) -> "WinRM":
+        scheme, default = ("https", WINRM_PORT_HTTPS) if tls else ("http", WINRM_PORT_HTTP)
+        return cls(f"{scheme}://{host}:{port or default}/wsman", **kwargs)
+
+    def __repr__(self) -> str:
+        return f"WinRM({self.url!r})"
+
+    def enumerate(self, class_name: str, namespace: str = CIMV2, wql: str | None = None) -> list[dict[str, Any]]:
+        """Every instance of ``class_name``; with ``wql``, what the query selects (its FROM names the class)."""
+        if wql is None:
+            items = self.client.enumerate(wmi_uri(class_name, namespace))
+        else:
+            m = _WQL_CLASS.match(wql)
+            if not m:
+                raise ValueError("WQL must be 'SELECT ... FROM <Class> ...'")
+            if m[1].lower() != class_name.lower():
+                raise ValueError(f"WQL selects from {m[1]}, not {class_name}")
+            items = self.client.enumerate_filtered(wmi_uri("*", namespace), WQL_DIALECT, wql)
+        return [typed(i, class_name) for i in items]
+
+    def get(self, class_name: str, selectors: Mapping[str, str], namespace: str = CIMV2) -> dict[str, Any]:
+        """One instance by its key properties (e.g. ``{"Name": "WinRM"}`` for Win32_Service)."""
+        return typed(self.client.get(wmi_uri(class_name, namespace), selectors), class_name)
+
+    def invoke(self, class_name: str, method: str, params: Mapping[str, Any], namespace: str = DEFAULT,
+               selectors: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Call a method on the read-only allow-list (:data:`READ_ONLY_METHODS`); anything else raises NotReadOnly."""
+        if (class_name, method) not in READ_ONLY_METHODS:
+            raise NotReadOnly(f"{class_name}.{method} is not a read-only method; this probe does not call it")
+        out = self.client.invoke(wmi_uri(class_name, namespace), method, params, selectors)
+        return dict(out)
+
+    def registry_value(self, hive: str | int, key: str, value: str, kind: str = "string") -> str | int | None:
+        """A registry value through ``StdRegProv`` (``kind`` ``"string"`` or ``"dword"``); ``None`` if absent."""
+        method, out_name, conv = {"string": ("GetStringValue", "sValue", str),
+                                  "dword": ("GetDWORDValue", "uValue", int)}[kind]
+        hdef = hive if isinstance(hive, int) else HIVES[hive.upper()]
+        out = self.invoke("StdRegProv", method, {"hDefKey": hdef, "sSubKeyName": key.strip("\\"),
+                                                 "sValueName": value})
+        if str(out.get("ReturnValue", "")).strip() != "0" or out.get(out_name) in (None, ""):
+            return None
+        return conv(str(out[out_name]).strip())
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "WinRM":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = ["WinRM", "BasicAuth", "winrm_kerberos", "wmi_uri", "sms_namespace", "typed", "cim_datetime",
+           "NotReadOnly", "READ_ONLY_METHODS", "PROPERTY_TYPES", "ARRAY_PROPERTIES", "HIVES", "WMI_BASE",
+           "WQL_DIALECT", "CIMV2",
+           "DEFAULT", "WINRM_PORT_HTTP", "WINRM_PORT_HTTPS"]
