@@ -181,6 +181,12 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         lab._started("amt-sim", sim.stop)
         log(f"AMT simulator: {len(clients)} devices on 16992/16993 ({time.monotonic() - t0:.1f} s)")
 
+        t0 = time.monotonic()
+        site = _start_site_server(state, desc, plan, clients, pki, dc, creds)
+        lab._started("site-server", site.stop)
+        log(f"Site server simulator: WinRM on {plan.site_server}:5985/5986, out of band service point on 9971, "
+            f"AMTOPMGR.LOG in \\\\{HOSTS['dc']}\\SMS_{SITE_CODE}\\Logs ({time.monotonic() - t0:.1f} s)")
+
         env_path = _write_environment(state, desc, plan, clients, pki)
         lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path)
         return lab
@@ -229,6 +235,63 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
             tls_cert=str(cert), tls_key=str(key), send_hellos=not c.provisioned,
             provision_server=(plan.site_server, 9971)))
     return AmtSimulator(specs, state_file=state / "amt" / "calls.jsonl").start()
+
+
+def _start_site_server(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki, dc,
+                       creds: dict[str, str]):
+    """The Configuration Manager site server: WinRM, the service point on 9971, AMTOPMGR.LOG on the SMB share.
+
+    Its un-provision action does what the real one does, through the lab's own servers: ``Unprovision`` on the
+    device over WS-MAN, the device's web server certificate revoked in the next CRL, its AD object deleted.
+    """
+    from cryptography import x509  # noqa: PLC0415
+
+    from ..probes import x509 as pki_probe
+    from ..probes.amt import AmtDevice
+    from ..probes.dns import ConnectionRouting, Resolver
+    from ..probes.wsman import DigestAuth, WsmanClient
+    from .site_server import ClientRecord, SiteServerSimulator, SiteServerSpec
+
+    fqdn = f"{HOSTS['site_server']}.{DOMAIN}"
+    cert, key = pki.issue_web_server_cert(fqdn)
+    keytab = state / "site" / "winrm.keytab"
+    keytab.parent.mkdir(exist_ok=True)
+    dc.export_keytab(keytab, [f"HTTP/{fqdn}"])
+    records = [ClientRecord(fqdn=c.fqdn, uuid=c.uuid, address=c.address, resource_id=16777216 + c.index,
+                            client=1 if c.provisioning == "in_band" else 0,
+                            client_version="4.00.6221.1000" if c.provisioning == "in_band" else "",
+                            amt_full_version=desc.amt_version, imported_oob=c.provisioning == "out_of_band",
+                            provisioned=c.provisioned) for c in clients]
+    spec = SiteServerSpec(
+        address=plan.site_server, fqdn=fqdn, site_code=SITE_CODE, clients=records,
+        collections=[{"CollectionID": f"{SITE_CODE}00010", "Name": "vPro clients",
+                      "members": [c.fqdn for c in clients], "amt_auto_provision": True}],
+        oob={"webui_enabled": 1, "realms_enabled": [2, 3, 4, 5, 6, 7, 12, 13],
+             "provisioning_account": f"{NETBIOS}\\amtprov", "amt_container": f"OU=AMT,{dc.base_dn}",
+             "certificate_template": "IntelAMTWebServer", "issuing_ca": f"ca01.{DOMAIN}\\VPROLAB Issuing CA",
+             "provisioning_certificate_thumbprint": pki_probe.fingerprint(pki.provisioning_cert, "sha1")},
+        tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
+        kerberos_keytab=str(keytab), kerberos_realm=REALM,
+        log_dir=str(dc.share_dirs[f"SMS_{SITE_CODE}"] / "Logs"), calls_file=str(state / "site" / "calls.jsonl"))
+    # The service point reaches devices by FQDN over TLS (16993), resolving through the estate's DNS.
+    ConnectionRouting(Resolver([plan.dc], timeout=3.0), [DOMAIN]).install()
+
+    def amt_unprovision(record) -> None:
+        client = WsmanClient.for_amt(record.fqdn, tls=True, auth=DigestAuth(AMT_USER, creds["amt"]),
+                                     ca_bundle=str(pki.root_path), timeout=10)
+        AmtDevice(client).unprovision()
+
+    def revoke_certificate(record) -> None:
+        leaf = x509.load_pem_x509_certificate((pki.dir / "devices" / f"{record.fqdn}.pem").read_bytes())
+        pki.revoke(leaf.serial_number)
+        pki.publish_crl()
+
+    def delete_ad_object(record) -> None:
+        dc.delete(dc.account_dn(record.fqdn.split(".")[0].upper() + "$"))
+
+    return SiteServerSimulator(spec, hooks={"amt_unprovision": amt_unprovision,
+                                            "revoke_certificate": revoke_certificate,
+                                            "delete_ad_object": delete_ad_object}).start()
 
 
 def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki) -> Path:

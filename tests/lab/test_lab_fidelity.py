@@ -29,7 +29,7 @@ def vpro_lab(description: Path, state: Path, *args: str) -> subprocess.Completed
 def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     description = root / "lab.yaml"
-    description.write_text(f"lab: {{clients: 10, net: {NET}, canaries: 1, state_dir: state}}\n")
+    description.write_text(f"lab: {{clients: 10, net: {NET}, canaries: 1, unprovisioned: 1, state_dir: state}}\n")
     state = root / "state"
     up = vpro_lab(description, state, "up", "--clients", "50")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -140,6 +140,113 @@ def test_requests_kerberos_is_accepted_by_a_device_over_tls(lab, tmp_path):
                          headers={"Content-Type": "application/soap+xml; charset=utf-8"})
     assert reply.status_code == 200, reply.status_code
     assert "AMT_GeneralSettings" in reply.text and "pc0002" in reply.text
+
+
+def _smb_log(info) -> str:
+    out = run(["smbclient", f"//{info['dc']['address']}/SMS_LAB", "-U", "Administrator", "-s", info["dc"]["smb_conf"],
+               "-c", "get Logs/AMTOPMGR.LOG -"], input=info["dc"]["admin_password"] + "\n")
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_smbclient_reads_amtopmgr_log_with_a_hello_from_the_unprovisioned_pc(lab):
+    import time
+    info = lab["info"]
+    unprovisioned = info["clients"][-1]
+    assert unprovisioned["provisioned"] is False
+    deadline, text = time.monotonic() + 15, ""
+    while time.monotonic() < deadline and unprovisioned["uuid"] not in text:
+        text = _smb_log(info)
+        time.sleep(0.5)
+    assert f"Received hello packet (out of band) from {unprovisioned['address']}" in text
+    assert "Second stage provisioning completed successfully for AMT device pc0001.vprolab.test" in text
+    assert "$$<SMS_AMT_OPERATION_MANAGER>" in text
+
+
+def test_pywinrm_enumerates_the_site_servers_hot_fixes(lab):
+    import re
+
+    import winrm
+
+    info, plan = lab["info"], AddressPlan(NET)
+    protocol = winrm.Protocol(endpoint=f"https://{plan.site_server}:5986/wsman", transport="basic",
+                              username="Administrator", password=info["dc"]["admin_password"],
+                              server_cert_validation="validate", ca_trust_path=info["pki"]["root_cert"])
+    protocol.transport.build_session()
+    protocol.transport.session.mount("https://", _pinned("sccm01.vprolab.test"))  # the certificate names the FQDN
+    uri = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/cimv2/Win32_QuickFixEngineering"
+    reply = protocol.send_message(_envelope(uri, "Enumerate", "<wsen:Enumerate/>"))
+    context = re.search(rb"<[\w:]*EnumerationContext>([^<]+)<", reply).group(1).decode()
+    pulled = protocol.send_message(_envelope(
+        uri, "Pull", f"<wsen:Pull><wsen:EnumerationContext>{context}</wsen:EnumerationContext>"
+                     "<wsen:MaxElements>50</wsen:MaxElements></wsen:Pull>"))
+    assert b"KB942841" in pulled and b"KB960804" in pulled
+
+
+def _pinned(hostname):
+    from requests.adapters import HTTPAdapter
+
+    class Pinned(HTTPAdapter):
+        def init_poolmanager(self, *a, **kw):
+            kw["server_hostname"] = hostname
+            kw["assert_hostname"] = hostname
+            super().init_poolmanager(*a, **kw)
+    return Pinned()
+
+
+def _envelope(uri: str, action: str, body: str) -> str:
+    return ('<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+            'xmlns:wsa="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+            'xmlns:wsman="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" '
+            'xmlns:wsen="http://schemas.xmlsoap.org/ws/2004/09/enumeration"><s:Header>'
+            '<wsa:Action s:mustUnderstand="true">http://schemas.xmlsoap.org/ws/2004/09/enumeration/'
+            f'{action}</wsa:Action><wsa:To>https://sccm01.vprolab.test:5986/wsman</wsa:To>'
+            f'<wsman:ResourceURI s:mustUnderstand="true">{uri}</wsman:ResourceURI>'
+            '<wsa:MessageID>uuid:6f3c1bd4-52f9-4bd1-9a64-2d2f1b6e4f10</wsa:MessageID><wsa:ReplyTo><wsa:Address>'
+            'http://schemas.xmlsoap.org/ws/2004/08/addressing/role/anonymous</wsa:Address></wsa:ReplyTo>'
+            f'</s:Header><s:Body>{body}</s:Body></s:Envelope>')
+
+
+def test_unprovision_action_does_what_the_real_one_does(lab):
+    """VPRO_Lab.Unprovision: Unprovision on the device, certificate revoked in the served CRL, AD object deleted."""
+    import requests
+    from cryptography import x509
+
+    from pytest_vpro.probes.amt import AmtDevice
+    from pytest_vpro.probes.winrm import BasicAuth, WinRM
+    from pytest_vpro.probes.wsman import DigestAuth, WsmanClient
+
+    from pytest_vpro.probes.dns import Resolver, route_connections
+    from pytest_vpro.probes.winrm import NotReadOnly
+
+    info, plan = lab["info"], AddressPlan(NET)
+    target = info["clients"][5]  # pc0006, provisioned
+    url, auth = "https://sccm01.vprolab.test:5986/wsman", BasicAuth("Administrator", info["dc"]["admin_password"])
+    with route_connections(Resolver([info["dns"]["address"]]), ["vprolab.test"]):
+        reader = WinRM(url, auth=auth, ca_bundle=info["pki"]["root_cert"], timeout=10)
+        with pytest.raises(NotReadOnly):  # the project's WinRM probe is read-only: it refuses before sending
+            reader.invoke("VPRO_Lab", "Unprovision", {"Fqdn": target["fqdn"]}, namespace="root/sms/site_LAB")
+        writer = WsmanClient(url, auth=auth, ca_bundle=info["pki"]["root_cert"], timeout=30)  # as the console does
+        result = writer.invoke("http://schemas.microsoft.com/wbem/wsman/1/wmi/root/sms/site_LAB/VPRO_Lab", "Unprovision",
+                               {"Fqdn": target["fqdn"]})
+    assert str(result.get("ReturnValue")) == "0", result
+    device = AmtDevice(WsmanClient.for_amt(target["address"], tls=False,
+                                           auth=DigestAuth(target["amt_user"], target["amt_password"]),
+                                           ca_bundle=None, timeout=10))
+    assert device.provisioning().state == 0
+    crl = x509.load_der_x509_crl(requests.get(f"http://{plan.ca}/pki/issuing.crl", timeout=5).content)
+    leaf = x509.load_pem_x509_certificate(
+        (lab["state"] / "pki" / "devices" / f"{target['fqdn']}.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+    dig = run(["dig", "+short", f"@{info['dns']['address']}", target["fqdn"]])
+    assert dig.stdout.split() == [target["address"]]  # the host record stays: only the AMT object goes
+    env = {**os.environ, "LDAPTLS_CACERT": info["dc"]["ca_cert"]}
+    out = run(["ldapsearch", "-LLL", "-H", f"ldaps://{info['dc']['address']}", "-x", "-D", info["dc"]["admin_user"],
+               "-y", "/dev/stdin", "-b", "OU=AMT,DC=vprolab,DC=test", f"(dNSHostName={target['fqdn']})", "cn"],
+              input=info["dc"]["admin_password"], env=env)
+    assert out.returncode == 0 and "dn:" not in out.stdout
+    text = _smb_log(info)
+    assert "Clearing provisioning data completed successfully for AMT device pc0006.vprolab.test" in text
 
 
 def test_down_leaves_nothing_behind(lab):
