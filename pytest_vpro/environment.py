@@ -178,10 +178,15 @@ class Environment:
 
 # --------------------------------------------------------------------------- loading
 
+def is_path(name: str) -> bool:
+    """``--env`` takes a name (``lab``) or a path (``envs/prod.yaml``)."""
+    return Path(name).suffix in (".yaml", ".yml") or "/" in name
+
+
 def resolve_env_path(name: str, rootdir: Path) -> Path:
     """``lab`` -> ``<rootdir>/environments/lab.yaml``; a path is taken as it is."""
     candidate = Path(name).expanduser()
-    if candidate.suffix in (".yaml", ".yml") or "/" in name:
+    if is_path(name):
         return candidate if candidate.is_absolute() else (Path.cwd() / candidate)
     return rootdir / "environments" / f"{name}.yaml"
 

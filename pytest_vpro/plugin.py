@@ -183,6 +183,8 @@ class ControllerSession:
         self.recorder.record(report)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.config.option.collectonly:
+            return
         self.run.complete = exitstatus != pytest.ExitCode.INTERRUPTED
         self.recorder.write(self.run)
         if not self.config.getoption("no_html"):
@@ -190,6 +192,8 @@ class ControllerSession:
         runs.finish(self.run)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.config.option.collectonly:
+            return
         for line in self.recorder.summary_lines(self.run):
             terminalreporter.write_line(line)
 

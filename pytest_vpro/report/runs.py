@@ -51,7 +51,14 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 def start(config: pytest.Config) -> Run:
     """On the controller: load and validate the environment, start a lab if it describes one, make the folder."""
     shard = parse_shard(config.getoption("shard"))
-    env_path = envmod.resolve_env_path(config.getoption("env"), config.rootpath)
+    value = config.getoption("env")
+    args = list(config.invocation_params.args)
+    if value in args and args.index(value) > 0 and args[args.index(value) - 1] == "--env" and envmod.is_path(value):
+        # pytest chooses its rootdir (and ini file) from path-like arguments, and a separate option value looks
+        # like one: the run would collect the wrong tests. It cannot be undone this late, so say how to write it.
+        raise pytest.UsageError(f"--env {value}: write --env={value} (with '=') for a path, so that pytest does "
+                                "not take the file for a test path")
+    env_path = envmod.resolve_env_path(value, config.rootpath)
     lab = None
     from ..lab import estate, manager  # noqa: PLC0415
     if estate.is_lab_description(env_path):  # a lab to start (or reuse); it writes the environment file

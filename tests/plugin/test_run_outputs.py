@@ -124,3 +124,13 @@ def test_a_check_with_an_unknown_id_or_in_the_wrong_stage_is_refused(pytester, m
         "*test_wrong.py::test_b*@pytest.mark.check('NOPE') names no catalog row",
         "*test_wrong.py::test_c*a check may take only client, server, site, target, env, facts, evidence; not tmp_path",
     ])
+
+
+def test_a_path_to_env_must_be_joined_with_equals(pytester, monkeypatch):
+    make_project(pytester)
+    path = str(pytester.path / "environments" / "sample.yaml")
+    result = pytester.runpytest_subprocess("--env", path)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: --env {path}: write --env={path} (with '=') for a path*"])
+    assert run(pytester, monkeypatch=monkeypatch).ret == 1 and \
+        pytester.runpytest_subprocess(f"--env={path}", "--no-html", "--stage", "1").ret == 0
