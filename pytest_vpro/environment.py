@@ -291,6 +291,9 @@ class _Validator:
         site = self.site(top["site"], ("site",)) if "site" in top else None
         credentials = self.credentials(top.get("credentials", {}), ("credentials",))
         servers = self.servers(top.get("servers", []), ("servers",))
+        pki = self.pki(top.get("pki", {}), ("pki",))
+        timeouts = self.timeouts(top.get("timeouts", {}), ("timeouts",))
+        self._inventory_tls = {"ca_file": pki.get("trusted_roots"), "timeout": timeouts["connect"]}
         if inventory_cache and inventory_cache.is_file():
             clients = [Client(kind="client", name=r["fqdn"], canary=r["canary"], provisioning=r["provisioning"],
                               address=r["address"], uuid=r["uuid"], extra=r["extra"])
@@ -299,10 +302,8 @@ class _Validator:
             clients = self.clients(top.get("clients", []), ("clients",), servers, credentials, ldap_search)
         self.unique(servers, clients)
         dns = self.dns(top.get("dns", {}), ("dns",))
-        pki = self.pki(top.get("pki", {}), ("pki",))
         console = self.mapping(top.get("console", {}), ("console",), ("user", "groups_limit"))
         expected = self.expected(top.get("expected", {}), ("expected",))
-        timeouts = self.timeouts(top.get("timeouts", {}), ("timeouts",))
         attestations = self.attestations(top.get("attestations", []), ("attestations",))
         max_age = top.get("attestation_max_age_days", 90)
         if self.number(max_age, ("attestation_max_age_days",), minimum=1) is None:
@@ -454,7 +455,7 @@ class _Validator:
         if ldap_search is None:
             from .probes.ldap import search_computers as ldap_search  # noqa: PLC0415 (only when used)
         try:
-            rows = ldap_search(dcs, credentials["ldap"], what, m.get("filter"))
+            rows = ldap_search(dcs, credentials["ldap"], what, m.get("filter"), **self._inventory_tls)
         except Exception as exc:  # an unreachable DC is a usage problem for the run, with its cause
             self.problem(p + ("source",), f"LDAP query of {what!r} failed: {exc}")
             return []

@@ -122,19 +122,20 @@ def test_csv_inventory_with_defaults_and_line_numbers(tmp_path):
 def test_ldap_inventory_uses_the_domain_controllers(tmp_path):
     seen = {}
 
-    def fake_search(dcs, credential, base, ldap_filter):  # unit test of the loader only; the probe has its own
-        seen.update(dcs=[d.name for d in dcs], base=base, kerberos=credential.kerberos)
+    def fake_search(dcs, credential, base, ldap_filter, *, ca_file, timeout):  # the loader only; the probe has its own
+        seen.update(dcs=[d.name for d in dcs], base=base, kerberos=credential.kerberos, timeout=timeout)
         return [{"fqdn": "pc7.corp.example.com"}]
 
     text = GOOD.replace("servers:\n", "servers:\n  - {fqdn: dc01.corp.example.com, roles: [domain_controller]}\n")
     text += "  - {source: 'ldap:OU=PCs,DC=corp,DC=example,DC=com', canary: true}\n"
     env = envmod.load(write(tmp_path, text), ldap_search=fake_search)
-    assert seen == {"dcs": ["dc01.corp.example.com"], "base": "OU=PCs,DC=corp,DC=example,DC=com", "kerberos": True}
+    assert seen == {"dcs": ["dc01.corp.example.com"], "base": "OU=PCs,DC=corp,DC=example,DC=com", "kerberos": True,
+                    "timeout": 3.0}
     assert {c.name: c.canary for c in env.clients}["pc7.corp.example.com"] is True
 
 
 def test_an_unreachable_ldap_inventory_is_a_problem_not_a_traceback(tmp_path):
-    def failing(*_):
+    def failing(*_, **__):
         raise OSError("no answer from dc01.corp.example.com:636 within 3 s")
 
     text = GOOD.replace("servers:\n", "servers:\n  - {fqdn: dc01.corp.example.com, roles: [domain_controller]}\n")
@@ -166,6 +167,6 @@ def test_the_example_file_documents_a_valid_schema():
     """example.yaml is a template: only the certificate files it names are missing (no LDAP query is sent)."""
     path = Path(__file__).resolve().parents[2] / "environments" / "example.yaml"
     with pytest.raises(envmod.EnvironmentFileError) as info:
-        envmod.load(path, ldap_search=lambda *a: [{"fqdn": "pc0201.corp.example.com"}])
+        envmod.load(path, ldap_search=lambda *a, **kw: [{"fqdn": "pc0201.corp.example.com"}])
     assert [p.split(": ", 2)[1] for p in info.value.problems] == ["pki.provisioning_chain", "pki.trusted_roots"]
     assert all("file not found" in p for p in info.value.problems)
