@@ -35,6 +35,7 @@ from .catalog import Check
 from .checks import Evidence, Finding
 from .environment import Environment, Target
 from .probes.errors import ProbeError
+from .process import alive
 from .secrets import redact
 
 KIND_ORDER = {"site": 0, "server": 1, "client": 2}
@@ -105,7 +106,7 @@ class VerdictStore:
         row = self._db.execute("SELECT owner, outcome FROM verdicts WHERE nodeid=?", (nodeid,)).fetchone()
         orphaned = row and row[1] is None and (
             (row[0] == os.getpid() and nodeid not in self._mine)  # an earlier attempt here was interrupted
-            or (row[0] != os.getpid() and not _alive(row[0])))     # the owner died (a worker killed mid-check)
+            or (row[0] != os.getpid() and not alive(row[0])))     # the owner died (a worker killed mid-check)
         if orphaned:
             cur = self._db.execute("UPDATE verdicts SET owner=? WHERE nodeid=? AND owner=? AND outcome IS NULL",
                                    (os.getpid(), nodeid, row[0]))
@@ -121,18 +122,12 @@ class VerdictStore:
         self._done[nodeid] = verdict
         self._mine.discard(nodeid)
 
+    def release(self, nodeid: str) -> None:
+        """Forget this process's claim without a verdict (an interrupted evaluation may be retried)."""
+        self._mine.discard(nodeid)
+
     def close(self) -> None:
         self._db.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -174,7 +169,7 @@ class Engine:
                 try:
                     verdict = self.evaluate(entry)
                 finally:
-                    self.store._mine.discard(entry.nodeid)
+                    self.store.release(entry.nodeid)
                 self.store.put(entry.nodeid, verdict)
                 return verdict
             time.sleep(0.02)  # another worker computes it; its claim only waits on lower stages

@@ -36,12 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from pytest_vpro.lab.service import BackgroundService
 from pytest_vpro.lab.wsman_server import (
     DigestAuthenticator, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
     amt_digest_realm, destination_unreachable, invalid_representation, invalid_selectors, server_ssl_context,
 )
 from pytest_vpro.probes.hello import MAX_HELLO_BYTES, VERSION_PKI, VERSION_PSK, Hello, MalformedHello, decode_hello, encode_hello
-from pytest_vpro.probes.wsman import ENDPOINT, EndpointReference, resource_uri
+from pytest_vpro.probes.wsman import EndpointReference, resource_uri
 
 log = logging.getLogger(__name__)
 FIRST_WSMAN_VERSION = (3, 2, 1)
@@ -516,8 +517,11 @@ class HelloListener:
 
 
 # --- the simulator --------------------------------------------------------------------
-class AmtSimulator:
+class AmtSimulator(BackgroundService):
     """Serves every device in ``specs`` from one event loop (in a thread, or in this process's main loop)."""
+
+    thread_name = "amt-sim"
+    start_timeout = 120.0
 
     def __init__(self, specs: list[DeviceSpec], *, state_file: str | Path | None = None,
                  http_port: int = HTTP_PORT, https_port: int = HTTPS_PORT):
@@ -596,71 +600,6 @@ class AmtSimulator:
         if self.server is not None:
             await self.server.stop()
 
-    async def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
-        """Start, call ``on_ready``, serve until :meth:`request_stop`, then stop."""
-        await self.start_async()
-        assert self._stop_event is not None
-        if on_ready is not None:
-            on_ready()
-        try:
-            await self._stop_event.wait()
-        finally:
-            await self.stop_async()
-
-    # -- in a background thread --
-    def start(self, timeout: float = 120.0) -> "AmtSimulator":
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # report start failures to the caller
-                failure.append(exc)
-                ready.set()
-                loop.run_until_complete(self.stop_async())
-                loop.close()
-                return
-            ready.set()
-            try:
-                assert self._stop_event is not None
-                loop.run_until_complete(self._stop_event.wait())
-                loop.run_until_complete(self.stop_async())
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="amt-sim", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise TimeoutError(f"AMT simulator did not start within {timeout} s")
-        if failure:
-            self._thread.join(5)
-            raise failure[0]
-        return self
-
-    def request_stop(self) -> None:
-        """Ask the serving loop to stop (call from inside the loop)."""
-        if self._stop_event is not None:
-            self._stop_event.set()
-
-    def call_soon(self, fn: Callable[[], Any]) -> None:
-        """Run ``fn`` in the simulator's loop (thread-safe), e.g. to change a device's state."""
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(fn)
-
-    def stop(self) -> None:
-        if self.loop is not None and self._stop_event is not None and self._thread is not None:
-            self.loop.call_soon_threadsafe(self._stop_event.set)
-            self._thread.join(30)
-            self._thread = None
-
-    def __enter__(self) -> "AmtSimulator":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def load_specs(path: str | Path) -> list[DeviceSpec]:

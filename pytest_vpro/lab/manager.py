@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import estate
+from ..process import alive
 from .addresses import AddressPlan
 
 UP_TIMEOUT_S = 300
@@ -41,25 +42,10 @@ def read_info(state: Path) -> dict[str, Any] | None:
         return None
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not a running lab
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def status(state: Path) -> dict[str, Any] | None:
     """The running lab's ``lab.json``, or None when no lab runs in ``state``."""
     info = read_info(state)
-    if info and info.get("status") == "ready" and _alive(info.get("pid")):
+    if info and info.get("status") == "ready" and alive(info.get("pid")):
         return info
     return None
 
@@ -104,7 +90,7 @@ def up(description: Path, *, state: Path | None = None, clients: int | None = No
 def down(state: Path, *, timeout: float = DOWN_TIMEOUT_S) -> bool:
     """Stop the lab in ``state``; True if one was running. Raises if something is left listening."""
     info = read_info(state)
-    if not info or not _alive(info.get("pid")):
+    if not info or not alive(info.get("pid")):
         return False
     _terminate(info["pid"], timeout)
     left = listening(AddressPlan(info["net"]), info)
@@ -119,9 +105,9 @@ def _terminate(pid: int, timeout: float = DOWN_TIMEOUT_S) -> None:
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if alive(pid):
         os.killpg(pid, signal.SIGKILL)
 
 

@@ -57,6 +57,7 @@ from xml.sax.saxutils import escape, quoteattr
 from aiohttp import web
 
 from pytest_vpro.lab.cmlog import CmLogWriter
+from pytest_vpro.lab.service import BackgroundService
 from pytest_vpro.lab.wsman_server import (
     Denied, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
     destination_unreachable, invalid_enumeration_context, invalid_selectors, server_ssl_context,
@@ -748,13 +749,16 @@ def _resolve(path: str) -> Hook:
     return getattr(importlib.import_module(module), attr)
 
 
-class SiteServerSimulator:
+class SiteServerSimulator(BackgroundService):
     """WinRM, the 9971 hello listener and AMTOPMGR.LOG for one :class:`SiteServerSpec`.
 
     ``hooks`` (``amt_unprovision``, ``revoke_certificate``, ``delete_ad_object``) are called with the
     :class:`ClientRecord` by the un-provision action, in that order; a missing hook is skipped. Without
     ``hooks``, the spec's ``callbacks`` ("module:function") are imported.
     """
+
+    thread_name = "site-server"
+    start_timeout = 30.0
 
     def __init__(self, spec: SiteServerSpec, *, hooks: Mapping[str, Hook] | None = None,
                  calls_file: str | Path | None = None):
@@ -918,63 +922,6 @@ class SiteServerSimulator:
         if self.server is not None:
             await self.server.stop()
             self.server = None
-
-    async def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
-        await self.start_async()
-        assert self._stop_event is not None
-        if on_ready is not None:
-            on_ready()
-        try:
-            await self._stop_event.wait()
-        finally:
-            await self.stop_async()
-
-    def request_stop(self) -> None:
-        if self._stop_event is not None:
-            self._stop_event.set()
-
-    def start(self, timeout: float = 30.0) -> "SiteServerSimulator":
-        """Serve from a background thread with its own event loop."""
-        ready, failure = threading.Event(), []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                assert self._stop_event is not None
-                loop.run_until_complete(self._stop_event.wait())
-                loop.run_until_complete(self.stop_async())
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name=f"site-server-{self.spec.fqdn}", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise TimeoutError(f"site server simulator did not start within {timeout} s")
-        if failure:
-            self._thread.join(5)
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        if self.loop is not None and self._stop_event is not None and self._thread is not None:
-            self.loop.call_soon_threadsafe(self._stop_event.set)
-            self._thread.join(30)
-            self._thread = None
-
-    def __enter__(self) -> "SiteServerSimulator":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -25,14 +25,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
-from xml.sax.saxutils import escape, quoteattr
-
 import requests
 
-from pytest_vpro.probes.wsman import (
-    ENDPOINT, NS_WSEN, Instance, KerberosAuth, MalformedReply, WsmanClient, build_envelope,
-    element_to_instance,
-)
+from pytest_vpro.probes.wsman import Instance, KerberosAuth, WsmanClient
 
 WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/"
 WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
@@ -166,34 +161,6 @@ def typed(instance: Mapping[str, Any], class_name: str | None = None) -> dict[st
 
 
 # --- the client -----------------------------------------------------------------------------
-class _WinrmWsman(WsmanClient):
-    """WsmanClient plus an Enumerate that carries a filter (the base client has no filter parameter)."""
-
-    def enumerate_filtered(self, uri: str, dialect: str, query: str, max_elements: int = 32,
-                           max_pulls: int = 1000) -> list[Instance]:
-        body = (f"<n:Enumerate><w:Filter Dialect={quoteattr(dialect)}>{escape(query)}</w:Filter>"
-                f"</n:Enumerate>")
-        reply = self._post(build_envelope(ENDPOINT.ENUMERATE, uri, body=body, timeout_s=self.timeout))
-        context = reply.body.findtext(f".//{{{NS_WSEN}}}EnumerationContext")
-        if context is None:
-            raise MalformedReply("EnumerateResponse without EnumerationContext")
-        items: list[Instance] = []
-        for _ in range(max_pulls):
-            pull = (f"<n:Pull><n:EnumerationContext>{escape(context.strip())}</n:EnumerationContext>"
-                    f"<n:MaxElements>{max_elements}</n:MaxElements></n:Pull>")
-            reply = self._post(build_envelope(ENDPOINT.PULL, uri, body=pull, timeout_s=self.timeout))
-            resp = reply.body.find(f"{{{NS_WSEN}}}PullResponse")
-            if resp is None:
-                raise MalformedReply("Pull reply without PullResponse")
-            got = resp.find(f"{{{NS_WSEN}}}Items")
-            if got is not None:
-                items.extend(element_to_instance(e) for e in got)
-            if resp.find(f"{{{NS_WSEN}}}EndOfSequence") is not None:
-                return items
-            context = resp.findtext(f"{{{NS_WSEN}}}EnumerationContext") or context
-        raise MalformedReply(f"no EndOfSequence after {max_pulls} pulls")
-
-
 _WQL_CLASS = re.compile(r"^\s*select\s+.+?\s+from\s+([A-Za-z_][A-Za-z0-9_]*)", re.I | re.S)
 
 
@@ -205,7 +172,7 @@ class WinRM:
     """
 
     def __init__(self, url: str, *, auth: Any, ca_bundle: str | None, timeout: float, **kwargs: Any):
-        self.client = _WinrmWsman(url, auth=auth, ca_bundle=ca_bundle, timeout=timeout, **kwargs)
+        self.client = WsmanClient(url, auth=auth, ca_bundle=ca_bundle, timeout=timeout, **kwargs)
         self.url = url
 
     @classmethod
@@ -226,7 +193,7 @@ class WinRM:
                 raise ValueError("WQL must be 'SELECT ... FROM <Class> ...'")
             if m[1].lower() != class_name.lower():
                 raise ValueError(f"WQL selects from {m[1]}, not {class_name}")
-            items = self.client.enumerate_filtered(wmi_uri("*", namespace), WQL_DIALECT, wql)
+            items = self.client.enumerate(wmi_uri("*", namespace), filter=(WQL_DIALECT, wql))
         return [typed(i, class_name) for i in items]
 
     def get(self, class_name: str, selectors: Mapping[str, str], namespace: str = CIMV2) -> dict[str, Any]:

@@ -499,9 +499,17 @@ class WsmanClient:
         reply = self._post(env)
         return body_instance(reply) if len(reply.body) else Instance(cls)
 
-    def enumerate(self, resource_uri: str, max_elements: int = 32, max_pulls: int = 1000) -> list[Instance]:
-        """WS-Enumeration Enumerate, then Pull until ``EndOfSequence``."""
-        env = build_envelope(ENDPOINT.ENUMERATE, resource_uri, body="<n:Enumerate/>", timeout_s=self.timeout)
+    def enumerate(self, resource_uri: str, max_elements: int = 32, max_pulls: int = 1000, *,
+                  filter: tuple[str, str] | None = None) -> list[Instance]:
+        """WS-Enumeration Enumerate, then Pull until ``EndOfSequence``.
+
+        ``filter`` is ``(dialect, query)``, e.g. WinRM's WQL dialect (DSP0226 section 8.3, ``wsman:Filter``).
+        """
+        body = "<n:Enumerate/>"
+        if filter is not None:
+            dialect, query = filter
+            body = f"<n:Enumerate><w:Filter Dialect={quoteattr(dialect)}>{escape(query)}</w:Filter></n:Enumerate>"
+        env = build_envelope(ENDPOINT.ENUMERATE, resource_uri, body=body, timeout_s=self.timeout)
         reply = self._post(env)
         context = reply.body.findtext(f".//{{{NS_WSEN}}}EnumerationContext")
         if context is None:

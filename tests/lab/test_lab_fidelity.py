@@ -254,4 +254,4 @@ def test_down_leaves_nothing_behind(lab):
     out = vpro_lab(lab["description"], lab["state"], "down")
     assert out.returncode == 0 and "stopped" in out.stdout
     assert manager.listening(AddressPlan(NET), info) == []
-    assert not manager._alive(info["pid"])
+    assert not manager.alive(info["pid"])
