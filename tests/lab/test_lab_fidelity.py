@@ -249,6 +249,34 @@ def test_unprovision_action_does_what_the_real_one_does(lab):
     assert "Clearing provisioning data completed successfully for AMT device pc0006.vprolab.test" in text
 
 
+def test_clients_from_an_ldap_query_of_an_ou(lab, tmp_path):
+    """The environment loader's ldap: source against the lab's real DC (LDAPS, verified, simple bind)."""
+    from pytest_vpro import environment as envmod
+
+    info = lab["info"]
+    roots = tmp_path / "roots.pem"  # the estate's roots: the lab PKI's and the CA that issued the DC's LDAPS cert
+    roots.write_text(Path(info["pki"]["root_cert"]).read_text() + Path(info["dc"]["ca_cert"]).read_text())
+    (tmp_path / "admin.secret").write_text(info["dc"]["admin_password"])
+    (tmp_path / "env.yaml").write_text(f"""
+site: {{name: Lab, code: LAB, domain: vprolab.test, amt_container: "OU=AMT,DC=vprolab,DC=test"}}
+credentials:
+  ldap: {{user: "{info['dc']['admin_user']}", password: "file:admin.secret"}}
+servers:
+  - {{fqdn: dc01.vprolab.test, roles: [domain_controller], address: {info['dc']['address']}}}
+pki: {{trusted_roots: roots.pem}}
+clients:
+  - {{source: "ldap:OU=AMT,DC=vprolab,DC=test", provisioning: out_of_band}}
+""")
+    env = envmod.load(tmp_path / "env.yaml")
+    names = [c.name for c in env.clients]
+    provisioned = sorted(c["fqdn"] for c in info["clients"] if c["provisioned"] and c["fqdn"] != "pc0006.vprolab.test")
+    assert names == provisioned  # sorted; pc0006 was un-provisioned above, its AMT object deleted
+    roots.write_text(Path(info["pki"]["root_cert"]).read_text())  # without the DC's CA: a clear problem, no traceback
+    with pytest.raises(envmod.EnvironmentFileError) as failed:
+        envmod.load(tmp_path / "env.yaml")
+    assert "LDAP query of 'OU=AMT,DC=vprolab,DC=test' failed" in failed.value.problems[0]
+
+
 def test_down_leaves_nothing_behind(lab):
     info = lab["info"]
     out = vpro_lab(lab["description"], lab["state"], "down")
