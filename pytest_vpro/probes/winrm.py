@@ -60,6 +60,11 @@ PROPERTY_TYPES: dict[str, dict[str, type]] = {
     "SMS_FullCollectionMembership": {"ResourceID": int, "IsDirect": bool, "IsClient": bool},
     "SMS_Collection": {"MemberCount": int},
     "SMS_CollectionSettings": {"AMTAutoProvisionEnabled": bool},
+    "Win32_SystemDriver": {"Started": bool},
+    "Win32_PnPEntity": {"ConfigManagerErrorCode": int},
+    "Win32_TimeZone": {"Bias": int},
+    "Win32_PnPSignedDriver": {"IsSigned": bool},
+    "CCM_OutOfBandManagementSettings": {"AutoProvision": bool},
     "SMS_SCI_SysResUse": {"Type": int},
     "SMS_SCI_Component": {"Type": int, "FileType": int},
     "Props": {"Value": int},  # SMS_EmbeddedProperty inside SMS_SCI_Component.Props

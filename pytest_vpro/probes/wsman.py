@@ -25,6 +25,8 @@ import defusedxml.ElementTree as SafeET
 import requests
 from defusedxml import DefusedXmlException
 
+from pytest_vpro.probes import errors
+
 # --- namespaces (DSP0226 annex A; notes "Namespaces in the envelope") -----------------
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
 NS_WSA = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
@@ -79,11 +81,11 @@ def local_name(tag: str) -> str:
 
 
 # --- errors --------------------------------------------------------------------------
-class WsmanError(Exception):
-    """Base of every error this client raises."""
+class WsmanError(errors.ProbeError):
+    """Base of every error this client raises: a finding about the target, never a crash."""
 
 
-class Unreachable(WsmanError):
+class Unreachable(WsmanError, errors.Unreachable):
     """No TCP answer: connection timed out, refused or reset."""
 
     def __init__(self, host: str, port: int, timeout: float, why: str = "timeout"):
@@ -92,7 +94,7 @@ class Unreachable(WsmanError):
             text = f"no answer from {host}:{port} within {timeout:g} s"
         else:
             text = f"{host}:{port} {why}"
-        super().__init__(text)
+        Exception.__init__(self, text)  # errors.Unreachable's own wording differs; this one is the client's
 
 
 class AuthFailed(WsmanError):
@@ -128,7 +130,7 @@ class SoapFault(WsmanError):
         super().__init__(f"SOAP fault {code}/{subcode}: {reason}" + (f" ({detail})" if detail else ""))
 
 
-class MalformedReply(WsmanError):
+class MalformedReply(WsmanError, errors.MalformedReply):
     """The reply is not a usable WS-MAN envelope (not XML, wrong type, too big, no body)."""
 
 

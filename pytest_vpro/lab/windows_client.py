@@ -1,0 +1,544 @@
+"""The operating-system side of the lab's in-band clients: WinRM/WMI and the client's ``OOBMGMT.LOG``.
+
+What the guide's Stage 2 in-band checks (seed 000, "Stage 2 - Provisioning Requests Received at SCCM Server")
+read on a client, served for every :class:`WindowsClientSpec` by ONE :class:`WindowsClients` object (one event
+loop, in a thread or as a process):
+
+* **WinRM** on the client's own address, ``5985`` (http) and ``5986`` (https, with the spec's certificate), path
+  ``/wsman``, on the site server's WinRM machinery (:class:`pytest_vpro.lab.site_server.WinrmServer`, its WQL
+  subset, HTTP ``Basic`` and Kerberos ``Negotiate`` with SPN ``HTTP/<fqdn>``): :class:`WindowsClientProvider`
+  subclasses :class:`~pytest_vpro.lab.site_server.SiteServerProvider` and only replaces its class table.
+  Classes: ``root/cimv2`` Win32_OperatingSystem (Caption, CSDVersion, LocalDateTime), Win32_ComputerSystem,
+  Win32_ComputerSystemProduct (UUID = the AMT device UUID), Win32_TimeZone (Bias), Win32_UTCTime,
+  Win32_LocalTime, Win32_Service, Win32_SystemDriver and Win32_BaseService (the MEI/HECI driver),
+  Win32_PnPEntity and Win32_PnPSignedDriver (what Device Manager shows); ``root/ccm`` SMS_Client (ClientVersion),
+  SMS_Authority (``SMS:<site>``, CurrentManagementPoint); the automatic provisioning policy in
+  :data:`POLICY_NAMESPACE`; ``root/default`` StdRegProv (read-only methods). Without the agent, ``root/ccm`` and
+  its policy namespace do not exist (WS-MAN ``DestinationUnreachable``), as on a PC without the client.
+* **OOBMGMT.LOG** in the CCM format (:class:`pytest_vpro.lab.cmlog.CmLogWriter` ``fmt="ccm"``) in the spec's
+  ``log_dir`` (the lab points it at the SMB file server's ``C$\\WINDOWS\\system32\\CCM\\Logs``): on an empty
+  log, the lines of a client that downloaded the policy, found the MEI driver and sent its provisioning request,
+  stamped ``history_age_s`` in the past in the client's own time zone. A spec whose agent, driver or policy is
+  missing writes what that client would log instead (see :func:`history`).
+
+Everything is read-only: Put and any method outside StdRegProv's reads are refused, and each refused attempt is
+appended to the JSONL ``calls`` file, so an empty (absent) calls file proves that nothing tried to change a client.
+
+Sources: Microsoft WMI class documentation (Win32_OperatingSystem, Win32_TimeZone, Win32_SystemDriver,
+Win32_PnPEntity ``ConfigManagerErrorCode``: 0 working, 22 disabled, 28 no driver installed); the guide (MEI
+formerly HECI driver "installed and started", agent 4.0.6221.1000 = SP1, policy "downloaded and enabled" seen in
+OOBMGMT.LOG); ``notes/amt-protocol.md`` (CCM log format). Every name no public source confirms is in the one
+table :data:`UNCONFIRMED`, the log texts in :data:`OOBMGMT_MESSAGES`.
+
+Run as a process: ``python -m pytest_vpro.lab.windows_client --spec clients.json [--calls calls.jsonl]`` (a JSON
+list of specs, or ``{"clients": [...]}``); it prints one ``READY ...`` line and stops cleanly on SIGTERM/SIGINT.
+In-process: ``WindowsClients(specs).start()`` / ``stop()``. This module knows nothing of pytest.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+import uuid as uuidlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from pytest_vpro.lab.cmlog import CmLogWriter
+from pytest_vpro.lab.site_server import BasicAuthenticator, SiteServerProvider, WinrmServer
+from pytest_vpro.lab.wsman_server import Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, \
+    server_ssl_context
+
+log = logging.getLogger(__name__)
+
+HTTP_PORT, HTTPS_PORT = 5985, 5986
+LOG_NAME = "OOBMGMT.LOG"
+LOG_SUBDIR = r"WINDOWS\system32\CCM\Logs"  # under C:\ on Windows XP (the CCM client's log folder)
+SP1_CLIENT_VERSION = "4.00.6221.1000"       # the guide: "SCCM agent from Microsoft SCCM SP1 is 4.0.6221.1000"
+MOBILE_CLIENT_KEY = r"SOFTWARE\Microsoft\SMS\Mobile Client"  # values AssignedSiteCode, ProductVersion
+
+# --- names no public source confirms: ALL (unconfirmed), kept in this one table --------------------------------
+MEI_DEVICE_NAME = "Intel(R) Management Engine Interface"
+MEI_DRIVER_SERVICE = "HECI"           # Win32_SystemDriver.Name of the MEI (formerly HECI) kernel driver
+MEI_DEFAULT_VERSION = "6.2.0.1046"    # a MEI driver of the AMT 6.x generation
+MEI_HARDWARE_ID = r"PCI\VEN_8086&DEV_3B64"  # the MEI PCI function of a 5 series (AMT 6) chipset
+LMS_SERVICE = "LMS"                   # Intel Management and Security Application Local Management Service
+#: Win32_PnPEntity.ConfigManagerErrorCode the device shows for each driver state (codes are documented; which
+#: one a real "installed but not started" MEI shows is the guess).
+MEI_DEVICE_STATUS = {"started": 0, "not_started": 22, "not_installed": 28}
+POLICY_NAMESPACE = "root/ccm/Policy/Machine/ActualConfig"
+POLICY_CLASS = "CCM_OutOfBandManagementSettings"   # the automatic (in-band) provisioning policy
+POLICY_ENABLED_PROPERTY = "AutoProvision"
+CCM_COMPONENT = "OobMgmt"             # the ``component`` attribute of OOBMGMT.LOG lines
+CCM_THREAD = 2644                     # thread id of the simulated CCM out of band agent
+UNCONFIRMED: dict[str, Any] = {
+    "MEI device name": MEI_DEVICE_NAME, "MEI driver service (Win32_SystemDriver)": MEI_DRIVER_SERVICE,
+    "MEI driver version": MEI_DEFAULT_VERSION, "MEI hardware id": MEI_HARDWARE_ID,
+    "LMS service name": LMS_SERVICE, "MEI ConfigManagerErrorCode per state": MEI_DEVICE_STATUS,
+    "policy namespace": POLICY_NAMESPACE, "policy class": POLICY_CLASS,
+    "policy enabled property": POLICY_ENABLED_PROPERTY, "OOBMGMT.LOG component": CCM_COMPONENT,
+    "OOBMGMT.LOG texts": "OOBMGMT_MESSAGES",
+    "Win32_TimeZone.Bias sign": "minutes east of UTC (negative west), as Win32_OperatingSystem.CurrentTimeZone",
+    "SMS_Client / SMS_Authority properties": "ClientVersion, ClientType; Name, CurrentManagementPoint, Index",
+    "Server header": "Microsoft-HTTPAPI/1.0",
+}
+
+#: event -> OOBMGMT.LOG text (str.format fields: site_code, version, mei_version, fqdn, uuid, site_server, reason).
+#: ALL (unconfirmed): no public source gives the CCM out of band agent's wording.
+OOBMGMT_MESSAGES: dict[str, str] = {
+    "agent_started": "Out of band management agent started; Configuration Manager client version {version}",
+    "policy_downloaded": "AMT auto provisioning policy downloaded from site {site_code}",
+    "policy_enabled": "AMT auto provisioning is enabled in policy",
+    "policy_disabled": "AMT auto provisioning is disabled in policy; no provisioning request will be sent",
+    "policy_missing": "No AMT auto provisioning policy received from site {site_code}",
+    "mei_found": "Intel(R) Management Engine Interface driver found, version {mei_version}",
+    "mei_missing": "Cannot connect to the Intel(R) Management Engine Interface driver: {reason}",
+    "provisioning_request_sent": "Sent AMT provisioning request (in-band) for {fqdn}, AMT device UUID {uuid},"
+                                 " to site server {site_server}",
+}
+
+
+def oobmgmt_message(event: str, **fields: Any) -> str:
+    """The text of ``event`` with ``fields`` filled in; missing fields become ``unknown``."""
+
+    class _Default(dict):
+        def __missing__(self, key: str) -> str:
+            return "unknown"
+
+    return OOBMGMT_MESSAGES[event].format_map(_Default({k: v for k, v in fields.items() if v not in (None, "")}))
+
+
+# --- the spec --------------------------------------------------------------------------------------------------
+@dataclass
+class WindowsClientSpec:
+    """One in-band client's operating system; JSON-loadable (:meth:`from_dict`)."""
+
+    fqdn: str
+    address: str
+    uuid: str = ""                       # SMBIOS UUID = the AMT device UUID; default derived from the fqdn
+    # Windows
+    os_caption: str = "Microsoft Windows XP Professional"
+    os_version: str = "5.1.2600"
+    csd_version: str = "Service Pack 3"
+    service_pack_major: int = 3
+    utc_offset_minutes: int = 0          # the client's time zone, minutes east of UTC (UTC-7: -420)
+    time_zone_name: str = "GMT Standard Time"
+    clock_offset_s: float = 0.0          # how far the client's clock is ahead of the real time
+    # Intel MEI (formerly HECI) driver
+    mei_installed: bool = True
+    mei_started: bool = True
+    mei_version: str = MEI_DEFAULT_VERSION
+    # Configuration Manager client (agent)
+    agent_installed: bool = True
+    agent_version: str = SP1_CLIENT_VERSION
+    site_code: str = "LAB"               # assigned site; "" = not assigned
+    management_point: str = "sccm01.vprolab.test"
+    policy_downloaded: bool = True       # the automatic provisioning policy reached the client
+    policy_enabled: bool = True
+    site_server: str = "sccm01.vprolab.test"  # where the provisioning request goes (log text)
+    # WinRM
+    http_port: int = HTTP_PORT
+    https_port: int = HTTPS_PORT
+    tls_cert: str = ""
+    tls_key: str = ""
+    basic_users: dict[str, str] = field(default_factory=dict, repr=False)
+    allow_unencrypted: bool = False      # WinRM AllowUnencrypted: Basic over http
+    kerberos_keytab: str = ""            # keys of HTTP/<fqdn>@<realm>
+    kerberos_realm: str = ""
+    registry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # OOBMGMT.LOG
+    log_dir: str = ""                    # the client's C:\WINDOWS\system32\CCM\Logs; "" writes no log
+    history_age_s: float = 86400.0
+
+    def __post_init__(self) -> None:
+        self.fqdn = self.fqdn.lower().rstrip(".")
+        self.uuid = str(uuidlib.UUID(self.uuid)) if self.uuid else str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS,
+                                                                                       self.fqdn))
+        self.site_code = self.site_code.upper()
+        if self.agent_installed:
+            mobile = self.registry.setdefault("HKLM\\" + MOBILE_CLIENT_KEY, {})
+            mobile.setdefault("ProductVersion", self.agent_version)
+            if self.site_code:
+                mobile.setdefault("AssignedSiteCode", self.site_code)
+        if self.mei_installed:
+            self.registry.setdefault(rf"HKLM\SYSTEM\CurrentControlSet\Services\{MEI_DRIVER_SERVICE}", {
+                "Start": 3, "Type": 1, "ImagePath": rf"system32\DRIVERS\{MEI_DRIVER_SERVICE}.sys",
+                "DisplayName": MEI_DEVICE_NAME})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WindowsClientSpec":
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def netbios(self) -> str:
+        return self.fqdn.split(".", 1)[0].upper()[:15]
+
+    @property
+    def domain(self) -> str:
+        return self.fqdn.split(".", 1)[1] if "." in self.fqdn else ""
+
+    @property
+    def tz(self) -> dt.timezone:
+        return dt.timezone(dt.timedelta(minutes=self.utc_offset_minutes))
+
+    def now(self) -> dt.datetime:
+        """The client's clock: real time plus ``clock_offset_s``, in the client's time zone."""
+        return dt.datetime.now(self.tz) + dt.timedelta(seconds=self.clock_offset_s)
+
+    @property
+    def mei_state(self) -> str:
+        return "not_installed" if not self.mei_installed else "started" if self.mei_started else "not_started"
+
+
+def _cim_datetime(when: dt.datetime) -> dict[str, str]:
+    """A WMI datetime as WinRM serializes it: ``<p:Prop><cim:Datetime>xs:dateTime</cim:Datetime></p:Prop>``."""
+    return {"Datetime": when.isoformat(timespec="microseconds")}
+
+
+# --- the WMI provider ---------------------------------------------------------------------------------------------
+class WindowsClientProvider(SiteServerProvider):
+    """The WMI classes of one client, on the site server provider's routing, WQL, Get and StdRegProv code."""
+
+    def __init__(self, spec: WindowsClientSpec, clients: "WindowsClients"):
+        super().__init__(spec, None)  # type: ignore[arg-type]  # the site server's 'sim' is only for its method
+        self.clients = clients
+
+    def classes(self) -> dict[str, dict[str, Callable[[], list[dict[str, Any]]]]]:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        table: dict[str, dict[str, Callable[[], list[dict[str, Any]]]]] = {
+            "root/cimv2": {
+                "Win32_OperatingSystem": lambda: [self._os()],
+                "Win32_ComputerSystem": lambda: [{
+                    "Name": s.netbios, "DNSHostName": s.fqdn.split(".")[0], "Domain": s.domain,
+                    "PartOfDomain": True, "DomainRole": 1, "Manufacturer": "Intel Corporation",
+                    "Model": "vPro Lab PC", "CurrentTimeZone": s.utc_offset_minutes}],
+                "Win32_ComputerSystemProduct": lambda: [{
+                    "UUID": s.uuid.upper(), "Name": "vPro Lab PC", "Vendor": "Intel Corporation",
+                    "IdentifyingNumber": s.netbios}],
+                "Win32_TimeZone": lambda: [{
+                    "Bias": s.utc_offset_minutes, "Caption": self._tz_caption(), "StandardName": s.time_zone_name,
+                    "DaylightName": s.time_zone_name, "StandardBias": 0, "DaylightBias": 0}],
+                "Win32_UTCTime": lambda: [self._clock(s.now().astimezone(dt.timezone.utc))],
+                "Win32_LocalTime": lambda: [self._clock(s.now())],
+                "Win32_Service": lambda: self._services(),
+                "Win32_SystemDriver": lambda: self._drivers(),
+                "Win32_BaseService": lambda: self._services() + self._drivers(),
+                "Win32_PnPEntity": lambda: [self._mei_device()],
+                "Win32_PnPSignedDriver": lambda: [self._mei_signed_driver()] if s.mei_installed else [],
+            },
+            "root/default": {"StdRegProv": lambda: []},
+        }
+        if s.agent_installed:
+            table["root/ccm"] = {
+                "SMS_Client": lambda: [{"ClientVersion": s.agent_version, "ClientType": 1,
+                                        "EnableAutoAssignment": False}],
+                "SMS_Authority": lambda: [{"Name": f"SMS:{s.site_code}", "CurrentManagementPoint":
+                                           s.management_point, "Index": 1, "Capabilities": ""}]
+                if s.site_code else [],
+            }
+            table[POLICY_NAMESPACE.lower()] = {POLICY_CLASS: lambda: [self._policy()] if s.policy_downloaded else []}
+        return table
+
+    # -- data --
+    def _os(self) -> dict[str, Any]:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        now = s.now()
+        return {"Caption": s.os_caption, "Version": s.os_version, "CSDVersion": s.csd_version,
+                "ServicePackMajorVersion": s.service_pack_major, "ServicePackMinorVersion": 0,
+                "BuildNumber": s.os_version.rsplit(".", 1)[-1], "OSArchitecture": "32-bit", "ProductType": 1,
+                "CSName": s.netbios, "CurrentTimeZone": s.utc_offset_minutes,
+                "LocalDateTime": _cim_datetime(now),
+                "LastBootUpTime": _cim_datetime(now - dt.timedelta(hours=8)),
+                "Name": f"{s.os_caption}|C:\\WINDOWS|\\Device\\Harddisk0\\Partition1"}
+
+    def _tz_caption(self) -> str:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        m = s.utc_offset_minutes
+        return f"(GMT{'+' if m >= 0 else '-'}{abs(m) // 60:02d}:{abs(m) % 60:02d}) {s.time_zone_name}"
+
+    @staticmethod
+    def _clock(t: dt.datetime) -> dict[str, Any]:
+        return {"Year": t.year, "Month": t.month, "Day": t.day, "Hour": t.hour, "Minute": t.minute,
+                "Second": t.second, "DayOfWeek": (t.weekday() + 1) % 7}
+
+    def _services(self) -> list[dict[str, Any]]:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        out = [{"Name": "WinRM", "DisplayName": "Windows Remote Management (WS-Management)", "State": "Running",
+                "StartMode": "Auto", "PathName": r"C:\WINDOWS\System32\svchost.exe -k WinRM"}]
+        if s.agent_installed:
+            out.append({"Name": "CcmExec", "DisplayName": "SMS Agent Host", "State": "Running", "StartMode": "Auto",
+                        "PathName": r"C:\WINDOWS\system32\CCM\CcmExec.exe"})
+        if s.mei_installed:
+            out.append({"Name": LMS_SERVICE, "DisplayName": "Intel(R) Management and Security Application Local"
+                        " Management Service", "State": "Running" if s.mei_started else "Stopped",
+                        "StartMode": "Auto", "PathName": r"C:\Program Files\Intel\AMT\LMS.exe"})
+        return [{"Started": svc["State"] == "Running", "ServiceType": "Own Process", **svc} for svc in out]
+
+    def _drivers(self) -> list[dict[str, Any]]:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        if not s.mei_installed:
+            return []
+        state = "Running" if s.mei_started else "Stopped"
+        return [{"Name": MEI_DRIVER_SERVICE, "DisplayName": MEI_DEVICE_NAME, "Description": MEI_DEVICE_NAME,
+                 "State": state, "Started": s.mei_started, "StartMode": "Manual" if s.mei_started else "Disabled",
+                 "ServiceType": "Kernel Driver",
+                 "PathName": rf"C:\WINDOWS\system32\DRIVERS\{MEI_DRIVER_SERVICE}.sys"}]
+
+    def _mei_device(self) -> dict[str, Any]:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        code = MEI_DEVICE_STATUS[s.mei_state]
+        return {"Name": MEI_DEVICE_NAME if s.mei_installed else "PCI Simple Communications Controller",
+                "DeviceID": MEI_HARDWARE_ID + r"&SUBSYS_00000000&REV_06\3&11583659&0&B0",
+                "PNPDeviceID": MEI_HARDWARE_ID + r"&SUBSYS_00000000&REV_06\3&11583659&0&B0",
+                "Manufacturer": "Intel" if s.mei_installed else None, "Service": MEI_DRIVER_SERVICE
+                if s.mei_installed else None, "ConfigManagerErrorCode": code,
+                "Status": "OK" if code == 0 else "Error"}
+
+    def _mei_signed_driver(self) -> dict[str, Any]:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        return {"DeviceName": MEI_DEVICE_NAME, "DriverVersion": s.mei_version, "DriverProviderName": "Intel",
+                "Manufacturer": "Intel", "DeviceClass": "SYSTEM", "IsSigned": True, "InfName": "oem7.inf",
+                "HardWareID": MEI_HARDWARE_ID + "&SUBSYS_00000000&REV_06",
+                "DeviceID": MEI_HARDWARE_ID + r"&SUBSYS_00000000&REV_06\3&11583659&0&B0",
+                "DriverDate": _cim_datetime(dt.datetime(2009, 11, 19, tzinfo=dt.timezone.utc))}
+
+    def _policy(self) -> dict[str, Any]:
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        return {"SiteSettingsKey": 1, POLICY_ENABLED_PROPERTY: s.policy_enabled, "SiteCode": s.site_code,
+                "PolicySource": "SMS:" + s.site_code, "PolicyID": "{" + str(uuidlib.uuid5(
+                    uuidlib.NAMESPACE_URL, f"{s.site_code}/oob")).upper() + "}", "PolicyVersion": "1.00"}
+
+    # -- Provider: refuse and record every change --
+    def put(self, req: WsmanRequest, properties: dict[str, Any]) -> ServerInstance:
+        self.clients.record(self.spec.fqdn, "Put", req.resource_uri, {}, req.principal)  # type: ignore[attr-defined]
+        raise Fault("Sender", "wsman:AccessDenied", "the lab client's WMI classes are read-only over WinRM")
+
+    def invoke(self, req: WsmanRequest, method: str, params: dict[str, Any]) -> ServerInstance:
+        name, _fn = self._table(req.resource_uri)
+        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue"):
+            return ServerInstance(f"{method}_OUTPUT", req.resource_uri, self._registry(method, params))
+        self.clients.record(self.spec.fqdn, method, req.resource_uri, {}, req.principal)  # type: ignore[attr-defined]
+        raise Fault("Sender", "wsa:ActionNotSupported", f"{name} has no method {method} in the lab", "",
+                    "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
+
+
+# --- OOBMGMT.LOG --------------------------------------------------------------------------------------------------
+def history(spec: WindowsClientSpec) -> list[tuple[float, str, dict[str, Any], int]]:
+    """The OOBMGMT.LOG events of a client as ``(seconds after the first, event, fields, type)``: what its agent
+    logged after receiving (or missing) the policy. No agent: no lines (the client has no CCM folder)."""
+    if not spec.agent_installed:
+        return []
+    f = {"site_code": spec.site_code, "version": spec.agent_version, "mei_version": spec.mei_version,
+         "fqdn": spec.fqdn, "uuid": spec.uuid, "site_server": spec.site_server}
+    rows: list[tuple[float, str, dict[str, Any], int]] = [(0, "agent_started", f, 1)]
+    if not spec.policy_downloaded or not spec.site_code:
+        return rows + [(60, "policy_missing", f, 2)]
+    rows.append((60, "policy_downloaded", f, 1))
+    if not spec.policy_enabled:
+        return rows + [(61, "policy_disabled", f, 1)]
+    rows.append((61, "policy_enabled", f, 1))
+    if spec.mei_state != "started":
+        reason = "the driver is not installed" if not spec.mei_installed else "the driver is not started"
+        return rows + [(62, "mei_missing", {**f, "reason": reason}, 3)]
+    return rows + [(62, "mei_found", f, 1), (63, "provisioning_request_sent", f, 1)]
+
+
+def write_oobmgmt_log(spec: WindowsClientSpec) -> Path | None:
+    """Write the :func:`history` lines into ``<log_dir>/OOBMGMT.LOG`` unless it already has content."""
+    if not spec.log_dir or not spec.agent_installed:
+        return None
+    writer = CmLogWriter(Path(spec.log_dir) / LOG_NAME, fmt="ccm", component=CCM_COMPONENT)
+    if writer.path.exists() and writer.path.stat().st_size > 0:
+        return writer.path
+    start = spec.now() - dt.timedelta(seconds=spec.history_age_s)
+    for offset, event, fields, kind in history(spec):
+        writer.write(oobmgmt_message(event, **fields), when=start + dt.timedelta(seconds=offset),
+                     thread=CCM_THREAD, type_=kind)
+    return writer.path
+
+
+# --- the server ---------------------------------------------------------------------------------------------------
+class WindowsClients:
+    """WinRM for every spec on its own address, in one event loop; writes each client's OOBMGMT.LOG at start."""
+
+    def __init__(self, specs: Iterable[WindowsClientSpec | Mapping[str, Any]], *,
+                 calls_file: str | Path | None = None):
+        self.specs = [s if isinstance(s, WindowsClientSpec) else WindowsClientSpec.from_dict(s) for s in specs]
+        seen: set[str] = set()
+        for s in self.specs:
+            if s.address in seen:
+                raise ValueError(f"two clients on {s.address}")
+            seen.add(s.address)
+        self.calls_file = Path(calls_file) if calls_file else None
+        self.calls: list[dict[str, Any]] = []
+        self.server: WinrmServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.start_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"WindowsClients({len(self.specs)} clients)"
+
+    def spec(self, fqdn_or_address: str) -> WindowsClientSpec | None:
+        key = fqdn_or_address.lower().rstrip(".")
+        return next((s for s in self.specs if key in (s.fqdn, s.address)), None)
+
+    def winrm_url(self, fqdn_or_address: str, tls: bool = False) -> str:
+        s = self.spec(fqdn_or_address)
+        if s is None:
+            raise KeyError(fqdn_or_address)
+        return f"{'https' if tls else 'http'}://{s.address}:{s.https_port if tls else s.http_port}/wsman"
+
+    def log_path(self, fqdn_or_address: str) -> Path | None:
+        s = self.spec(fqdn_or_address)
+        return Path(s.log_dir) / LOG_NAME if s and s.log_dir else None
+
+    def record(self, fqdn: str, op: str, uri: str, params: Mapping[str, Any], principal: str = "") -> None:
+        """Append a (refused) state-changing call to :attr:`calls` and the JSONL calls file."""
+        call = {"ts": time.time(), "client": fqdn, "op": op, "uri": uri, "params": dict(params),
+                "principal": principal, "refused": True}
+        with self._lock:
+            self.calls.append(call)
+            if self.calls_file is not None:
+                with self.calls_file.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(call, default=str) + "\n")
+
+    # -- life cycle --
+    def _endpoint(self, s: WindowsClientSpec, tls: bool) -> WsmanEndpoint:
+        negotiate = None
+        if s.kerberos_keytab and s.kerberos_realm:
+            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
+                                          max_token_bytes=64 * 1024)
+        basic = BasicAuthenticator(s.basic_users) if s.basic_users and (tls or s.allow_unencrypted) else None
+        return WsmanEndpoint(WindowsClientProvider(s, self), digest=basic,  # type: ignore[arg-type]
+                             negotiate=negotiate, server_header="Microsoft-HTTPAPI/1.0")
+
+    async def start_async(self) -> None:
+        t0 = time.perf_counter()
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        for s in self.specs:
+            write_oobmgmt_log(s)
+        self.server = WinrmServer()
+        for s in self.specs:
+            self.server.add(s.address, s.http_port, self._endpoint(s, False))
+            if s.tls_cert and s.tls_key:
+                self.server.add(s.address, s.https_port, self._endpoint(s, True),
+                                server_ssl_context(s.tls_cert, s.tls_key))
+        try:
+            await self.server.start()
+        except BaseException:
+            await self.stop_async()
+            raise
+        self.start_seconds = time.perf_counter() - t0
+
+    async def stop_async(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
+
+    async def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        await self.start_async()
+        assert self._stop_event is not None
+        if on_ready is not None:
+            on_ready()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await self.stop_async()
+
+    def request_stop(self) -> None:
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def start(self, timeout: float = 30.0) -> "WindowsClients":
+        """Serve from a background thread with its own event loop."""
+        ready, failure = threading.Event(), []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.start_async())
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                assert self._stop_event is not None
+                loop.run_until_complete(self._stop_event.wait())
+                loop.run_until_complete(self.stop_async())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=run, name="windows-clients", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError(f"Windows clients did not start within {timeout} s")
+        if failure:
+            self._thread.join(5)
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Close every listener; idempotent."""
+        if self.loop is not None and self._stop_event is not None and self._thread is not None:
+            self.loop.call_soon_threadsafe(self._stop_event.set)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self) -> "WindowsClients":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def load_specs(path: str | Path) -> list[WindowsClientSpec]:
+    """A JSON file holding a list of specs, or ``{"clients": [...]}``."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    items = data["clients"] if isinstance(data, dict) else data
+    return [WindowsClientSpec.from_dict(d) for d in items]
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_vpro.lab.windows_client",
+                                     description="The lab's in-band clients: WinRM/WMI and OOBMGMT.LOG")
+    parser.add_argument("--spec", required=True, help="JSON list of client specs (or {\"clients\": [...]})")
+    parser.add_argument("--calls", help="append every refused state-changing call to this JSONL file")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    clients = WindowsClients(load_specs(args.spec), calls_file=args.calls)
+
+    def ready() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, clients.request_stop)
+        print(f"READY Windows clients: {len(clients.specs)} on WinRM in {clients.start_seconds:.2f} s", flush=True)
+
+    asyncio.run(clients.serve_forever(on_ready=ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["WindowsClientSpec", "WindowsClients", "WindowsClientProvider", "history", "write_oobmgmt_log",
+           "oobmgmt_message", "load_specs", "main", "OOBMGMT_MESSAGES", "UNCONFIRMED", "POLICY_NAMESPACE",
+           "POLICY_CLASS", "POLICY_ENABLED_PROPERTY", "MEI_DEVICE_NAME", "MEI_DRIVER_SERVICE", "LOG_NAME",
+           "LOG_SUBDIR", "SP1_CLIENT_VERSION", "MOBILE_CLIENT_KEY", "CCM_COMPONENT"]
