@@ -65,6 +65,10 @@ def load_description(path: Path) -> tuple[Description, Path]:
     desc = Description(**lab)
     if not 1 <= desc.clients <= 50_000:
         raise DescriptionError(f"{path}: lab.clients must be between 1 and 50000, found {desc.clients}")
+    try:
+        plant_faults(desc, plan_clients(desc, AddressPlan(desc.net)))
+    except DescriptionError as exc:
+        raise DescriptionError(f"{path}: {exc}") from None
     state = Path(desc.state_dir).expanduser()
     return desc, (state if state.is_absolute() else (path.parent / state)).resolve()
 
@@ -100,6 +104,13 @@ def plan_clients(desc: Description, plan: AddressPlan) -> list[ClientPlan]:
     return out
 
 
+def plant_faults(desc: Description, clients: list[ClientPlan]):
+    """The description's faults, checked against the client plan (:mod:`pytest_vpro.lab.faults`)."""
+    from . import faults  # noqa: PLC0415 (faults.py imports this module)
+
+    return faults.parse(desc.faults, clients)
+
+
 class Lab:
     """A built, running lab. :meth:`stop` stops every server it started, in reverse order."""
 
@@ -125,14 +136,18 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
     """Create and start the whole estate in ``state`` (which must be empty or absent)."""
     from .dhcp import LabDHCP  # noqa: PLC0415 (import cost only where a lab is built)
     from .http_server import LabHTTPServer
-    from .pki import LabPKI
+    from .pki import LabPKI, PkiFaults
     from .samba import SambaDC
+    from . import faults
 
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o700)
     lab = Lab(state, desc, log)
     plan = lab.plan
     clients = plan_clients(desc, plan)
+    planted = plant_faults(desc, clients)
+    ctx = faults.Context(plan=plan, state=state, clients=clients)
+    faults.apply("plan", planted, ctx)
     secrets_dir = state / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
     creds = {name: pysecrets.token_urlsafe(12) + "-A9" for name in ("admin", "amt", "console")}
@@ -142,8 +157,9 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         os.chmod(path, 0o600)
     try:
         t0 = time.monotonic()
+        faults.apply("pki", planted, ctx)
         pki = LabPKI(state / "pki", domain=DOMAIN, crl_base_url=f"http://{HOSTS['ca']}.{DOMAIN}/pki",
-                     site_server=HOSTS["site_server"])
+                     site_server=HOSTS["site_server"], faults=PkiFaults(**ctx.pki))
         device_certs = {c.fqdn: pki.issue_web_server_cert(c.fqdn) for c in clients if c.provisioned}
         pki.publish_crl()
         log(f"PKI: root, issuing CA, provisioning certificate, {len(device_certs)} device certificates "
@@ -160,16 +176,20 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         log(f"Samba: LDAP, LDAPS, Kerberos, DNS and SMB answer on {plan.dc} ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
-        _populate_directory(dc, plan, clients, creds)
+        faults.apply("directory_setup", planted, ctx, dc=dc)
+        _populate_directory(dc, plan, clients, creds, ctx.directory)
         keytab = state / "amt" / "devices.keytab"
         keytab.parent.mkdir(exist_ok=True)
         spns = [spn for c in clients if c.provisioned for spn in dc.amt_spns(c.fqdn)]
         dc.export_keytab(keytab, spns)
+        # The devices got their keys when they were provisioned; what an administrator broke later comes now.
+        faults.apply("directory", planted, ctx)
         log(f"Samba: AMT container, {sum(c.provisioned for c in clients)} AMT objects with SPNs, "
             f"{2 * (len(clients) + 5)} DNS records, template, console user ({time.monotonic() - t0:.1f} s)")
 
+        faults.apply("dhcp", planted, ctx)
         dhcp = LabDHCP(state / "dhcp", address=plan.dhcp, network=f"127.{desc.net}.0.0/16",
-                       dns_servers=[plan.dc], domain=DOMAIN, port=67)
+                       dns_servers=[plan.dc], domain=DOMAIN, port=67, **ctx.dhcp)
         dhcp.start()
         lab._started("dhcp", dhcp.stop)
         http = LabHTTPServer(pki.publish_dir, address=plan.ca, port=80).start()
@@ -177,32 +197,39 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         log(f"DHCP on {plan.dhcp}:67, CRL/AIA on http://{HOSTS['ca']}.{DOMAIN}/pki/ ({plan.ca})")
 
         t0 = time.monotonic()
-        sim = _start_amt(state, desc, plan, clients, device_certs, pki, keytab, creds, dc)
+        sim = _start_amt(state, desc, plan, clients, device_certs, pki, keytab, creds, dc,
+                         plant=lambda specs: faults.apply("device", planted, ctx, devices=specs))
         lab._started("amt-sim", sim.stop)
-        log(f"AMT simulator: {len(clients)} devices on 16992/16993 ({time.monotonic() - t0:.1f} s)")
+        log(f"AMT simulator: {len(sim.devices)} devices on 16992/16993 ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
-        site = _start_site_server(state, desc, plan, clients, pki, dc, creds)
+        site = _start_site_server(state, desc, plan, clients, pki, dc, creds,
+                                  plant=lambda spec: faults.apply("site_server", planted, ctx, site_spec=spec))
         lab._started("site-server", site.stop)
+        faults.apply("running", planted, ctx, site=site)
         log(f"Site server simulator: WinRM on {plan.site_server}:5985/5986, out of band service point on 9971, "
             f"AMTOPMGR.LOG in \\\\{HOSTS['dc']}\\SMS_{SITE_CODE}\\Logs ({time.monotonic() - t0:.1f} s)")
 
         env_path = _write_environment(state, desc, plan, clients, pki)
-        lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path)
+        lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path,
+                                   [p.describe(clients) for p in planted])
+        if planted:
+            log(f"faults planted: {', '.join(sorted({p.fault.name for p in planted}))}")
         return lab
     except BaseException:
         lab.stop()
         raise
 
 
-def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds: dict[str, str]) -> None:
+def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds: dict[str, str], setup) -> None:
+    """Objects and records of a healthy estate, less what ``setup`` (:class:`faults.DirectorySetup`) takes away."""
     site_server_dn = dc.add_computer(HOSTS["site_server"].upper(), spns=[f"HOST/{HOSTS['site_server']}.{DOMAIN}"],
                                      dns_host_name=f"{HOSTS['site_server']}.{DOMAIN}")
     amt_ou = dc.add_ou(dc.amt_ou())
-    dc.grant_full_control(amt_ou, SITE_SERVER_ACCOUNT, inherit=True)
+    dc.grant(amt_ou, f"(A;CI;{setup.amt_container_rights};;;{dc.sid_of(SITE_SERVER_ACCOUNT)})")
     dc.add_group("AMT Administrators")
     dc.add_user(CONSOLE_USER, creds["console"], groups=["AMT Administrators"])
-    dc.add_cert_template("IntelAMTWebServer", enroll_for=(SITE_SERVER_ACCOUNT,))
+    dc.add_cert_template("IntelAMTWebServer", **setup.template)
     dc.create_zone(dc.reverse_zone())
     dc.add_dns_record(reverse_name(plan.dc, dc.reverse_zone()), "PTR", f"{HOSTS['dc']}.{DOMAIN}", dc.reverse_zone())
     for role in ("site_server", "ca", "dhcp", "console"):
@@ -216,7 +243,8 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
 
 
 def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],
-               device_certs: dict[str, tuple[Path, Path]], pki, keytab: Path, creds: dict[str, str], dc):
+               device_certs: dict[str, tuple[Path, Path]], pki, keytab: Path, creds: dict[str, str], dc,
+               plant: Callable[[list], None] = lambda specs: None):
     from .amt_sim import AclEntry, AmtSimulator, DeviceSpec  # noqa: PLC0415
 
     root_hash = bytes.fromhex(pki.root_sha256())
@@ -234,11 +262,12 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
             acl=[AclEntry(kerberos_sid=console_sid)], latency_ms=desc.latency_ms,
             tls_cert=str(cert), tls_key=str(key), send_hellos=not c.provisioned,
             provision_server=(plan.site_server, 9971)))
+    plant(specs)
     return AmtSimulator(specs, state_file=state / "amt" / "calls.jsonl").start()
 
 
 def _start_site_server(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki, dc,
-                       creds: dict[str, str]):
+                       creds: dict[str, str], plant: Callable[[Any], None] = lambda spec: None):
     """The Configuration Manager site server: WinRM, the service point on 9971, AMTOPMGR.LOG on the SMB share.
 
     Its un-provision action does what the real one does, through the lab's own servers: ``Unprovision`` on the
@@ -273,6 +302,7 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
         tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
         kerberos_keytab=str(keytab), kerberos_realm=REALM,
         log_dir=str(dc.share_dirs[f"SMS_{SITE_CODE}"] / "Logs"), calls_file=str(state / "site" / "calls.jsonl"))
+    plant(spec)
     # The service point reaches devices by FQDN over TLS (16993), resolving through the estate's DNS.
     ConnectionRouting(Resolver([plan.dc], timeout=3.0), [DOMAIN]).install()
 
@@ -341,7 +371,8 @@ def _lab_attestations() -> list[dict[str, Any]]:
 
 
 def _write_lab_json(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],
-                    creds: dict[str, str], dc, dhcp, pki, env_path: Path) -> dict[str, Any]:
+                    creds: dict[str, str], dc, dhcp, pki, env_path: Path,
+                    planted: list[dict[str, Any]]) -> dict[str, Any]:
     info = {
         "status": "ready", "pid": os.getpid(), "net": desc.net, "description": asdict(desc),
         "domain": DOMAIN, "realm": REALM,
@@ -361,6 +392,7 @@ def _write_lab_json(state: Path, desc: Description, plan: AddressPlan, clients: 
                      "canary": c.canary, "provisioned": c.provisioned, "amt_user": AMT_USER,
                      "amt_password": creds["amt"]} for c in clients],
         "environment_file": str(env_path),
+        "faults": planted,
     }
     path = state / "lab.json"
     tmp = state / "lab.json.tmp"

@@ -139,7 +139,7 @@ def test_mei_driver_installed_started_or_not(clients):
         (dev,) = w.enumerate("Win32_PnPEntity")
         base = {s["Name"] for s in w.enumerate("Win32_BaseService")}
     assert drv == {"DeviceName": MEI_DEVICE_NAME, "DriverVersion": clients.spec(A).mei_version}
-    assert (heci["State"], heci["Started"]) == ("Running", "true")
+    assert (heci["State"], heci["Started"]) == ("Running", True)
     assert int(dev["ConfigManagerErrorCode"]) == 0
     assert {MEI_DRIVER_SERVICE, "CcmExec", "WinRM"} <= base
     with _winrm(clients, B) as w:
@@ -160,7 +160,7 @@ def test_agent_version_site_and_policy(clients):
         svc = w.get("Win32_Service", {"Name": "CcmExec"})
     assert client["ClientVersion"] == "4.00.6221.1000"
     assert (authority["Name"], authority["CurrentManagementPoint"]) == ("SMS:LAB", "sccm01.vprolab.test")
-    assert policy[POLICY_ENABLED_PROPERTY] == "true" and policy["SiteCode"] == "LAB"
+    assert policy[POLICY_ENABLED_PROPERTY] is True and policy["SiteCode"] == "LAB"
     assert site == "LAB" and svc["State"] == "Running"
     with _winrm(clients, C) as w:  # no agent: no root/ccm namespace, no CcmExec, no registry key
         with pytest.raises(SoapFault):
