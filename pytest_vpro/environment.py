@@ -378,7 +378,7 @@ class _Validator:
         for i, item in enumerate(value):
             p = path + (i,)
             m = self.mapping(item, p, ("fqdn", "roles", "address", "winrm", "testinfra", "canary", "ca_name",
-                                       "os", "log_share", "log_path"), required=("fqdn", "roles"))
+                                       "os", "log_share", "log_path", "probe_from"), required=("fqdn", "roles"))
             if not m:
                 continue
             fqdn = self.string(m, "fqdn", p, pattern=FQDN_RE, what="a fully qualified domain name")
@@ -388,10 +388,10 @@ class _Validator:
                     close = difflib.get_close_matches(role, ROLES, n=1)
                     hint = f"did you mean '{close[0]}'?" if close else f"roles are: {', '.join(ROLES)}"
                     self.problem(p + ("roles", j), f"unknown role '{role}'; {hint}")
-            for key in ("winrm", "testinfra", "address", "ca_name", "os", "log_share", "log_path"):
+            for key in ("winrm", "testinfra", "address", "ca_name", "os", "log_share", "log_path", "probe_from"):
                 self.string(m, key, p)
             if fqdn:
-                extra = {k: m[k] for k in ("ca_name", "os", "log_share", "log_path") if k in m}
+                extra = {k: m[k] for k in ("ca_name", "os", "log_share", "log_path", "probe_from") if k in m}
                 out.append(Server(kind="server", name=fqdn.lower(), roles=tuple(roles), address=m.get("address"),
                                   winrm=m.get("winrm"), testinfra=m.get("testinfra"),
                                   canary=self.boolean(m, "canary", p), extra=extra))

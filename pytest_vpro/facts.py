@@ -84,13 +84,39 @@ class Facts:
 
     # ------------------------------------------------------------------ DNS
     def forward(self, name: str) -> list[str]:
-        """A records of ``name`` from the estate's DNS servers (IPv4: the product is IPv4-only)."""
-        return self.get(f"dns.A.{name.lower()}", lambda: _resolver(self.env).forward(name))
+        """A records of ``name`` from the estate's DNS servers (IPv4: the product is IPv4-only); [] if none.
+
+        NXDOMAIN and an empty answer are answers, for the check to judge; a server that does not answer is a
+        :class:`ProbeError`.
+        """
+        return self.get(f"dns.A.{name.lower()}", lambda: _answered(lambda: _resolver(self.env).forward(name)))
 
     def reverse(self, address: str) -> list[str]:
-        """PTR names of ``address``, lower case, without the trailing dot."""
-        return self.get(f"dns.PTR.{address}",
-                        lambda: [n.rstrip(".").lower() for n in _resolver(self.env).reverse(address)])
+        """PTR names of ``address``, lower case, without the trailing dot; [] if none."""
+        return self.get(f"dns.PTR.{address}", lambda: [n.rstrip(".").lower() for n in _answered(
+            lambda: _resolver(self.env).reverse(address))])
+
+    def address(self) -> str:
+        """The target's IPv4 address: from the environment file, else from the estate's DNS."""
+        given = getattr(self.target, "address", None)
+        if given:
+            return given
+        found = self.forward(self.target.name)
+        if not found:
+            raise ProbeError(f"{self.target.name} has no A record")
+        return found[0]
+
+    # ------------------------------------------------------------------ DHCP
+    def dhcp_inform(self) -> Any:
+        """A DHCPINFORM to this DHCP server, with option 81 for a probe name in the site's domain."""
+        from .probes.dhcp import inform  # noqa: PLC0415
+
+        def ask():
+            server = self.address()
+            source = getattr(self.target, "extra", {}).get("probe_from") or local_address_towards(server)
+            return inform(server, client_address=source, fqdn=f"vpro-probe.{self.env.site.name}",
+                          timeout=self.env.timeouts["connect"])
+        return self.get("dhcp.inform", ask)
 
     # ------------------------------------------------------------------ files the environment names
     def provisioning_chain(self) -> list:
@@ -103,6 +129,15 @@ class Facts:
                 raise ProbeError("the environment file names no pki.provisioning_chain")
             return x509_probe.load_chain(Path(path).read_bytes())
         return self.get("pki.provisioning_chain", load)
+
+
+def _answered(lookup: Callable[[], list[str]]) -> list[str]:
+    from .probes.dns import NoAnswer, NxDomain  # noqa: PLC0415
+
+    try:
+        return lookup()
+    except (NxDomain, NoAnswer):
+        return []
 
 
 _RESOLVERS: dict[int, Any] = {}

@@ -210,6 +210,12 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         log(f"Site server simulator: WinRM on {plan.site_server}:5985/5986, out of band service point on 9971, "
             f"AMTOPMGR.LOG in \\\\{HOSTS['dc']}\\SMS_{SITE_CODE}\\Logs ({time.monotonic() - t0:.1f} s)")
 
+        t0 = time.monotonic()
+        in_band = _start_windows_clients(lab, state, clients, pki, device_certs, creds)
+        if in_band:
+            log(f"Windows clients: {in_band} in-band PCs with WinRM on 5985/5986 and OOBMGMT.LOG on \\\\<pc>\\C$ "
+                f"({time.monotonic() - t0:.1f} s)")
+
         env_path = _write_environment(state, desc, plan, clients, pki)
         lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path,
                                    [p.describe(clients) for p in planted])
@@ -324,6 +330,31 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
                                             "delete_ad_object": delete_ad_object}).start()
 
 
+def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki,
+                           device_certs: dict[str, tuple[Path, Path]], creds: dict[str, str]) -> int:
+    """The operating system of in-band clients: WinRM/WMI on each PC's address, its C$ share with OOBMGMT.LOG."""
+    from .file_server import LabFileServer  # noqa: PLC0415
+    from .windows_client import WindowsClients, WindowsClientSpec
+
+    in_band = [c for c in clients if c.provisioning == "in_band"]
+    if not in_band:
+        return 0
+    files = LabFileServer(state / "clients" / "smb", [c.address for c in in_band], password=creds["admin"],
+                          workgroup=NETBIOS).start()
+    lab._started("client-smb", files.stop)
+    specs = []
+    for c in in_band:
+        cert, key = device_certs.get(c.fqdn) or pki.issue_web_server_cert(c.fqdn)
+        specs.append(WindowsClientSpec(
+            fqdn=c.fqdn, address=c.address, uuid=c.uuid, site_code=SITE_CODE,
+            management_point=f"{HOSTS['site_server']}.{DOMAIN}", site_server=f"{HOSTS['site_server']}.{DOMAIN}",
+            tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
+            log_dir=str(files.ccm_logs_dir(c.address))))
+    windows = WindowsClients(specs, calls_file=state / "clients" / "calls.jsonl").start()
+    lab._started("windows-clients", windows.stop)
+    return len(specs)
+
+
 def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki) -> Path:
     env = {
         "name": "lab",
@@ -333,6 +364,7 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
         "credentials": {
             "ldap": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
             "smb": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
+            "winrm": {"user": "Administrator", "password": "file:secrets/admin.secret"},
             "amt": {"user": AMT_USER, "password": "file:secrets/amt.secret"},
             "console": {"user": f"{CONSOLE_USER}@{REALM}", "password": "file:secrets/console.secret"},
         },
@@ -343,7 +375,8 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
              "address": plan.site_server, "log_share": f"SMS_{SITE_CODE}", "log_path": "Logs/AMTOPMGR.LOG"},
             {"fqdn": f"{HOSTS['ca']}.{DOMAIN}", "roles": ["issuing_ca"], "address": plan.ca,
              "ca_name": "VPROLAB Issuing CA"},
-            {"fqdn": f"{HOSTS['dhcp']}.{DOMAIN}", "roles": ["dhcp"], "address": plan.dhcp},
+            {"fqdn": f"{HOSTS['dhcp']}.{DOMAIN}", "roles": ["dhcp"], "address": plan.dhcp,
+             "probe_from": plan.console},
             {"fqdn": f"{HOSTS['console']}.{DOMAIN}", "roles": ["oob_console"], "address": plan.console,
              "testinfra": "local://"},
         ],

@@ -30,6 +30,8 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from pytest_vpro.probes.errors import MalformedReply, ProbeError
+
 BOOTREQUEST, BOOTREPLY = 1, 2
 HTYPE_ETHERNET = 1
 MAGIC_COOKIE = b"\x63\x82\x53\x63"
@@ -54,11 +56,11 @@ DEFAULT_PARAMS = (OPT_SUBNET_MASK, OPT_ROUTER, OPT_DNS_SERVERS, OPT_DOMAIN_NAME,
 MAX_REPLY = 4096
 
 
-class DhcpProblem(Exception):
+class DhcpProblem(ProbeError):
     """Base class of what the DHCP probe reports as a finding."""
 
 
-class MalformedDhcp(DhcpProblem):
+class MalformedDhcp(DhcpProblem, MalformedReply):
     """The bytes are not a well-formed DHCP message (RFC 2131 §2)."""
 
 
