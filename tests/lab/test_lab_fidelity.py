@@ -74,6 +74,9 @@ def test_kinit_as_the_console_user_and_a_ticket_for_a_device(lab, tmp_path):
     assert kinit.returncode == 0, kinit.stderr
     kvno = run(["kvno", "HTTP/pc0001.vprolab.test:16993"], env=env)
     assert kvno.returncode == 0 and "kvno =" in kvno.stdout, kvno.stderr
+    klist = run(["klist"], env=env)
+    assert f"krbtgt/{info['realm']}@{info['realm']}" in klist.stdout
+    assert f"HTTP/pc0001.vprolab.test:16993@{info['realm']}" in klist.stdout
 
 
 def test_ldapsearch_finds_the_amt_object_and_its_spns(lab):

@@ -51,3 +51,34 @@ def test_pytest_env_lab_reuses_a_lab_started_with_vpro_lab_up(project):
         assert manager.status(state)["pid"] == info["pid"]  # still running: the run did not start it
     finally:
         manager.down(state)
+
+
+def test_breaking_the_running_lab_as_an_administrator_would_is_seen(project):
+    """No private shortcut state: a samba-tool DNS delete and a WS-MAN Put to a device are all the suite needs."""
+    from pytest_vpro.probes.amt import AmtDevice
+    from pytest_vpro.probes.wsman import DigestAuth, WsmanClient, resource_uri
+
+    state = project / "state"
+    info = manager.up(project / "environments" / "lab.yaml", state=state, log=lambda _: None)
+    try:
+        pc2, pc3 = info["clients"][1], info["clients"][2]
+        reverse = f"{pc2['address'].split('.')[3]}.{pc2['address'].split('.')[2]}"
+        delete = subprocess.run(["samba-tool", "dns", "delete", info["dc"]["address"], f"{NET}.127.in-addr.arpa",
+                                 reverse, "PTR", pc2["fqdn"], "-U", "Administrator", "-s", info["dc"]["smb_conf"]],
+                                env={**__import__("os").environ, "PASSWD": info["dc"]["admin_password"]},
+                                capture_output=True, text=True, timeout=60)
+        assert delete.returncode == 0, delete.stderr
+        device = WsmanClient.for_amt(pc3["address"], tls=False, auth=DigestAuth(pc3["amt_user"], pc3["amt_password"]),
+                                     ca_bundle=None, timeout=10)
+        uri = resource_uri("AMT_RedirectionService")
+        current = dict(device.get(uri))
+        device.put(uri, {**current, "EnabledState": "32768"})  # SOL and IDER off, as the WebUI would do it
+        assert AmtDevice(device).redirection().enabled_state == 32768
+
+        out = pytest_run(project, "--junitxml", str(project / "broken.xml"))
+        assert out.returncode == 1
+        assert f"S3-CLIENT-NAME-RESOLUTION-FWD-REV failed for {pc2['fqdn']}" in out.stdout
+        assert f"S5-SOL-IDER-ENABLED-IN-AMT failed for {pc3['fqdn']}" in out.stdout
+        assert out.stdout.count(" failed for ") == 2, out.stdout[-3000:]
+    finally:
+        manager.down(state)
