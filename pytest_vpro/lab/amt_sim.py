@@ -26,7 +26,6 @@ import base64
 import hashlib
 import json
 import logging
-import signal
 import socketserver
 import sys
 import threading
@@ -36,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pytest_vpro.lab.service import BackgroundService
+from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.wsman_server import (
     DigestAuthenticator, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
     amt_digest_realm, destination_unreachable, invalid_representation, invalid_selectors, server_ssl_context,
@@ -628,21 +627,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=HTTP_PORT)
     parser.add_argument("--https-port", type=int, default=HTTPS_PORT)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     sim = AmtSimulator(load_specs(args.spec), state_file=args.state_file,
                        http_port=args.http_port, https_port=args.https_port)
-
-    def ready() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, sim.request_stop)
-        print(f"READY {len(sim.devices)} devices in {sim.start_seconds:.2f} s", flush=True)
-
-    async def run() -> None:
-        await sim.serve_forever(on_ready=ready)
-
-    asyncio.run(run())
-    return 0
+    return serve_as_process(sim, lambda: f"READY {len(sim.devices)} devices in {sim.start_seconds:.2f} s")
 
 
 if __name__ == "__main__":

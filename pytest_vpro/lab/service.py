@@ -8,6 +8,9 @@ process's own loop), ``request_stop()``, ``call_soon()`` and use as a context ma
 from __future__ import annotations
 
 import asyncio
+import logging
+import signal
+import sys
 import threading
 from typing import Any, Callable
 
@@ -90,3 +93,18 @@ class BackgroundService:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def serve_as_process(service: BackgroundService, ready_line: Callable[[], str]) -> int:
+    """Process mode (``python -m pytest_vpro.lab.<server> ...``): serve in this process's loop, print
+    ``ready_line()`` once serving (the lab and the tests wait for it), stop cleanly on SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    def ready() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, service.request_stop)
+        print(ready_line(), flush=True)
+
+    asyncio.run(service.serve_forever(on_ready=ready))
+    return 0

@@ -43,7 +43,6 @@ import importlib
 import json
 import logging
 import re
-import signal
 import sys
 import threading
 import time
@@ -57,7 +56,7 @@ from xml.sax.saxutils import escape, quoteattr
 from aiohttp import web
 
 from pytest_vpro.lab.cmlog import CmLogWriter
-from pytest_vpro.lab.service import BackgroundService
+from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.wsman_server import (
     Denied, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
     destination_unreachable, invalid_enumeration_context, invalid_selectors, server_ssl_context,
@@ -930,20 +929,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="site server spec (JSON or YAML)")
     parser.add_argument("--calls", help="append every state-changing call to this JSONL file")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     sim = SiteServerSimulator(SiteServerSpec.load(args.spec), calls_file=args.calls)
-
-    def ready() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, sim.request_stop)
-        s = sim.spec
-        print(f"READY site server {s.fqdn} at {s.address}: WinRM {s.http_port}"
-              f"{'/' + str(s.https_port) if s.tls_cert else ''}, hello {s.hello_port},"
-              f" log {sim.log_path or '-'} in {sim.start_seconds:.2f} s", flush=True)
-
-    asyncio.run(sim.serve_forever(on_ready=ready))
-    return 0
+    s = sim.spec
+    return serve_as_process(sim, lambda: (
+        f"READY site server {s.fqdn} at {s.address}: WinRM {s.http_port}"
+        f"{'/' + str(s.https_port) if s.tls_cert else ''}, hello {s.hello_port},"
+        f" log {sim.log_path or '-'} in {sim.start_seconds:.2f} s"))
 
 
 if __name__ == "__main__":

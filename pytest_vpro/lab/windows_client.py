@@ -41,7 +41,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -50,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.site_server import BasicAuthenticator, SiteServerProvider, WinrmServer
 from pytest_vpro.lab.wsman_server import Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, \
@@ -367,8 +367,11 @@ def write_oobmgmt_log(spec: WindowsClientSpec) -> Path | None:
 
 
 # --- the server ---------------------------------------------------------------------------------------------------
-class WindowsClients:
+class WindowsClients(BackgroundService):
     """WinRM for every spec on its own address, in one event loop; writes each client's OOBMGMT.LOG at start."""
+
+    thread_name = "windows-clients"
+    start_timeout = 30.0
 
     def __init__(self, specs: Iterable[WindowsClientSpec | Mapping[str, Any]], *,
                  calls_file: str | Path | None = None):
@@ -448,64 +451,6 @@ class WindowsClients:
             await self.server.stop()
             self.server = None
 
-    async def serve_forever(self, on_ready: Callable[[], None] | None = None) -> None:
-        await self.start_async()
-        assert self._stop_event is not None
-        if on_ready is not None:
-            on_ready()
-        try:
-            await self._stop_event.wait()
-        finally:
-            await self.stop_async()
-
-    def request_stop(self) -> None:
-        if self._stop_event is not None:
-            self._stop_event.set()
-
-    def start(self, timeout: float = 30.0) -> "WindowsClients":
-        """Serve from a background thread with its own event loop."""
-        ready, failure = threading.Event(), []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # noqa: BLE001 - reported to the caller
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                assert self._stop_event is not None
-                loop.run_until_complete(self._stop_event.wait())
-                loop.run_until_complete(self.stop_async())
-            finally:
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="windows-clients", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise TimeoutError(f"Windows clients did not start within {timeout} s")
-        if failure:
-            self._thread.join(5)
-            self._thread = None
-            raise failure[0]
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Close every listener; idempotent."""
-        if self.loop is not None and self._stop_event is not None and self._thread is not None:
-            self.loop.call_soon_threadsafe(self._stop_event.set)
-            self._thread.join(timeout)
-            self._thread = None
-
-    def __enter__(self) -> "WindowsClients":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 def load_specs(path: str | Path) -> list[WindowsClientSpec]:
@@ -521,17 +466,9 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="JSON list of client specs (or {\"clients\": [...]})")
     parser.add_argument("--calls", help="append every refused state-changing call to this JSONL file")
     args = parser.parse_args(list(argv) if argv is not None else None)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     clients = WindowsClients(load_specs(args.spec), calls_file=args.calls)
-
-    def ready() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, clients.request_stop)
-        print(f"READY Windows clients: {len(clients.specs)} on WinRM in {clients.start_seconds:.2f} s", flush=True)
-
-    asyncio.run(clients.serve_forever(on_ready=ready))
-    return 0
+    return serve_as_process(clients, lambda: (f"READY Windows clients: {len(clients.specs)} on WinRM in "
+                                              f"{clients.start_seconds:.2f} s"))
 
 
 if __name__ == "__main__":

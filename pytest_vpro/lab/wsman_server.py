@@ -29,7 +29,7 @@ import ssl
 import struct
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 from urllib.request import parse_http_list, parse_keqv_list
 from xml.sax.saxutils import escape, quoteattr
