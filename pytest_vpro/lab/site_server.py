@@ -51,7 +51,6 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
-from xml.sax.saxutils import escape, quoteattr
 
 from aiohttp import web
 
@@ -59,10 +58,10 @@ from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.wsman_server import (
     Denied, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
-    destination_unreachable, invalid_enumeration_context, invalid_selectors, server_ssl_context,
+    destination_unreachable, invalid_selectors, server_ssl_context,
 )
 from pytest_vpro.probes.hello import MAX_HELLO_BYTES, Hello, MalformedHello, decode_hello
-from pytest_vpro.probes.wsman import ENDPOINT, local_name
+from pytest_vpro.probes.wsman import local_name
 
 log = logging.getLogger(__name__)
 
@@ -461,29 +460,8 @@ class BasicAuthenticator:
         return user
 
 
-def _embedded_xml(tag: str, value: Any) -> str:
-    """Like the core's property serializer, plus Mapping values as nested elements (WMI embedded objects)."""
-    if isinstance(value, Mapping):
-        prefix = tag.split(":", 1)[0] + ":" if ":" in tag else ""
-        inner = "".join(_embedded_xml(f"{prefix}{k}", v) for k, v in value.items())
-        return f"<{tag}>{inner}</{tag}>"
-    if isinstance(value, (list, tuple)):
-        return "".join(_embedded_xml(tag, v) for v in value)
-    if value is None:
-        return f'<{tag} xsi:nil="true"/>'
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    return f"<{tag}>{escape(str(value))}</{tag}>"
-
-
-def wmi_instance_xml(inst: ServerInstance, prefix: str = "p") -> str:
-    inner = "".join(_embedded_xml(f"{prefix}:{k}", v) for k, v in inst.properties.items())
-    return (f"<{prefix}:{inst.class_name} xmlns:{prefix}={quoteattr(inst.resource_uri)}>{inner}"
-            f"</{prefix}:{inst.class_name}>")
-
-
 class WinrmServer(WsmanServer):
-    """The core server with HTTP Basic and WMI embedded objects (neither has a hook in the core)."""
+    """The core server with HTTP Basic (the core has no hook for it)."""
 
     def _authenticate(self, ep: WsmanEndpoint, request: web.Request) -> tuple[str, dict[str, str]]:
         value = request.headers.get("Authorization", "")
@@ -498,34 +476,6 @@ class WinrmServer(WsmanServer):
         if ep.digest is None and ep.negotiate is None:
             raise Denied()  # WinRM never serves anonymous requests
         return super()._authenticate(ep, request)
-
-    def _operate(self, provider, req: WsmanRequest) -> tuple[str, str, str]:
-        if req.action == ENDPOINT.GET:
-            return ENDPOINT.GET_RESPONSE, wmi_instance_xml(provider.get(req)), req.resource_uri
-        if req.action == ENDPOINT.PULL:
-            return ENDPOINT.PULL_RESPONSE, self._pull_wmi(req), ""
-        return super()._operate(provider, req)
-
-    def _pull_wmi(self, req: WsmanRequest) -> str:
-        ctx = next((c.text or "" for c in (req.body.iter() if req.body is not None else ())
-                    if local_name(c.tag) == "EnumerationContext"), "").strip()
-        enum = self._enums.get(ctx)
-        if enum is None or enum.expires < time.monotonic():
-            self._enums.pop(ctx, None)
-            raise invalid_enumeration_context()
-        max_el = 1
-        for c in req.body if req.body is not None else ():
-            if local_name(c.tag) == "MaxElements":
-                max_el = max(1, min(int((c.text or "1").strip()) if (c.text or "").strip().isdigit() else 1, 1000))
-        chunk = enum.items[enum.pos: enum.pos + max_el]
-        enum.pos += len(chunk)
-        items = "".join(wmi_instance_xml(i) for i in chunk)
-        if enum.pos >= len(enum.items):
-            self._enums.pop(ctx, None)
-            tail = "<wsen:EndOfSequence/>"
-        else:
-            tail = f"<wsen:EnumerationContext>{ctx}</wsen:EnumerationContext>"
-        return f"<wsen:PullResponse><wsen:Items>{items}</wsen:Items>{tail}</wsen:PullResponse>"
 
 
 # --- the WMI provider ---------------------------------------------------------------------------------------------

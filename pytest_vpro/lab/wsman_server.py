@@ -179,6 +179,9 @@ def _value_xml(tag: str, value: Any) -> str:
         return (f"<{tag}><wsa:Address>{escape(value.address)}</wsa:Address><wsa:ReferenceParameters>"
                 f"<wsman:ResourceURI>{escape(value.resource_uri)}</wsman:ResourceURI>"
                 f"<wsman:SelectorSet>{sel}</wsman:SelectorSet></wsa:ReferenceParameters></{tag}>")
+    if isinstance(value, Mapping):  # an embedded object (WMI's SMS_EmbeddedProperty, for one): nested elements
+        prefix = tag.split(":", 1)[0] + ":" if ":" in tag else ""
+        return f"<{tag}>{''.join(_value_xml(prefix + str(k), v) for k, v in value.items())}</{tag}>"
     if isinstance(value, (list, tuple)):
         return "".join(_value_xml(tag, v) for v in value)
     if value is None:
