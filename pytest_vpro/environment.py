@@ -44,6 +44,10 @@ DEFAULT_EXPECTED: dict[str, Any] = {
 DEFAULT_TIMEOUTS = {"connect": 3.0, "read": 10.0}
 
 
+#: Optional per-server keys, kept in ``Server.extra`` for the checks that need them.
+SERVER_EXTRA = ("ca_name", "os", "log_share", "log_path", "smb_host", "probe_from")
+
+
 class EnvironmentFileError(Exception):
     """One or more mistakes in an environment file; ``str()`` lists them all."""
 
@@ -377,8 +381,8 @@ class _Validator:
         out = []
         for i, item in enumerate(value):
             p = path + (i,)
-            m = self.mapping(item, p, ("fqdn", "roles", "address", "winrm", "testinfra", "canary", "ca_name",
-                                       "os", "log_share", "log_path", "probe_from"), required=("fqdn", "roles"))
+            m = self.mapping(item, p, ("fqdn", "roles", "address", "winrm", "testinfra", "canary",
+                                       *SERVER_EXTRA), required=("fqdn", "roles"))
             if not m:
                 continue
             fqdn = self.string(m, "fqdn", p, pattern=FQDN_RE, what="a fully qualified domain name")
@@ -388,10 +392,10 @@ class _Validator:
                     close = difflib.get_close_matches(role, ROLES, n=1)
                     hint = f"did you mean '{close[0]}'?" if close else f"roles are: {', '.join(ROLES)}"
                     self.problem(p + ("roles", j), f"unknown role '{role}'; {hint}")
-            for key in ("winrm", "testinfra", "address", "ca_name", "os", "log_share", "log_path", "probe_from"):
+            for key in ("winrm", "testinfra", "address", *SERVER_EXTRA):
                 self.string(m, key, p)
             if fqdn:
-                extra = {k: m[k] for k in ("ca_name", "os", "log_share", "log_path", "probe_from") if k in m}
+                extra = {k: m[k] for k in SERVER_EXTRA if k in m}
                 out.append(Server(kind="server", name=fqdn.lower(), roles=tuple(roles), address=m.get("address"),
                                   winrm=m.get("winrm"), testinfra=m.get("testinfra"),
                                   canary=self.boolean(m, "canary", p), extra=extra))

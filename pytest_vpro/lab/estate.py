@@ -216,7 +216,7 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
             log(f"Windows clients: {in_band} in-band PCs with WinRM on 5985/5986 and OOBMGMT.LOG on \\\\<pc>\\C$ "
                 f"({time.monotonic() - t0:.1f} s)")
 
-        env_path = _write_environment(state, desc, plan, clients, pki)
+        env_path = _write_environment(state, desc, plan, clients, pki, dc.ca_cert)
         lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path,
                                    [p.describe(clients) for p in planted])
         if planted:
@@ -355,7 +355,12 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
     return len(specs)
 
 
-def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki) -> Path:
+def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki,
+                       dc_ca: Path) -> Path:
+    # The estate's trust anchors: the lab PKI's root, and the CA Samba made for the DC's LDAPS certificate (on a
+    # real estate the enterprise CA issues that one too).
+    trusted = state / "trusted_roots.pem"
+    trusted.write_bytes(pki.root_path.read_bytes() + dc_ca.read_bytes())
     env = {
         "name": "lab",
         "site": {"name": "Lab", "code": SITE_CODE, "domain": DOMAIN, "realm": REALM,
@@ -363,7 +368,7 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
         "dns": {"servers": [plan.dc], "port": 53, "route_connections": True},
         "credentials": {
             "ldap": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
-            "smb": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
+            "smb": {"user": f"{NETBIOS}\\Administrator", "password": "file:secrets/admin.secret"},
             "winrm": {"user": "Administrator", "password": "file:secrets/admin.secret"},
             "amt": {"user": AMT_USER, "password": "file:secrets/amt.secret"},
             "console": {"user": f"{CONSOLE_USER}@{REALM}", "password": "file:secrets/console.secret"},
@@ -372,7 +377,9 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
             {"fqdn": f"{HOSTS['dc']}.{DOMAIN}", "roles": ["domain_controller", "dns"], "address": plan.dc},
             {"fqdn": f"{HOSTS['site_server']}.{DOMAIN}", "roles": ["site_server", "oob_service_point",
                                                                    "reporting_point"],
-             "address": plan.site_server, "log_share": f"SMS_{SITE_CODE}", "log_path": "Logs/AMTOPMGR.LOG"},
+             "address": plan.site_server, "log_share": f"SMS_{SITE_CODE}", "log_path": "Logs/AMTOPMGR.LOG",
+             "smb_host": f"{HOSTS['dc']}.{DOMAIN}",  # the lab's Samba DC serves the site server's share
+             "winrm": f"https://{HOSTS['site_server']}.{DOMAIN}:5986/wsman"},
             {"fqdn": f"{HOSTS['ca']}.{DOMAIN}", "roles": ["issuing_ca"], "address": plan.ca,
              "ca_name": "VPROLAB Issuing CA"},
             {"fqdn": f"{HOSTS['dhcp']}.{DOMAIN}", "roles": ["dhcp"], "address": plan.dhcp,
@@ -380,7 +387,7 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
             {"fqdn": f"{HOSTS['console']}.{DOMAIN}", "roles": ["oob_console"], "address": plan.console,
              "testinfra": "local://"},
         ],
-        "pki": {"provisioning_chain": str(pki.provisioning_chain_path), "trusted_roots": str(pki.root_path),
+        "pki": {"provisioning_chain": str(pki.provisioning_chain_path), "trusted_roots": str(trusted),
                 "web_server_template": "IntelAMTWebServer", "issuing_ca": "VPROLAB Issuing CA"},
         "clients": [{"fqdn": c.fqdn, "address": c.address, "uuid": c.uuid, "provisioning": c.provisioning,
                      "canary": c.canary} for c in clients],

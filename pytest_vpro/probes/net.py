@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .dns import NoAnswer, NxDomain, Resolver
-from .errors import Unreachable
+from .errors import MalformedReply, Unreachable
 
 OPEN, REFUSED, FILTERED, UNREACHABLE = "open", "refused", "filtered", "unreachable"
 
@@ -134,3 +134,35 @@ def is_ipv4_only(host: str, resolver: Resolver) -> bool:
     except NxDomain:
         raise
     return False
+
+
+def peer_certificate(host: str, port: int, timeout: float):
+    """The leaf certificate ``host:port`` presents in its TLS handshake, as a ``cryptography`` certificate.
+
+    This reads the certificate in order to judge it (issuer, dates, name, self-signed): the handshake is made
+    without trusting it and nothing is sent over the connection, no credential and no request. Every call that
+    sends data verifies TLS (WsmanClient, requests with ``verify=``); this is the only unverified handshake, on
+    purpose, and it is named for what it does.
+    """
+    import ssl  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # inspect only: see the docstring
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except (TimeoutError, socket.timeout):
+        raise Unreachable(host, port, timeout) from None
+    except ConnectionRefusedError:
+        raise Unreachable(host, port, timeout, "connection refused") from None
+    except ssl.SSLError as exc:
+        raise MalformedReply(f"no TLS handshake with {host}:{port}: {exc.reason or exc}") from None
+    except OSError as exc:
+        raise Unreachable(host, port, timeout, exc.strerror or str(exc)) from None
+    if not der:
+        raise MalformedReply(f"{host}:{port} presented no certificate")
+    return x509.load_der_x509_certificate(der)

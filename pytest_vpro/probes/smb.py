@@ -1,0 +1,57 @@
+"""Read a file over SMB2/3 with smbprotocol's ``smbclient`` API (no hand-written protocol).
+
+Used for the Configuration Manager logs: ``\\\\<site server>\\SMS_<code>\\Logs\\AMTOPMGR.LOG`` and an in-band
+client's ``\\\\<pc>\\C$\\Windows\\System32\\CCM\\Logs\\OOBMGMT.LOG``. Files are opened read-only and streamed
+(a log of a gigabyte is never held in memory: the caller iterates). Authentication: NTLM with a user and
+password, or Kerberos with the caller's ticket cache when no password is given. Errors are
+:class:`~pytest_vpro.probes.errors.ProbeError` sentences naming the UNC path.
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import IO, Iterator
+
+from .errors import ProbeError, Unreachable
+
+SMB_PORT = 445
+
+
+def unc(host: str, share: str, path: str) -> str:
+    return "\\\\" + host + "\\" + share.strip("\\/") + "\\" + path.replace("/", "\\").strip("\\")
+
+
+@contextlib.contextmanager
+def open_file(host: str, share: str, path: str, *, user: str | None, password: str | None, timeout: float,
+              port: int = SMB_PORT) -> Iterator[IO[bytes]]:
+    """A read-only binary stream of ``\\\\host\\share\\path``."""
+    import smbclient  # noqa: PLC0415 (loads only when a check reads a file)
+    from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
+
+    name = unc(host, share, path)
+    try:
+        smbclient.register_session(host, username=user, password=password, port=port,
+                                   connection_timeout=max(1, int(round(timeout))),
+                                   auth_protocol="ntlm" if password else "kerberos")
+    except (socket.timeout, TimeoutError, ConnectionError, OSError) as exc:
+        if isinstance(exc, SMBOSError):
+            raise ProbeError(f"{name}: {exc.strerror}") from None
+        how = "refused" if isinstance(exc, ConnectionRefusedError) else "no answer"
+        raise Unreachable(host, port, timeout, how) from None
+    except SMBAuthenticationError as exc:
+        raise ProbeError(f"SMB logon to {host} as {user or 'the Kerberos ticket'} failed: {exc}") from None
+    except ValueError as exc:  # smbprotocol's transport: "Failed to connect to 'host:port': <OSError>"
+        cause = exc.__cause__
+        if isinstance(cause, OSError):
+            raise Unreachable(host, port, timeout,
+                              "refused" if isinstance(cause, ConnectionRefusedError) else "no answer") from None
+        raise ProbeError(f"SMB session to {host} failed: {exc}") from None
+    except SMBException as exc:
+        raise ProbeError(f"SMB session to {host} failed: {exc}") from None
+    try:
+        with smbclient.open_file(name, mode="rb", share_access="rw", port=port) as f:
+            yield f
+    except SMBOSError as exc:
+        raise ProbeError(f"{name}: {exc.strerror}") from None
+    except (SMBResponseException, SMBException) as exc:
+        raise ProbeError(f"{name}: {exc}") from None
