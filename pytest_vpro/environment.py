@@ -45,7 +45,7 @@ DEFAULT_TIMEOUTS = {"connect": 3.0, "read": 10.0}
 
 
 #: Optional per-server keys, kept in ``Server.extra`` for the checks that need them.
-SERVER_EXTRA = ("ca_name", "os", "log_share", "log_path", "smb_host", "probe_from")
+SERVER_EXTRA = ("ca_name", "os", "log_share", "log_path", "smb_host", "probe_from", "dhcp_port")
 
 
 class EnvironmentFileError(Exception):
@@ -393,7 +393,11 @@ class _Validator:
                     hint = f"did you mean '{close[0]}'?" if close else f"roles are: {', '.join(ROLES)}"
                     self.problem(p + ("roles", j), f"unknown role '{role}'; {hint}")
             for key in ("winrm", "testinfra", "address", *SERVER_EXTRA):
-                self.string(m, key, p)
+                if key == "dhcp_port":
+                    if key in m:
+                        self.number(m[key], p + (key,), minimum=1)
+                else:
+                    self.string(m, key, p)
             if fqdn:
                 extra = {k: m[k] for k in SERVER_EXTRA if k in m}
                 out.append(Server(kind="server", name=fqdn.lower(), roles=tuple(roles), address=m.get("address"),

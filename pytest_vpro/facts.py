@@ -117,7 +117,8 @@ class Facts:
         def ask():
             server = self.address()
             source = getattr(self.target, "extra", {}).get("probe_from") or local_address_towards(server)
-            return inform(server, client_address=source, fqdn=f"vpro-probe.{self.env.site.name}",
+            port = int(getattr(self.target, "extra", {}).get("dhcp_port") or 67)
+            return inform(server, client_address=source, port=port, fqdn=f"vpro-probe.{self.env.site.name}",
                           timeout=self.env.timeouts["connect"])
         return self.get("dhcp.inform", ask)
 

@@ -46,6 +46,7 @@ class Description:
     net: int = 77
     amt_version: str = "6.2.10"
     state_dir: str = ".lab"
+    dhcp_port: int = 67  # 0: any free UDP port, so several labs (tests) can run beside each other
     faults: list[dict[str, Any]] = field(default_factory=list)
 
     def client_name(self, index: int) -> str:
@@ -189,7 +190,7 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
 
         faults.apply("dhcp", planted, ctx)
         dhcp = LabDHCP(state / "dhcp", address=plan.dhcp, network=f"127.{desc.net}.0.0/16",
-                       dns_servers=[plan.dc], domain=DOMAIN, port=67, **ctx.dhcp)
+                       dns_servers=[plan.dc], domain=DOMAIN, port=desc.dhcp_port, **ctx.dhcp)
         dhcp.start()
         lab._started("dhcp", dhcp.stop)
         http = LabHTTPServer(pki.publish_dir, address=plan.ca, port=80).start()
@@ -216,7 +217,7 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
             log(f"Windows clients: {in_band} in-band PCs with WinRM on 5985/5986 and OOBMGMT.LOG on \\\\<pc>\\C$ "
                 f"({time.monotonic() - t0:.1f} s)")
 
-        env_path = _write_environment(state, desc, plan, clients, pki, dc.ca_cert)
+        env_path = _write_environment(state, desc, plan, clients, pki, dc.ca_cert, dhcp.port)
         lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path,
                                    [p.describe(clients) for p in planted])
         if planted:
@@ -356,7 +357,7 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
 
 
 def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki,
-                       dc_ca: Path) -> Path:
+                       dc_ca: Path, dhcp_port: int) -> Path:
     # The estate's trust anchors: the lab PKI's root, and the CA Samba made for the DC's LDAPS certificate (on a
     # real estate the enterprise CA issues that one too).
     trusted = state / "trusted_roots.pem"
@@ -383,7 +384,7 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
             {"fqdn": f"{HOSTS['ca']}.{DOMAIN}", "roles": ["issuing_ca"], "address": plan.ca,
              "ca_name": "VPROLAB Issuing CA"},
             {"fqdn": f"{HOSTS['dhcp']}.{DOMAIN}", "roles": ["dhcp"], "address": plan.dhcp,
-             "probe_from": plan.console},
+             "probe_from": plan.console, "dhcp_port": dhcp_port},
             {"fqdn": f"{HOSTS['console']}.{DOMAIN}", "roles": ["oob_console"], "address": plan.console,
              "testinfra": "local://"},
         ],
