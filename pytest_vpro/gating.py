@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +87,13 @@ class VerdictStore:
                          "outcome TEXT, message TEXT, evidence TEXT, duration REAL)")
         self._done: dict[str, Verdict] = {}
         self._mine: set[str] = set()  # claims this process is computing right now
+        self._lock = threading.RLock()  # the prefetch threads and the test loop share this store
 
     def get(self, nodeid: str) -> Verdict | None:
+        with self._lock:
+            return self._get(nodeid)
+
+    def _get(self, nodeid: str) -> Verdict | None:
         if nodeid in self._done:
             return self._done[nodeid]
         row = self._db.execute("SELECT outcome, message, evidence, duration FROM verdicts WHERE nodeid=?",
@@ -98,7 +105,11 @@ class VerdictStore:
         return verdict
 
     def claim(self, nodeid: str) -> bool:
-        """True if this process now owns the computation of ``nodeid``."""
+        """True if this process (this thread, within it) now owns the computation of ``nodeid``."""
+        with self._lock:
+            return self._claim(nodeid)
+
+    def _claim(self, nodeid: str) -> bool:
         cur = self._db.execute("INSERT OR IGNORE INTO verdicts (nodeid, owner) VALUES (?, ?)", (nodeid, os.getpid()))
         if cur.rowcount == 1:
             self._mine.add(nodeid)
@@ -116,6 +127,10 @@ class VerdictStore:
         return False
 
     def put(self, nodeid: str, verdict: Verdict) -> None:
+        with self._lock:
+            self._put(nodeid, verdict)
+
+    def _put(self, nodeid: str, verdict: Verdict) -> None:
         self._db.execute("UPDATE verdicts SET outcome=?, message=?, evidence=?, duration=? WHERE nodeid=?",
                          (verdict.outcome, verdict.message, json.dumps(list(verdict.evidence)), verdict.duration,
                           nodeid))
@@ -124,10 +139,12 @@ class VerdictStore:
 
     def release(self, nodeid: str) -> None:
         """Forget this process's claim without a verdict (an interrupted evaluation may be retried)."""
-        self._mine.discard(nodeid)
+        with self._lock:
+            self._mine.discard(nodeid)
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 @dataclass
@@ -141,6 +158,8 @@ class Engine:
     entries: dict[str, Entry] = field(default_factory=dict)
     _by_target: dict[str, list[Entry]] = field(default_factory=dict)
     _sitewide: list[Entry] = field(default_factory=list)
+    _pool: ThreadPoolExecutor | None = None
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def register(self, entry: Entry) -> None:
         self.entries[entry.nodeid] = entry
@@ -173,6 +192,44 @@ class Engine:
                 self.store.put(entry.nodeid, verdict)
                 return verdict
             time.sleep(0.02)  # another worker computes it; its claim only waits on lower stages
+
+    # -- prefetch: overlap the waiting on slow targets ------------------------------------------------------
+    def prefetch(self, entries: list[Entry], threads: int, start: float = 0.0) -> None:
+        """Compute the verdicts of ``entries`` in the background, ``threads`` targets at a time.
+
+        A target's checks run in one thread, in stage order, so one device sees one connection at a time
+        (AMT allows only a few) while up to ``threads`` devices are read at once; the test loop replays the
+        verdicts (or waits for one being computed, or computes one no thread has reached yet). ``start``
+        (0..1) rotates the target order so that xdist workers begin in different places; claims in the
+        store keep every verdict computed once per run whichever thread or worker gets there first.
+        """
+        if threads < 1 or not entries:
+            return
+        by_target: dict[str, list[Entry]] = {}
+        for e in sorted(entries, key=lambda e: e.sort_key):
+            by_target.setdefault(e.target.key, []).append(e)
+        sitewide = [k for k in by_target if not k.startswith("client:")]
+        clients = [k for k in by_target if k.startswith("client:")]
+        cut = int(len(clients) * start) % max(len(clients), 1)
+        order = sitewide + clients[cut:] + clients[:cut]
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vpro-prefetch")
+        for key in order:
+            self._pool.submit(self._prefetch_target, by_target[key])
+
+    def _prefetch_target(self, entries: list[Entry]) -> None:
+        for entry in entries:
+            if self._stopping.is_set():
+                return
+            try:
+                self.obtain(entry)
+            except Exception:  # noqa: BLE001 - the test loop recomputes and reports it
+                return
+
+    def stop_prefetch(self) -> None:
+        """Let running checks finish (their claims must not be left half done), start no new one."""
+        self._stopping.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def evaluate(self, entry: Entry) -> Verdict:
         check, target = entry.check, entry.target
@@ -208,7 +265,12 @@ class Engine:
         except ProbeError as exc:
             outcome, message = "failed", failure_message(entry, f"found:    {exc}\n  expected: an answer")
         except AssertionError as exc:
-            text = str(exc) or "assertion failed"
+            # A bare assert (checks should use expect()): keep its message up to the "assert ..." line. pytest
+            # adds a diff below it only while a test runs in the main thread, so a verdict computed ahead of
+            # the tests (prefetch) would otherwise read differently from the same verdict computed in a test.
+            lines = (str(exc) or "assertion failed").splitlines()
+            cut = next((i for i, line in enumerate(lines) if line.startswith("assert ")), len(lines) - 1)
+            text = "\n".join(lines[:cut + 1])
             outcome, message = "failed", failure_message(entry, text)
         except Exception:  # a bug in a check is reported, never lost, and never stops the run
             outcome = "error"

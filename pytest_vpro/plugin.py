@@ -35,6 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="print the checks catalog (with the tests that implement each row) and exit")
     group.addoption("--reports-dir", metavar="DIR", help="where runs write their reports (default: ./reports)")
     group.addoption("--no-html", action="store_true", help="do not render the HTML report at the end")
+    group.addoption("--concurrency", type=int, default=32, metavar="N",
+                    help="targets read at once in each process, one connection per target (default 32; 0: none "
+                         "ahead of the tests)")
     parser.addini("vpro_catalog", "path of an alternative checks catalog (for pytest-vpro's own tests)")
 
 
@@ -140,6 +143,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
+    if not config.option.collectonly:
+        worker = getattr(config, "workerinput", None)
+        start = (int(worker["workerid"].removeprefix("gw")) / int(worker["workercount"])) if worker else 0.0
+        engine.prefetch([engine.entries[i.nodeid] for i in keep if i.nodeid in engine.entries],
+                        threads=config.getoption("concurrency"), start=start)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -169,6 +177,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 def pytest_unconfigure(config: pytest.Config) -> None:
     engine = config.stash.get(ENGINE, None)
     if engine is not None:
+        engine.stop_prefetch()
         engine.store.close()
 
 

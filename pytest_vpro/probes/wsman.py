@@ -15,6 +15,7 @@ their size is bounded before parsing.
 from __future__ import annotations
 
 import base64
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -424,6 +425,9 @@ class WsmanClient:
         self.transcript = transcript
         self.session = session or requests.Session()
         self._requests_auth = auth.for_url(url)
+        # One request at a time per session: Digest's nonce count and the kept-alive connection are per
+        # session, and AMT firmware serves only a few connections; callers on other threads queue here.
+        self._one_at_a_time = threading.Lock()
 
     @classmethod
     def for_amt(cls, host: str, *, tls: bool = True, **kwargs) -> "WsmanClient":
@@ -436,6 +440,10 @@ class WsmanClient:
 
     # -- transport --
     def _post(self, envelope: bytes) -> Reply:
+        with self._one_at_a_time:
+            return self._post_one(envelope)
+
+    def _post_one(self, envelope: bytes) -> Reply:
         headers = {"Content-Type": "application/soap+xml; charset=utf-8"}
         try:
             resp = self.session.post(
