@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from . import yamlpos
 from .secrets import SecretRef, is_reference
 
@@ -210,6 +212,11 @@ def load(path: Path, *, ldap_search: Callable[..., list[dict[str, Any]]] | None 
         doc = yamlpos.load(path)
     except yamlpos.YamlError as exc:
         raise EnvironmentFileError([str(exc)]) from None
+    except RecursionError:  # found by tests/reliability/test_fuzz.py: "a: &x [*x]" or 1,000 nested "["
+        raise EnvironmentFileError([f"{path}: the YAML is nested too deeply or refers to itself "
+                                    "(a recursive &anchor/*alias)"]) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # e.g. a control character or a binary file (fuzzing)
+        raise EnvironmentFileError([f"{path}: not a readable YAML text file: {str(exc).splitlines()[0]}"]) from None
     v = _Validator(doc)
     env = v.environment(ldap_search=ldap_search, inventory_cache=inventory_cache)
     if v.problems:
@@ -366,7 +373,7 @@ class _Validator:
                      f"{key}: \"file:/path/to/secret\", or use kerberos")
 
     def credentials(self, value: Any, path: tuple[Any, ...]) -> dict[str, Credential]:
-        m = self.mapping(value, path, ("ldap", "winrm", "amt", "smb", "console"))
+        m = self.mapping(value, path, ("ldap", "winrm", "amt", "smb", "console", "mebx"))
         out = {}
         for key, item in m.items():
             cred = self.credential(item, path + (key,))
@@ -435,7 +442,7 @@ class _Validator:
                 out.extend(self.source(m, p, servers, credentials, ldap_search))
                 continue
             m = self.mapping(item, p, ("fqdn", "provisioning", "canary", "address", "uuid", "amt_version",
-                                       "os_hostname", "notes"), required=("fqdn",))
+                                       "os_hostname", "notes", "wireless", "ieee8021x"), required=("fqdn",))
             if m:
                 client = self.client_row(m, p, {})
                 if client:
@@ -554,6 +561,8 @@ class _Validator:
         m = self.mapping(value, path, tuple(DEFAULT_EXPECTED))
         out = json.loads(json.dumps(DEFAULT_EXPECTED))
         for key, v in m.items():
+            if key not in DEFAULT_EXPECTED:  # already reported as an unknown key
+                continue
             default = DEFAULT_EXPECTED[key]
             if isinstance(default, dict):
                 sub = self.mapping(v, path + (key,), tuple(default))

@@ -9,6 +9,7 @@ fact snapshot records and replays them.
 """
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from pathlib import Path
@@ -16,6 +17,12 @@ from typing import Any, Callable
 
 from .environment import Client, Environment, Server, Target
 from .probes.errors import ProbeError, Unreachable
+
+
+#: The AmtDevice methods facts.amt() may call: reads only.
+AMT_READS = frozenset({"provisioning", "version", "general_settings", "power_state", "power_schemes",
+                       "power_policy", "redirection", "certificate_hashes", "kerberos_settings", "acl_entries",
+                       "clock", "ethernet_settings", "wired_8021x_protocols", "wifi_profiles"})
 
 
 class Facts:
@@ -43,7 +50,7 @@ class Facts:
                 if name in self._errors:
                     raise self._errors[name]
             try:
-                value = fetch()
+                value = self._fetch(name, fetch)
             except ProbeError as exc:
                 with self._lock:
                     self._errors[name] = exc
@@ -52,6 +59,28 @@ class Facts:
                 self._values[name] = value
             return value
 
+    #: set by FactsCache: a snapshot.Recorder (--facts-out) and a snapshot.Replay (--facts-in)
+    recorder: Any = None
+    replay: Any = None
+
+    def _fetch(self, name: str, fetch: Callable[[], Any]) -> Any:
+        """``fetch()``, or the snapshot's value when replaying (no network); recorded for --facts-out."""
+        if self.replay is not None:
+            found, value = self.replay.lookup(self.target.key, name)  # raises a recorded ProbeError
+            if not found:
+                raise ProbeError(f"{name} of {self.target.name} was not observed in the snapshot "
+                                 f"{self.replay.path.name}")
+            return value
+        try:
+            value = fetch()
+        except ProbeError as exc:
+            if self.recorder is not None:
+                self.recorder.record(self.target.key, name, error=exc)
+            raise
+        if self.recorder is not None:
+            self.recorder.record(self.target.key, name, value=value)
+        return value
+
     # ------------------------------------------------------------------ AMT over WS-MAN
     def amt(self, read: str) -> Any:
         """``AmtDevice.<read>()`` of this client (``provisioning``, ``power_policy``, ``redirection``, ...).
@@ -59,6 +88,8 @@ class Facts:
         One kept-alive WS-MAN session per client; a device that does not answer costs one timeout for all
         its reads, not one per read.
         """
+        if read not in AMT_READS:  # AmtDevice also has writes; facts only read (writes: probes/actions.py)
+            raise ValueError(f"facts.amt reads only {', '.join(sorted(AMT_READS))}; not {read!r}")
         with self._lock:
             gone = self._errors.get("amt.unreachable")
         if gone is not None:
@@ -165,6 +196,12 @@ class Facts:
         return self.estate._per_host(host.name, f"reg.{host.name}.{key}.{value}.{kind}",
                                      lambda: self._winrm(host).registry_value(hive, sub, value, kind))
 
+    def registry_subkeys(self, host: Server | Client, key: str) -> list[str] | None:
+        """Names of the subkeys of ``key`` on ``host`` (``StdRegProv.EnumKey``); None if the key is absent."""
+        hive, _, sub = key.partition("\\")
+        return self.estate._per_host(host.name, f"regkeys.{host.name}.{key}",
+                                     lambda: self._winrm(host).registry_subkeys(hive, sub))
+
     def _winrm(self, host: Server | Client):
         from .probes.winrm import BasicAuth, WinRM, winrm_kerberos  # noqa: PLC0415
 
@@ -211,31 +248,171 @@ class Facts:
     ldap_lock = threading.RLock()
 
     def ldap_search(self, base: str, ldap_filter: str, attributes: tuple[str, ...] | list[str],
-                    scope: str = "subtree") -> list[dict[str, Any]]:
-        """Entries (``{"dn", "attributes", "raw_attributes"}``), paged; shared by every check in this process."""
+                    scope: str = "subtree", *, fresh: bool = False) -> list[dict[str, Any]]:
+        """Entries (``{"dn", "attributes", "raw_attributes"}``), paged; shared by every check in this process.
+        ``fresh``: search again now (after an action of this run changed the directory)."""
         from .probes import ldap as ldap_probe  # noqa: PLC0415
 
         def search():
             with self.ldap_lock:
                 return list(ldap_probe.search_paged(self.ldap(), base, ldap_filter, list(attributes), scope=scope))
+        if fresh:
+            return search()
         return self.estate.get(f"ldap.search.{scope}.{base}.{ldap_filter}.{','.join(attributes)}", search)
 
-    def security_descriptor(self, dn: str):
-        """The parsed ``nTSecurityDescriptor`` (DACL) of ``dn``."""
+    def security_descriptor(self, dn: str, *, gc: bool = False):
+        """The parsed ``nTSecurityDescriptor`` (DACL) of ``dn``; with ``gc``, read from a global catalog (any
+        domain of the forest)."""
         from .probes import ldap as ldap_probe  # noqa: PLC0415
 
         def read():
             with self.ldap_lock:
-                return ldap_probe.read_security_descriptor(self.ldap(), dn)
-        return self.estate.get(f"ldap.sd.{dn}", read)
+                return ldap_probe.read_security_descriptor(self._gc() if gc else self.ldap(), dn)
+        return self.estate.get(f"ldap.sd.{'gc.' if gc else ''}{dn}", read)
+
+    def _gc(self):
+        """One bound connection to a global catalog (LDAPS 3269) of the estate's domain controllers."""
+        from .probes import ldap as ldap_probe  # noqa: PLC0415
+
+        def connect():
+            cred = self.env.credentials.get("ldap")
+            if cred is None:
+                raise ProbeError("no LDAP credential in the environment file (credentials.ldap)")
+            return ldap_probe.connect([f"{s.name}:3269" for s in self.env.servers_with("domain_controller")],
+                                      credential=cred, ca_file=self.env.pki.get("trusted_roots"),
+                                      timeout=self.env.timeouts["read"])
+        return self.estate.get("ldap.gc.connection", connect)
+
+    def root_dse(self) -> dict[str, Any]:
+        """The directory's root DSE: naming contexts (``defaultNamingContext``, ``configurationNamingContext``,
+        ``rootDomainNamingContext``), each a plain string."""
+        from .probes import ldap as ldap_probe  # noqa: PLC0415
+
+        def read():
+            with self.ldap_lock:
+                dse = ldap_probe.root_dse(self.ldap())
+            return {k: (v[0] if isinstance(v, list) and v else v) for k, v in dse.items()}
+        return self.estate.get("ldap.rootdse", read)
+
+    def forest_computers(self) -> dict[str, list[str]]:
+        """``{dNSHostName (lower case): [DN, ...]}`` of every computer object in the forest, from a global catalog
+        (LDAPS 3269 on the estate's domain controllers): one paged search per run, whatever the fleet's size."""
+        from .probes import ldap as ldap_probe  # noqa: PLC0415
+
+        def search():
+            found: dict[str, list[str]] = {}
+            with self.ldap_lock:
+                for entry in ldap_probe.search_paged(self._gc(), "", "(&(objectClass=computer)(dNSHostName=*))",
+                                                     ["dNSHostName"]):
+                    name = entry["attributes"].get("dNSHostName")
+                    name = name[0] if isinstance(name, list) and name else name
+                    if name:
+                        found.setdefault(str(name).lower().rstrip("."), []).append(entry["dn"])
+            return found
+        return self.estate.get("ldap.gc.computers", search)
+
+    def account_sids(self, host: Server) -> dict[str, Any]:
+        """The computer account of ``host`` (by dNSHostName, in the directory's default domain): ``dn``, ``sid``
+        and ``sids``, its own SID, every group it is in (tokenGroups) and the well-known SIDs of a network logon:
+        what an access check on its behalf matches ACEs with."""
+        from .probes import ldap as ldap_probe  # noqa: PLC0415
+
+        def read():
+            base = self.root_dse().get("defaultNamingContext") or ""
+            found = self.ldap_search(base, f"(&(objectClass=computer)(dNSHostName={host.name}))", ("objectSid",))
+            if not found:
+                raise ProbeError(f"no computer account with dNSHostName {host.name} under {base}")
+            dn = found[0]["dn"]
+            sid = ldap_probe.format_sid(found[0]["raw_attributes"]["objectSid"][0])
+            with self.ldap_lock:
+                groups = ldap_probe.token_groups(self.ldap(), dn)
+            # Every network logon's token also carries Everyone and Authenticated Users (MS-DTYP 2.4.2.4).
+            return {"dn": dn, "sid": sid, "sids": [sid, *groups, "S-1-1-0", "S-1-5-11"]}
+        return self.estate.get(f"ldap.account.{host.name}", read)
+
+    def enrollment_services(self) -> list[dict[str, Any]]:
+        """The forest's enterprise CAs: ``pKIEnrollmentService`` objects under CN=Enrollment Services (``dn``,
+        ``name``, ``host`` (dNSHostName), ``certificate`` (cACertificate, DER bytes), ``templates``)."""
+        from .probes.ldap import NoSuchObject  # noqa: PLC0415
+
+        config = self.root_dse().get("configurationNamingContext") or ""
+        try:
+            entries = self.ldap_search(f"CN=Enrollment Services,CN=Public Key Services,CN=Services,{config}",
+                                       "(objectClass=pKIEnrollmentService)",
+                                       ("cn", "dNSHostName", "cACertificate", "certificateTemplates"), scope="one")
+        except NoSuchObject:  # no enterprise CA was ever installed in this forest
+            entries = []
+
+        def first(entry: dict[str, Any], key: str) -> Any:
+            value = entry["raw_attributes"].get(key) or [b""]
+            return value[0]
+        return [{"dn": e["dn"], "name": first(e, "cn").decode(), "host": first(e, "dNSHostName").decode().lower(),
+                 "certificate": first(e, "cACertificate"),
+                 "templates": [t.decode() for t in e["raw_attributes"].get("certificateTemplates", [])]}
+                for e in entries]
+
+    # ------------------------------------------------------------------ TCP ports and PKI downloads
+    def ports(self, host: str, ports: list[int] | tuple[int, ...]) -> list:
+        """:class:`~pytest_vpro.probes.net.PortState` of each ``host:port`` (open, refused, filtered or
+        unreachable within the connect timeout), probed concurrently and once per run for every check."""
+        from .probes import net  # noqa: PLC0415
+
+        timeout = self.env.timeouts["connect"]
+        with self.estate._lock:
+            todo = [p for p in ports if f"tcp.{host}:{p}" not in self.estate._values]
+        if len(todo) > 1:
+            for state in net.probe_many([(host, p) for p in todo], timeout):
+                self.estate.get(f"tcp.{host}:{state.port}", lambda state=state: state)
+        return [self.estate.get(f"tcp.{host}:{p}", lambda p=p: net.probe_tcp(host, p, timeout)) for p in ports]
+
+    def download(self, url: str) -> bytes:
+        """A CDP or AIA URL's content (HTTP GET within the read timeout), once per run; raises
+        :class:`~pytest_vpro.probes.x509.CrlProblem` (unreachable, HTTP status, unsupported scheme)."""
+        from .probes import x509 as x509_probe  # noqa: PLC0415
+
+        return self.estate.get(f"http.{url}", lambda: x509_probe.download(url, timeout=self.env.timeouts["read"]))
+
+    def dns_records(self, name: str, rtype: str, servers: tuple[str, ...] | list[str] | None = None) -> list[str]:
+        """``rtype`` records of ``name`` ([] on NXDOMAIN or no answer) from the estate's DNS servers, or from
+        ``servers`` (e.g. the ones a site server's network adapter uses); a server that does not answer is a
+        :class:`ProbeError`."""
+        from .probes.dns import Resolver  # noqa: PLC0415
+
+        if servers is None:
+            lookup = lambda: list(_resolver(self.env).lookup(name, rtype))  # noqa: E731
+        else:
+            resolver = Resolver(list(servers), port=self.env.dns["port"], timeout=self.env.timeouts["connect"])
+            lookup = lambda: list(resolver.lookup(name, rtype))  # noqa: E731
+        where = ",".join(servers) if servers is not None else "estate"
+        return self.estate.get(f"dns.{where}.{rtype}.{name.lower()}", lambda: _answered(lookup))
+
+    def certificate_store(self, host: Server, store: str) -> dict[str, Any]:
+        """The computer certificate store ``store`` (``MY`` Personal, ``CA`` Intermediate, ``ROOT`` Trusted Root)
+        of ``host``, read from its registry over WinRM: ``{thumbprint: certificate}``; a ``Blob`` that does not
+        parse is ``{thumbprint: ValueError}``."""
+        from .probes import x509 as x509_probe  # noqa: PLC0415
+
+        key = rf"HKLM\SOFTWARE\Microsoft\SystemCertificates\{store}\Certificates"
+
+        def read():
+            out: dict[str, Any] = {}
+            for thumbprint in self.registry_subkeys(host, key) or []:
+                blob = self.registry(host, rf"{key}\{thumbprint}", "Blob", "binary")
+                try:
+                    out[thumbprint.upper()] = x509_probe.parse_store_blob(blob or b"")
+                except ValueError as exc:
+                    out[thumbprint.upper()] = exc
+            return out
+        return self.estate.get(f"certstore.{host.name}.{store}", read)
 
     # ------------------------------------------------------------------ Configuration Manager logs over SMB
-    def site_log_events(self) -> dict[str, list]:
+    def site_log_events(self, fresh: bool = False) -> dict[str, list]:
         """The out of band service point's ``AMTOPMGR.LOG`` read once over SMB, as events per client key.
 
         The server with the ``oob_service_point`` role names ``log_share`` (default ``SMS_<code>``),
         ``log_path`` (default ``Logs/AMTOPMGR.LOG``) and optionally ``smb_host`` (where the share is served,
         default the server itself). Use :func:`pytest_vpro.probes.cmlog.client_events` to pick a client's.
+        ``fresh``: read it again now (after an action of this run wrote to it), not the run's first read.
         """
         from .probes import cmlog  # noqa: PLC0415
 
@@ -243,8 +420,11 @@ class Facts:
         share = server.extra.get("log_share") or f"SMS_{self.env.site.code}"
         path = server.extra.get("log_path") or "Logs/AMTOPMGR.LOG"
         host = server.extra.get("smb_host") or server.name
-        return self.estate._per_host(host, "log.amtopmgr", lambda: cmlog.events(
-            self._read_log(host, share, path), self.env.log_patterns))
+        read = lambda: cmlog.events(self._read_log(host, share, path), self.env.log_patterns)  # noqa: E731
+        if fresh:
+            with _FRESH_LOG_LOCK:  # one SMB read at a time: smbclient's pooled session runs out of credits
+                return read()
+        return self.estate._per_host(host, "log.amtopmgr", read)
 
     def client_log_lines(self, path: str = "Windows/System32/CCM/Logs/OOBMGMT.LOG", share: str = "C$") -> list:
         """This in-band client's own Configuration Manager log (default ``OOBMGMT.LOG``), as parsed lines."""
@@ -270,6 +450,271 @@ class Facts:
         return self._per_host(host, f"tls.{host}:{port}", lambda: net.peer_certificate(
             host, port, timeout=self.env.timeouts["connect"]))
 
+    # ------------------------------------------------------------------ provisioning requests (stages 2 and 3)
+    hello_capture: Any = None  # the run's passive hello listener (--hello-listen), set on the estate by FactsCache
+
+    def hello_listener(self) -> Any:
+        """The run's :class:`~pytest_vpro.probes.hello_listener.HelloCapture` (where it listens, until when), or
+        None without ``--hello-listen``."""
+        return self.estate.hello_capture
+
+    def hellos(self) -> list | None:
+        """Hellos the run's passive listener received from this client (by UUID, else source address), oldest
+        first, waiting for one until the listener's deadline (:mod:`pytest_vpro.probes.hello_listener`); None
+        when the run listens for no hellos (``--hello-listen`` not given): the checks then read AMTOPMGR.LOG."""
+        capture = self.hello_listener()
+        if capture is None:
+            return None
+        t = self.target
+
+        def heard():
+            address = getattr(t, "address", None)
+            if not address:
+                try:
+                    address = self.address()
+                except ProbeError:
+                    address = None
+            return capture.seen(getattr(t, "uuid", None), address)
+        return self.get("hellos", heard)
+
+    def client_events(self) -> list:
+        """This client's AMTOPMGR.LOG events (:func:`pytest_vpro.probes.cmlog.client_events` by FQDN, UUID and
+        address), in time order."""
+        from .probes import cmlog  # noqa: PLC0415
+
+        t = self.target
+        return cmlog.client_events(self.site_log_events(), fqdn=t.name, uuid=getattr(t, "uuid", None),
+                                   ip=getattr(t, "address", None))
+
+    def sms_resource(self) -> dict[str, Any] | None:
+        """This client's ``SMS_R_System`` resource at the site (by FQDN in ResourceNames, else by NetBIOS name),
+        from one read of the whole class shared by every client's checks; None if the site has none."""
+        t = self.target
+        host = t.name.split(".", 1)[0].upper()[:15]
+        found = [r for r in self.site_wmi("SMS_R_System")
+                 if t.name.lower() in [str(n).lower() for n in r.get("ResourceNames") or []]]
+        found = found or [r for r in self.site_wmi("SMS_R_System") if str(r.get("Name") or "").upper() == host]
+        return found[0] if found else None
+
+    def trusted_roots(self) -> list:
+        """The certificates of the environment's ``pki.trusted_roots`` file (the estate's trust anchors)."""
+        from .probes import x509 as x509_probe  # noqa: PLC0415
+
+        def load():
+            path = self.env.pki.get("trusted_roots")
+            if not path:
+                raise ProbeError("the environment file names no pki.trusted_roots")
+            return x509_probe.load_chain(Path(path).read_bytes())
+        return self.estate.get("pki.trusted_roots", load)
+
+    def site_dhcp_inform(self) -> Any:
+        """The DHCPINFORM answer of the estate's DHCP server (role ``dhcp``), shared by every target's checks
+        (e.g. option 15, the domain AMT takes as its own)."""
+        server = self.server("dhcp")
+        return self.estate.get(f"dhcp.inform.{server.name}",
+                               lambda: Facts(server, self.env, self.estate).dhcp_inform())
+
+    # ------------------------------------------------------------------ the console user: Kerberos, AMT, WebUI
+    def console_credentials(self):
+        """The console user's Kerberos TGT (``credentials.console``) in a private ticket cache; estate-wide.
+
+        A password reference goes to the KDC through GSSAPI (never a command line); ``kerberos`` uses the
+        caller's own cache. krb5.conf: the system's, or the lab's (its state file names it).
+        """
+        from .probes import kerberos  # noqa: PLC0415
+
+        def acquire():
+            self.use_krb5_config()
+            cred = self.env.credentials.get("console")
+            if cred is None:
+                raise ProbeError("no console credential in the environment file (credentials.console)")
+            if cred.kerberos:
+                return kerberos.ConsoleCredentials.from_default_cache()
+            return kerberos.ConsoleCredentials.with_password(self.principal(cred.user), cred.password.resolve())
+        return self.estate.get("kerberos.console", acquire)
+
+    def use_krb5_config(self) -> None:
+        """Point Kerberos at the estate's krb5.conf when the environment comes from the lab (its state file
+        names it); a real estate uses the machine's."""
+        from .probes import kerberos  # noqa: PLC0415
+
+        kerberos.use_config(self._lab_info().get("dc", {}).get("krb5_conf"))
+
+    def principal(self, user: str) -> str:
+        """``DOMAIN\\user`` or ``user`` -> ``user@REALM``; a UPN stays as it is."""
+        if "@" in user:
+            return user
+        return f"{user.rsplit(chr(92), 1)[-1]}@{self.env.site.realm}"  # chr(92): a backslash
+
+    def amt_spn(self, port: int | None = None) -> str:
+        """This client's AMT service principal: ``HTTP/<fqdn>:<port>@<REALM>`` (the port is part of it)."""
+        return f"HTTP/{self.target.name}:{port or self.env.expected['ports']['amt_https']}@{self.env.site.realm}"
+
+    def console_ticket(self, port: int | None = None) -> int:
+        """Bytes of the console user's Kerberos AP-REQ for :meth:`amt_spn` (a service ticket was issued)."""
+        return self.get(f"kerberos.ticket.{port}", lambda: len(self.console_credentials().token(self.amt_spn(port))[1]))
+
+    def console_amt(self, read: str) -> Any:
+        """``AmtDevice.<read>()`` over TLS 16993 as the console user (Kerberos), as the OOB console connects."""
+        from .probes.amt import AmtDevice  # noqa: PLC0415
+        from .probes.kerberos import NegotiateAuth
+        from .probes.wsman import WsmanClient
+
+        if read not in AMT_READS:
+            raise ValueError(f"facts.console_amt reads only {', '.join(sorted(AMT_READS))}; not {read!r}")
+
+        def connect():
+            port = self.env.expected["ports"]["amt_https"]
+            return AmtDevice(WsmanClient(f"https://{self.target.name}:{port}/wsman",
+                                         auth=NegotiateAuth(self.console_credentials(), self.env.site.realm),
+                                         ca_bundle=self.env.pki.get("trusted_roots"),
+                                         timeout=self.env.timeouts["read"]))
+        with self._lock:
+            gone = self._errors.get("amt.unreachable")
+        if gone is not None:
+            raise gone
+        try:
+            return self.get(f"console_amt.{read}", lambda: getattr(self.get("console_amt.session", connect), read)())
+        except Unreachable as exc:
+            with self._lock:
+                self._errors["amt.unreachable"] = exc
+            raise
+
+    def amt_login(self, user: str, password: str) -> bool:
+        """One Digest Get of AMT_GeneralSettings on 16993 as ``user``: True if accepted, False if refused (401).
+        Read-only; a device that does not answer is a :class:`ProbeError`."""
+        from .probes.amt import AmtDevice  # noqa: PLC0415
+        from .probes.wsman import AuthFailed, DigestAuth, WsmanClient
+
+        def attempt():
+            port = self.env.expected["ports"]["amt_https"]
+            client = WsmanClient(f"https://{self.target.name}:{port}/wsman", auth=DigestAuth(user, password),
+                                 ca_bundle=self.env.pki.get("trusted_roots"), timeout=self.env.timeouts["read"])
+            try:
+                AmtDevice(client).general_settings()
+                return True
+            except AuthFailed:
+                return False
+            finally:
+                client.close()
+        return self._per_host(self.target.name, f"amt.login.{user}", attempt)
+
+    def webui(self, page: str = "/", *, login: bool = False):
+        """GET ``https://<fqdn>:16993<page>`` (:mod:`pytest_vpro.probes.webui`); with ``login``, as the console
+        user with Kerberos and mutual authentication, as Internet Explorer logs on with Windows authentication."""
+        from .probes import webui as webui_probe  # noqa: PLC0415
+        from .probes.kerberos import NegotiateAuth
+
+        port = self.env.expected["ports"]["amt_https"]
+        url = f"https://{self.target.name}:{port}{page}"
+
+        def fetch():
+            auth = NegotiateAuth(self.console_credentials(), self.env.site.realm, mutual=True).for_url(url) \
+                if login else None
+            return webui_probe.get(url, ca_bundle=self.env.pki.get("trusted_roots"),
+                                   timeout=self.env.timeouts["read"], auth=auth)
+        return self._per_host(self.target.name, f"webui.{page}.{login}", fetch)
+
+    def console_user(self) -> dict[str, Any]:
+        """The console user in AD: ``dn``, ``sid``, ``groups`` (tokenGroups SIDs), ``by_kind`` (TokenSz counts)
+        and ``names`` (SID -> account name). The user is ``console.user`` (else ``credentials.console``)."""
+        from .probes import ldap as ldap_probe  # noqa: PLC0415
+
+        def read():
+            cred = self.env.credentials.get("console")
+            user = self.env.console.get("user") or (cred.user if cred else None)
+            if not user:
+                raise ProbeError("the environment file names no console user (console.user)")
+            account = user.split("@", 1)[0].rsplit("\\", 1)[-1]
+            base = ",".join(f"DC={p}" for p in self.env.site.name.split("."))
+            found = self.ldap_search(base, f"(&(objectCategory=person)(sAMAccountName={account}))",
+                                     ("objectSid",))
+            if not found:
+                raise ProbeError(f"no user {account!r} under {base}")
+            dn = found[0]["dn"]
+            with self.ldap_lock:
+                conn = self.ldap()
+                groups = ldap_probe.token_groups(conn, dn)
+                by_kind = ldap_probe.token_groups_by_kind(conn, dn)
+                names = ldap_probe.resolve_sids(conn, groups)
+            sid = ldap_probe.format_sid(found[0]["raw_attributes"]["objectSid"][0])
+            return {"dn": dn, "account": account, "sid": sid, "groups": groups, "by_kind": by_kind, "names": names}
+        return self.estate.get("ldap.console_user", read)
+
+    # ------------------------------------------------------------------ domain controllers (DNS SRV, LDAP)
+    def domain_controllers(self) -> list[str]:
+        """Host names of ``_ldap._tcp.dc._msdcs.<forest>`` SRV records: every DC the domain advertises."""
+        def lookup():
+            from .probes.dns import NoAnswer, NxDomain  # noqa: PLC0415
+
+            try:
+                return sorted({r.target.lower() for r in _resolver(self.env).srv(
+                    f"_ldap._tcp.dc._msdcs.{self.env.site.forest}")})
+            except (NxDomain, NoAnswer):
+                return []
+        return self.estate.get("dns.dcs", lookup)
+
+    def ldap_search_on(self, dc: str, base: str, ldap_filter: str, attributes: tuple[str, ...]) -> list[dict]:
+        """A search on one domain controller (its own connection): what that DC holds, replicated or not."""
+        from .probes import ldap as ldap_probe  # noqa: PLC0415
+
+        def search():
+            cred = self.env.credentials.get("ldap")
+            if cred is None:
+                raise ProbeError("no LDAP credential in the environment file (credentials.ldap)")
+            conn = ldap_probe.connect([dc], credential=cred, ca_file=self.env.pki.get("trusted_roots"),
+                                      timeout=self.env.timeouts["read"])
+            try:
+                return list(ldap_probe.search_paged(conn, base, ldap_filter, list(attributes)))
+            finally:
+                conn.unbind()
+        return self.estate._per_host(dc, f"ldap.on.{dc}.{base}.{ldap_filter}.{','.join(attributes)}", search)
+
+    # ------------------------------------------------------------------ what this run changed (disruptive checks)
+    def changed(self) -> dict[str, Any]:
+        """What disruptive checks of this run did to this target (``probes/actions.py`` records it; shared by
+        the run's xdist workers), e.g. ``{"unprovisioned": {"serial": ..., "return": 0}}``."""
+        return run_record(self.target.name)
+
+    def _lab_info(self) -> dict[str, Any]:
+        """The lab's state file (``lab: {state_file: lab.json}`` in an environment the lab wrote), else {}."""
+        import json  # noqa: PLC0415
+
+        name = (self.env.lab or {}).get("state_file")
+        if not name:
+            return {}
+        try:
+            return json.loads(self.env.path(name).read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def run_record_path() -> Path:
+    """Where this run's disruptive actions are recorded: one file shared by the processes of the run (xdist
+    workers share ``PYTEST_XDIST_TESTRUNUID``; without xdist the run is this process)."""
+    import tempfile  # noqa: PLC0415
+
+    if os.environ.get("VPRO_RUN_DIR"):  # set by the plugin in every process of a run: the run's own folder
+        return Path(os.environ["VPRO_RUN_DIR"]) / "actions.json"
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # this process is the run: its pid and start time (a pid alone is reused)
+        try:
+            started = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            started = "0"
+        run = f"pid{os.getpid()}-{started}"
+    return Path(tempfile.gettempdir()) / "pytest-vpro-runs" / f"{run}.json"
+
+
+def run_record(target: str) -> dict[str, Any]:
+    """What this run's disruptive actions recorded for ``target`` ({} if nothing)."""
+    import json  # noqa: PLC0415
+
+    try:
+        return json.loads(run_record_path().read_text()).get(target, {})
+    except (OSError, ValueError):
+        return {}
+
 
 def _answered(lookup: Callable[[], list[str]]) -> list[str]:
     from .probes.dns import NoAnswer, NxDomain  # noqa: PLC0415
@@ -281,6 +726,7 @@ def _answered(lookup: Callable[[], list[str]]) -> list[str]:
 
 
 _RESOLVERS: dict[int, Any] = {}
+_FRESH_LOG_LOCK = threading.Lock()
 _ROUTING_LOCK = threading.Lock()
 
 
@@ -313,20 +759,33 @@ def local_address_towards(host: str, port: int = 67) -> str:
 class FactsCache:
     """One :class:`Facts` per target per process."""
 
-    def __init__(self, env: Environment) -> None:
+    def __init__(self, env: Environment, hellos: Any = None) -> None:
         self.env = env
         self._by_target: dict[str, Facts] = {}
         self._lock = threading.Lock()
         self._routed = False
         self.estate = Facts(env.site, env)
+        self.estate.hello_capture = hellos  # a HelloCapture (--hello-listen), or None
+
+    def close(self) -> None:
+        """Stop what this process started for the run (the hello listener)."""
+        capture, self.estate.hello_capture = self.estate.hello_capture, None
+        if capture is not None:
+            capture.stop()
 
     def __call__(self, target: Target) -> Facts:
         with self._lock:
             if not self._routed:  # once per process, when the first check asks for facts
                 route_connections(self.env)
+                self.estate.use_krb5_config()  # before any thread makes a Kerberos context
                 self._routed = True
             facts = self._by_target.get(target.key)
             if facts is None:
                 facts = self.estate if target.key == self.env.site.key else Facts(target, self.env, self.estate)
                 self._by_target[target.key] = facts
+            facts.recorder, facts.replay = self.recorder, self.replay
+            self.estate.recorder, self.estate.replay = self.recorder, self.replay
             return facts
+
+    recorder: Any = None  # snapshot.Recorder with --facts-out
+    replay: Any = None    # snapshot.Replay with --facts-in

@@ -9,15 +9,22 @@ given, as pytest-xdist registers its ``DSession``.
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import signal
+import threading
+from pathlib import Path
 
 import pytest
 
 from . import catalog as catalog_mod
 from .checks import CHECK_ARGS, Evidence
-from .environment import Environment
+from . import snapshot
+from .environment import Environment, Target
 from .facts import FactsCache
 from .gating import Engine, Entry, VerdictStore
-from .report import fleet, html, listing, runs
+from .probes import hello_listener
+from .report import fleet, html, listing, runs, ticket
 from .secrets import redact
 
 ENGINE = pytest.StashKey[Engine]()
@@ -35,9 +42,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="print the checks catalog (with the tests that implement each row) and exit")
     group.addoption("--reports-dir", metavar="DIR", help="where runs write their reports (default: ./reports)")
     group.addoption("--no-html", action="store_true", help="do not render the HTML report at the end")
+    group.addoption("--facts-out", metavar="FILE", help="write every fact the run observed to FILE (JSON Lines, "
+                    "no secrets): attach it to a change ticket, re-judge it with --facts-in, diff it with vpro-facts")
+    group.addoption("--facts-in", metavar="FILE", help="judge the facts of a snapshot (from --facts-out) instead of "
+                    "the estate: no network at all; a lab environment is not started")
     group.addoption("--concurrency", type=int, default=32, metavar="N",
                     help="targets read at once in each process, one connection per target (default 32; 0: none "
                          "ahead of the tests)")
+    group.addoption("--hello-listen", metavar="ADDR:PORT",
+                    help="listen passively for AMT hello packets at ADDR:PORT (e.g. where ProvisionServer points) "
+                         "and judge the hello checks from them; default: judge from AMTOPMGR.LOG")
+    group.addoption("--hello-wait", type=float, default=hello_listener.DEFAULT_WAIT_S, metavar="SECONDS",
+                    help="how long after the listener starts a silent client is waited for (default 60)")
     parser.addini("vpro_catalog", "path of an alternative checks catalog (for pytest-vpro's own tests)")
 
 
@@ -54,12 +70,37 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("list_checks") or not config.getoption("env"):
         return
     worker = getattr(config, "workerinput", None)
-    run = runs.join(config, worker) if worker else runs.start(config)  # UsageError on a bad environment file
+    try:  # the controller listens before it starts a lab, so that the first hellos are heard
+        hellos = hello_listener.for_run(config.getoption("hello_listen"), config.getoption("hello_wait"),
+                                        listen=worker is None)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--hello-listen: {exc}") from None
+    try:
+        run = runs.join(config, worker) if worker else runs.start(config)  # UsageError on a bad environment file
+    except BaseException:
+        if hellos is not None:
+            hellos.stop()
+        raise
+    os.environ["VPRO_RUN_DIR"] = str(run.dir)  # where this run's disruptive actions are recorded (facts.py)
+    if hellos is not None:
+        hellos.set_spool(run.dir / hello_listener.SPOOL_NAME)
     config.stash[RUN] = run
     config.stash[ENGINE] = Engine(env=run.env, store=VerdictStore(run.dir / "verdicts.sqlite"),
-                                  facts=FactsCache(run.env), allow_disruptive=config.getoption("allow_disruptive"))
+                                  facts=FactsCache(run.env, hellos=hellos),
+                                  allow_disruptive=config.getoption("allow_disruptive"))
+    _wire_snapshots(config, run, config.stash[ENGINE].facts)
     if worker is None:
         config.pluginmanager.register(ControllerSession(config, run), "vpro-controller")
+
+
+def _wire_snapshots(config: pytest.Config, run: runs.Run, facts: FactsCache) -> None:
+    """--facts-in replays a snapshot in every process; --facts-out records each process's facts (merged at the end)."""
+    if run.replay is not None:
+        if config.getoption("allow_disruptive"):
+            raise pytest.UsageError("--facts-in judges recorded facts; it cannot be combined with --allow-disruptive")
+        facts.replay = run.replay
+    if config.getoption("facts_out"):
+        facts.recorder = snapshot.Recorder(run.dir, redact)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -132,7 +173,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     order = {cid: i for i, cid in enumerate(rows)}
     for item, check, argnames in checks:
-        target = item.callspec.params.get("target", item.callspec.params.get(check.scope_kind))
+        callspec = getattr(item, "callspec", None)
+        target = callspec.params.get("target", callspec.params.get(check.scope_kind)) if callspec else None
+        if not isinstance(target, Target):  # the scope has no target in this environment
+            item.add_marker(pytest.mark.skip(reason=f"not applicable: the environment lists no target for "
+                                                    f"{check.id} (scope {check.scope})"))
+            continue
         engine.register(Entry(item.nodeid, check, target, item.obj, argnames, order[check.id]))
         item.user_properties += [("vpro_check", check.id), ("vpro_target", target.key),
                                  ("vpro_stage", check.test_stage)]
@@ -179,6 +225,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if engine is not None:
         engine.stop_prefetch()
         engine.store.close()
+        engine.facts.close()
 
 
 class ControllerSession:
@@ -187,6 +234,7 @@ class ControllerSession:
     def __init__(self, config: pytest.Config, run: runs.Run) -> None:
         self.config, self.run = config, run
         self.recorder = fleet.FleetRecorder(run.env, catalog_mod.for_config(config))
+        self._sigterm = _sigterm_interrupts()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.recorder.record(report)
@@ -196,8 +244,14 @@ class ControllerSession:
             return
         self.run.complete = exitstatus != pytest.ExitCode.INTERRUPTED
         self.recorder.write(self.run)
+        out = self.config.getoption("facts_out")
+        if out:
+            inventory = json.loads((self.run.dir / "inventory.json").read_text())
+            count = snapshot.merge(self.run.dir, Path(out), environment=self.run.env.name, inventory=inventory)
+            self.run.notes.append(f"facts:       {out} ({count} facts)")
         if not self.config.getoption("no_html"):
-            self.run.html = html.render(self.run)
+            html.render(self.run)  # allure-report/: every result, interactive
+            self.run.html = ticket.render(self.run, self.recorder, catalog_mod.for_config(self.config))
         runs.finish(self.run)
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
@@ -207,4 +261,21 @@ class ControllerSession:
             terminalreporter.write_line(line)
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
+        if self._sigterm is not None:
+            signal.signal(signal.SIGTERM, self._sigterm)
         runs.stop_lab(self.run)
+
+
+def _sigterm_interrupts():
+    """SIGTERM (a scheduler's stop, ``kill``) ends the run as Ctrl-C does: finished results kept, the report
+    written and marked incomplete (pytest handles only SIGINT). A second SIGTERM kills at once. Returns the
+    handler to put back, or None where nothing was installed (not the main thread, or someone else's handler)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return None
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return signal.SIG_DFL

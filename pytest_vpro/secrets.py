@@ -19,12 +19,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .probes.errors import ProbeError
+
 REF_RE = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+|kerberos)$")
 MASK = "«redacted»"
 
 
-class SecretUnavailable(Exception):
-    """A referenced secret could not be read (unset variable, unreadable file)."""
+class SecretUnavailable(ProbeError):
+    """A referenced secret could not be read (unset variable, unreadable file).
+
+    A ProbeError: the checks that need it report a finding, not a traceback (tests/reliability found one).
+    """
 
 
 class Redactor:

@@ -10,10 +10,24 @@ Modelling decisions (lab simplifications, each in one place):
  * The ME is unreachable while the host is in a sleep state its power policy does not
    cover (e.g. policy "ON in S0" and the PC off): the connection is dropped unanswered.
  * Pre-provisioned devices (state 0) still answer WS-MAN with the digest account (real
-   firmware only offers the provisioning TLS port); ``CommitChanges`` moves a device to
+   firmware only offers the provisioning TLS port: the lab serves 16993 with a self-signed
+   setup certificate, see ``estate._setup_certificate``); ``CommitChanges`` moves a device to
    post-provisioning (real provisioning runs a PSK/PKI TLS handshake first).
+ * ``AMT_EthernetPortSettings``: the wired port (``... Settings 0``) and a laptop's wireless
+   port (``... Settings 1``, PhysicalConnectionType 3) on ``wireless_address``, where the device
+   also answers; ``AMT_8021XProfile`` (wired 802.1X) and ``CIM_WiFiEndpointSettings`` with
+   ``CIM_IEEE8021xSettings`` (wireless profiles, paired by ElementName: the association classes
+   are not modelled).
  * ReturnValue numbers for refused calls follow CIM (0 ok, 2 unspecified error,
    5 invalid parameter); which number real firmware picks is *(unconfirmed)*.
+ * Redirection (TLS 16995) speaks the subset of :mod:`pytest_vpro.probes.redirection`: a SOL
+   session sees the BIOS banner when the host boots (a power cycle or power on through WS-MAN);
+   an IDER session open at that moment is booted from: the device reads sector 0 of the
+   console's image and boots it if it carries the 0x55AA signature (real AMT boots from IDER
+   only when AMT_BootSettingData says so: not modelled). Kerberos on the redirection port takes a
+   ticket for the device's 16993 SPN *(unconfirmed)*.
+ * The WebUI (GET on 16993 ``/``, ``/logon.htm``, ``/index.htm``): ``/`` is public, the other
+   pages need Digest or Kerberos like WS-MAN; a device whose WebUI is off answers 404 *(unconfirmed)*.
 
 Run as a process: ``python -m pytest_vpro.lab.amt_sim --spec estate.json`` (JSON or YAML:
 ``{"devices": [DeviceSpec fields...]}``); or in a thread with ``AmtSimulator(...).start()``.
@@ -40,12 +54,14 @@ from pytest_vpro.lab.wsman_server import (
     DigestAuthenticator, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
     amt_digest_realm, destination_unreachable, invalid_representation, invalid_selectors, server_ssl_context,
 )
+from pytest_vpro.probes import redirection as redir
 from pytest_vpro.probes.hello import MAX_HELLO_BYTES, VERSION_PKI, VERSION_PSK, Hello, MalformedHello, decode_hello, encode_hello
 from pytest_vpro.probes.wsman import EndpointReference, resource_uri
 
 log = logging.getLogger(__name__)
 FIRST_WSMAN_VERSION = (3, 2, 1)
 HTTP_PORT, HTTPS_PORT, HELLO_PORT = 16992, 16993, 9971
+REDIRECTION_TLS_PORT = 16995  # SOL/IDER over TLS (16994 is the plain one, unused once TLS is configured)
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,16 @@ class DeviceSpec:
     hello_max_retries: int = 15
     hello_mode: str = "PKI"
     pid: str = ""
+    dhcp_enabled: bool = True            # AMT_EthernetPortSettings.DHCPEnabled of the wired port
+    wireless_address: str = ""           # a wireless port (Ethernet Port Settings 1) with this address
+    ieee8021x_protocol: int | None = None  # wired 802.1X (AMT_8021XProfile) AuthenticationProtocol, None: off
+    #: wireless profiles: {"name", "ssid", "authentication" (CIM_WiFiEndpointSettings.AuthenticationMethod),
+    #: "encryption" (EncryptionMethod), "protocol" (CIM_IEEE8021xSettings.AuthenticationProtocol, for 802.1X)}
+    wifi_profiles: list[dict[str, Any]] = field(default_factory=list)
+    webui_enabled: bool = True           # the WebUI on 16993 (the site's "Enable Web UI", pushed at provisioning)
+    power_off_ignored: bool = False      # RequestPowerStateChange(8/6) answers 0 but the host stays on
+    #: a second password the admin account answers to (a MEBx password provisioning did not replace); "" none
+    digest_also_accepts: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         host, _, domain = self.fqdn.partition(".")
@@ -177,6 +203,7 @@ class Device:
         self.realm = amt_digest_realm(spec.uuid)
         self.hello_wakeup: asyncio.Event | None = None  # set by the simulator's loop
         self.hellos_sent = 0
+        self.sessions: set[RedirectionSession] = set()  # open SOL/IDER sessions
         self.general: dict[str, Any] = {
             "ElementName": "Intel(r) AMT: General Settings", "InstanceID": "Intel(r) AMT: General Settings",
             "NetworkInterfaceEnabled": "true", "DigestRealm": self.realm, "IdleWakeTimeout": "65535",
@@ -272,12 +299,46 @@ class Device:
                 "Name": "Intel(r) AMT Authorization Service", "SystemCreationClassName": "CIM_ComputerSystem",
                 "SystemName": "Intel(r) AMT",
             }],
+            "AMT_EthernetPortSettings": lambda: self._ethernet_ports(),
+            "AMT_8021XProfile": lambda: [] if s.ieee8021x_protocol is None else [{
+                "ElementName": "Intel(r) AMT 802.1x Profile", "InstanceID": "Intel(r) AMT 802.1x Profile 0",
+                "Enabled": "true", "ActiveInS0": "true", "AuthenticationProtocol": str(s.ieee8021x_protocol),
+                "RoamingIdentity": "", "ServerCertificateName": "", "ServerCertificateNameComparison": "2",
+                "Username": f"{s.host_name.upper()}$", "Domain": s.domain_name.split(".")[0].upper(),
+                "PxeTimeout": "120"}],
+            "CIM_WiFiEndpointSettings": lambda: [{
+                "ElementName": p["name"], "InstanceID": f"Intel(r) AMT:WiFi Endpoint Settings {p['name']}",
+                "Priority": str(i + 1), "SSID": p.get("ssid", p["name"]), "BSSType": "3",
+                "AuthenticationMethod": str(p["authentication"]), "EncryptionMethod": str(p["encryption"]),
+            } for i, p in enumerate(s.wifi_profiles)],
+            "CIM_IEEE8021xSettings": lambda: [{
+                "ElementName": p["name"], "InstanceID": f"Intel(r) AMT: 8021X Settings {p['name']}",
+                "AuthenticationProtocol": str(p["protocol"]), "RoamingIdentity": "",
+                "ServerCertificateNameComparison": "2",
+            } for p in s.wifi_profiles if p.get("protocol") is not None],
             "AMT_TimeSynchronizationService": lambda: [{
                 "CreationClassName": "AMT_TimeSynchronizationService", "ElementName": "Intel(r) AMT Time Synchronization Service",
                 "Name": "Intel(r) AMT Time Synchronization Service", "SystemCreationClassName": "CIM_ComputerSystem",
                 "SystemName": "Intel(r) AMT", "LocalTimeSyncEnabled": "0", "TimeSource": "1",
             }],
         }
+
+    def _ethernet_ports(self) -> list[dict[str, Any]]:
+        """The wired port (InstanceID ``... Settings 0``) and, on a laptop, the wireless one (``... Settings 1``,
+        PhysicalConnectionType 3: wireless LAN); the MAC addresses are made up from the UUID."""
+        s = self.spec
+        mac = "-".join(f"{b:02x}" for b in (b"\x00\x1c\xc0" + uuid.UUID(s.uuid).bytes[-3:]))
+        ports = [(0, s.address, s.dhcp_enabled, "0", mac)]
+        if s.wireless_address:
+            ports.append((1, s.wireless_address, True, "3", mac[:-2] + f"{(int(mac[-2:], 16) + 1) % 256:02x}"))
+        return [{
+            "ElementName": "Intel(r) AMT Ethernet Port Settings",
+            "InstanceID": f"Intel(r) AMT Ethernet Port Settings {n}",
+            "VLANTag": "0", "SharedMAC": "true", "MACAddress": mac_, "LinkIsUp": "true",
+            "LinkPolicy": ["1", "14", "16"] if n == 0 else ["1", "16"], "SharedStaticIp": "false" if dhcp else "true",
+            "SharedDynamicIP": "true" if dhcp else "false", "IpSyncEnabled": "true", "DHCPEnabled": str(dhcp).lower(),
+            "IPAddress": address, "SubnetMask": "255.255.0.0", "PhysicalConnectionType": kind,
+        } for n, address, dhcp, kind, mac_ in ports]
 
     def _lookup(self, req: WsmanRequest) -> tuple[str, list[dict[str, Any]]]:
         cls = req.resource_uri.rstrip("/").rsplit("/", 1)[-1]
@@ -350,8 +411,37 @@ class Device:
         allowed_from, result = POWER_TRANSITIONS[wanted]
         if self.spec.power_state not in allowed_from:
             return {"ReturnValue": RV_ERROR}
+        if wanted in (6, 8) and self.spec.power_off_ignored:
+            return {"ReturnValue": RV_OK}  # accepted, and nothing happens
+        boots = result == 2 and (wanted in (5, 10) or self.spec.power_state != 2)
         self.spec.power_state = result
+        if boots and any(x.started for x in self.sessions):
+            asyncio.get_running_loop().create_task(self.post())
         return {"ReturnValue": RV_OK}
+
+    # -- the host boots (BIOS POST) while redirection sessions are open --
+    async def post(self) -> None:
+        """What a console sees over SOL while the host boots; an open IDER session is booted from."""
+        sol = [x for x in self.sessions if x.started and x.kind == redir.SOL]
+        ider = next((x for x in self.sessions if x.started and x.kind == redir.IDER), None)
+
+        def say(text: str) -> None:
+            for x in sol:
+                x.send_text(text)
+        say(f"Intel(R) Active Management Technology {self.spec.amt_version}\r\n"
+            "Press <CTRL-P> to enter the MEBx setup menu\r\nPress <F2> to enter BIOS Setup\r\n")
+        if ider is None:
+            say("Booting from hard disk...\r\n")
+            return
+        sector = await ider.read_sector(0)
+        if len(sector) >= redir.SECTOR and sector[510:512] == b"\x55\xaa":
+            label = sector[:510].split(b"\0", 1)[0].decode("ascii", "replace")
+            say(f"Booting from IDE-R CD-ROM: {label}\r\n")
+            self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address,
+                          "op": "IDERBoot", "class": "AMT_RedirectionService", "params": {"label": label},
+                          "return": RV_OK, "principal": ider.principal})
+        else:
+            say("IDE-R: no bootable image\r\n")
 
     def _m_AMT_SetupAndConfigurationService_Unprovision(self, req, params) -> dict[str, Any]:
         if self.spec.provisioning_state == 0:
@@ -515,6 +605,137 @@ class HelloListener:
         self.stop()
 
 
+# --- redirection and the WebUI -----------------------------------------------------------
+class RedirectionSession:
+    """One console connection to the redirection port (layouts: :mod:`pytest_vpro.probes.redirection`).
+
+    StartRedirectionSession (SOL or IDER: refused when AMT_RedirectionService.EnabledState disables it),
+    AuthenticateSession (query; user/password = the digest account; Kerberos = an AP-REQ for the 16993 SPN),
+    then StartSOLRedirection / StartIDERRedirection, recorded as state-changing calls like WS-MAN methods.
+    """
+
+    def __init__(self, device: Device, writer: asyncio.StreamWriter, negotiate: NegotiateAcceptor | None):
+        self.device, self.writer, self.negotiate = device, writer, negotiate
+        self.kind = b""
+        self.principal = ""
+        self.started = False
+        self.seq = 0
+        self._reads: dict[int, asyncio.Future] = {}
+
+    def send(self, m: redir.Message) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(redir.encode(m))
+
+    def send_text(self, text: str) -> None:
+        self.seq += 1
+        self.send(redir.Message(redir.SOL_DATA_FROM_HOST, seq=self.seq, data=text.encode("ascii", "replace")))
+
+    async def read_sector(self, lba: int, timeout: float = 5.0) -> bytes:
+        self.seq += 1
+        future = asyncio.get_running_loop().create_future()
+        self._reads[self.seq] = future
+        self.send(redir.Message(redir.IDER_READ, seq=self.seq, lba=lba, count=1))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return b""
+        finally:
+            self._reads.pop(self.seq, None)
+
+    async def run(self, reader: asyncio.StreamReader) -> None:
+        frames = redir.Reader()
+        self.device.sessions.add(self)
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), 300 if self.started else 10)
+                if not data or not self.device.me_reachable():
+                    return
+                for m in frames.feed(data):
+                    if not self.handle(m):
+                        return
+                await self.writer.drain()
+        except (OSError, asyncio.TimeoutError, redir.ProtocolError):
+            return
+        finally:
+            self.device.sessions.discard(self)
+            self.writer.close()
+
+    def handle(self, m: redir.Message) -> bool:
+        s, r = self.device.spec, redir
+        if m.command == r.START_SESSION:
+            sol, ider = REDIRECTION_STATES_SIM.get(s.redirection_state, (False, False))
+            ok = (m.session == r.SOL and sol) or (m.session == r.IDER and ider)
+            self.kind = m.session if ok else b""
+            self.send(r.Message(r.START_SESSION_REPLY, status=r.STATUS_SUCCESS if ok else r.STATUS_UNSUPPORTED))
+        elif m.command == r.AUTHENTICATE and self.kind:
+            if m.auth_type == r.AUTH_QUERY:
+                offered = bytes([r.AUTH_USER_PASSWORD] + ([r.AUTH_KERBEROS] if self.negotiate else []))
+                self.send(r.Message(r.AUTHENTICATE_REPLY, status=r.STATUS_SUCCESS, data=offered))
+                return True
+            self.principal = self._authenticate(m.auth_type, m.data)
+            self.send(r.Message(r.AUTHENTICATE_REPLY, auth_type=m.auth_type,
+                                status=r.STATUS_SUCCESS if self.principal else r.STATUS_FAILURE))
+        elif m.command in (r.START_SOL, r.START_IDER):
+            wanted, reply = (r.SOL, r.START_SOL_REPLY) if m.command == r.START_SOL else (r.IDER, r.START_IDER_REPLY)
+            self.started = bool(self.principal) and self.kind == wanted
+            self.send(r.Message(reply, status=r.STATUS_SUCCESS if self.started else r.STATUS_FAILURE, seq=m.seq))
+            self.device._record({"ts": time.time(), "device": s.fqdn, "address": s.address,
+                                 "op": "StartSOLRedirection" if wanted == r.SOL else "StartIDERRedirection",
+                                 "class": "AMT_RedirectionService", "params": {},
+                                 "return": RV_OK if self.started else RV_ERROR, "principal": self.principal})
+        elif m.command == r.IDER_DATA:
+            future = self._reads.get(m.seq)
+            if future is not None and not future.done():
+                future.set_result(m.data)
+        elif m.command in (r.END_SOL, r.END_SESSION):
+            return False
+        return True  # SOL keyboard input (data to host) is accepted and dropped
+
+    def _authenticate(self, kind: int, data: bytes) -> str:
+        s = self.device.spec
+        if kind == redir.AUTH_USER_PASSWORD and len(data) >= 2:
+            n = data[0]
+            user = data[1:1 + n].decode("utf-8", "replace")
+            password = data[2 + n:2 + n + data[1 + n]].decode("utf-8", "replace") if len(data) > 1 + n else ""
+            return user if user == s.digest_user and password == s.digest_password else ""
+        if kind == redir.AUTH_KERBEROS and self.negotiate is not None:
+            try:
+                return self.negotiate.accept("Negotiate " + base64.b64encode(data).decode())[0]
+            except Exception:  # noqa: BLE001 - a refused ticket is a failed authentication
+                return ""
+        return ""
+
+
+#: AMT_RedirectionService.EnabledState -> (SOL, IDER)
+REDIRECTION_STATES_SIM = {32768: (False, False), 32769: (False, True), 32770: (True, False), 32771: (True, True)}
+
+
+class WebUI:
+    """The device's WebUI pages on 16993 (see :class:`~pytest_vpro.lab.wsman_server.WsmanEndpoint` ``web``)."""
+
+    PAGES = ("/", "/index.htm", "/logon.htm")
+
+    def __init__(self, device: Device):
+        self.device = device
+
+    def public(self, path: str) -> bool:
+        return path == "/"
+
+    def render(self, path: str, principal: str | None) -> str | None:
+        s = self.device.spec
+        if not s.webui_enabled or path not in self.PAGES:
+            return None
+        title = "Intel&reg; Active Management Technology"
+        if path == "/":
+            body = '<p><a href="logon.htm">Log On...</a></p>'
+        else:
+            body = (f"<h1>System Status</h1><table><tr><td>Computer name</td><td>{s.host_name}.{s.domain_name}"
+                    f"</td></tr><tr><td>Power</td><td>{'On' if s.power_state == 2 else 'Off'}</td></tr>"
+                    f"<tr><td>Intel AMT version</td><td>{s.amt_version}</td></tr></table>"
+                    f"<p>Logged on as {principal}</p>")
+        return f"<html><head><title>{title}</title></head><body>{body}</body></html>"
+
+
 # --- the simulator --------------------------------------------------------------------
 class AmtSimulator(BackgroundService):
     """Serves every device in ``specs`` from one event loop (in a thread, or in this process's main loop)."""
@@ -534,6 +755,8 @@ class AmtSimulator(BackgroundService):
         self._thread: threading.Thread | None = None
         self._stop_event: asyncio.Event | None = None
         self._tasks: list[asyncio.Task] = []
+        self._redirection: list[asyncio.AbstractServer] = []
+        self.redirection_port = REDIRECTION_TLS_PORT
         self.start_seconds = 0.0
 
     def _record(self, call: dict[str, Any]) -> None:
@@ -556,6 +779,8 @@ class AmtSimulator(BackgroundService):
             self._add_device(dev)
         await self.server.start()
         for dev in self.devices.values():
+            await self._start_redirection(dev)
+        for dev in self.devices.values():
             dev.hello_wakeup = asyncio.Event()
             self._tasks.append(asyncio.create_task(hello_loop(dev), name=f"hello-{dev.spec.fqdn}"))
         self.start_seconds = time.perf_counter() - t0
@@ -563,6 +788,8 @@ class AmtSimulator(BackgroundService):
     def _add_device(self, dev: Device) -> None:
         s = dev.spec
         digest = DigestAuthenticator(dev.realm, {s.digest_user: s.digest_password})
+        if s.digest_also_accepts:
+            digest.also_accept(s.digest_user, s.digest_also_accepts)
 
         def endpoint(port: int) -> WsmanEndpoint:
             negotiate = None
@@ -572,13 +799,34 @@ class AmtSimulator(BackgroundService):
                                               max_token_bytes=s.max_token_bytes)
             return WsmanEndpoint(dev, digest=digest, negotiate=negotiate,
                                  server_header=f"Intel(R) Active Management Technology {s.amt_version}",
-                                 latency_s=s.latency_ms / 1000, enabled=s.has_wsman, reachable=dev.me_reachable)
+                                 latency_s=s.latency_ms / 1000, enabled=s.has_wsman, reachable=dev.me_reachable,
+                                 web=WebUI(dev) if port == self.https_port else None)
 
         assert self.server is not None
-        self.server.add(s.address, self.http_port, endpoint(self.http_port))
-        if s.tls_cert and s.tls_key:
-            self.server.add(s.address, self.https_port, endpoint(self.https_port),
-                            server_ssl_context(s.tls_cert, s.tls_key))
+        for address in filter(None, (s.address, s.wireless_address)):  # a laptop answers on both ports
+            self.server.add(address, self.http_port, endpoint(self.http_port))
+            if s.tls_cert and s.tls_key:
+                self.server.add(address, self.https_port, endpoint(self.https_port),
+                                server_ssl_context(s.tls_cert, s.tls_key))
+
+    async def _start_redirection(self, dev: Device) -> None:
+        """The redirection listener (SOL/IDER, TLS on 16995) of a provisioned device whose
+        ``AMT_RedirectionService.ListenerEnabled`` is true: :class:`RedirectionSession` per connection (a
+        connection that sends nothing is closed after 10 s)."""
+        s = dev.spec
+        if not (s.redirection_listener and s.tls_cert and s.tls_key and s.provisioning_state == 2):
+            return
+        negotiate = None
+        if s.kerberos_keytab and s.kerberos_realm and s.kerberos_enabled:
+            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}:{self.https_port}@{s.kerberos_realm}",
+                                          max_token_bytes=s.max_token_bytes)
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await RedirectionSession(dev, writer, negotiate).run(reader)
+
+        self._redirection.append(await asyncio.start_server(
+            session, s.address, self.redirection_port, ssl=server_ssl_context(s.tls_cert, s.tls_key),
+            reuse_address=True))
 
     def set_latency(self, fqdn: str, latency_ms: float) -> None:
         """Change a device's per-call latency at run time."""
@@ -596,6 +844,9 @@ class AmtSimulator(BackgroundService):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        for server in self._redirection:
+            server.close()
+        self._redirection = []
         if self.server is not None:
             await self.server.stop()
 

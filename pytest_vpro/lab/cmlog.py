@@ -29,7 +29,8 @@ from typing import Any
 
 SMS_COMPONENT = "SMS_AMT_OPERATION_MANAGER"
 
-#: event -> message template (str.format fields: fqdn, uuid, ip, mode, retry, reason). ALL *(unconfirmed)*.
+#: event -> message template (str.format fields: fqdn, uuid, ip, mode, retry, reason, thumbprint). ALL
+#: *(unconfirmed)*.
 AMTOPMGR_MESSAGES: dict[str, str] = {
     "hello_received": "AMT Provision Worker: Received hello packet (out of band) from {ip}: AMT device UUID {uuid}"
                       " ({fqdn}), {mode} mode, retry {retry}",
@@ -51,6 +52,11 @@ AMTOPMGR_MESSAGES: dict[str, str] = {
                              " {fqdn}, UUID {uuid}",
     "unprovision_failed": "AMT Clear Worker: Clearing provisioning data failed for AMT device {fqdn}, UUID {uuid}."
                           " Reason: {reason}",
+    # the out of band component's certificate, when it is configured (fqdn: the certificate's subject CN)
+    "provisioning_certificate_accepted": "Provisioning certificate CN={fqdn} (thumbprint {thumbprint}) accepted for"
+                                         " out of band management",
+    "provisioning_certificate_rejected": "Provisioning certificate CN={fqdn} (thumbprint {thumbprint}) rejected:"
+                                         " {reason}",
 }
 
 

@@ -28,8 +28,10 @@ from .samba import reverse_name
 DOMAIN, REALM, NETBIOS, SITE_CODE = "vprolab.test", "VPROLAB.TEST", "VPROLAB", "LAB"
 HOSTS = {"dc": "dc01", "site_server": "sccm01", "ca": "ca01", "dhcp": "dhcp01", "console": "console01"}
 CONSOLE_USER = "amtadmin"
+OPERATORS_GROUP = "AMT Administrators"  # the console user's group, holding the out of band rights
 AMT_USER = "admin"
 SITE_SERVER_ACCOUNT = "SCCM01$"
+SYSTEM_CERTIFICATES = r"SOFTWARE\Microsoft\SystemCertificates"  # HKLM\...\<store>\Certificates\<SHA-1>\Blob
 
 
 class DescriptionError(ValueError):
@@ -91,6 +93,8 @@ class ClientPlan:
     provisioning: str
     canary: bool
     provisioned: bool
+    wireless_address: str = ""  # a laptop's wireless address (the environment marks it wireless: true)
+    ieee8021x: bool = False     # on an 802.1X authenticated wired network (the environment marks it)
 
 
 def plan_clients(desc: Description, plan: AddressPlan) -> list[ClientPlan]:
@@ -177,8 +181,8 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         log(f"Samba: LDAP, LDAPS, Kerberos, DNS and SMB answer on {plan.dc} ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
-        faults.apply("directory_setup", planted, ctx, dc=dc)
-        _populate_directory(dc, plan, clients, creds, ctx.directory)
+        faults.apply("directory_setup", planted, ctx, dc=dc, lab_pki=pki)
+        _populate_directory(dc, plan, clients, creds, ctx.directory, pki)
         keytab = state / "amt" / "devices.keytab"
         keytab.parent.mkdir(exist_ok=True)
         spns = [spn for c in clients if c.provisioned for spn in dc.amt_spns(c.fqdn)]
@@ -207,16 +211,24 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         site = _start_site_server(state, desc, plan, clients, pki, dc, creds,
                                   plant=lambda spec: faults.apply("site_server", planted, ctx, site_spec=spec))
         lab._started("site-server", site.stop)
+        ca_host = _start_ca_host(plan, pki, dc, creds, ctx.ca_host)
+        lab._started("ca-host", ca_host.stop)
         faults.apply("running", planted, ctx, site=site)
         log(f"Site server simulator: WinRM on {plan.site_server}:5985/5986, out of band service point on 9971, "
             f"AMTOPMGR.LOG in \\\\{HOSTS['dc']}\\SMS_{SITE_CODE}\\Logs ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
-        in_band = _start_windows_clients(lab, state, clients, pki, device_certs, creds)
-        if in_band:
-            log(f"Windows clients: {in_band} in-band PCs with WinRM on 5985/5986 and OOBMGMT.LOG on \\\\<pc>\\C$ "
-                f"({time.monotonic() - t0:.1f} s)")
+        in_band = _start_windows_clients(lab, state, clients, pki, device_certs, creds, plan, plant=lambda specs,
+                                         console: faults.apply("windows", planted, ctx, windows=specs, console=console))
+        logs = ", OOBMGMT.LOG on \\\\<pc>\\C$" if in_band else ""
+        log(f"Windows hosts: the console host and {in_band} in-band PCs with WinRM on 5985/5986{logs} "
+            f"({time.monotonic() - t0:.1f} s)")
 
+        if ctx.firewall:
+            from .firewall import DroppingFirewall  # noqa: PLC0415
+
+            lab._started("firewall", DroppingFirewall(ctx.firewall).start().stop)
+            log(f"firewall: SYNs dropped to {', '.join(f'{a}:{p}' for a, p in ctx.firewall)}")
         env_path = _write_environment(state, desc, plan, clients, pki, dc.ca_cert, dhcp.port)
         lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path,
                                    [p.describe(clients) for p in planted])
@@ -228,15 +240,33 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         raise
 
 
-def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds: dict[str, str], setup) -> None:
-    """Objects and records of a healthy estate, less what ``setup`` (:class:`faults.DirectorySetup`) takes away."""
+def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds: dict[str, str], setup,
+                        pki) -> None:
+    """Objects and records of a healthy estate, less what ``setup`` (:class:`faults.DirectorySetup`) takes away.
+
+    Computer objects: the site server's; each provisioned client's AMT object in the AMT OU, which in the lab also
+    stands for the client's own computer account (the lab names both after the host, and one domain cannot hold
+    two accounts of one name: SCCM's naming is unconfirmed); a not yet provisioned client's computer account in
+    CN=Computers. The issuing CA's pKIEnrollmentService (an enterprise CA) lists the templates it issues."""
     site_server_dn = dc.add_computer(HOSTS["site_server"].upper(), spns=[f"HOST/{HOSTS['site_server']}.{DOMAIN}"],
                                      dns_host_name=f"{HOSTS['site_server']}.{DOMAIN}")
+    # The DHCP server registers clients in the (secure only) zone: a member of DnsUpdateProxy, as on AD.
+    dc.add_group_member("DnsUpdateProxy", dc.add_computer(HOSTS["dhcp"].upper(), with_keys=False,
+                                                          dns_host_name=f"{HOSTS['dhcp']}.{DOMAIN}"))
     amt_ou = dc.add_ou(dc.amt_ou())
     dc.grant(amt_ou, f"(A;CI;{setup.amt_container_rights};;;{dc.sid_of(SITE_SERVER_ACCOUNT)})")
-    dc.add_group("AMT Administrators")
-    dc.add_user(CONSOLE_USER, creds["console"], groups=["AMT Administrators"])
+    dc.add_group(OPERATORS_GROUP)
+    dc.add_user(CONSOLE_USER, creds["console"], groups=[OPERATORS_GROUP])
     dc.add_cert_template("IntelAMTWebServer", **setup.template)
+    if setup.enrollment_service:
+        from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+        from .pki import ISSUING_CA_NAME
+
+        dc.add_enrollment_service(ISSUING_CA_NAME, f"{HOSTS['ca']}.{DOMAIN}",
+                                  setup.ca_certificate or pki.issuing_cert.public_bytes(Encoding.DER),
+                                  setup.published_templates)
+    _publish_ca_certificates(dc, pki)
     dc.create_zone(dc.reverse_zone())
     dc.add_dns_record(reverse_name(plan.dc, dc.reverse_zone()), "PTR", f"{HOSTS['dc']}.{DOMAIN}", dc.reverse_zone())
     for role in ("site_server", "ca", "dhcp", "console"):
@@ -244,9 +274,25 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
     dc.add_dns_record("ProvisionServer", "A", plan.site_server)
     for c in clients:
         dc.add_host(c.fqdn, c.address)
+        if c.wireless_address:
+            dc.add_host(c.fqdn, c.wireless_address)  # DHCP registers the wireless lease too
         if c.provisioned:
             dc.add_amt_account(c.fqdn)
+        else:
+            dc.add_computer(c.fqdn.split(".")[0].upper()[:15], dns_host_name=c.fqdn, with_keys=False)
     del site_server_dn
+
+
+def _publish_ca_certificates(dc, pki) -> None:
+    """The enterprise PKI in AD as AD CS publishes it: the root in Certification Authorities, both CA
+    certificates in AIA (where Windows clients and the checks find the whole chain)."""
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+    from .pki import ISSUING_CA_NAME, ROOT_CA_NAME
+
+    dc.add_certification_authority("Certification Authorities", ROOT_CA_NAME, pki.root_cert.public_bytes(Encoding.DER))
+    for name, cert in ((ROOT_CA_NAME, pki.root_cert), (ISSUING_CA_NAME, pki.issuing_cert)):
+        dc.add_certification_authority("AIA", name, cert.public_bytes(Encoding.DER))
 
 
 def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],
@@ -257,8 +303,12 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
     root_hash = bytes.fromhex(pki.root_sha256())
     console_sid = dc.sid_of(CONSOLE_USER)
     specs = []
+    setup_key = None
     for c in clients:
         cert, key = device_certs.get(c.fqdn, ("", ""))
+        if not c.provisioned:  # AMT in setup listens on 16993 for the provisioning server, with its own certificate
+            setup_key = setup_key or _setup_key(state)
+            cert, key = _setup_certificate(state, c.fqdn, setup_key), setup_key
         specs.append(DeviceSpec(
             fqdn=c.fqdn, address=c.address, uuid=c.uuid, amt_version=desc.amt_version,
             provisioning_state=2 if c.provisioned else 0, provisioning_mode=1,
@@ -268,9 +318,44 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
             kerberos_spns=[f"HTTP/{c.fqdn}:16992", f"HTTP/{c.fqdn}:16993"] if c.provisioned else [],
             acl=[AclEntry(kerberos_sid=console_sid)], latency_ms=desc.latency_ms,
             tls_cert=str(cert), tls_key=str(key), send_hellos=not c.provisioned,
-            provision_server=(plan.site_server, 9971)))
+            provision_server=(plan.site_server, 9971), wireless_address=c.wireless_address,
+            ieee8021x_protocol=2 if c.ieee8021x else None,  # PEAPv0/EAP-MSCHAPv2
+            wifi_profiles=[{"name": "VPROLAB-WLAN", "authentication": 7, "encryption": 4, "protocol": 2}]
+            if c.wireless_address else []))  # WPA2 802.1X, CCMP (AES), PEAPv0/EAP-MSCHAPv2
     plant(specs)
     return AmtSimulator(specs, state_file=state / "amt" / "calls.jsonl").start()
+
+
+def _setup_key(state: Path) -> Path:
+    """One RSA key for the certificates pre-provisioned devices present (lab shortcut: one key, a certificate each)."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = state / "amt" / "setup" / "setup.key.pem"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    return path
+
+
+def _setup_certificate(state: Path, fqdn: str, key_path: Path) -> Path:
+    """The self-signed certificate a device in setup (pre-provisioning) presents on 16993: the provisioning server
+    connects there after a hello, and it is AMT that checks the other side (the provisioning certificate)."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn.split(".")[0])])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=3650)).sign(key, hashes.SHA256()))
+    path = key_path.parent / f"{fqdn}.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
 
 
 def _start_site_server(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki, dc,
@@ -286,7 +371,7 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
     from ..probes.amt import AmtDevice
     from ..probes.dns import ConnectionRouting, Resolver
     from ..probes.wsman import DigestAuth, WsmanClient
-    from .site_server import ClientRecord, SiteServerSimulator, SiteServerSpec
+    from .site_server import SMS_PERMISSIONS, ClientRecord, SiteServerSimulator, SiteServerSpec
 
     fqdn = f"{HOSTS['site_server']}.{DOMAIN}"
     cert, key = pki.issue_web_server_cert(fqdn)
@@ -306,9 +391,21 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
              "provisioning_account": f"{NETBIOS}\\amtprov", "amt_container": f"OU=AMT,{dc.base_dn}",
              "certificate_template": "IntelAMTWebServer", "issuing_ca": f"ca01.{DOMAIN}\\VPROLAB Issuing CA",
              "provisioning_certificate_thumbprint": pki_probe.fingerprint(pki.provisioning_cert, "sha1")},
+        permissions=[  # the console user's group operates the clients' collection; Administrator everything
+            {"UserName": f"{NETBIOS}\\Administrator", "rights": list(SMS_PERMISSIONS)},
+            {"UserName": f"{NETBIOS}\\{OPERATORS_GROUP}", "InstanceKey": f"{SITE_CODE}00010", "rights": [
+                "Read", "Read Resource", "Modify Collection Setting", "View management controllers",
+                "Manage management controllers"]}],
         tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
-        kerberos_keytab=str(keytab), kerberos_realm=REALM,
+        kerberos_keytab=str(keytab), kerberos_realm=REALM, dns_servers=[plan.dc],
+        provisioning_certificate_cn=pki_probe.common_name(pki.provisioning_cert) or "",
         log_dir=str(dc.share_dirs[f"SMS_{SITE_CODE}"] / "Logs"), calls_file=str(state / "site" / "calls.jsonl"))
+    # The computer's certificate stores: the provisioning certificate (with its key) in Personal, its issuing CA
+    # in Intermediate Certification Authorities, the root in Trusted Root Certification Authorities.
+    for store, cert_ in (("MY", pki.provisioning_cert), ("CA", pki.issuing_cert), ("ROOT", pki.root_cert)):
+        thumbprint = pki_probe.fingerprint(cert_, "sha1").upper()
+        spec.registry[rf"HKLM\{SYSTEM_CERTIFICATES}\{store}\Certificates\{thumbprint}"] = {
+            "Blob": pki_probe.make_store_blob(cert_)}
     plant(spec)
     # The service point reaches devices by FQDN over TLS (16993), resolving through the estate's DNS.
     ConnectionRouting(Resolver([plan.dc], timeout=3.0), [DOMAIN]).install()
@@ -331,18 +428,34 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
                                             "delete_ad_object": delete_ad_object}).start()
 
 
+def _start_ca_host(plan: AddressPlan, pki, dc, creds: dict[str, str], planted: dict[str, Any]):
+    """The issuing CA's host: WinRM with CertSvc's registry (its Security grants the site server Issue and
+    Manage Certificates), and the RPC endpoint mapper port, 135 (see :mod:`pytest_vpro.lab.ca_host`)."""
+    from .ca_host import CaHost, CaHostSpec  # noqa: PLC0415
+    from .pki import ISSUING_CA_NAME
+
+    fqdn = f"{HOSTS['ca']}.{DOMAIN}"
+    cert, key = pki.issue_web_server_cert(fqdn)
+    spec = CaHostSpec(address=plan.ca, fqdn=fqdn, ca_name=ISSUING_CA_NAME, domain_sid=dc.domain_sid,
+                      site_server_sid=dc.sid_of(SITE_SERVER_ACCOUNT), tls_cert=str(cert), tls_key=str(key),
+                      basic_users={"Administrator": creds["admin"]}, **planted)
+    return CaHost(spec).start()
+
+
 def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki,
-                           device_certs: dict[str, tuple[Path, Path]], creds: dict[str, str]) -> int:
-    """The operating system of in-band clients: WinRM/WMI on each PC's address, its C$ share with OOBMGMT.LOG."""
+                           device_certs: dict[str, tuple[Path, Path]], creds: dict[str, str], plan: AddressPlan,
+                           plant: Callable[[list, Any], None] = lambda specs, console: None) -> int:
+    """The operating system of in-band clients: WinRM/WMI on each PC's address, its C$ share with OOBMGMT.LOG;
+    and the console host's (:func:`_console_host`)."""
     from .file_server import LabFileServer  # noqa: PLC0415
     from .windows_client import WindowsClients, WindowsClientSpec
 
     in_band = [c for c in clients if c.provisioning == "in_band"]
-    if not in_band:
-        return 0
-    files = LabFileServer(state / "clients" / "smb", [c.address for c in in_band], password=creds["admin"],
-                          workgroup=NETBIOS).start()
-    lab._started("client-smb", files.stop)
+    files = None
+    if in_band:
+        files = LabFileServer(state / "clients" / "smb", [c.address for c in in_band], password=creds["admin"],
+                              workgroup=NETBIOS).start()
+        lab._started("client-smb", files.stop)
     specs = []
     for c in in_band:
         cert, key = device_certs.get(c.fqdn) or pki.issue_web_server_cert(c.fqdn)
@@ -351,9 +464,37 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
             management_point=f"{HOSTS['site_server']}.{DOMAIN}", site_server=f"{HOSTS['site_server']}.{DOMAIN}",
             tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
             log_dir=str(files.ccm_logs_dir(c.address))))
-    windows = WindowsClients(specs, calls_file=state / "clients" / "calls.jsonl").start()
+    console = _console_host(plan, pki, creds)
+    plant(specs, console)
+    windows = WindowsClients([*specs, console], calls_file=state / "clients" / "calls.jsonl").start()
     lab._started("windows-clients", windows.stop)
     return len(specs)
+
+
+#: The console host's system folder, where the checks look for msxml6.dll and telnet.exe (CIM_DataFile).
+CONSOLE_SYSTEM32 = r"C:\WINDOWS\system32"
+
+
+def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
+    """``console01``'s Windows side: a Windows XP Professional SP3 PC running the out of band console, as the
+    guide's era had them. WinRM 1.1 (KB936059), MSXML 6.0, the Telnet client, KB908209's registry entry, and
+    the root and issuing CA certificates in its Trusted Root store; KB908209 itself is part of XP SP3. (The
+    console's network side, connecting to AMT, is this machine: ``testinfra: local://``.)"""
+    from ..probes import x509 as pki_probe  # noqa: PLC0415
+    from .site_server import KB908209_KEY
+    from .windows_client import WindowsClientSpec
+
+    fqdn = f"{HOSTS['console']}.{DOMAIN}"
+    cert, key = pki.issue_web_server_cert(fqdn)
+    root_store = r"HKLM\SOFTWARE\Microsoft\SystemCertificates\ROOT\Certificates"
+    registry: dict[str, dict[str, Any]] = {"HKLM\\" + KB908209_KEY: {"iexplore.exe": 1}}
+    for ca in (pki.root_cert, pki.issuing_cert):
+        registry[f"{root_store}\\{pki_probe.fingerprint(ca, 'sha1').upper()}"] = {
+            "Blob": pki_probe.make_store_blob(ca)}
+    return WindowsClientSpec(
+        fqdn=fqdn, address=plan.console, site_code="", agent_installed=False, mei_installed=False,
+        hotfixes=["KB936059"], files=[rf"{CONSOLE_SYSTEM32}\msxml6.dll", rf"{CONSOLE_SYSTEM32}\telnet.exe"],
+        registry=registry, tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]})
 
 
 def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki,
@@ -377,21 +518,23 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
         "servers": [
             {"fqdn": f"{HOSTS['dc']}.{DOMAIN}", "roles": ["domain_controller", "dns"], "address": plan.dc},
             {"fqdn": f"{HOSTS['site_server']}.{DOMAIN}", "roles": ["site_server", "oob_service_point",
-                                                                   "reporting_point"],
+                                                                   "reporting_point", "wsman_translator"],
              "address": plan.site_server, "log_share": f"SMS_{SITE_CODE}", "log_path": "Logs/AMTOPMGR.LOG",
              "smb_host": f"{HOSTS['dc']}.{DOMAIN}",  # the lab's Samba DC serves the site server's share
              "winrm": f"https://{HOSTS['site_server']}.{DOMAIN}:5986/wsman"},
             {"fqdn": f"{HOSTS['ca']}.{DOMAIN}", "roles": ["issuing_ca"], "address": plan.ca,
-             "ca_name": "VPROLAB Issuing CA"},
+             "ca_name": "VPROLAB Issuing CA", "winrm": f"https://{HOSTS['ca']}.{DOMAIN}:5986/wsman"},
             {"fqdn": f"{HOSTS['dhcp']}.{DOMAIN}", "roles": ["dhcp"], "address": plan.dhcp,
              "probe_from": plan.console, "dhcp_port": dhcp_port},
             {"fqdn": f"{HOSTS['console']}.{DOMAIN}", "roles": ["oob_console"], "address": plan.console,
-             "testinfra": "local://"},
+             "testinfra": "local://",  # its network side is this machine; its Windows side the lab's WinRM
+             "winrm": f"https://{HOSTS['console']}.{DOMAIN}:5986/wsman"},
         ],
         "pki": {"provisioning_chain": str(pki.provisioning_chain_path), "trusted_roots": str(trusted),
                 "web_server_template": "IntelAMTWebServer", "issuing_ca": "VPROLAB Issuing CA"},
         "clients": [{"fqdn": c.fqdn, "address": c.address, "uuid": c.uuid, "provisioning": c.provisioning,
-                     "canary": c.canary} for c in clients],
+                     "canary": c.canary, **({"wireless": True} if c.wireless_address else {}),
+                     **({"ieee8021x": True} if c.ieee8021x else {})} for c in clients],
         "console": {"user": f"{NETBIOS}\\{CONSOLE_USER}"},
         "attestations": _lab_attestations(),
         "lab": {"state_file": "lab.json"},

@@ -22,6 +22,8 @@ dhcp            before dnsmasq starts: ``ctx.dhcp`` (LabDHCP knobs)          -
 device          before the AMT simulator starts: ``ctx.devices``            the client's ``DeviceSpec``
 site_server     before the site server starts: ``ctx.site_spec``            the client's ``ClientRecord``
 running         once the site server runs: ``ctx.site`` (its log)            the client's ``ClientRecord``
+windows         before the Windows hosts start: ``ctx.windows`` (in-band    the client's ``WindowsClientSpec``
+                clients' OS), ``ctx.console`` (the console host's)          (in-band clients only)
 =============== =========================================================== ==================================
 
 The fault table (name, parameters, what it changes, which catalog checks it makes fail) is :data:`FAULTS`;
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -38,7 +41,7 @@ from typing import Any, Callable
 from .addresses import AddressPlan
 from .estate import DOMAIN, SITE_SERVER_ACCOUNT, ClientPlan, DescriptionError
 
-STAGES = ("plan", "pki", "directory_setup", "directory", "dhcp", "device", "site_server", "running")
+STAGES = ("plan", "pki", "directory_setup", "directory", "dhcp", "device", "site_server", "running", "windows")
 ACCOUNTDISABLE = 0x2  # userAccountControl (MS-ADTS 2.2.16)
 CLIENT_AUTH_EKU = "1.3.6.1.5.5.7.3.2"
 DOMAIN_LOCAL_SECURITY_GROUP = -2147483644  # groupType RESOURCE_GROUP | SECURITY_ENABLED (MS-ADTS 2.2.12)
@@ -50,6 +53,9 @@ class DirectorySetup:
 
     template: dict[str, Any] = field(default_factory=lambda: {"enroll_for": (SITE_SERVER_ACCOUNT,)})
     amt_container_rights: str = "GA"  # SDDL rights granted to the site server account on the AMT container
+    enrollment_service: bool = True   # the issuing CA publishes its pKIEnrollmentService object (enterprise CA)
+    published_templates: list[str] = field(default_factory=lambda: ["IntelAMTWebServer", "WebServer", "Machine"])
+    ca_certificate: bytes | None = None  # the cACertificate the CA publishes (DER); default the issuing CA's own
 
 
 @dataclass
@@ -66,6 +72,11 @@ class Context:
     devices: list[Any] = field(default_factory=list)            # DeviceSpec
     site_spec: Any = None                                       # SiteServerSpec
     site: Any = None                                            # SiteServerSimulator (running)
+    ca_host: dict[str, Any] = field(default_factory=dict)      # CaHostSpec(..., **ca_host), set at site_server
+    firewall: list[tuple[str, int]] = field(default_factory=list)  # (address, port) whose SYNs are dropped
+    lab_pki: Any = None                                         # LabPKI, from the directory_setup stage on
+    windows: list[Any] = field(default_factory=list)            # WindowsClientSpec of the in-band clients
+    console: Any = None                                         # WindowsClientSpec of the console host
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,8 @@ def _target(stage: str, ctx: Context, index: int) -> Any:
         return device
     if stage in ("site_server", "running"):
         return ctx.site_spec.client(client.fqdn)
+    if stage == "windows":
+        return next(s for s in ctx.windows if s.fqdn == client.fqdn)
     raise ValueError(f"stage {stage} has no client targets")
 
 
@@ -382,10 +395,12 @@ fault("root_hash_missing", "The device's trusted root hash list lacks the lab ro
       device=lambda ctx, d: setattr(d, "hashes", [h for h in d.hashes if h[1] != "VPROLAB Root CA"]),
       fails=("S3-PROV-CERT-ROOT-HASH-IN-AMT",))
 fault("power_policy_s0_only", "The device's power policy is 'Desktop: ON in S0' (ME off in sleep states).",
-      scope="client", device=_set(power_scheme="Desktop: ON in S0"), fails=("S4-ME-POWER-PACKAGE-S0-S5",))
+      scope="client", device=_set(power_scheme="Desktop: ON in S0"),
+      fails=("S4-ME-POWER-PACKAGE-S0-S5", "S4-POWER-DOWN", "S4-POWER-UP"))
 fault("sol_ider_disabled", "AMT_RedirectionService.EnabledState is 32768 (SOL and IDER disabled).",
       scope="client", params={"state": Param(32768, int, "EnabledState: 32768 none, 32769 IDER, 32770 SOL")},
-      device=lambda ctx, d, state: setattr(d, "redirection_state", state), fails=("S5-SOL-IDER-ENABLED-IN-AMT",))
+      device=lambda ctx, d, state: setattr(d, "redirection_state", state),
+      fails=("S5-SOL-IDER-ENABLED-IN-AMT", "S5-SOL-IDER-SESSION"))
 fault("clock_skew", "The device's clock is off by `seconds`.", scope="client",
       params={"seconds": Param(600, (int, float), "device clock minus real time")},
       device=lambda ctx, d, seconds: setattr(d, "clock_offset_s", float(seconds)), fails=("S5-TIME-SYNCHRONIZED",))
@@ -413,16 +428,23 @@ def _not_imported(ctx: Context, record: Any) -> None:
 
 fault("not_imported", "The site server has not imported the out of band client: no OOB import agent and in no "
       "collection (its hellos are discarded).", scope="client", needs="out_of_band", site_server=_not_imported,
-      fails=("S3-OOB-CLIENT-IMPORTED", "S2-INBAND-AUTO-PROVISIONING-COLLECTION"))
+      fails=("S3-OOB-CLIENT-IMPORTED",))
+fault("import_wrong_guid", "The out of band client was imported with a wrong SMBIOS GUID (SMS_R_System.SMBIOSGUID "
+      "is not its UUID), so the site cannot match its hellos to the import.", scope="client", needs="out_of_band",
+      site_server=lambda ctx, r: setattr(r, "uuid", str(uuid.uuid5(uuid.NAMESPACE_DNS, f"mistyped.{r.fqdn}"))),
+      fails=("S3-OOB-CLIENT-IMPORTED",))
 fault("agent_on_oob_client", "An out of band client has the Configuration Manager agent installed "
       "(SMS_R_System.Client = 1).", scope="client", needs="out_of_band",
       site_server=_set(client=1, client_version="4.00.6221.1000"), fails=("S3-OOB-CLIENT-NO-SCCM-AGENT",))
-fault("old_agent", "The in-band client's Configuration Manager agent predates SP1.", scope="client", needs="in_band",
-      params={"version": Param("4.00.5931.0001", str, "SMS_R_System.ClientVersion (RTM is 4.00.5931)")},
-      site_server=lambda ctx, r, version: setattr(r, "client_version", version), fails=("S1-CLIENT-AGENT-SP1",))
+fault("old_agent", "The in-band client's Configuration Manager agent predates SP1 (its SMS_Client.ClientVersion and "
+      "the site's SMS_R_System.ClientVersion).", scope="client", needs="in_band",
+      params={"version": Param("4.00.5931.0001", str, "the agent's version (RTM is 4.00.5931)")},
+      site_server=lambda ctx, r, version: setattr(r, "client_version", version),
+      windows=lambda ctx, w, version: setattr(w, "agent_version", version), fails=("S1-CLIENT-AGENT-SP1",))
 fault("no_hellos", "The client is not provisioned and never sends hello packets.", scope="client",
       plan=_set(provisioned=False), device=_set(send_hellos=False),
-      fails=("S2-CLIENT-SENDING-HELLO", "S2-AMTOPMGR-HELLO-RECEIVED", "S3-AMTOPMGR-PROVISIONING-COMPLETED"))
+      fails=("S2-CLIENT-SENDING-HELLO", "S2-AMTOPMGR-HELLO-RECEIVED", "S2-ME-ENTERPRISE-PKI-OR-PSK",
+             "S2-ME-UNPROVISIONED", "S3-AMTOPMGR-PROVISIONING-COMPLETED"))
 fault("provisioning_failed", "The client is not provisioned; AMTOPMGR.LOG shows its provisioning failed, with a "
       "reason.", scope="client", plan=_set(provisioned=False),
       params={"reason": Param("TLS handshake with the AMT device failed: the device does not trust the "
@@ -435,6 +457,111 @@ fault("hostname_mismatch", "The ME's host name (AMT_GeneralSettings.HostName) di
       fails=("S3-ME-HOSTNAME-MATCHES-OS",))
 
 
+# -- provisioning requests (stage 2) and their outcome (stage 3) ------------------------------------------------
+def _log_hello_sequence(ctx: Context, record: Any, *, hours: float) -> None:
+    """The hello lines of a device that sent its whole sequence, retry 0 to 14, less and less often over the 6
+    hours after it was turned on ``hours`` ago (notes: "It repeats for about 6 hours, less and less often")."""
+    from .site_server import THREADS  # noqa: PLC0415
+
+    start = dt.datetime.now().astimezone() - dt.timedelta(hours=hours)
+    for retry in range(15):
+        when = start + dt.timedelta(hours=6) * ((2 ** retry - 1) / (2 ** 14 - 1))
+        ctx.site.log.event("hello_received", when=when, thread=THREADS["hello"], fqdn=record.fqdn,
+                           uuid=record.uuid, ip=record.address, mode=record.provisioning_mode, retry=retry)
+
+
+def _computer_account_only(ctx: Context, c: ClientPlan) -> None:
+    """No AMT object: the client keeps only its own computer account (in CN=Computers, as an un-provisioned
+    client's)."""
+    ctx.dc.delete(_amt_object_dn(ctx, c))
+    ctx.dc.add_computer(c.fqdn.split(".")[0].upper()[:15], dns_host_name=c.fqdn, with_keys=False)
+
+
+def _not_provisioned_by_site(ctx: Context, record: Any) -> None:
+    """The site has no record of provisioning the client: no history lines, AMTStatus not provisioned."""
+    from .site_server import AMT_STATUS  # noqa: PLC0415
+
+    record.provisioned, record.amt_status, record.ztc_requested = False, AMT_STATUS["not_provisioned"], False
+
+
+fault("hellos_exhausted", "The client is not provisioned and has sent its whole hello sequence (retry 0 to 14, in "
+      "AMTOPMGR.LOG over the 6 hours after it was turned on `hours` ago); its ME sends no more.", scope="client",
+      params={"hours": Param(7, (int, float), "when the sequence began, hours ago (it lasts 6)",
+                             lambda v: None if v >= 6 else "at least 6 (the sequence lasts 6 hours)")},
+      plan=_set(provisioned=False), device=_set(send_hellos=False),
+      running=lambda ctx, r, hours: _log_hello_sequence(ctx, r, hours=hours),
+      fails=("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", "S2-CLIENT-SENDING-HELLO"))
+fault("me_provisioned_elsewhere", "The ME holds a provisioning record the site did not make (another provisioning "
+      "server, or one from before the site was rebuilt): post-provisioning, so it sends no hellos, while the site "
+      "never provisioned it (no AMTOPMGR.LOG lines, SMS_R_System.AMTStatus not provisioned, no AMT object).",
+      scope="client", needs="provisioned", directory=_computer_account_only,
+      site_server=_not_provisioned_by_site,
+      fails=("S2-ME-UNPROVISIONED", "S2-AMTOPMGR-HELLO-RECEIVED", "S2-CLIENT-SENDING-HELLO"))
+fault("small_business_mode", "The ME was set up in Small Business mode in MEBx (post-provisioning, "
+      "AMT_SetupAndConfigurationService.ProvisioningMode 2): it sends no hellos, and the site never provisioned it "
+      "(no AMTOPMGR.LOG lines, no AMT object).", scope="client", needs="provisioned",
+      directory=_computer_account_only, device=_set(provisioning_mode=2),
+      site_server=_not_provisioned_by_site,
+      fails=("S2-ME-ENTERPRISE-PKI-OR-PSK", "S2-ME-UNPROVISIONED", "S2-AMTOPMGR-HELLO-RECEIVED",
+             "S2-CLIENT-SENDING-HELLO"))
+
+
+def _mei_stopped(ctx: Context, w: Any, installed: bool) -> None:
+    w.mei_installed, w.mei_started = installed, False
+
+
+fault("mei_driver_stopped", "The in-band client's Intel MEI (HECI) driver is installed but not started (with "
+      "`installed: false`, not installed); its agent logs that it cannot reach the ME and, if the client is not "
+      "provisioned yet, sends no ZTC request.", scope="client", needs="in_band",
+      params={"installed": Param(True, bool, "the driver is installed (false: absent)")},
+      windows=_mei_stopped, site_server=_set(ztc_requested=False), fails=("S2-INBAND-MEI-DRIVER",))
+
+
+def _unassigned(ctx: Context, w: Any, site_code: str) -> None:
+    w.site_code, w.policy_downloaded = site_code.upper(), False
+
+
+fault("unassigned_agent", "The in-band client's Configuration Manager agent is assigned to no site (or, with "
+      "`site_code`, to a site without the out of band service point): it gets no provisioning policy and sends no "
+      "ZTC request.", scope="client", needs="in_band",
+      params={"site_code": Param("", str, "the assigned site code ('' = none)",
+                                 lambda v: None if v == "" or (len(v) == 3 and v.isalnum()) else "3 characters")},
+      windows=_unassigned, site_server=_set(ztc_requested=False),
+      fails=("S2-INBAND-AGENT-ASSIGNED-OOB-SITE", "S2-INBAND-POLICY-DOWNLOADED"))
+
+
+def _no_policy(ctx: Context, w: Any, hours: float) -> None:
+    w.policy_downloaded, w.history_age_s = False, hours * 3600.0
+
+
+fault("policy_not_downloaded", "The in-band client is not provisioned and its agent, running for `hours`, has not "
+      "received the automatic provisioning policy (OOBMGMT.LOG has no policy line), so it sent no ZTC request.",
+      scope="client", needs="in_band",
+      params={"hours": Param(30, (int, float), "how long the agent has run without the policy (the guide: up to "
+                             "25 hours is normal)", lambda v: None if v > 0 else "a positive number")},
+      plan=_set(provisioned=False), windows=_no_policy, site_server=_set(ztc_requested=False),
+      fails=("S2-INBAND-POLICY-DOWNLOADED", "S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING",
+             "S2-AMTOPMGR-ZTC-REQUEST-RECEIVED"))
+
+
+def _child_provision_server(ctx: Context, c: ClientPlan, child: str) -> None:
+    """The child domain's ProvisionServer record (the ME looks it up in its own domain): the service point."""
+    try:
+        ctx.dc.add_dns_record(f"ProvisionServer.{child}", "A", ctx.plan.site_server)
+    except Exception:  # noqa: BLE001 - a second client in the same child domain: the record is there
+        pass
+
+
+fault("third_level_domain", "The client's subnet hands out DHCP option 15 <child>.<domain>: its ME takes the "
+      "third-level domain branch.vprolab.test (AMT_GeneralSettings.DomainName; DNS has a ProvisionServer record "
+      "there), while the provisioning certificate is for <domain> and the OS keeps its primary suffix <domain>.",
+      scope="client", params={"child": Param("branch", str, "the child domain's label",
+                                             lambda v: None if v.isalnum() else "letters and digits only")},
+      directory=_child_provision_server,
+      device=lambda ctx, d, child: setattr(d, "domain_name", f"{child}.{d.fqdn.split('.', 1)[1]}"),
+      fails=("S3-THIRD-LEVEL-DOMAIN-TRUSTED", "S3-ME-HOSTNAME-MATCHES-OS"))
+
+
 def _amt_321(ctx: Context, d: Any) -> None:
     d.amt_version = "3.2.1"
     _self_signed(ctx, d)
@@ -442,7 +569,7 @@ def _amt_321(ctx: Context, d: Any) -> None:
 
 fault("legacy_amt", "The device runs AMT 3.0 (no WS-MAN: /wsman answers 404) and the site server has no WS-MAN "
       "translator.", scope="client", device=_set(amt_version="3.0.0"), site_server=_set(amt_full_version="3.0.0"),
-      fails=("S1-WSMAN-TRANSLATOR-LEGACY", "S5-OOB-CONSOLE-CONNECTS"))
+      fails=("S1-WSMAN-TRANSLATOR-LEGACY", "S5-OOB-CONSOLE-CONNECTS", "PRE-CLIENT-VPRO-SUPPORTED-AMT"))
 fault("amt_321", "The device runs AMT 3.2.1 and serves a self-signed TLS certificate on 16993.", scope="client",
       device=_amt_321, site_server=_set(amt_full_version="3.2.1"),
       fails=("S3-AMT-321-SELF-SIGNED-CERT", "S3-CLIENT-AMT-WEB-SERVER-CERT"))
@@ -490,6 +617,10 @@ fault("zone_no_dynamic_updates", "The domain's DNS zone allows no dynamic update
       scope="site", directory=lambda ctx, t: ctx.dc.set_zone_allow_update(0), fails=("S1-DNS-DYNAMIC-UPDATES",))
 fault("issuing_ca_4096", "The issuing CA has a 4096-bit key (AMT accepts at most 2048).", scope="site",
       pki=_option("pki", issuing_key_bits=4096), fails=("PRE-CA-KEY-LENGTH-2048", "S3-PROV-CERT-KEY-LENGTH-2048"))
+fault("provisioning_key_4096", "The provisioning certificate itself has a 4096-bit key (its CA chain is fine).",
+      scope="site", pki=_option("pki", provisioning_key_bits=4096), fails=("S3-PROV-CERT-KEY-LENGTH-2048",))
+fault("expired_provisioning_cert", "The provisioning certificate expired yesterday (its CA chain is in date).",
+      scope="site", pki=_option("pki", expired_provisioning=True), fails=("S3-PROV-CERT-CHAIN-DATES-VALID",))
 fault("expired_issuing_ca", "The issuing CA's certificate expired yesterday (every chain through it is invalid).",
       scope="site", pki=_option("pki", expired_issuing_ca=True),
       fails=("S3-ISSUING-CA-CHAIN-DATES-VALID", "S3-PROV-CERT-CHAIN-DATES-VALID", "S3-CLIENT-AMT-WEB-SERVER-CERT"))
@@ -500,6 +631,40 @@ fault("prov_cert_no_amt_marker", "The provisioning certificate has neither the A
       pki=_option("pki", provisioning_amt_oid=False, provisioning_ou=False), fails=("S3-PROV-CERT-AMT-OID-OR-OU",))
 fault("prov_cert_no_server_auth", "The provisioning certificate's EKU lacks serverAuth.", scope="site",
       pki=_option("pki", provisioning_server_auth=False), fails=("S3-PROV-CERT-SERVER-AUTH",))
+
+
+def _log_certificate_rejected(ctx: Context, reason: str) -> None:
+    from ..probes import x509 as certs  # noqa: PLC0415
+    from .site_server import THREADS
+
+    cert = certs.load_chain((ctx.state / "pki" / "provisioning.pem").read_bytes())[0]
+    ctx.site.log.event("provisioning_certificate_rejected", thread=THREADS["provision"],
+                       fqdn=certs.common_name(cert), thumbprint=certs.fingerprint(cert, "sha1").upper(),
+                       reason=reason)
+
+
+fault("prov_cert_rejected", "AMTOPMGR.LOG shows the site server rejected the provisioning certificate when the out of "
+      "band component was last configured, with `reason`.", scope="site",
+      params={"reason": Param("the certificate has neither the Intel(R) AMT provisioning OID nor the 'Intel(R) "
+                              "Client Setup Certificate' OU", str, "the reason the log gives")},
+      running=lambda ctx, t, reason: _log_certificate_rejected(ctx, reason), fails=("S3-PROV-CERT-ACCEPTED-BY-SCCM",))
+
+
+def _other_domain_rejected(ctx: Context, t: None, domain: str) -> None:
+    _log_certificate_rejected(ctx, f"the subject CN domain {domain} differs from the site server's domain {DOMAIN}")
+
+
+fault("prov_cert_other_domain", "The provisioning certificate is issued for sccm01.<domain> (`domain`, not the lab's): "
+      "AMT clients of the lab's domain do not trust it, and AMTOPMGR.LOG shows the site server rejected it.",
+      scope="site", params={"domain": Param("vprolab.example", str, "the certificate's CN domain",
+                                            lambda v: None if "." in v and v != DOMAIN else "another DNS domain")},
+      pki=lambda ctx, t, domain: ctx.pki.update(provisioning_domain=domain),
+      site_server=lambda ctx, t, domain: setattr(ctx.site_spec, "provisioning_certificate_cn", ""),
+      running=_other_domain_rejected,
+      fails=("S3-PROV-CERT-ACCEPTED-BY-SCCM", "S3-PROV-CERT-DOMAIN-TRUSTED-BY-AMT"))
+fault("no_provisioning_account", "The out of band component lists no AMT Provisioning and Discovery account, while "
+      "the MEBx admin passwords are not the default.", scope="site",
+      site_server=_site(lambda s: s.oob.update(provisioning_account="")), fails=("S3-ME-ADMIN-CREDENTIALS-KNOWN",))
 
 
 def _template(**values: Any) -> Callable[..., None]:
@@ -552,8 +717,11 @@ fault("hotfix_missing", "The site server lacks the Appendix A hot fix `kb`.", sc
 fault("no_oob_service_point_role", "The site has no out of band service point role.", scope="site",
       site_server=_site(lambda s: setattr(s, "roles", [r for r in s.roles if "Out of Band" not in r])),
       fails=("S1-OOB-SERVICE-POINT-INSTALLED",))
-fault("webui_disabled", "The out of band component's 'Enable Web UI' is 0.", scope="site",
-      site_server=_site(lambda s: s.oob.update(webui_enabled=0)), fails=("S6-WEBUI-ENABLED-IN-SCCM",))
+fault("webui_disabled", "The out of band component's 'Enable Web UI' is 0, so provisioning left every device's "
+      "WebUI off (16993 answers 404 for its pages).", scope="site",
+      site_server=_site(lambda s: s.oob.update(webui_enabled=0)),
+      device=lambda ctx, t: [setattr(d, "webui_enabled", False) for d in ctx.devices],
+      fails=("S6-WEBUI-ENABLED-IN-SCCM", "S6-WEBUI-CONNECTS", "S6-WEBUI-LOGIN"))
 
 
 def _realms(ctx: Context, target: None, realms: list[int]) -> None:
@@ -589,13 +757,433 @@ def _winrm_1_0(spec: Any) -> None:
 
 fault("winrm_1_0", "The site server (out of band service point) has WinRM 1.0: stack version 1.0, no KB936059.",
       scope="site", site_server=_site(_winrm_1_0), fails=("PRE-WINRM-SERVICE-POINT", "HF-KB936059"))
-fault("no_msxml6", "MSXML 6.0 is not installed on the site server (which also hosts the console in the lab).",
-      scope="site", site_server=_site(lambda s: setattr(s, "products", [p for p in s.products
-                                                                       if "MSXML 6" not in p["Name"]])),
-      fails=("PRE-MSXML6-CONSOLE",))
-fault("no_telnet_client", "The Telnet client feature is not installed (Win32_OptionalFeature InstallState 2).",
-      scope="site", site_server=_site(lambda s: s.optional_features.update(TelnetClient=2)),
-      fails=("S5-CONSOLE-TELNET-CLIENT",))
+
+
+def _console(fn: Callable[..., None]) -> Callable[..., None]:
+    """A windows step for a site-wide fault of the console host: ``fn(console_spec, **params)``."""
+    return lambda ctx, target, **params: fn(ctx.console, **params)
+
+
+def _drop_file(name: str) -> Callable[[Any], None]:
+    return lambda w: setattr(w, "files", [f for f in w.files if not f.lower().endswith("\\" + name)])
+
+
+def _no_telnet(w: Any) -> None:
+    _drop_file("telnet.exe")(w)
+    if "TelnetClient" in w.optional_features:  # Vista/2008 and later: the feature is off
+        w.optional_features["TelnetClient"] = 2
+
+
+def _console_winrm_1_0(w: Any) -> None:
+    from .site_server import WINRM_STACK_KEY  # noqa: PLC0415
+
+    w.winrm_version = "1.0"
+    w.registry["HKLM\\" + WINRM_STACK_KEY]["StackVersion"] = "1.0"
+    w.hotfixes = [kb for kb in w.hotfixes if kb != "KB936059"]
+
+
+def _root_store_without_subordinates(w: Any) -> None:
+    from ..probes import x509 as certs  # noqa: PLC0415
+
+    for path in [p for p, v in w.registry.items() if "\\ROOT\\CERTIFICATES\\" in p.upper() and "Blob" in v]:
+        cert = certs.parse_store_blob(w.registry[path]["Blob"])
+        if cert.subject != cert.issuer:  # not self-signed: a subordinate CA
+            del w.registry[path]
+
+
+def _kb908209_key() -> str:
+    from .site_server import KB908209_KEY  # noqa: PLC0415
+
+    return KB908209_KEY
+
+
+def _console_xp_sp2(w: Any) -> None:
+    w.csd_version, w.service_pack_major = "Service Pack 2", 2
+    w.hotfixes = [kb for kb in w.hotfixes if kb != "KB908209"]
+
+
+fault("no_msxml6", "MSXML 6.0 is not installed on the console host (no %windir%\\system32\\msxml6.dll).",
+      scope="site", windows=_console(_drop_file("msxml6.dll")), fails=("PRE-MSXML6-CONSOLE",))
+fault("no_telnet_client", "The console host has no Telnet client (no telnet.exe in system32; on Vista/2008 the "
+      "TelnetClient feature is off, Win32_OptionalFeature InstallState 2).", scope="site",
+      windows=_console(_no_telnet), fails=("S5-CONSOLE-TELNET-CLIENT",))
+fault("console_winrm_1_0", "The console host has WinRM 1.0: stack version 1.0, no KB936059.", scope="site",
+      windows=_console(_console_winrm_1_0), fails=("PRE-WINRM-CONSOLE",))
+fault("console_root_store_incomplete", "The console host's Trusted Root store holds the root CA but not the "
+      "issuing (subordinate) CA.", scope="site", windows=_console(_root_store_without_subordinates),
+      fails=("S5-MULTITIER-PKI-CONSOLE-ROOT-STORE",))
+fault("console_no_kb908209_registry", "The console host lacks KB908209's registry entry (iexplore.exe under "
+      "FEATURE_INCLUDE_PORT_IN_SPN_KB908209).", scope="site",
+      windows=_console(lambda w: w.registry.pop("HKLM\\" + _kb908209_key(), None)),
+      fails=("HF-KB908209-REGISTRY",))
+fault("console_xp_sp2", "The console host runs Windows XP SP2 without hot fix KB908209 (XP SP3 includes it).",
+      scope="site", windows=_console(_console_xp_sp2), fails=("HF-KB908209",))
 fault("no_auto_provision_collection", "No collection has automatic AMT provisioning enabled.", scope="site",
       site_server=_site(lambda s: [c.update(amt_auto_provision=False) for c in s.collections]),
       fails=("S2-INBAND-AUTO-PROVISIONING-COLLECTION",))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The Windows side of the site: the site server's OS and roles, the SMS Provider's settings and rights,
+# in-band clients' operating systems
+# --------------------------------------------------------------------------------------------------------------
+def _windows_2003_sp1(spec: Any) -> None:
+    spec.csd_version, spec.service_pack_major = "Service Pack 1", 1  # KB899900 and KB908209 came with SP2
+
+
+fault("windows_2003_sp1", "The site server (the out of band service point) runs Windows Server 2003 SP1, without "
+      "KB899900 and KB908209 (both part of SP2).", scope="site", site_server=_site(_windows_2003_sp1),
+      fails=("PRE-SERVICE-POINT-WINDOWS-2003-SP2", "HF-KB899900"))
+fault("no_reporting_point", "The site has no reporting point role.", scope="site",
+      site_server=_site(lambda s: setattr(s, "roles", [r for r in s.roles if "Reporting Point" not in r])),
+      fails=("PRE-REPORTING-POINT",))
+
+
+def _ipsec_policy(spec: Any, name: str) -> None:
+    from .site_server import IPSEC_GPO_KEY  # noqa: PLC0415
+
+    domain = spec.fqdn.split(".", 1)[1]
+    spec.registry["HKLM\\" + IPSEC_GPO_KEY] = {
+        "DSIPSECPolicyName": name, "DSIPSECPolicyDescription": "For all IP traffic, always require security",
+        "DSIPSECPolicyPath": "LDAP://CN=ipsecPolicy{7238523c-70fa-11d1-864c-14a300000000},CN=IP Security,"
+                             "CN=System," + ",".join(f"DC={p}" for p in domain.split("."))}
+
+
+fault("ipsec_policy", "A domain IPsec policy `name` is assigned to the site server (Group Policy: "
+      "GPTIPSECPolicy in its registry).", scope="site",
+      params={"name": Param("Secure Server (Require Security)", str, "the assigned policy's name")},
+      site_server=lambda ctx, t, name: _ipsec_policy(ctx.site_spec, name), fails=("PRE-NO-IPSEC",))
+fault("network_discovery_no_account", "Network discovery is enabled and the out of band component has no AMT "
+      "Provisioning and Discovery Account.", scope="site",
+      site_server=_site(lambda s: (setattr(s, "network_discovery", True), s.oob.update(provisioning_account=""))),
+      fails=("PRE-NETWORK-DISCOVERY-PREREQS",))
+
+RIGHTS = ("View management controllers", "Manage management controllers", "Modify Collection Setting")
+
+
+def _without_rights(spec: Any, rights: list[str]) -> None:
+    admin = f"{spec.fqdn.split('.')[1].upper()}\\administrator"
+    for entry in spec.permissions:
+        if entry["UserName"].lower() != admin:  # the operators lose them; the Administrator keeps everything
+            entry["rights"] = [r for r in entry["rights"] if r not in rights]
+
+
+fault("operator_lacks_rights", "The console user's group loses `rights` on the clients' collection "
+      "(SMS_UserInstancePermissions).", scope="site",
+      params={"rights": Param(list(RIGHTS), list, "the rights taken away",
+                              lambda v: None if set(v) <= set(RIGHTS) else f"rights are {', '.join(RIGHTS)}")},
+      site_server=lambda ctx, t, rights: _without_rights(ctx.site_spec, rights),
+      fails=("PRE-RIGHT-VIEW-MANAGEMENT-CONTROLLERS", "PRE-RIGHT-MANAGE-MANAGEMENT-CONTROLLERS",
+             "PRE-RIGHT-MODIFY-COLLECTION-SETTING"))
+
+
+def _sp2_feature_ok(feature: str) -> str | None:
+    from .site_server import OOB_SP2_PROPS  # noqa: PLC0415
+
+    return None if feature in OOB_SP2_PROPS else f"features are {', '.join(OOB_SP2_PROPS)}"
+
+
+fault("sp2_feature_on_sp1", "The out of band component turns on the SP2-only `feature` while the site runs SP1.",
+      scope="site", params={"feature": Param("auditing", str, "an SP2-only out of band setting", _sp2_feature_ok)},
+      site_server=lambda ctx, t, feature: ctx.site_spec.oob.update({feature: 1}),
+      fails=("PRE-SP2-FOR-SP2-FEATURES",))
+
+
+def _old_amt(ctx: Context, target: Any, version: str) -> None:
+    target.amt_version = version
+
+
+fault("auditing_old_amt", "The device runs AMT `version` (below 4.0) and the site audits AMT operations (the SP2 "
+      "auditing setting is on; the site runs SP1, so that fails too).", scope="client",
+      params={"version": Param("3.2.2", str, "the AMT version (3.2.2 speaks WS-MAN and has no self-signed "
+                                             "certificate issue)")},
+      device=_old_amt, site_server=lambda ctx, r, version: (setattr(r, "amt_full_version", version),
+                                                           ctx.site_spec.oob.update(auditing=1)),
+      fails=("PRE-AUDITING-AMT-4", "PRE-SP2-FOR-SP2-FEATURES"))
+
+
+def _psk_hello_logged(ctx: Context, record: Any) -> None:
+    """The PSK hello the site server logged an hour ago (the device keeps sending them, as it does PKI ones)."""
+    from .site_server import THREADS  # noqa: PLC0415
+
+    ctx.site.log.event("hello_received", when=dt.datetime.now().astimezone() - dt.timedelta(hours=1),
+                       thread=THREADS["hello"], fqdn=record.fqdn, uuid=record.uuid, ip=record.address, mode="PSK",
+                       retry=0)
+
+
+fault("psk_client", "The client is not provisioned and sends PSK hellos (version 2; AMTOPMGR.LOG has one from an "
+      "hour ago), and the site server has no WS-MAN translator.", scope="client", needs="out_of_band",
+      plan=_set(provisioned=False), device=_set(hello_mode="PSK"), site_server=_set(provisioning_mode="PSK"),
+      running=_psk_hello_logged, fails=("S1-WSMAN-TRANSLATOR-PSK",))
+fault("workgroup_client", "The in-band client is not joined to the domain: it is in workgroup WORKGROUP "
+      "(Win32_ComputerSystem.PartOfDomain false).", scope="client", needs="in_band",
+      windows=_set(workgroup="WORKGROUP"), fails=("S1-INBAND-CLIENT-DOMAIN-MEMBER",))
+
+#: Operating systems in-band provisioning does not support (seed 004), as Win32_OperatingSystem shows them.
+UNSUPPORTED_CLIENT_OS = {
+    "windows_2000": {"os_caption": "Microsoft Windows 2000 Professional", "os_version": "5.0.2195",
+                     "csd_version": "Service Pack 4", "service_pack_major": 4},
+    "xp_sp1": {"os_caption": "Microsoft Windows XP Professional", "os_version": "5.1.2600",
+               "csd_version": "Service Pack 1", "service_pack_major": 1},
+    "xp_tablet": {"os_caption": "Microsoft Windows XP Tablet PC Edition", "os_version": "5.1.2600",
+                  "csd_version": "Service Pack 3", "service_pack_major": 3, "tablet_pc": True},
+}
+
+
+def _client_os(ctx: Context, w: Any, os: str) -> None:
+    from .windows_client import TABLET_PC_KEY  # noqa: PLC0415
+
+    for key, value in UNSUPPORTED_CLIENT_OS[os].items():
+        setattr(w, key, value)
+    if w.tablet_pc:
+        w.registry.setdefault("HKLM\\" + TABLET_PC_KEY, {})["Installed"] = 1
+
+
+fault("unsupported_client_os", "The in-band client runs an operating system in-band provisioning does not support: "
+      "`os` windows_2000, xp_sp1 (XP before SP2) or xp_tablet (XP Tablet PC Edition).", scope="client",
+      needs="in_band", params={"os": Param("windows_2000", str, "windows_2000, xp_sp1 or xp_tablet",
+                                           lambda v: None if v in UNSUPPORTED_CLIENT_OS
+                                           else f"one of {', '.join(UNSUPPORTED_CLIENT_OS)}")},
+      windows=_client_os, fails=("PRE-INBAND-CLIENT-OS",))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Infrastructure: the enterprise CA, the directory, DNS and the network between the site and the clients
+# --------------------------------------------------------------------------------------------------------------
+CT_FLAG_PEND_ALL_REQUESTS = 0x2  # msPKI-Enrollment-Flag: "CA certificate manager approval" (MS-CRTD 2.26)
+
+
+fault("no_enrollment_service", "The issuing CA is not an enterprise CA: no pKIEnrollmentService object in "
+      "CN=Enrollment Services (a stand-alone CA, or one removed from AD).", scope="site",
+      directory_setup=lambda ctx, t: setattr(ctx.directory, "enrollment_service", False),
+      fails=("S1-CA-ENTERPRISE-ISSUING-CA-AVAILABLE", "S1-CA-WEB-SERVER-TEMPLATE-READ-ENROLL",
+             "PRE-CA-KEY-LENGTH-2048", "S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT", "S3-CA-CRL-AIA-AVAILABLE"))
+fault("template_not_published", "The issuing CA does not issue the AMT web server template (not in its "
+      "pKIEnrollmentService certificateTemplates: never added under Certificate Templates to Issue).", scope="site",
+      directory_setup=lambda ctx, t: setattr(ctx.directory, "published_templates", ["WebServer", "Machine"]),
+      fails=("S1-CA-WEB-SERVER-TEMPLATE-READ-ENROLL",))
+fault("template_pend_all_requests", "The AMT web server template requires CA certificate manager approval "
+      "(msPKI-Enrollment-Flag CT_FLAG_PEND_ALL_REQUESTS).", scope="site",
+      directory_setup=_template(enrollment_flag=CT_FLAG_PEND_ALL_REQUESTS), fails=("PRE-CA-AUTO-APPROVE",))
+fault("ca_requests_pending", "The CA's policy module sets every request pending (RequestDisposition "
+      "REQDISP_PENDING 0x100, a stand-alone CA's default).", scope="site",
+      site_server=lambda ctx, t: ctx.ca_host.update(request_disposition=0x100), fails=("PRE-CA-AUTO-APPROVE",))
+fault("ca_no_issue_manage_right", "The CA's security grants the site server account no Issue and Manage "
+      "Certificates right (only Authenticated Users' Read and Request).", scope="site",
+      site_server=lambda ctx, t: ctx.ca_host.update(officer_for_site_server=False),
+      fails=("S1-CA-ISSUE-MANAGE-PERMISSION",))
+
+
+def _ca_firewall(ctx: Context, target: None) -> None:
+    ctx.ca_host.update(rpc=False)
+    ctx.firewall.append((ctx.plan.ca, 135))
+
+
+fault("ca_host_firewalled", "The CA host's firewall drops TCP 135 (RPC endpoint mapper): the site server cannot "
+      "reach the CA's enrollment interface.", scope="site", site_server=_ca_firewall,
+      fails=("S1-CA-ENTERPRISE-ISSUING-CA-AVAILABLE",))
+
+
+def _empty_store(store: str) -> Callable[..., None]:
+    """A site_server step: the service point's computer certificate ``store`` (MY, CA, ROOT) holds nothing."""
+    def step(ctx: Context, target: None) -> None:
+        from .estate import SYSTEM_CERTIFICATES  # noqa: PLC0415
+
+        prefix = f"HKLM\\{SYSTEM_CERTIFICATES}\\{store}\\Certificates\\".lower()
+        for key in [k for k in ctx.site_spec.registry if k.lower().startswith(prefix)]:
+            del ctx.site_spec.registry[key]
+    return step
+
+
+fault("service_point_missing_intermediate", "The service point's computer Intermediate Certification Authorities "
+      "store lacks the issuing CA certificate.", scope="site", site_server=_empty_store("CA"),
+      fails=("S1-PROV-CERT-CHAIN-INSTALLED", "S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT"))
+
+
+def _renewed_ca(ctx: Context, target: None) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+
+    ctx.directory.ca_certificate = ctx.lab_pki.issuing_variant(new_key=True).public_bytes(Encoding.DER)
+
+
+def _stale_ca_on_service_point(ctx: Context, target: None) -> None:
+    from .estate import SYSTEM_CERTIFICATES  # noqa: PLC0415
+    from ..probes import x509 as x509_probe
+
+    _empty_store("CA")(ctx, target)
+    old = ctx.lab_pki.issuing_variant(expired=True)
+    key = f"HKLM\\{SYSTEM_CERTIFICATES}\\CA\\Certificates\\{x509_probe.fingerprint(old, 'sha1').upper()}"
+    ctx.site_spec.registry[key] = {"Blob": x509_probe.make_store_blob(old)}
+
+
+fault("issuing_ca_renewed", "The issuing CA renewed its certificate with a new key: AD (pKIEnrollmentService) "
+      "publishes the new one, the service point's stores hold only the old one (certificates issued before stay "
+      "valid).", scope="site", directory_setup=_renewed_ca,
+      fails=("S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT", "S3-ISSUING-CA-CHAIN-DATES-VALID"))
+fault("service_point_expired_issuing_ca", "The service point's Intermediate store holds an older certificate of the "
+      "issuing CA (same name and key) that has expired, and not the current one.", scope="site",
+      site_server=_stale_ca_on_service_point, fails=("S3-ISSUING-CA-CHAIN-DATES-VALID",))
+fault("provisioning_cert_not_installed", "The provisioning certificate is not in the service point's computer "
+      "Personal store.", scope="site", site_server=_empty_store("MY"),
+      fails=("S1-PROV-CERT-CHAIN-INSTALLED",))
+def _firewall_9971(ctx: Context, target: None) -> None:
+    ctx.site_spec.hello_port = 0  # the service point listens on; its firewall takes 9971
+    ctx.firewall.append((ctx.plan.site_server, 9971))
+
+
+fault("service_point_firewall_blocks_9971", "The service point's firewall drops TCP 9971: hellos from AMT never "
+      "arrive (the service point listens on another port).", scope="site",
+      site_server=_firewall_9971, fails=("S1-PORT-9971-AMT-TO-SERVICE-POINT",))
+
+
+def _filtered(ctx: Context, d: Any) -> None:
+    ctx.devices.remove(d)  # behind the firewall, nothing reaches the device
+    ctx.firewall.extend((d.address, port) for port in (16992, 16993, 16995))
+
+
+fault("amt_ports_filtered", "A firewall drops TCP 16992, 16993 and 16995 to the client: connections get no "
+      "answer (filtered), where 'unreachable' is refused.", scope="client", device=_filtered,
+      fails=("S1-PORTS-SERVICE-POINT-TO-AMT", "S1-PORTS-CONSOLE-TO-AMT"))
+fault("me_static_ip", "The ME has a static IP address (AMT_EthernetPortSettings.DHCPEnabled false).",
+      scope="client", device=_set(dhcp_enabled=False), fails=("S1-CLIENT-ME-DHCP",))
+def _dns_elsewhere(ctx: Context, target: None) -> None:
+    ctx.site_spec.dns_servers = [f"127.{ctx.plan.net}.0.99"]  # no lab host listens there
+    ctx.site_spec.wins_servers = [ctx.plan.dc]
+
+
+fault("site_server_dns_elsewhere", "The site server's network adapter asks a DNS server that does not answer "
+      "(127.<net>.0.99) and relies on WINS for names.", scope="site",
+      site_server=_dns_elsewhere, fails=("PRE-DNS-REQUIRED-NO-WINS",))
+
+
+def _suffix(suffix: str) -> Callable[..., None]:
+    """A plan step: the client's DNS name is <host>.<suffix> everywhere (DNS, its computer object, AMT, inventory)."""
+    def step(ctx: Context, c: ClientPlan) -> None:
+        c.fqdn = f"{c.fqdn.split('.')[0]}.{suffix}"
+    return step
+
+
+def _foreign_zone(ctx: Context, c: ClientPlan) -> None:
+    """The client's records live in a zone of their own on the DC (the population put them in the domain's)."""
+    name, zone = c.fqdn.split(".", 1)
+    ctx.dc.delete_dns_record(c.fqdn.lower().removesuffix(f".{DOMAIN}"))
+    ctx.dc.create_zone(zone)
+    ctx.dc.add_dns_record(name, "A", c.address, zone)
+
+
+fault("disjoint_namespace", "The client's DNS name is <host>.branch.vprolab.test while its computer object is in "
+      "the AD domain vprolab.test (a disjointed namespace).", scope="client", plan=_suffix(f"branch.{DOMAIN}"),
+      fails=("PRE-CLIENT-NO-DISJOINT-NAMESPACE",))
+fault("noncontiguous_namespace", "The client's DNS name is <host>.vprolab.example, a namespace the site server's "
+      "(vprolab.test) does not share; its computer object stays in vprolab.test. (On a provisioned client the suite "
+      "cannot reach its AMT by name either: the environment routes only its own domains.)", scope="client",
+      plan=_suffix("vprolab.example"), directory=_foreign_zone,
+      fails=("S1-CLIENT-SHARED-DNS-NAMESPACE", "PRE-CLIENT-NO-DISJOINT-NAMESPACE"))
+
+
+def _ipv6_only(ctx: Context, c: ClientPlan) -> None:
+    name = c.fqdn.lower().removesuffix(f".{DOMAIN}")
+    ctx.dc.delete_dns_record(name, "A", c.address)
+    ctx.dc.add_dns_record(name, "AAAA", f"fd00:{ctx.plan.net}::{c.index + 1:x}")
+
+
+fault("ipv6_only", "The client is registered in DNS with an IPv6 address only (AAAA, no A record). (On a "
+      "provisioned client the suite cannot reach its AMT by name either.)", scope="client", directory=_ipv6_only,
+      fails=("PRE-IPV4-ONLY",))
+
+
+def _wireless(ctx: Context | None, c: ClientPlan) -> None:
+    """A laptop: a wireless port with its own address (127.<net>.201+.x) and a WPA2/802.1X profile."""
+    plan = ctx.plan if ctx else AddressPlan(int(c.address.split(".")[1]))
+    c.wireless_address = plan._addr(201 + c.index // 250, 1 + c.index % 250)
+
+
+def _no_wireless_record(ctx: Context, c: ClientPlan) -> None:
+    ctx.dc.delete_dns_record(c.fqdn.lower().removesuffix(f".{DOMAIN}"), "A", c.wireless_address)
+
+
+def _wifi_wep(ctx: Context, d: Any) -> None:
+    d.wifi_profiles = [{"name": "VPROLAB-WLAN", "authentication": 2, "encryption": 2}]  # Open System, WEP
+
+
+fault("wireless_no_a_record", "A wireless laptop (AMT's wireless port has its own address) whose wireless address "
+      "has no A record for its FQDN.", scope="client", plan=_wireless, directory=_no_wireless_record,
+      fails=("PRE-DNS-WIRELESS-RECORDS",))
+fault("wifi_profile_wep", "A wireless laptop whose AMT wireless profile is open system authentication with WEP.",
+      scope="client", plan=_wireless, device=_wifi_wep, fails=("PRE-8021X-SUPPORTED-AUTH-OPTIONS",))
+
+
+def _ieee8021x(ctx: Context | None, c: ClientPlan) -> None:
+    c.ieee8021x = True
+
+
+fault("ieee8021x_amt_3", "A client on an 802.1X authenticated wired network runs AMT 3.2.1 (802.1X needs 4.0).",
+      scope="client", plan=_ieee8021x, device=_set(amt_version="3.2.1"),
+      site_server=_set(amt_full_version="3.2.1"), fails=("PRE-8021X-AMT-4",))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stages 4 to 7: power control, the console, un-provisioning
+# --------------------------------------------------------------------------------------------------------------
+def _not_discovered(ctx: Context, record: Any) -> None:
+    from .site_server import AMT_STATUS  # noqa: PLC0415
+
+    record.amt_status, record.amt_full_version = AMT_STATUS["unknown"], ""
+
+
+fault("mc_not_discovered", "Discover Management Controllers never ran for the client: SMS_R_System.AMTStatus is 0 "
+      "(unknown) and AMTFullVersion is empty, so the console offers no power control.", scope="client",
+      needs="provisioned", site_server=_not_discovered,
+      fails=("S4-MC-DISCOVERED", "S4-DIGEST-CREDENTIALS-RANDOMIZED"))
+fault("power_off_ignored", "The device answers RequestPowerStateChange(8) with ReturnValue 0 and the host stays "
+      "on (power-off requests are accepted and ignored).", scope="client",
+      device=_set(power_off_ignored=True), fails=("S4-POWER-DOWN", "S4-POWER-UP"))
+fault("mebx_password_kept", "Provisioning did not replace the MEBx password: the device's admin account still "
+      "answers to Intel's factory MEBx password ('admin') over the network. (Lab: the account also keeps the "
+      "service point's credential, so the other checks still read the device.)", scope="client",
+      needs="provisioned", device=_set(digest_also_accepts="admin"), fails=("S4-DIGEST-CREDENTIALS-RANDOMIZED",))
+
+
+def _child_object(ctx: Context, c: ClientPlan) -> None:
+    """Another management tool published a service connection point under the client's AMT object."""
+    ctx.dc._add(f"CN=Remote Management,{_amt_object_dn(ctx, c)}", "serviceConnectionPoint",
+                {"serviceClassName": "RemoteManagement", "keywords": ["Intel AMT"]})
+
+
+fault("amt_object_has_child", "The client's AMT object has a child object (a serviceConnectionPoint another tool "
+      "published under it). AD deletes only leaf objects without the tree-delete control, so un-provisioning "
+      "cannot delete the AMT object: AMTOPMGR.LOG shows the un-provisioning failed and the object stays.",
+      scope="client", needs="provisioned", directory=_child_object,
+      fails=("S7-AD-MC-OBJECT-DELETED", "S7-UNPROVISION-COMPLETES"))
+fault("ca_revocation_refused", "The site server may not revoke certificates on the issuing CA (no Issue and Manage "
+      "Certificates): un-provisioning stops at the revocation (AMTOPMGR.LOG shows it failed), so the serial never "
+      "reaches the CRL and the AD object is not deleted either.", scope="site",
+      pki=_option("pki", revocation_refused=True),
+      fails=("S7-WEB-SERVER-CERT-REVOKED", "S7-UNPROVISION-COMPLETES", "S7-AD-MC-OBJECT-DELETED"))
+
+
+def _stale_dc(ctx: Context, target: None) -> None:
+    """dc02 is still registered: an A record to an address nobody answers on, and its DC locator SRV record."""
+    ctx.dc.add_dns_record("dc02", "A", f"127.{ctx.plan.net}.0.98")
+    ctx.dc._admin_tool("dns", "add", ctx.dc.address, f"_msdcs.{DOMAIN}", "_ldap._tcp.dc", "SRV",
+                       f"dc02.{DOMAIN} 389 0 100")
+
+
+fault("stale_dc_record", "A second domain controller, dc02, is still registered in DNS (A record and "
+      "_ldap._tcp.dc._msdcs SRV record) but does not answer: a DC removed without metadata cleanup, whose copy of "
+      "the management controller objects cannot be confirmed.", scope="site", directory=_stale_dc,
+      fails=("S5-DC-REPLICATION",))
+
+
+def _must_change_password(ctx: Context, target: None) -> None:
+    import ldap3  # noqa: PLC0415
+
+    from .estate import CONSOLE_USER  # noqa: PLC0415
+
+    ctx.dc.conn.modify(ctx.dc.account_dn(CONSOLE_USER), {"pwdLastSet": [(ldap3.MODIFY_REPLACE, ["0"])]})
+
+
+fault("console_user_must_change_password", "The console user must change its password at next logon (pwdLastSet "
+      "0): the KDC gives it no ticket (password expired), so no Kerberos to any device.", scope="site",
+      directory=_must_change_password,
+      fails=("S5-KERBEROS-TICKET-FOR-AMT", "S5-OOB-CONSOLE-CONNECTS", "S5-OOB-CONSOLE-SYSTEM-STATUS"))

@@ -4,7 +4,11 @@ One standalone ``smbd`` (Debian package ``samba``; not the AD DC of :mod:`pytest
 client address of the lab. Its share ``C$`` (read-only) has ``path = <state>/hosts/%i/C``: Samba's ``%i`` is
 "the IP address of the interface that the client connected to" (smb.conf(5), VARIABLE SUBSTITUTIONS), and with
 ``bind interfaces only`` smbd listens on each address separately, so ``\\\\127.N.1.4\\C$`` shows
-``<state>/hosts/127.N.1.4/C`` and no other client's files. The clients' ``OOBMGMT.LOG`` go to
+``<state>/hosts/127.N.1.4/C`` and no other client's files. ``server multi channel support = no``: with it on
+(4.17's default), smbd hands a new connection carrying a known SMB client GUID to the process already serving
+that client, whose ``%i`` is the address it was first reached on; smbprotocol sends one client GUID for every
+connection of a process, so ``\\\\pc0004\\C$`` read after ``\\\\pc0008\\C$`` showed pc0008's files. The
+clients' ``OOBMGMT.LOG`` go to
 :meth:`LabFileServer.ccm_logs_dir` (``C:\\WINDOWS\\system32\\CCM\\Logs``).
 
 Everything lives under ``state_dir``: our own ``smb.conf`` (never ``/etc/samba/smb.conf``), private dir (tdbsam
@@ -116,6 +120,7 @@ class LabFileServer:
 \thosts allow = 127.
 \tsmb ports = {self.port}
 \tdisable netbios = yes
+\tserver multi channel support = no
 \tprivate dir = {s}/private
 \tlock directory = {s}/lock
 \tstate directory = {s}/state

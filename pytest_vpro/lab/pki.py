@@ -57,6 +57,10 @@ class PkiFaults:
     provisioning_amt_oid: bool = True          # False: EKU without 2.16.840.1.113741.1.2.3
     provisioning_ou: bool = True               # False: subject without the Client Setup OU
     provisioning_server_auth: bool = True      # False: EKU without serverAuth
+    provisioning_domain: str | None = None     # the provisioning certificate's CN domain (default: the lab's)
+    provisioning_key_bits: int | None = None   # e.g. 4096: the provisioning certificate's own key too long
+    expired_provisioning: bool = False         # the provisioning certificate's notAfter in the past
+    revocation_refused: bool = False           # revoke() is refused (the requester may not manage certificates)
 
 
 def _now() -> dt.datetime:
@@ -190,6 +194,18 @@ class LabPKI:
                 .sign(self.root_key, hashes.SHA256()))
         return key, cert
 
+    def issuing_variant(self, *, new_key: bool = False, expired: bool = False) -> x509.Certificate:
+        """Another certificate of the issuing CA, signed by the root, not used by anything the lab issues: renewed
+        with a new key (``new_key``), or an older certificate of the same key that expired (``expired``)."""
+        now = _now()
+        key = self._new_key() if new_key else self.issuing_key
+        start, end = (now - dt.timedelta(days=1830), now - dt.timedelta(days=5)) if expired \
+            else (now - _BACKDATE, now + dt.timedelta(days=1825))
+        return (self._builder(_name(ISSUING_CA_NAME), key, self.root_cert, start, end, crl="root.crl", aia="root.crt")
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(self._ca_usage(), critical=True)
+                .sign(self.root_key, hashes.SHA256()))
+
     def _builder(self, subject: x509.Name, key, issuer: x509.Certificate, start, end,
                  *, crl: str, aia: str) -> x509.CertificateBuilder:
         """Common part of every non-root certificate: names, dates, key ids, CDP and AIA."""
@@ -208,10 +224,12 @@ class LabPKI:
                     x509.UniformResourceIdentifier(self.url(aia)))]), critical=False))
 
     def _leaf(self, fqdn: str, key, ekus: list[x509.ObjectIdentifier], *, ou: str | None,
-              days: int = 365) -> x509.Certificate:
+              days: int = 365, expired: bool = False) -> x509.Certificate:
         now = _now()
-        builder = (self._builder(_name(fqdn, ou=ou), key, self.issuing_cert, now - _BACKDATE,
-                                 now + dt.timedelta(days=days), crl="issuing.crl", aia="issuing.crt")
+        start, end = (now - dt.timedelta(days=days), now - dt.timedelta(days=1)) if expired \
+            else (now - _BACKDATE, now + dt.timedelta(days=days))
+        builder = (self._builder(_name(fqdn, ou=ou), key, self.issuing_cert, start, end,
+                                 crl="issuing.crl", aia="issuing.crt")
                    .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                    .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
                                                 key_encipherment=True, data_encipherment=False,
@@ -226,9 +244,11 @@ class LabPKI:
         f = self.faults
         ekus = ([ExtendedKeyUsageOID.SERVER_AUTH] if f.provisioning_server_auth else []) + \
                ([AMT_PROVISIONING_OID] if f.provisioning_amt_oid else [])
-        key = self._new_key()
-        return key, self._leaf(self.site_server_fqdn, key, ekus,
-                               ou=CLIENT_SETUP_OU if f.provisioning_ou else None, days=730)
+        key = self._new_key(f.provisioning_key_bits)
+        cn = f"{self.site_server_fqdn.split('.')[0]}.{f.provisioning_domain}" if f.provisioning_domain \
+            else self.site_server_fqdn
+        return key, self._leaf(cn, key, ekus, ou=CLIENT_SETUP_OU if f.provisioning_ou else None,
+                               days=730, expired=f.expired_provisioning)
 
     # ------------------------------------------------------------------ devices
     def _device_key(self, fqdn: str) -> tuple[rsa.RSAPrivateKey, Path]:
@@ -267,6 +287,9 @@ class LabPKI:
         """
         if ca not in ("issuing", "root"):
             raise ValueError(f"ca must be 'issuing' or 'root', not {ca!r}")
+        if self.faults.revocation_refused:
+            raise PermissionError(f"the {ca} CA denied the revocation of serial {serial:x}: the requester does not "
+                                  "have Issue and Manage Certificates")
         state = self._state()
         if not any(r["serial"] == serial and r["ca"] == ca for r in state["revoked"]):
             state["revoked"].append({"serial": serial, "reason": reason.value, "ca": ca,

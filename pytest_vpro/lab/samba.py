@@ -67,7 +67,7 @@ ENCTYPES_RC4_AES = 0x1C  # msDS-SupportedEncryptionTypes: RC4-HMAC | AES128 | AE
 DSPROPERTY_ZONE_ALLOW_UPDATE = 0x02  # MS-DNSP 2.3.2.1.1
 ZONE_UPDATE = {0: "none", 1: "nonsecure and secure", 2: "secure only"}  # MS-DNSP 2.2.6.1.1 fAllowUpdate
 
-DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "PTR": 12}
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "PTR": 12, "AAAA": 28}
 DNS_RANK_ZONE = 0xF0
 DEFAULT_TTL = 900  # samba-tool dns add's default
 
@@ -144,10 +144,12 @@ def pack_dns_record(rtype: str, value: str, *, ttl: int = DEFAULT_TTL, serial: i
     rtype = rtype.upper()
     if rtype == "A":
         data = ipaddress.IPv4Address(value).packed
+    elif rtype == "AAAA":
+        data = ipaddress.IPv6Address(value).packed
     elif rtype in ("CNAME", "PTR", "NS"):
         data = pack_dns_count_name(value)
     else:
-        raise ValueError(f"record type {rtype} not supported (A, CNAME, PTR, NS)")
+        raise ValueError(f"record type {rtype} not supported (A, AAAA, CNAME, PTR, NS)")
     # DataLength, Type, Version=5, Rank, Flags (little endian); TtlSeconds is big endian; Reserved; TimeStamp.
     head = struct.pack("<HHBBHI", len(data), DNS_TYPES[rtype], 5, DNS_RANK_ZONE, 0, serial)
     return head + struct.pack(">I", ttl) + struct.pack("<II", 0, 0) + data
@@ -651,9 +653,11 @@ class SambaDC:
 
     def add_cert_template(self, name: str = "IntelAMTWebServer", *, eku: Iterable[str] = ("1.3.6.1.5.5.7.3.1",),
                           enrollee_supplies_subject: bool = True, enroll_for: Iterable[str] = ("SCCM01$",),
-                          display_name: str | None = None) -> str:
+                          display_name: str | None = None, enrollment_flag: int = 0, ra_signature: int = 0) -> str:
         """A ``pKICertificateTemplate`` modelled on the Web Server template CM2007 SP1 used, with Read and the
-        Certificate-Enrollment extended right for each account in ``enroll_for``."""
+        Certificate-Enrollment extended right for each account in ``enroll_for``. ``enrollment_flag`` is
+        msPKI-Enrollment-Flag (MS-CRTD 2.26: CT_FLAG_PEND_ALL_REQUESTS 0x2 is "CA certificate manager
+        approval"), ``ra_signature`` msPKI-RA-Signature (authorized signatures required)."""
         for container in (f"CN=Public Key Services,CN=Services,{self.config_dn}", self.templates_dn):
             if not self.exists(container):
                 self._add(container, "container", {})
@@ -667,14 +671,52 @@ class SambaDC:
             "pKIOverlapPeriod": struct.pack("<q", -6 * 7 * 86400 * 10**7),
             "pKICriticalExtensions": "2.5.29.15", "pKIDefaultCSPs": "1,Microsoft RSA SChannel Cryptographic Provider",
             "msPKI-Certificate-Name-Flag": CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT if enrollee_supplies_subject else 0,
-            "msPKI-Enrollment-Flag": 0, "msPKI-Private-Key-Flag": 0, "msPKI-Minimal-Key-Size": 2048,
-            "msPKI-RA-Signature": 0, "msPKI-Template-Schema-Version": 1, "msPKI-Template-Minor-Revision": 1,
+            "msPKI-Enrollment-Flag": enrollment_flag, "msPKI-Private-Key-Flag": 0, "msPKI-Minimal-Key-Size": 2048,
+            "msPKI-RA-Signature": ra_signature, "msPKI-Template-Schema-Version": 1, "msPKI-Template-Minor-Revision": 1,
         })
         aces = "".join(f"(A;;RPLCLORC;;;{sid})(OA;;CR;{CERTIFICATE_ENROLLMENT};;{sid})"
                        for sid in (self.sid_of(account) for account in enroll_for))
         if aces:
             self.grant(dn, aces)
         return dn
+
+    @property
+    def enrollment_services_dn(self) -> str:
+        return f"CN=Enrollment Services,CN=Public Key Services,CN=Services,{self.config_dn}"
+
+    def add_enrollment_service(self, name: str, dns_host_name: str, ca_certificate: bytes,
+                               templates: Iterable[str]) -> str:
+        """The ``pKIEnrollmentService`` an enterprise CA publishes (MS-CRTD 2.1, MS-ADTS): its host, its CA
+        certificate (DER) and the certificate templates it issues (``certificateTemplates``)."""
+        for container in (f"CN=Public Key Services,CN=Services,{self.config_dn}", self.enrollment_services_dn):
+            if not self.exists(container):
+                self._add(container, "container", {})
+        from cryptography import x509  # noqa: PLC0415
+
+        subject = x509.load_der_x509_certificate(ca_certificate).subject.rfc4514_string()
+        dn = f"CN={name},{self.enrollment_services_dn}"
+        attrs: dict = {"displayName": name, "dNSHostName": dns_host_name, "cACertificate": [ca_certificate],
+                       "cACertificateDN": subject}
+        if templates := list(templates):
+            attrs["certificateTemplates"] = templates
+        return self._add(dn, "pKIEnrollmentService", attrs)
+
+    def add_certification_authority(self, container: str, name: str, ca_certificate: bytes) -> str:
+        """A ``certificationAuthority`` under ``CN=<container>,CN=Public Key Services,CN=Services,<config>`` as
+        ``certutil -dspublish`` writes it: ``container`` "Certification Authorities" (roots the forest trusts)
+        or "AIA" (every CA certificate, intermediates included). The mandatory revocation lists are empty
+        (one zero byte, as AD CS writes them)."""
+        parent = f"CN={container},CN=Public Key Services,CN=Services,{self.config_dn}"
+        for dn in (f"CN=Public Key Services,CN=Services,{self.config_dn}", parent):
+            if not self.exists(dn):
+                self._add(dn, "container", {})
+        dn = f"CN={name},{parent}"
+        if self.exists(dn):  # certutil adds the certificate to the object's cACertificate values
+            self.conn.modify(dn, {"cACertificate": [(ldap3.MODIFY_ADD, [ca_certificate])]})
+            return dn
+        return self._add(dn, "certificationAuthority", {"cACertificate": [ca_certificate],
+                                                         "authorityRevocationList": [b"\x00"],
+                                                         "certificateRevocationList": [b"\x00"]})
 
     # ---------------------------------------------------------------------------------------------------------
     # DNS

@@ -92,6 +92,28 @@ AMT_STATUS = {"unknown": 0, "not_supported": 1, "detected": 2, "not_provisioned"
 OOB_IMPORT_AGENT = "Out of Band Management Controller Import"  # SMS_R_System.AgentName of imported computers
 UNPROVISION_CLASS, UNPROVISION_METHOD = "VPRO_Lab", "Unprovision"  # lab-only: SCCM's own method is unknown
 WINRM_STACK_KEY = r"SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"  # value "StackVersion"
+#: SMS_UserClassPermissions.ClassPermissions / SMS_UserInstancePermissions.InstancePermissions bits by right name.
+#: READ (bit 0) and MODIFYCOLLECTIONSETTING (bit 21) are in the Configuration Manager 2007 SDK; the two out of band
+#: rights SP1 added are not in the SDK pages found: their bits are guesses (unconfirmed). One table: change here.
+SMS_PERMISSIONS: dict[str, int] = {
+    "Read": 1 << 0, "Modify": 1 << 1, "Delete": 1 << 2, "Administer": 1 << 8, "Read Resource": 1 << 12,
+    "Modify Collection Setting": 1 << 21,
+    "View management controllers": 1 << 24,    # (unconfirmed)
+    "Manage management controllers": 1 << 25,  # (unconfirmed)
+}
+SMS_OBJECT_COLLECTION = 1  # SMS_UserClassPermissions.ObjectKey for collections (SDK: 1 Collection)
+#: SP2-only out of band settings in SMS_SCI_Component SMS_AMT_OPERATION_MANAGER Props (setting -> PropertyName);
+#: a non-zero Value means the feature is in use.
+OOB_SP2_PROPS: dict[str, str] = {
+    "wired_8021x": "AMT 802.1X Wired Profile Enabled", "wireless": "AMT Wireless Profiles Enabled",
+    "auditing": "Enable Auditing", "data_storage": "Enable Data Storage",
+    "power_state": "AMT Power State",  # 0: Always on (the default, SP1 behaviour)
+    "provisioning_schedule": "Enable Provisioning Schedule",
+}
+NETWORK_DISCOVERY = ("SMS_NETWORK_DISCOVERY", "Enable Network Discovery")  # component, Props name (Value 0/1)
+#: Where Windows keeps the assigned IPsec policy: the domain (Group Policy) one, and the local one.
+IPSEC_GPO_KEY = r"SOFTWARE\Policies\Microsoft\Windows\IPSec\GPTIPSECPolicy"  # DSIPSECPolicyPath, ...Name
+IPSEC_LOCAL_KEY = r"SOFTWARE\Policies\Microsoft\Windows\IPSec\Policy\Local"  # ActivePolicy
 UNCONFIRMED = {
     "SMS_SCI_Component Props names": OOB_PROPS, "SMS_SCI_Component PropLists names": OOB_PROP_LISTS,
     "SMS_R_System.AMTStatus values": AMT_STATUS, "SMS_R_System.AgentName for OOB import": OOB_IMPORT_AGENT,
@@ -99,6 +121,10 @@ UNCONFIRMED = {
     "un-provision method": f"{UNPROVISION_CLASS}.{UNPROVISION_METHOD}(Fqdn) in root/sms/site_<CODE>, lab-only",
     "WinRM version registry value": WINRM_STACK_KEY + r"\StackVersion",
     "SMS_SCI_Component ItemName": "<COMPONENT>|<SERVER FQDN upper case>",
+    "SMS permission bits of the out of band rights": SMS_PERMISSIONS,
+    "SMS_SCI_Component SP2-only out of band Props names": OOB_SP2_PROPS,
+    "network discovery component and its enable property": NETWORK_DISCOVERY,
+    "IPsec policy registry values": f"{IPSEC_GPO_KEY}\\DSIPSECPolicyPath, {IPSEC_LOCAL_KEY}\\ActivePolicy",
     "Server header": "Microsoft-HTTPAPI/1.0 (Windows Server 2003 HTTP.sys)",
 }
 
@@ -110,6 +136,12 @@ APPENDIX_A: dict[str, str | None] = {
 }
 KB908209_KEY = (r"SOFTWARE\Microsoft\Internet Explorer\MAIN\FeatureControl"
                 r"\FEATURE_INCLUDE_PORT_IN_SPN_KB908209")
+DOTNET20_KEY = r"SOFTWARE\Microsoft\NET Framework Setup\NDP\v2.0.50727"  # DWORD Install = 1
+
+
+def permission_bits(rights: Iterable[str]) -> int:
+    """The SMS permission bit field of the named rights (:data:`SMS_PERMISSIONS`)."""
+    return sum(SMS_PERMISSIONS[r] for r in set(rights))
 
 
 def applicable_hotfixes(csd_version: str) -> list[str]:
@@ -134,6 +166,7 @@ class ClientRecord:
     provisioning_mode: str = "PKI"       # PKI or PSK
     provisioned_at: str = ""             # ISO time of the history lines; default a day before start
     amt_status: int | None = None        # default from provisioned
+    ztc_requested: bool = True           # in-band and not provisioned: its agent's ZTC request reached the site
 
     def __post_init__(self) -> None:
         self.fqdn = self.fqdn.lower()
@@ -149,6 +182,7 @@ class ClientRecord:
 def _default_registry() -> dict[str, dict[str, Any]]:
     return {
         "HKLM\\" + KB908209_KEY: {"iexplore.exe": 1},
+        "HKLM\\" + DOTNET20_KEY: {"Install": 1, "SP": 2},  # .NET Framework 2.0 SP2 (SCCM 2007 needs 2.0)
     }
 
 
@@ -194,7 +228,14 @@ class SiteServerSpec:
         "provisioning_certificate_thumbprint": ""})
     clients: list[ClientRecord] = field(default_factory=list)
     collections: list[dict[str, Any]] = field(default_factory=list)  # {CollectionID, Name, members, amt_auto_provision}
+    #: SMS_UserClassPermissions (no InstanceKey) and SMS_UserInstancePermissions (InstanceKey: a CollectionID):
+    #: {UserName, rights: [names of SMS_PERMISSIONS], ObjectKey (default 1, collections), InstanceKey}.
+    #: Default: the domain's Administrator holds every right on the collection class.
+    permissions: list[dict[str, Any]] | None = None
+    network_discovery: bool = False             # SMS_NETWORK_DISCOVERY enabled
     registry: dict[str, dict[str, Any]] = field(default_factory=_default_registry)
+    dns_servers: list[str] = field(default_factory=list)  # the network adapter's DNS servers, in order
+    wins_servers: list[str] = field(default_factory=list)  # its WINS servers (primary, secondary)
     winrm_version: str = "1.1"
     http_port: int = HTTP_PORT
     https_port: int = HTTPS_PORT
@@ -209,6 +250,7 @@ class SiteServerSpec:
     calls_file: str = ""
     callbacks: dict[str, str] = field(default_factory=dict)  # process mode: hook name -> "module:function"
     history_age_s: float = 86400.0
+    provisioning_certificate_cn: str = ""       # the out of band component's certificate, logged as accepted
 
     def __post_init__(self) -> None:
         self.fqdn = self.fqdn.lower()
@@ -224,6 +266,10 @@ class SiteServerSpec:
                 {"CollectionID": f"{self.site_code}00001", "Name": "vPro Out of Band",
                  "members": [c.fqdn for c in self.clients if c.imported_oob], "amt_auto_provision": True},
             ]
+        if self.permissions is None:
+            domain = self.fqdn.split(".")[1].upper() if "." in self.fqdn else "WORKGROUP"
+            self.permissions = [{"UserName": f"{domain}\\Administrator",
+                                 "rights": list(SMS_PERMISSIONS)}]
         self.registry.setdefault(r"HKLM\SOFTWARE\Microsoft\SMS\Setup", {}).setdefault("Full Version",
                                                                                       self.site_version)
         self.registry.setdefault("HKLM\\" + WINRM_STACK_KEY, {}).setdefault("StackVersion", self.winrm_version)
@@ -392,8 +438,9 @@ class _WqlParser:
 
     def literal(self) -> Any:
         kind, val = self.take()
-        if kind == "str":
-            return val[1:-1].replace("''", "'") if val[0] == "'" else val[1:-1]
+        if kind == "str":  # a backslash escapes the next character, as in WQL ('C:\\WINDOWS')
+            body = val[1:-1].replace("''", "'") if val[0] == "'" else val[1:-1]
+            return re.sub(r"\\(.)", r"\1", body)
         if kind == "num":
             return float(val)
         if kind == "word" and val.upper() in ("TRUE", "FALSE"):
@@ -500,6 +547,7 @@ class SiteServerProvider:
                     "ServicePackMajorVersion": s.service_pack_major, "ServicePackMinorVersion": 0,
                     "BuildNumber": s.os_version.rsplit(".", 1)[-1], "OSArchitecture": s.os_architecture,
                     "ProductType": 3, "CSName": s.fqdn.split(".")[0].upper(),
+                    "WindowsDirectory": "C:\\WINDOWS", "SystemDirectory": "C:\\WINDOWS\\system32",
                     "Name": f"{s.os_caption}|C:\\WINDOWS|\\Device\\Harddisk0\\Partition1"}],
                 "Win32_ComputerSystem": lambda: [{
                     "Name": s.fqdn.split(".")[0].upper(), "DNSHostName": s.fqdn.split(".")[0],
@@ -519,6 +567,13 @@ class SiteServerProvider:
                 "Win32_ServerFeature": lambda: [{"ID": i + 1, "Name": n, "ParentID": 0}
                                                 for i, n in enumerate(s.server_features)],
                 "Win32_UTCTime": lambda: [self._utc_time()],
+                "Win32_NetworkAdapterConfiguration": lambda: [{
+                    "Index": 1, "Description": "Intel(R) PRO/1000 MT Network Connection", "IPEnabled": True,
+                    "DHCPEnabled": False, "IPAddress": [s.address], "IPSubnet": ["255.255.0.0"],
+                    "DNSHostName": s.fqdn.split(".")[0], "DNSDomain": s.fqdn.split(".", 1)[-1],
+                    "DNSServerSearchOrder": list(s.dns_servers),
+                    "WINSPrimaryServer": s.wins_servers[0] if s.wins_servers else None,
+                    "WINSSecondaryServer": s.wins_servers[1] if len(s.wins_servers) > 1 else None}],
             },
             "root/sms": {
                 "SMS_ProviderLocation": lambda: [{
@@ -537,7 +592,9 @@ class SiteServerProvider:
                                f"\\\\{s.fqdn.upper()}\\",
                     "NALType": "Windows NT Server", "ItemName": f"{role}|{s.fqdn.upper()}",
                     "ItemType": "System Resource Usage", "Type": 2} for role in s.roles],
-                "SMS_SCI_Component": lambda: [self._oob_component()],
+                # network discovery only when enabled: the lab's site otherwise lists its one component
+                "SMS_SCI_Component": lambda: [self._oob_component()] + ([self._network_discovery()]
+                                                                         if s.network_discovery else []),
                 "SMS_R_System": lambda: [self._system(c) for c in s.clients],
                 "SMS_Collection": lambda: [{
                     "CollectionID": col["CollectionID"], "Name": col["Name"], "Comment": col.get("Comment", ""),
@@ -549,6 +606,14 @@ class SiteServerProvider:
                     "CollectionID": col["CollectionID"], "ResourceID": c.resource_id, "Name": c.netbios,
                     "IsDirect": True, "IsClient": bool(c.client)}
                     for col in s.collections for c in s.clients if c.fqdn in col.get("members", [])],
+                "SMS_UserClassPermissions": lambda: [{
+                    "UserName": p["UserName"], "ObjectKey": p.get("ObjectKey", SMS_OBJECT_COLLECTION),
+                    "ClassPermissions": permission_bits(p["rights"])}
+                    for p in s.permissions or [] if not p.get("InstanceKey")],
+                "SMS_UserInstancePermissions": lambda: [{
+                    "UserName": p["UserName"], "ObjectKey": p.get("ObjectKey", SMS_OBJECT_COLLECTION),
+                    "InstanceKey": p["InstanceKey"], "InstancePermissions": permission_bits(p["rights"])}
+                    for p in s.permissions or [] if p.get("InstanceKey")],
                 UNPROVISION_CLASS: lambda: [],
             },
             "root/default": {"StdRegProv": lambda: []},
@@ -576,11 +641,20 @@ class SiteServerProvider:
             value = s.oob.get(setting, "")
             props.append({"PropertyName": name, "Value": int(value) if slot == "Value" and value != "" else 0,
                           "Value1": value if slot == "Value1" else "", "Value2": ""})
+        props += [{"PropertyName": name, "Value": int(s.oob.get(setting, 0) or 0), "Value1": "", "Value2": ""}
+                  for setting, name in OOB_SP2_PROPS.items()]
         lists = [{"PropertyListName": name, "Values": [str(v) for v in s.oob.get(setting, [])]}
                  for setting, name in OOB_PROP_LISTS.items()]
         return {"SiteCode": s.site_code, "ComponentName": "SMS_AMT_OPERATION_MANAGER",
                 "ItemName": f"SMS_AMT_OPERATION_MANAGER|{s.fqdn.upper()}", "ItemType": "Component",
                 "FileType": 2, "Type": 2, "Props": props, "PropLists": lists}
+
+    def _network_discovery(self) -> dict[str, Any]:
+        s = self.spec
+        component, enable = NETWORK_DISCOVERY
+        return {"SiteCode": s.site_code, "ComponentName": component, "ItemName": f"{component}|{s.fqdn.upper()}",
+                "ItemType": "Component", "FileType": 2, "Type": 2, "PropLists": [],
+                "Props": [{"PropertyName": enable, "Value": int(s.network_discovery), "Value1": "", "Value2": ""}]}
 
     def _system(self, c: ClientRecord) -> dict[str, Any]:
         agents = [OOB_IMPORT_AGENT] if c.imported_oob else []
@@ -662,7 +736,7 @@ class SiteServerProvider:
 
     def invoke(self, req: WsmanRequest, method: str, params: dict[str, Any]) -> ServerInstance:
         name, _fn = self._table(req.resource_uri)
-        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue"):
+        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue", "GetBinaryValue", "EnumKey"):
             out = self._registry(method, params)
         elif name == UNPROVISION_CLASS and method == UNPROVISION_METHOD:
             out = {"ReturnValue": self.sim.unprovision(str(params.get("Fqdn", "")), principal=req.principal)}
@@ -678,6 +752,14 @@ class SiteServerProvider:
             return {"ReturnValue": 87}  # ERROR_INVALID_PARAMETER
         key = str(params.get("sSubKeyName", "")).strip("\\").lower()
         name = str(params.get("sValueName", "")).lower()
+        if method == "EnumKey":  # the immediate subkeys of key, from every stored path below it
+            depth = len(key.split("\\")) if key else 0
+            paths = [sub.strip("\\") for h, _, sub in (p.partition("\\") for p in self.spec.registry)
+                     if HIVE_NUMBERS.get(h.upper()) == hive]
+            below = {p.split("\\")[depth] for p in paths if not key or p.lower().startswith(key + "\\")}
+            if not below and key not in {p.lower() for p in paths}:
+                return {"ReturnValue": 2}  # ERROR_FILE_NOT_FOUND
+            return {"sNames": sorted(below), "ReturnValue": 0}
         for path, values in self.spec.registry.items():
             h, _, sub = path.partition("\\")
             if HIVE_NUMBERS.get(h.upper()) == hive and sub.strip("\\").lower() == key:
@@ -685,6 +767,9 @@ class SiteServerProvider:
                     if vname.lower() == name:
                         if method == "GetDWORDValue":
                             return {"uValue": value, "ReturnValue": 0} if isinstance(value, int) \
+                                else {"ReturnValue": 1}
+                        if method == "GetBinaryValue":  # REG_BINARY: uint8 uValue[]
+                            return {"uValue": list(value), "ReturnValue": 0} if isinstance(value, bytes) \
                                 else {"ReturnValue": 1}
                         return {"sValue": value, "ReturnValue": 0} if isinstance(value, str) \
                             else {"ReturnValue": 1}
@@ -761,13 +846,21 @@ class SiteServerSimulator(BackgroundService):
         self.log.event(event, when=when, thread=THREADS[thread], **fields)
 
     def write_history(self) -> None:
-        """On an empty log: the lines a real log already holds for every provisioned client."""
+        """On an empty log: the lines a real log already holds: the component accepting its provisioning
+        certificate, every provisioned client's provisioning, and the ZTC requests of in-band clients awaiting
+        provisioning (the lab's site server does not provision them)."""
         if self.log is None or (self.log.path.exists() and self.log.path.stat().st_size > 0):
             return
         base = dt.datetime.now().astimezone() - dt.timedelta(seconds=self.spec.history_age_s)
         rows = []
+        if self.spec.provisioning_certificate_cn:
+            self.log.event("provisioning_certificate_accepted", when=base - dt.timedelta(minutes=10),
+                           thread=THREADS["provision"], fqdn=self.spec.provisioning_certificate_cn,
+                           thumbprint=self.spec.oob.get("provisioning_certificate_thumbprint", "").upper())
         for i, c in enumerate(self.spec.clients):
             if not c.provisioned:
+                if c.client and c.ztc_requested:
+                    rows.append((base + dt.timedelta(minutes=5 * i), "ztc_request", "hello", c, {}))
                 continue
             t0 = dt.datetime.fromisoformat(c.provisioned_at).astimezone() if c.provisioned_at \
                 else base + dt.timedelta(minutes=5 * i)

@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.cmlog import CmLogWriter
-from pytest_vpro.lab.site_server import BasicAuthenticator, SiteServerProvider, WinrmServer
+from pytest_vpro.lab.site_server import WINRM_STACK_KEY, BasicAuthenticator, SiteServerProvider, WinrmServer
 from pytest_vpro.lab.wsman_server import Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, \
     server_ssl_context
 
@@ -69,6 +69,7 @@ MEI_DRIVER_SERVICE = "HECI"           # Win32_SystemDriver.Name of the MEI (form
 MEI_DEFAULT_VERSION = "6.2.0.1046"    # a MEI driver of the AMT 6.x generation
 MEI_HARDWARE_ID = r"PCI\VEN_8086&DEV_3B64"  # the MEI PCI function of a 5 series (AMT 6) chipset
 LMS_SERVICE = "LMS"                   # Intel Management and Security Application Local Management Service
+TABLET_PC_KEY = r"SYSTEM\WPA\TabletPC"  # DWORD Installed = 1 on Windows XP Tablet PC Edition
 #: Win32_PnPEntity.ConfigManagerErrorCode the device shows for each driver state (codes are documented; which
 #: one a real "installed but not started" MEI shows is the guess).
 MEI_DEVICE_STATUS = {"started": 0, "not_started": 22, "not_installed": 28}
@@ -81,6 +82,7 @@ UNCONFIRMED: dict[str, Any] = {
     "MEI device name": MEI_DEVICE_NAME, "MEI driver service (Win32_SystemDriver)": MEI_DRIVER_SERVICE,
     "MEI driver version": MEI_DEFAULT_VERSION, "MEI hardware id": MEI_HARDWARE_ID,
     "LMS service name": LMS_SERVICE, "MEI ConfigManagerErrorCode per state": MEI_DEVICE_STATUS,
+    "Tablet PC Edition marker": TABLET_PC_KEY + r"\Installed",
     "policy namespace": POLICY_NAMESPACE, "policy class": POLICY_CLASS,
     "policy enabled property": POLICY_ENABLED_PROPERTY, "OOBMGMT.LOG component": CCM_COMPONENT,
     "OOBMGMT.LOG texts": "OOBMGMT_MESSAGES",
@@ -127,6 +129,13 @@ class WindowsClientSpec:
     os_version: str = "5.1.2600"
     csd_version: str = "Service Pack 3"
     service_pack_major: int = 3
+    product_type: int = 1                # Win32_OperatingSystem.ProductType: 1 workstation, 3 server
+    tablet_pc: bool = False              # Windows XP Tablet PC Edition (registry TABLET_PC_KEY Installed = 1)
+    workgroup: str = ""                  # not joined: a member of this workgroup instead of the domain
+    hotfixes: list[str] = field(default_factory=list)         # Win32_QuickFixEngineering HotFixIDs
+    files: list[str] = field(default_factory=list)            # CIM_DataFile: full paths that exist
+    optional_features: dict[str, int] = field(default_factory=dict)  # Win32_OptionalFeature Name -> InstallState
+    winrm_version: str = "1.1"           # registry WINRM_STACK_KEY StackVersion (1.1: XP/2003 with KB936059)
     utc_offset_minutes: int = 0          # the client's time zone, minutes east of UTC (UTC-7: -420)
     time_zone_name: str = "GMT Standard Time"
     clock_offset_s: float = 0.0          # how far the client's clock is ahead of the real time
@@ -157,6 +166,9 @@ class WindowsClientSpec:
     history_age_s: float = 86400.0
 
     def __post_init__(self) -> None:
+        self.registry.setdefault("HKLM\\" + WINRM_STACK_KEY, {}).setdefault("StackVersion", self.winrm_version)
+        if self.tablet_pc:
+            self.registry.setdefault("HKLM\\" + TABLET_PC_KEY, {}).setdefault("Installed", 1)
         self.fqdn = self.fqdn.lower().rstrip(".")
         self.uuid = str(uuidlib.UUID(self.uuid)) if self.uuid else str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS,
                                                                                        self.fqdn))
@@ -218,8 +230,9 @@ class WindowsClientProvider(SiteServerProvider):
             "root/cimv2": {
                 "Win32_OperatingSystem": lambda: [self._os()],
                 "Win32_ComputerSystem": lambda: [{
-                    "Name": s.netbios, "DNSHostName": s.fqdn.split(".")[0], "Domain": s.domain,
-                    "PartOfDomain": True, "DomainRole": 1, "Manufacturer": "Intel Corporation",
+                    "Name": s.netbios, "DNSHostName": s.fqdn.split(".")[0], "Domain": s.workgroup or s.domain,
+                    "PartOfDomain": not s.workgroup, "DomainRole": 0 if s.workgroup else 1,
+                    "Manufacturer": "Intel Corporation",
                     "Model": "vPro Lab PC", "CurrentTimeZone": s.utc_offset_minutes}],
                 "Win32_ComputerSystemProduct": lambda: [{
                     "UUID": s.uuid.upper(), "Name": "vPro Lab PC", "Vendor": "Intel Corporation",
@@ -234,6 +247,13 @@ class WindowsClientProvider(SiteServerProvider):
                 "Win32_BaseService": lambda: self._services() + self._drivers(),
                 "Win32_PnPEntity": lambda: [self._mei_device()],
                 "Win32_PnPSignedDriver": lambda: [self._mei_signed_driver()] if s.mei_installed else [],
+                "Win32_QuickFixEngineering": lambda: [{"HotFixID": kb, "Description": "Update", "CSName": s.netbios}
+                                                      for kb in s.hotfixes],
+                "CIM_DataFile": lambda: [{"Name": path.lower(), "FileName": path.rsplit("\\", 1)[-1].rsplit(".", 1)[0],
+                                          "Extension": path.rsplit(".", 1)[-1].lower(), "Drive": path[:2].lower()}
+                                         for path in s.files],
+                "Win32_OptionalFeature": lambda: [{"Name": n, "Caption": n, "InstallState": v}
+                                                  for n, v in s.optional_features.items()],
             },
             "root/default": {"StdRegProv": lambda: []},
         }
@@ -254,7 +274,9 @@ class WindowsClientProvider(SiteServerProvider):
         now = s.now()
         return {"Caption": s.os_caption, "Version": s.os_version, "CSDVersion": s.csd_version,
                 "ServicePackMajorVersion": s.service_pack_major, "ServicePackMinorVersion": 0,
-                "BuildNumber": s.os_version.rsplit(".", 1)[-1], "OSArchitecture": "32-bit", "ProductType": 1,
+                "BuildNumber": s.os_version.rsplit(".", 1)[-1], "OSArchitecture": "32-bit",
+                "ProductType": s.product_type, "WindowsDirectory": "C:\\WINDOWS",
+                "SystemDirectory": "C:\\WINDOWS\\system32",
                 "CSName": s.netbios, "CurrentTimeZone": s.utc_offset_minutes,
                 "LocalDateTime": _cim_datetime(now),
                 "LastBootUpTime": _cim_datetime(now - dt.timedelta(hours=8)),
@@ -324,7 +346,7 @@ class WindowsClientProvider(SiteServerProvider):
 
     def invoke(self, req: WsmanRequest, method: str, params: dict[str, Any]) -> ServerInstance:
         name, _fn = self._table(req.resource_uri)
-        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue"):
+        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue", "GetBinaryValue", "EnumKey"):
             return ServerInstance(f"{method}_OUTPUT", req.resource_uri, self._registry(method, params))
         self.clients.record(self.spec.fqdn, method, req.resource_uri, {}, req.principal)  # type: ignore[attr-defined]
         raise Fault("Sender", "wsa:ActionNotSupported", f"{name} has no method {method} in the lab", "",

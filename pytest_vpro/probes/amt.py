@@ -187,6 +187,48 @@ class ClockReading:
         return self.device_time - self.local_time
 
 
+#: AMT_8021XProfile / CIM_IEEE8021xSettings AuthenticationProtocol (Intel AMT SDK; open-amt-cloud-toolkit).
+EAP_PROTOCOLS = {0: "EAP-TLS", 1: "EAP-TTLS/MSCHAPv2", 2: "PEAPv0/EAP-MSCHAPv2", 3: "PEAPv1/EAP-GTC",
+                 4: "EAP-FAST/MSCHAPv2", 5: "EAP-FAST/GTC", 6: "EAP-MD5", 7: "EAP-PSK", 8: "EAP-SIM", 9: "EAP-AKA",
+                 10: "EAP-FAST/TLS"}
+#: CIM_WiFiEndpointSettings (DMTF CIM schema) AuthenticationMethod and EncryptionMethod.
+WIFI_AUTHENTICATION = {1: "Other", 2: "Open System", 3: "Shared Key", 4: "WPA PSK", 5: "WPA IEEE 802.1x",
+                       6: "WPA2 PSK", 7: "WPA2 IEEE 802.1x"}
+WIFI_ENCRYPTION = {1: "Other", 2: "WEP", 3: "TKIP", 4: "CCMP (AES)", 5: "None"}
+
+
+@dataclass(frozen=True)
+class EthernetPort:
+    """One ``AMT_EthernetPortSettings``: ``... Settings 0`` is the wired port, ``... Settings 1`` the wireless one
+    (PhysicalConnectionType 3 on firmware that reports it)."""
+
+    instance_id: str
+    dhcp_enabled: bool
+    ip_address: str
+    mac_address: str
+    link_up: bool
+    physical_type: int | None
+
+    @property
+    def wireless(self) -> bool:
+        return self.physical_type == 3 or (self.physical_type is None and self.instance_id.rstrip().endswith(" 1"))
+
+
+@dataclass(frozen=True)
+class WifiProfile:
+    """A wireless profile: ``CIM_WiFiEndpointSettings`` and its ``CIM_IEEE8021xSettings`` (paired by ElementName)."""
+
+    name: str
+    authentication: int
+    encryption: int
+    eap_protocol: int | None
+
+    def describe(self) -> str:
+        eap = f", {EAP_PROTOCOLS.get(self.eap_protocol, self.eap_protocol)}" if self.eap_protocol is not None else ""
+        return (f"{self.name}: {WIFI_AUTHENTICATION.get(self.authentication, self.authentication)}, "
+                f"{WIFI_ENCRYPTION.get(self.encryption, self.encryption)}{eap}")
+
+
 class AmtDevice:
     """Reads of one AMT device; writes are the three methods under "state-changing calls"."""
 
@@ -289,6 +331,27 @@ class AmtDevice:
                                     tuple(r for r in (_int(v) for v in _list(e.get("Realms"))) if r is not None),
                                     _int(e.get("AccessPermission"))))
         return entries
+
+    def ethernet_settings(self) -> list[EthernetPort]:
+        """Every ``AMT_EthernetPortSettings`` (wired first)."""
+        return sorted((EthernetPort(str(i.get("InstanceID", "")), _bool(i.get("DHCPEnabled")),
+                                    str(i.get("IPAddress") or ""), str(i.get("MACAddress") or ""),
+                                    _bool(i.get("LinkIsUp")), _int(i.get("PhysicalConnectionType")))
+                       for i in self.client.enumerate(resource_uri("AMT_EthernetPortSettings"))),
+                      key=lambda p: p.instance_id)
+
+    def wired_8021x_protocols(self) -> list[int]:
+        """AuthenticationProtocol of each enabled wired 802.1X profile (``AMT_8021XProfile``); [] if none."""
+        return [p for i in self.client.enumerate(resource_uri("AMT_8021XProfile")) if _bool(i.get("Enabled"))
+                for p in [_int(i.get("AuthenticationProtocol"))] if p is not None]
+
+    def wifi_profiles(self) -> list[WifiProfile]:
+        """The wireless profiles, with the EAP method of those that use 802.1X."""
+        eap = {str(i.get("ElementName", "")): _int(i.get("AuthenticationProtocol"))
+               for i in self.client.enumerate(resource_uri("CIM_IEEE8021xSettings"))}
+        return [WifiProfile(str(i.get("ElementName", "")), _int(i.get("AuthenticationMethod"), 0) or 0,
+                            _int(i.get("EncryptionMethod"), 0) or 0, eap.get(str(i.get("ElementName", ""))))
+                for i in self.client.enumerate(resource_uri("CIM_WiFiEndpointSettings"))]
 
     def clock(self) -> ClockReading:
         out = self._call("AMT_TimeSynchronizationService", "GetLowAccuracyTimeSynch", {})

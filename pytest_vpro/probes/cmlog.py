@@ -12,8 +12,10 @@ a line, and never raises on bad input: a line that is binary garbage, overlong, 
 of the file is skipped and counted (``skipped``, ``overlong``, ``truncated``).
 
 The event patterns are ONE table, :data:`EVENT_PATTERNS`: regular expressions with the named groups ``fqdn``,
-``uuid``, ``ip`` and ``reason``. The default texts are the lab's (:mod:`pytest_vpro.lab.cmlog`), all
-*(unconfirmed)*: no public source gives SCCM's exact wording. An environment file's ``log_patterns``
+``uuid``, ``ip``, ``reason``, ``mode`` (PKI/PSK) and ``retry`` (a hello's retry count); the client-log events
+(``policy_*`` of OOBMGMT.LOG) name no client: a client's own log is that client's. The default texts are the
+lab's (:mod:`pytest_vpro.lab.cmlog`, :mod:`pytest_vpro.lab.windows_client`), all *(unconfirmed)*: no public source
+gives SCCM's exact wording. An environment file's ``log_patterns``
 (``{event: [regex, ...]}``) is tried before the defaults and may add events of its own.
 """
 from __future__ import annotations
@@ -211,7 +213,8 @@ _IP = r"(?P<ip>\d{1,3}(?:\.\d{1,3}){3})"
 #: purpose: they caught lines such as "invalid hello packet from ..." as hellos; a site adds its real wording.
 EVENT_PATTERNS: dict[str, list[str]] = {
     "hello_received": [
-        rf"Received hello packet \(out of band\) from {_IP}: AMT device UUID {_UUID} \({_FQDN}\)",
+        rf"Received hello packet \(out of band\) from {_IP}: AMT device UUID {_UUID} \({_FQDN}\)"
+        rf"(?:, (?P<mode>PKI|PSK) mode, retry (?P<retry>\d+))?",
     ],
     "ztc_request": [
         rf"Received ZTC provisioning request \(in-band\) from {_FQDN} \({_IP}\), AMT device UUID {_UUID}",
@@ -237,7 +240,25 @@ EVENT_PATTERNS: dict[str, list[str]] = {
     "unprovision_failed": [
         rf"Clearing provisioning data failed for AMT device {_FQDN}, UUID {_UUID}\. Reason: (?P<reason>.*)",
     ],
+    # the out of band component's provisioning certificate (fqdn: its subject CN)
+    "provisioning_certificate_accepted": [
+        rf"Provisioning certificate CN={_FQDN} \(thumbprint [^)]*\) accepted",
+    ],
+    "provisioning_certificate_rejected": [
+        rf"Provisioning certificate CN={_FQDN} \(thumbprint [^)]*\) rejected: (?P<reason>.*)",
+    ],
+    # OOBMGMT.LOG, the in-band client's agent (windows_client.OOBMGMT_MESSAGES)
+    "policy_downloaded": [r"AMT auto provisioning policy downloaded from site"],
+    "policy_enabled": [r"AMT auto provisioning is enabled in policy"],
+    "policy_disabled": [r"AMT auto provisioning is disabled in policy"],
+    "policy_missing": [r"No AMT auto provisioning policy received"],
+    "provisioning_request_sent": [
+        rf"Sent AMT provisioning request \(in-band\) for {_FQDN}, AMT device UUID {_UUID}",
+    ],
 }
+
+
+GROUPS = frozenset({"fqdn", "uuid", "ip", "reason", "mode", "retry"})
 
 
 @dataclass(frozen=True)
@@ -251,6 +272,8 @@ class Event:
     ip: str | None = None
     reason: str | None = None
     line: LogLine | None = field(default=None, compare=False, repr=False)
+    mode: str | None = None   # a hello's PKI/PSK
+    retry: int | None = None  # a hello's retry count
 
     @property
     def key(self) -> str:
@@ -262,7 +285,7 @@ def compile_patterns(extra: Mapping[str, str | Iterable[str]] | None = None) -> 
     """The default table plus ``extra`` (``{event: regex | [regex, ...]}``, tried first).
 
     Raises ``ValueError`` naming the event for a pattern that does not compile or uses a group other than
-    ``fqdn``, ``uuid``, ``ip`` and ``reason``.
+    :data:`GROUPS`.
     """
     table: dict[str, list[str]] = {}
     for event, pats in (extra or {}).items():
@@ -276,7 +299,7 @@ def compile_patterns(extra: Mapping[str, str | Iterable[str]] | None = None) -> 
                 rx = re.compile(p)
             except re.error as exc:
                 raise ValueError(f"log pattern for {event!r} does not compile: {exc}") from None
-            unknown = set(rx.groupindex) - {"fqdn", "uuid", "ip", "reason"}
+            unknown = set(rx.groupindex) - GROUPS
             if unknown:
                 raise ValueError(f"log pattern for {event!r} uses unknown group(s) {sorted(unknown)}")
             compiled.setdefault(event, []).append(rx)
@@ -293,8 +316,10 @@ def match_event(line: LogLine, patterns: Mapping[str, list[re.Pattern[str]]]) ->
             g = m.groupdict()
             fqdn = (g.get("fqdn") or "").strip().rstrip(".").lower()
             uuid = (g.get("uuid") or "").strip().lower()
+            retry = (g.get("retry") or "").strip()
             return Event(kind, line.time, fqdn if fqdn not in _NOT_A_NAME else None, uuid or None,
-                         (g.get("ip") or "").strip() or None, (g.get("reason") or "").strip() or None, line)
+                         (g.get("ip") or "").strip() or None, (g.get("reason") or "").strip() or None, line,
+                         (g.get("mode") or "").strip().upper() or None, int(retry) if retry.isdigit() else None)
     return None
 
 
@@ -327,5 +352,27 @@ def client_events(by_client: Mapping[str, list[Event]], *, fqdn: str | None = No
     return sorted(found, key=lambda e: (e.time is None, e.time.timestamp() if e.time else 0))
 
 
-__all__ = ["LogLine", "LogReader", "read_log", "parse_entry", "parse_text", "Event", "EVENT_PATTERNS",
-           "compile_patterns", "match_event", "events", "client_events", "MAX_LINE"]
+def provisioned(events: Iterable[Event]) -> Event | None:
+    """The ``second_stage_completed`` event of a client's events (time order) that no later
+    ``unprovision_completed`` undid: the site provisioned it then; None if it has not (or not since)."""
+    done = None
+    for e in events:
+        if e.kind == "second_stage_completed":
+            done = e
+        elif e.kind == "unprovision_completed":
+            done = None
+    return done
+
+
+def trace(events: Iterable[Event], limit: int = 200) -> str:
+    """Events as Trace32 shows their lines (time, thread, message), for a report; the last ``limit``."""
+    rows = []
+    for e in events:
+        when = f"{e.time:%m-%d-%Y %H:%M:%S}" if e.time else "--"
+        thread = e.line.thread if e.line is not None and e.line.thread is not None else ""
+        rows.append(f"{when}  {thread:>5}  {e.line.message if e.line is not None else e.kind}")
+    return "\n".join(rows[-limit:]) or "(no line names this client)"
+
+
+__all__ = ["LogLine", "LogReader", "read_log", "parse_entry", "parse_text", "Event", "EVENT_PATTERNS", "GROUPS",
+           "compile_patterns", "match_event", "events", "client_events", "provisioned", "trace", "MAX_LINE"]

@@ -196,6 +196,24 @@ class Resolver:
 
 # --------------------------------------------------------------------------- connection routing
 
+DSPROPERTY_ZONE_ALLOW_UPDATE = 0x02  # MS-DNSP 2.3.2.1.1
+
+
+def parse_zone_allow_update(properties: list[bytes]) -> int | None:
+    """An AD-integrated zone's dynamic update setting from its ``dNSProperty`` values (MS-DNSP 2.3.2.1: u32
+    DataLength, NameLength, Flag, Version, Id, then Data): 0 none, 1 nonsecure and secure, 2 secure only; None if
+    the zone has no such property."""
+    import struct  # noqa: PLC0415
+
+    for blob in properties:
+        if len(blob) < 21:
+            continue
+        length, _name_length, _flag, _version, prop_id = struct.unpack_from("<IIIII", blob)
+        if prop_id == DSPROPERTY_ZONE_ALLOW_UPDATE and length >= 1:
+            return blob[20]
+    return None
+
+
 def _in_domains(name: str, domains: tuple[str, ...]) -> bool:
     return any(name == d or name.endswith("." + d) for d in domains)
 

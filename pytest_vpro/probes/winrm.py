@@ -213,16 +213,29 @@ class WinRM:
         out = self.client.invoke(wmi_uri(class_name, namespace), method, params, selectors)
         return dict(out)
 
-    def registry_value(self, hive: str | int, key: str, value: str, kind: str = "string") -> str | int | None:
-        """A registry value through ``StdRegProv`` (``kind`` ``"string"`` or ``"dword"``); ``None`` if absent."""
-        method, out_name, conv = {"string": ("GetStringValue", "sValue", str),
-                                  "dword": ("GetDWORDValue", "uValue", int)}[kind]
+    def registry_value(self, hive: str | int, key: str, value: str, kind: str = "string") -> str | int | bytes | None:
+        """A registry value through ``StdRegProv`` (``kind`` ``"string"``, ``"dword"`` or ``"binary"``, whose
+        ``uValue`` is an array of bytes); ``None`` if absent."""
+        method, out_name = {"string": ("GetStringValue", "sValue"), "dword": ("GetDWORDValue", "uValue"),
+                            "binary": ("GetBinaryValue", "uValue")}[kind]
         hdef = hive if isinstance(hive, int) else HIVES[hive.upper()]
         out = self.invoke("StdRegProv", method, {"hDefKey": hdef, "sSubKeyName": key.strip("\\"),
                                                  "sValueName": value})
         if str(out.get("ReturnValue", "")).strip() != "0" or out.get(out_name) in (None, ""):
             return None
-        return conv(str(out[out_name]).strip())
+        if kind == "binary":
+            items = out[out_name] if isinstance(out[out_name], list) else [out[out_name]]
+            return bytes(int(str(b).strip()) for b in items)
+        return (int if kind == "dword" else str)(str(out[out_name]).strip())
+
+    def registry_subkeys(self, hive: str | int, key: str) -> list[str] | None:
+        """Names of the subkeys of ``key`` (``StdRegProv.EnumKey``); ``None`` if the key does not exist."""
+        hdef = hive if isinstance(hive, int) else HIVES[hive.upper()]
+        out = self.invoke("StdRegProv", "EnumKey", {"hDefKey": hdef, "sSubKeyName": key.strip("\\")})
+        if str(out.get("ReturnValue", "")).strip() != "0":
+            return None
+        names = out.get("sNames")
+        return [str(n) for n in (names if isinstance(names, list) else [names] if names else [])]
 
     def close(self) -> None:
         self.client.close()

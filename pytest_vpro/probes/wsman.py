@@ -15,6 +15,8 @@ their size is bounded before parsing.
 from __future__ import annotations
 
 import base64
+import queue
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -428,6 +430,7 @@ class WsmanClient:
         # One request at a time per session: Digest's nonce count and the kept-alive connection are per
         # session, and AMT firmware serves only a few connections; callers on other threads queue here.
         self._one_at_a_time = threading.Lock()
+        self._worker: _Worker | None = None
 
     @classmethod
     def for_amt(cls, host: str, *, tls: bool = True, **kwargs) -> "WsmanClient":
@@ -444,9 +447,42 @@ class WsmanClient:
             return self._post_one(envelope)
 
     def _post_one(self, envelope: bytes) -> Reply:
+        # requests' timeout bounds each socket read, not the exchange: a device that trickles its reply a byte
+        # at a time never times out. The exchange runs in a helper thread and is abandoned (its session
+        # discarded) after connect + read timeout, so a hanging device costs at most two timeouts.
+        # One long-lived worker per client: requests' Digest state (nonce, count) is per thread.
+        deadline = 2 * self.timeout
+        box: dict[str, Any] = {}
+        session = self.session
+
+        def exchange() -> None:
+            try:
+                box["resp"] = resp = self._send(session, envelope)
+                with resp:
+                    box["body"] = self._read_bounded(resp)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                box["error"] = exc
+
+        if self._worker is None:
+            self._worker = _Worker(f"wsman {self.host}")
+        if not self._worker.run(exchange, deadline):
+            self._worker.abandon()
+            self._worker = None
+            self.session = requests.Session()  # the stuck one stays with the abandoned exchange
+            _abort(box.get("resp"))
+            raise Unreachable(self.host, self.port, self.timeout,
+                              f"gave no complete answer within {deadline:g} s (reply too slow)")
+        if "error" in box:
+            raise box["error"]
+        resp, body = box["resp"], box["body"]
+        if self.transcript is not None:
+            self.transcript.record(resp.request, resp.status_code, resp.headers, body)
+        return self._interpret(resp, body)
+
+    def _send(self, session: requests.Session, envelope: bytes) -> requests.Response:
         headers = {"Content-Type": "application/soap+xml; charset=utf-8"}
         try:
-            resp = self.session.post(
+            return session.post(
                 self.url, data=envelope, headers=headers, auth=self._requests_auth,
                 verify=self.ca_bundle if self.url.startswith("https") else True,
                 timeout=(self.timeout, self.timeout), stream=True,
@@ -459,11 +495,6 @@ class WsmanClient:
             raise Unreachable(self.host, self.port, self.timeout) from None
         except requests.exceptions.ConnectionError as exc:
             raise Unreachable(self.host, self.port, self.timeout, _conn_reason(exc)) from None
-        with resp:
-            body = self._read_bounded(resp)
-            if self.transcript is not None:
-                self.transcript.record(resp.request, resp.status_code, resp.headers, body)
-            return self._interpret(resp, body)
 
     def _read_bounded(self, resp: requests.Response) -> bytes:
         declared = resp.headers.get("Content-Length")
@@ -555,6 +586,9 @@ class WsmanClient:
 
     def close(self) -> None:
         self.session.close()
+        if self._worker is not None:
+            self._worker.abandon()
+            self._worker = None
 
 
 def _tls_reason(exc: BaseException) -> str:
@@ -574,6 +608,44 @@ def _tls_reason(exc: BaseException) -> str:
         cur = cur.__cause__ or cur.__context__ or getattr(cur, "reason", None)
     text = str(exc)
     return text[:300]
+
+
+class _Worker:
+    """A daemon thread that runs one exchange at a time for a client and can be abandoned when one hangs."""
+
+    def __init__(self, name: str):
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, done = job
+            try:
+                fn()
+            finally:
+                done.set()
+
+    def run(self, fn, deadline: float) -> bool:
+        """Run ``fn`` on the worker; False if it has not finished within ``deadline`` seconds."""
+        done = threading.Event()
+        self._jobs.put((fn, done))
+        return done.wait(deadline)
+
+    def abandon(self) -> None:
+        self._jobs.put(None)  # the thread ends once its stuck exchange does
+
+
+def _abort(resp: requests.Response | None) -> None:
+    """Best effort: shut the socket of an abandoned reply so that its thread ends now."""
+    sock = getattr(getattr(getattr(resp, "raw", None), "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _conn_reason(exc: BaseException) -> str:

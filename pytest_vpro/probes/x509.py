@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import struct
 from collections.abc import Iterable, Sequence
 
 import requests
@@ -24,6 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .errors import ProbeError
+
 AMT_PROVISIONING_OID = x509.ObjectIdentifier("2.16.840.1.113741.1.2.3")
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 CLIENT_SETUP_OU = "Intel(R) Client Setup Certificate"
@@ -32,9 +35,9 @@ MAX_CRL_BYTES = 10 * 1024 * 1024
 UTC = dt.timezone.utc
 
 
-class CrlProblem(Exception):
-    """A CRL could not be used; ``kind`` is one of unreachable, http-status, too-large,
-    unparsable, expired, not-yet-valid, bad-signature."""
+class CrlProblem(ProbeError):
+    """A CRL (or an AIA certificate) could not be used; ``kind`` is one of unreachable, http-status,
+    too-large, unsupported, unparsable, expired, not-yet-valid, bad-signature."""
 
     def __init__(self, kind: str, url: str, detail: str) -> None:
         super().__init__(f"{kind}: {url}: {detail}")
@@ -229,14 +232,12 @@ def check_crl(crl: x509.CertificateRevocationList, *, url: str = "<crl>",
         raise CrlProblem("bad-signature", url, f"not signed by {issuer.subject.rfc4514_string()}")
 
 
-def fetch_crl(url: str, timeout: float = 5.0, *, issuer: x509.Certificate | None = None,
-              now: dt.datetime | None = None, max_bytes: int = MAX_CRL_BYTES,
-              session: requests.Session | None = None) -> x509.CertificateRevocationList:
-    """GET a CRL (DER or PEM), bounded in time and size, and check dates (and signature).
-
-    HTTPS URLs are verified (requests' default); lab and AD CS CRLs are plain HTTP per
-    RFC 5280 §4.2.1.13.
-    """
+def download(url: str, timeout: float = 5.0, *, max_bytes: int = MAX_CRL_BYTES,
+             session: requests.Session | None = None) -> bytes:
+    """GET a CDP or AIA URL, bounded in time and size; raises :class:`CrlProblem` (unreachable,
+    http-status, too-large, or unsupported for a scheme other than http/https, e.g. ldap://)."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise CrlProblem("unsupported", url, "only http and https locations are fetched")
     getter = session or requests
     try:
         with getter.get(url, timeout=timeout, stream=True) as resp:
@@ -249,9 +250,99 @@ def fetch_crl(url: str, timeout: float = 5.0, *, issuer: x509.Certificate | None
                     raise CrlProblem("too-large", url, f"more than {max_bytes} bytes")
     except requests.RequestException as exc:
         raise CrlProblem("unreachable", url, type(exc).__name__) from None
-    crl = parse_crl(bytes(body), url)
+    return bytes(body)
+
+
+def fetch_crl(url: str, timeout: float = 5.0, *, issuer: x509.Certificate | None = None,
+              now: dt.datetime | None = None, max_bytes: int = MAX_CRL_BYTES,
+              session: requests.Session | None = None) -> x509.CertificateRevocationList:
+    """GET a CRL (DER or PEM), bounded in time and size, and check dates (and signature).
+
+    HTTPS URLs are verified (requests' default); lab and AD CS CRLs are plain HTTP per
+    RFC 5280 §4.2.1.13.
+    """
+    crl = parse_crl(download(url, timeout, max_bytes=max_bytes, session=session), url)
     check_crl(crl, url=url, issuer=issuer, now=now)
     return crl
+
+
+def parse_certificate(data: bytes, url: str = "<bytes>") -> x509.Certificate:
+    """One certificate, DER or PEM (an AIA caIssuers file, RFC 5280 §4.2.2.1); CrlProblem if unparsable.
+
+    A caIssuers location may also serve a PKCS#7 "certs-only" bundle; the first certificate is taken."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN CERTIFICATE"):
+            return x509.load_pem_x509_certificate(data)
+        try:
+            return x509.load_der_x509_certificate(data)
+        except ValueError:
+            from cryptography.hazmat.primitives.serialization import pkcs7  # noqa: PLC0415
+            return pkcs7.load_der_pkcs7_certificates(data)[0]
+    except (ValueError, IndexError) as exc:
+        raise CrlProblem("unparsable", url, str(exc) or "not a certificate") from None
+
+
+def fetch_certificate(url: str, timeout: float = 5.0, **kwargs) -> x509.Certificate:
+    """GET an AIA caIssuers URL and parse the certificate it serves."""
+    return parse_certificate(download(url, timeout, **kwargs), url)
+
+
+def chain_via_aia(cert: x509.Certificate, fetch, max_depth: int = 6) -> tuple[list[x509.Certificate], list[str]]:
+    """``[cert, issuer, ...]`` fetched through each certificate's AIA caIssuers URLs (``fetch(url) -> bytes``,
+    raising :class:`CrlProblem`) up to a self-signed root, and what went wrong on the way (an unreachable URL, a
+    certificate that did not issue the one below it, no AIA at all)."""
+    chain, problems = [cert], []
+    while not is_self_signed(chain[-1]) and len(chain) <= max_depth:
+        child, parent = chain[-1], None
+        urls = aia_urls(child)
+        if not urls:
+            problems.append(f"{common_name(child)} names no AIA caIssuers URL")
+            break
+        for url in urls:
+            try:
+                candidate = parse_certificate(fetch(url), url)
+            except CrlProblem as exc:
+                problems.append(str(exc))
+                continue
+            if _issued_by(child, candidate):
+                parent = candidate
+                break
+            problems.append(f"{url} serves {common_name(candidate)}, which did not issue {common_name(child)}")
+        if parent is None:
+            break
+        chain.append(parent)
+    return chain, problems
+
+
+# --------------------------------------------------------------------------- Windows certificate stores
+
+CERT_CERT_PROP_ID = 32  # the encoded certificate itself
+
+
+def parse_store_blob(blob: bytes) -> x509.Certificate:
+    """The certificate in a Windows registry certificate store ``Blob`` value
+    (``HKLM\\SOFTWARE\\Microsoft\\SystemCertificates\\<store>\\Certificates\\<SHA-1>``): a sequence of
+    properties, each ``u32 id, u32 reserved (1), u32 length, value`` little-endian (the serialized store
+    element of ``CertSerializeCertificateStoreElement``; MS-GPEF, "certificate blob"), one of which, id 32, is
+    the DER certificate."""
+    offset = 0
+    while offset + 12 <= len(blob):
+        prop_id, _reserved, length = struct.unpack_from("<III", blob, offset)
+        value = blob[offset + 12: offset + 12 + length]
+        if len(value) != length:
+            break
+        if prop_id == CERT_CERT_PROP_ID:
+            return x509.load_der_x509_certificate(value)
+        offset += 12 + length
+    raise ValueError(f"no certificate (property {CERT_CERT_PROP_ID}) in a {len(blob)}-byte store blob")
+
+
+def make_store_blob(cert: x509.Certificate) -> bytes:
+    """The ``Blob`` Windows writes for ``cert``: its SHA-1 hash property (id 3) and the certificate (id 32)."""
+    der = cert.public_bytes(serialization.Encoding.DER)
+    sha1 = hashlib.sha1(der).digest()
+    return (struct.pack("<III", 3, 1, len(sha1)) + sha1
+            + struct.pack("<III", CERT_CERT_PROP_ID, 1, len(der)) + der)
 
 
 def is_revoked(crl: x509.CertificateRevocationList, serial: int) -> bool:

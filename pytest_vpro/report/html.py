@@ -1,10 +1,11 @@
-"""Render the run's Allure results into HTML with the Allure command line.
+"""Render the run's Allure results into ``allure-report/`` with the Allure command line.
 
-Two outputs in the run's folder: ``allure-report/`` (the full interactive
-report; its ``history/`` is carried into the next run so the nightly report
-shows trends) and ``report.html`` (one self-contained file to attach to a
-change ticket). The command line comes from the npm registry, pinned in
-``package.json`` and installed by ``scripts/setup``; it needs a Java runtime.
+``allure-report/`` is the full interactive report; its ``history/`` is carried
+into the next run so the nightly report shows trends. (The self-contained
+``report.html`` for a change ticket is written by :mod:`.ticket`, not by Allure's
+single-file mode, which embeds every result: see there.) The command line comes
+from the npm registry, pinned in ``package.json`` and installed by
+``scripts/setup``; it needs a Java runtime.
 """
 from __future__ import annotations
 
@@ -35,18 +36,14 @@ def render(run) -> Path | None:
     if history.is_dir():
         shutil.copytree(history, results / "history", dirs_exist_ok=True)
     title = f"pytest-vpro: {run.env.name} ({run.id})" + ("" if run.complete else " INCOMPLETE")
-    single = run.dir / ".single"
-    for extra, out in (([], run.dir / "allure-report"), (["--single-file"], single)):
-        try:
-            proc = subprocess.run([cli, "generate", "--clean", *extra, "--name", title, "-o", str(out), str(results)],
-                                  capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            run.notes.append(f"HTML report not rendered: {exc}")
-            return None
-        if proc.returncode != 0:
-            run.notes.append(f"HTML report not rendered: allure exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
-            return None
-    target = run.dir / "report.html"
-    os.replace(single / "index.html", target)
-    shutil.rmtree(single, ignore_errors=True)
-    return target
+    out = run.dir / "allure-report"
+    try:
+        proc = subprocess.run([cli, "generate", "--clean", "--name", title, "-o", str(out), str(results)],
+                              capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        run.notes.append(f"Allure report not rendered: {exc}")
+        return None
+    if proc.returncode != 0:
+        run.notes.append(f"Allure report not rendered: allure exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+        return None
+    return out

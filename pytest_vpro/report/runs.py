@@ -33,6 +33,7 @@ class Run:
     complete: bool = False
     html: Path | None = None
     lab: Any = None  # a lab this run started (and stops), or None
+    replay: Any = None  # the snapshot.Replay of --facts-in, or None
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,18 +61,32 @@ def start(config: pytest.Config) -> Run:
                                 "not take the file for a test path")
     env_path = envmod.resolve_env_path(value, config.rootpath)
     lab = None
+    replay = _replay(config)
     from ..lab import estate, manager  # noqa: PLC0415
-    if estate.is_lab_description(env_path):  # a lab to start (or reuse); it writes the environment file
+    if replay is not None and estate.is_lab_description(env_path):  # judge the lab's recorded facts: no lab
+        try:
+            env_path = estate.load_description(env_path)[1] / "environment.yaml"
+        except estate.DescriptionError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    elif estate.is_lab_description(env_path):  # a lab to start (or reuse); it writes the environment file
         try:
             lab, env_path = manager.ensure(env_path, log=_progress(config))
         except (estate.DescriptionError, manager.LabError) as exc:
             raise pytest.UsageError(f"the lab could not be started: {exc}") from None
+    inventory = None
+    if replay is not None and replay.header.get("inventory") is not None:  # the fleet as it was recorded
+        inventory = Path(config.getoption("reports_dir") or config.rootpath / "reports") / f".inventory-{os.getpid()}"
+        inventory.parent.mkdir(parents=True, exist_ok=True)
+        inventory.write_text(json.dumps(replay.header["inventory"]))
     try:
-        env = _load(env_path)
+        env = _load(env_path, inventory_cache=inventory)
     except BaseException:
         if lab is not None:
             lab.stop()
         raise
+    finally:
+        if inventory is not None:
+            inventory.unlink(missing_ok=True)
     root = Path(config.getoption("reports_dir") or config.rootpath / "reports")
     now = dt.datetime.now(dt.timezone.utc)
     run_id = now.strftime("%Y%m%d-%H%M%S") + f"-{env.name}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
@@ -83,7 +98,7 @@ def start(config: pytest.Config) -> Run:
     run_dir.mkdir(parents=True)
     envmod.write_inventory_cache(env, run_dir / "inventory.json")
     run = Run(id=run_dir.name, dir=run_dir, root=root, env=env, env_path=env_path, shard=shard,
-              started=now.isoformat(timespec="seconds"), lab=lab)
+              started=now.isoformat(timespec="seconds"), lab=lab, replay=replay)
     _wire_outputs(config, run)
     return run
 
@@ -94,10 +109,22 @@ def join(config: pytest.Config, workerinput: dict[str, Any]) -> Run:
     env_path = Path(workerinput["vpro_env_path"])
     env = _load(env_path, inventory_cache=run_dir / "inventory.json")
     run = Run(id=run_dir.name, dir=run_dir, root=run_dir.parent, env=env, env_path=env_path,
-              shard=parse_shard(config.getoption("shard")))
+              shard=parse_shard(config.getoption("shard")), replay=_replay(config))
     if workerinput.get("vpro_allure_dir"):
         config.option.allure_report_dir = workerinput["vpro_allure_dir"]
     return run
+
+
+def _replay(config: pytest.Config):
+    path = config.getoption("facts_in", None)
+    if not path:
+        return None
+    from .. import snapshot  # noqa: PLC0415
+
+    try:
+        return snapshot.Replay(Path(path))
+    except snapshot.SnapshotError as exc:
+        raise pytest.UsageError(f"--facts-in: {exc}") from None
 
 
 def worker_input(run: Run) -> dict[str, str]:

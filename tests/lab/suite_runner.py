@@ -57,7 +57,7 @@ def assert_fails(results, check: str, target: str, found: str) -> None:
 def assert_gated(results, target: str, by: str | tuple[str, ...], after_stage: int) -> None:
     by = (by,) if isinstance(by, str) else by
     later = {k: v for k, v in results.items() if k[1] == target and CHECKS[k[0]].test_stage > after_stage
-             and CHECKS[k[0]].automated}
+             and CHECKS[k[0]].automated and not CHECKS[k[0]].disruptive}  # disruptive ones skip as not allowed
     assert later, f"no later checks for {target}"
     for (check, _), (outcome, message) in later.items():
         assert outcome == "skipped" and any(f"gated: {b} failed for" in message for b in by), (check, message)

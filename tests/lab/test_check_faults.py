@@ -57,7 +57,7 @@ def test_dhcp_faults_fail_stage_1_and_gate_every_client(tmp_path):
 
 def test_provisioning_certificate_and_provision_server_faults(tmp_path):
     results = run_suite(tmp_path, [{"fault": "prov_cert_no_server_auth"}, {"fault": "prov_cert_no_amt_marker"},
-                                   {"fault": "issuing_ca_4096"}, {"fault": "provision_server_wrong_address"}],
+                                   {"fault": "provisioning_key_4096"}, {"fault": "provision_server_wrong_address"}],
                         clients=2, net=NET)
     server = "sccm01.vprolab.test"
     assert_fails(results, "S3-PROV-CERT-SERVER-AUTH", server, r"EKUs \[")
@@ -69,6 +69,12 @@ def test_provisioning_certificate_and_provision_server_faults(tmp_path):
         assert_gated(results, client, "S2-PROVISIONSERVER-RESOLVES-TO-SERVICE-POINT", 2)
 
 
-def test_an_expired_issuing_ca_fails_the_chain_dates(tmp_path):
-    results = run_suite(tmp_path, [{"fault": "expired_issuing_ca"}], clients=1, net=NET)
+def test_an_issuing_ca_key_over_2048_bits_fails_stage_1_and_gates_everything(tmp_path):
+    results = run_suite(tmp_path, [{"fault": "issuing_ca_4096"}], clients=1, net=NET)
+    assert_fails(results, "PRE-CA-KEY-LENGTH-2048", "ca01.vprolab.test", "4096 bits")
+    assert_gated(results, "pc0001.vprolab.test", "PRE-CA-KEY-LENGTH-2048", 1)
+
+
+def test_an_expired_provisioning_certificate_fails_the_chain_dates(tmp_path):
+    results = run_suite(tmp_path, [{"fault": "expired_provisioning_cert"}], clients=1, net=NET)
     assert_fails(results, "S3-PROV-CERT-CHAIN-DATES-VALID", "sccm01.vprolab.test", "expired")

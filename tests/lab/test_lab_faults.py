@@ -123,10 +123,16 @@ def device(info, number: int) -> AmtDevice:
                                          ca_bundle=None, timeout=5))
 
 
-def winrm(info) -> WinRM:
-    return WinRM("https://sccm01.vprolab.test:5986/wsman", auth=BasicAuth("Administrator",
-                                                                           info["dc"]["admin_password"]),
+def winrm(info, host: str = "sccm01") -> WinRM:
+    return WinRM(f"https://{host}.vprolab.test:5986/wsman", auth=BasicAuth("Administrator",
+                                                                          info["dc"]["admin_password"]),
                  ca_bundle=info["pki"]["root_cert"], timeout=10)
+
+
+def console_files(info) -> set[str]:
+    """The files of the console host's system folder the console checks look for (CIM_DataFile)."""
+    with route_connections(Resolver([PLAN.dc]), ["vprolab.test"]), winrm(info, "console01") as w:
+        return {f["Name"].rsplit("\\", 1)[-1] for f in w.enumerate("CIM_DataFile")}
 
 
 def site_wmi(info) -> dict:
@@ -305,8 +311,7 @@ class TestClientFaults:
         assert prop(wmi["component"], "Enable Web UI")["Value"] == 0                         # webui_disabled
         assert "KB960804" not in wmi["hotfixes"] and "KB942841" in wmi["hotfixes"]          # hotfix_missing
         assert wmi["stack"] == "1.0" and "KB936059" not in wmi["hotfixes"]                   # winrm_1_0
-        assert not any("MSXML 6" in p for p in wmi["products"])                              # no_msxml6
-        assert wmi["features"]["TelnetClient"] == 2                                          # no_telnet_client
+        assert not {"msxml6.dll", "telnet.exe"} & console_files(lab_a)                      # no_msxml6, no_telnet
 
     def test_dhcp_options(self, lab_a):
         reply = dhcp.inform(PLAN.dhcp, client_address=PLAN.client(0), fqdn="pc0001.vprolab.test", timeout=3)
@@ -400,7 +405,7 @@ class TestHealthySide:
         assert "SMS Out of Band Service Point" in wmi["roles"]
         assert prop(wmi["component"], "Enable Web UI")["Value"] == 1
         assert {"KB960804", "KB942841", "KB936059"} <= wmi["hotfixes"] and wmi["stack"] == "1.1"
-        assert any("MSXML 6" in p for p in wmi["products"]) and wmi["features"]["TelnetClient"] == 1
+        assert {"msxml6.dll", "telnet.exe"} <= console_files(lab_c)
         assert [c["AMTAutoProvisionEnabled"] for c in wmi["collections"]] == [False]  # no_auto_provision
 
     def test_dhcp_directory_and_pki_are_healthy(self, lab_c):
@@ -422,4 +427,6 @@ class TestHealthySide:
     def test_no_provision_server_record_means_no_hellos(self, lab_c):
         assert dig("ProvisionServer.vprolab.test") == []
         time.sleep(2)
-        assert lab_c["clients"][3]["uuid"] not in amtopmgr_log(lab_c)
+        uuid = lab_c["clients"][3]["uuid"]
+        hellos = [line for line in amtopmgr_log(lab_c).splitlines() if uuid in line and "hello" in line.lower()]
+        assert hellos == []  # (an in-band PC's ZTC request goes through its agent, not ProvisionServer)

@@ -58,7 +58,11 @@ def test_html_report_and_history(pytester, monkeypatch):
     first = pytester.runpytest_subprocess("--env", "sample", "--stage", "1")
     first.stdout.fnmatch_lines(["report: *report.html"])
     one = latest(pytester)
-    assert (one / "report.html").stat().st_size > 10_000
+    ticket = (one / "report.html").read_text()
+    for section in ("Stage funnel", "Failed checks", "Fleet table", "Passed checks", "Skipped"):
+        assert f"<h2>{section}" in ticket
+    assert "<script" not in ticket and "pc01.sample.test" in ticket  # self-contained, names the fleet
+    assert (one / "allure-report" / "index.html").exists()  # the full interactive report beside it
     assert (one / "allure-report" / "history" / "history.json").exists()
     pytester.runpytest_subprocess("--env", "sample", "--stage", "1")
     two = latest(pytester)

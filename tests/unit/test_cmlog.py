@@ -80,9 +80,11 @@ def test_writer_round_trip_every_event(tmp_path):
     assert len(lines) == len(AMTOPMGR_MESSAGES) and reader.skipped == reader.truncated == 0
     found = {e.kind: e for evs in events(lines).values() for e in evs}
     for kind in EVENT_PATTERNS:
+        if kind not in AMTOPMGR_MESSAGES:
+            continue  # OOBMGMT.LOG events: tests/unit/test_cmlog_golden.py
         assert kind in found, kind
         ev = found[kind]
-        assert ev.uuid == UUID and ev.time == WHEN
+        assert ev.uuid == (UUID if "{uuid}" in AMTOPMGR_MESSAGES[kind] else None) and ev.time == WHEN
         assert ev.fqdn == ("pc0001.vprolab.test" if "{fqdn}" in AMTOPMGR_MESSAGES[kind] else None)
         assert ev.ip == ("10.1.2.3" if "(?P<ip>" in EVENT_PATTERNS[kind][0] else None)
     assert found["provisioning_failed"].reason == FIELDS["reason"]

@@ -1,0 +1,404 @@
+"""The only state-changing calls pytest-vpro makes: power control, SOL/IDER sessions, un-provisioning.
+
+Guide: Stage 4 "perform power control operations. Verify that clients can be powered down correctly ... powered-up
+correctly after the power down operation"; Stage 5 "Verify SOL / IDER can be used to display the client BIOS
+console output and boot the client from an IDE image"; Stage 7 "use Delete provisioning data from the management
+controller option to delete all data from Intel AMT memory".
+
+Who may call them: every function here first checks that its caller is the test function of a catalog row marked
+``disruptive: true`` and that the target is ``canary: true`` (:func:`_permit`), and raises :class:`NotPermitted`
+before a byte is sent otherwise. The plugin, in turn, runs disruptive rows only with ``--allow-disruptive`` and
+only on canaries (``pytest_vpro/gating.py``). Read-only code never imports this module: ``facts`` reads through
+``AMT_READS``, the WinRM probe refuses every method but registry reads, and ``tests/lab/test_read_only.py`` proves
+that a run without ``--allow-disruptive`` records no state-changing call anywhere in the lab.
+
+What they did is recorded per target in the run's record (:func:`pytest_vpro.facts.run_record`), which every
+process of the run reads: the un-provisioned client's certificate serial (read before un-provisioning), the
+outcome. A change that can be undone is undone (power back on) and what could not be is said.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import select
+import socket
+import ssl
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .. import catalog
+from ..facts import run_record_path
+from . import redirection as redir
+from .errors import ProbeError, Unreachable
+
+#: The SMS Provider method that deletes a client's provisioning data. SCCM 2007's own WMI method is not
+#: documented publicly (the console calls it); the lab's site server serves VPRO_Lab.Unprovision(Fqdn) in
+#: root/sms/site_<code>. *(unconfirmed)*: change both names here for a real site.
+UNPROVISION_CLASS, UNPROVISION_METHOD = "VPRO_Lab", "Unprovision"
+
+
+class NotPermitted(PermissionError):
+    """A state-changing call from anything but a disruptive check on a canary target."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the guard and the record
+# --------------------------------------------------------------------------------------------------------------
+def _permit(target: Any) -> str:
+    """The check id of the caller's caller, if it is a disruptive row and ``target`` is a canary."""
+    frame = sys._getframe(2)
+    func = next((v for v in frame.f_globals.values() if getattr(v, "__code__", None) is frame.f_code), None)
+    ids = [m.args[0] for m in getattr(func, "pytestmark", []) if m.name == "check" and m.args]
+    row = catalog.load().get(ids[0]) if ids else None
+    if row is None or not row.disruptive:
+        raise NotPermitted(f"{frame.f_code.co_name} is not the test of a disruptive catalog row: "
+                           "state-changing calls are refused")
+    if not getattr(target, "canary", False):
+        raise NotPermitted(f"{getattr(target, 'name', target)} is not a canary: {row.id} may not change it")
+    _record(target.name, disruptive=True)
+    return row.id
+
+
+def _record(target: str, **values: Any) -> dict[str, Any]:
+    """Merge ``values`` into ``target``'s entry of the run's record (a file the run's processes share)."""
+    path = run_record_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        entry = data.setdefault(target, {})
+        for key, value in values.items():
+            entry[key] = {**entry.get(key, {}), **value} if isinstance(value, dict) else value
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, default=str))
+        tmp.replace(path)
+        return entry
+
+
+def _console_device(facts, env):
+    """The client's AMT over TLS 16993 as the console user (Kerberos), for power control."""
+    from .amt import AmtDevice  # noqa: PLC0415
+    from .kerberos import NegotiateAuth
+    from .wsman import WsmanClient
+
+    port = env.expected["ports"]["amt_https"]
+    return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
+                                 auth=NegotiateAuth(facts.console_credentials(), env.site.realm),
+                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"]))
+
+
+def _wait_for(device, state: int, seconds: float) -> tuple[int | None, float, str]:
+    """Poll PowerState until ``state`` or ``seconds`` pass: (last state seen, seconds waited, last error)."""
+    start, seen, error = time.monotonic(), None, ""
+    while True:
+        try:
+            seen, error = device.power_state().state, ""
+        except ProbeError as exc:  # the ME may be out of reach while the host changes state
+            error = str(exc)
+        if seen == state or time.monotonic() - start >= seconds:
+            return seen, time.monotonic() - start, error
+        time.sleep(0.25)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# power control (S4-POWER-DOWN, S4-POWER-UP)
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class PowerStep:
+    requested: int
+    answer: str = ""             # "ReturnValue 0", or why the request failed
+    reached: int | None = None   # PowerState last seen
+    seconds: float = 0.0
+    error: str = ""              # last read error while waiting
+
+    @property
+    def ok(self) -> bool:
+        return self.reached == (2 if self.requested == 2 else self.requested)
+
+
+@dataclass
+class PowerCycle:
+    before: int | None
+    down: PowerStep
+    up: PowerStep | None = None
+    note: str = ""
+
+    @property
+    def restored(self) -> bool:
+        return self.before != 2 or self.down.reached != 8 or bool(self.up and self.up.ok)
+
+    def evidence(self) -> dict[str, Any]:
+        return {"before": self.before, "down": asdict(self.down), "up": asdict(self.up) if self.up else None,
+                "restored": self.restored, "note": self.note}
+
+
+def power_cycle(client, env, facts) -> PowerCycle:
+    """Power the client off (RequestPowerStateChange 8, off-soft) and on again (2), waiting for each PowerState.
+
+    Done once per process for a client, shared by S4-POWER-DOWN and S4-POWER-UP. Power is put back on whenever
+    the client went off; :attr:`PowerCycle.restored` says whether that worked.
+    """
+    _permit(client)
+    return facts.get("action.power_cycle", lambda: _power_cycle(facts, env))
+
+
+def _power_cycle(facts, env) -> PowerCycle:
+    device, wait = _console_device(facts, env), max(env.timeouts["read"], 5.0)
+    before = device.power_state().state
+    cycle = PowerCycle(before, PowerStep(8))
+    if before != 2:
+        cycle.down.answer, cycle.down.reached = f"not sent: the client was not on (PowerState {before})", before
+        return cycle
+    policy = device.power_policy()
+    if "S5" not in policy.me_on:  # off, the ME would not answer: nobody could power the canary on again
+        cycle.down.answer, cycle.down.reached = (f"not sent: the active power package '{policy.description}' "
+                                                 "turns the ME off in S5, so the client could not be powered on "
+                                                 "again out of band"), before
+        cycle.note = "power-down refused to leave the client unreachable"
+        return cycle
+    _request(device, cycle.down)
+    if cycle.down.answer == "ReturnValue 0":
+        cycle.down.reached, cycle.down.seconds, cycle.down.error = _wait_for(device, 8, wait)
+    if cycle.down.reached != 8:
+        cycle.note = "the client did not go off, so power-up was not tried"
+        return cycle
+    cycle.up = PowerStep(2)
+    _request(device, cycle.up)
+    if cycle.up.answer == "ReturnValue 0":
+        cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, 2, wait)
+    else:
+        cycle.up.reached = 8
+    if not cycle.up.ok:
+        cycle.note = "could not restore: the client is still off; power it on locally"
+    _record(facts.target.name, power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
+    return cycle
+
+
+def _request(device, step: PowerStep) -> None:
+    try:
+        device.request_power_state(step.requested)
+        step.answer = "ReturnValue 0"
+    except ProbeError as exc:
+        step.answer = str(exc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# SOL and IDER (S5-SOL-IDER-SESSION)
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class RedirectionResult:
+    sol: str = ""                          # "started", or why not
+    ider: str = ""
+    reboot: str = ""                       # the power request that restarted the host
+    sol_text: str = ""                     # what SOL showed while it booted
+    ider_reads: list[int] = field(default_factory=list)  # sectors the client read from the image
+
+    @property
+    def bios_seen(self) -> bool:
+        return "Active Management Technology" in self.sol_text or "BIOS" in self.sol_text
+
+    @property
+    def booted_from_image(self) -> bool:
+        return "Booting from IDE-R" in self.sol_text and 0 in self.ider_reads
+
+    def evidence(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sol_ider_session(client, env, facts, image: bytes | None = None) -> RedirectionResult:
+    """Open a SOL and an IDER session on TLS 16995 as the console user, restart the client through WS-MAN
+    (power cycle, or power on if it is off) and watch: SOL must show the BIOS, the client must boot from ``image``
+    (default: :func:`pytest_vpro.probes.redirection.boot_image`) served over IDER. The client is left running
+    (it restarted: that cannot be undone)."""
+    _permit(client)
+    image = image or redir.boot_image()
+    port = env.expected["ports"]["redirection_tls"]
+    timeout = env.timeouts["read"]
+    result = RedirectionResult()
+    sessions = {}
+    try:
+        for kind, start, name in ((redir.SOL, redir.START_SOL, "sol"), (redir.IDER, redir.START_IDER, "ider")):
+            conn = _Redirection(client.name, port, env.pki.get("trusted_roots"), timeout)
+            sessions[name] = conn
+            token = facts.console_credentials().token(facts.amt_spn())[1]  # one AP-REQ per session (no replays)
+            setattr(result, name, conn.open(kind, token, start))
+        if result.sol != "started" or result.ider != "started":
+            return result
+        device = _console_device(facts, env)
+        state = device.power_state().state
+        wanted = 5 if state == 2 else 2
+        step = PowerStep(wanted)
+        _request(device, step)
+        result.reboot = f"RequestPowerStateChange({wanted}) from PowerState {state}: {step.answer}"
+        _record(client.name, redirection={"reboot": result.reboot})
+        if step.answer != "ReturnValue 0":
+            return result
+        _watch(sessions["sol"], sessions["ider"], image, result, deadline=time.monotonic() + 2 * timeout)
+        return result
+    finally:
+        for conn in sessions.values():
+            conn.close()
+
+
+class _Redirection:
+    """One TLS connection to the redirection port, verified against the estate's roots."""
+
+    def __init__(self, host: str, port: int, ca_bundle: str | None, timeout: float) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        ctx = ssl.create_default_context(cafile=ca_bundle)
+        try:
+            raw = socket.create_connection((host, port), timeout=timeout)
+        except (TimeoutError, socket.timeout):
+            raise Unreachable(host, port, timeout) from None
+        except OSError as exc:
+            raise Unreachable(host, port, timeout, "connection refused" if isinstance(exc, ConnectionRefusedError)
+                              else exc.strerror or str(exc)) from None
+        try:
+            self.sock = ctx.wrap_socket(raw, server_hostname=host)
+        except ssl.SSLError as exc:
+            raw.close()
+            raise ProbeError(f"TLS to {host}:{port} failed: {exc.reason or exc}") from None
+        self.frames = redir.Reader()
+        self.pending: list[redir.Message] = []
+
+    def send(self, m: redir.Message) -> None:
+        self.sock.sendall(redir.encode(m))
+
+    def receive(self, timeout: float) -> redir.Message | None:
+        deadline = time.monotonic() + timeout
+        while not self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if not self.sock.pending():
+                ready, _, _ = select.select([self.sock], [], [], left)
+                if not ready:
+                    return None
+            try:
+                data = self.sock.recv(65536)
+            except (OSError, ssl.SSLError):
+                data = b""
+            if not data:
+                raise ProbeError(f"{self.host}:{self.port} closed the redirection session")
+            self.pending += self.frames.feed(data)
+        return self.pending.pop(0)
+
+    def expect(self, command: int) -> redir.Message:
+        m = self.receive(self.timeout)
+        if m is None or m.command != command:
+            raise ProbeError(f"{self.host}:{self.port}: no reply 0x{command:02x} within {self.timeout:g} s"
+                             + (f" (got 0x{m.command:02x})" if m else ""))
+        return m
+
+    def open(self, kind: bytes, token: bytes, start: int) -> str:
+        """StartRedirectionSession, Kerberos authentication, then StartSOL/IDERRedirection: 'started' or why not."""
+        name = kind.decode().strip()
+        self.send(redir.Message(redir.START_SESSION, session=kind))
+        if self.expect(redir.START_SESSION_REPLY).status != redir.STATUS_SUCCESS:
+            return f"{name} session refused by the device (redirection disabled?)"
+        self.send(redir.Message(redir.AUTHENTICATE, auth_type=redir.AUTH_KERBEROS, data=token))
+        if self.expect(redir.AUTHENTICATE_REPLY).status != redir.STATUS_SUCCESS:
+            return f"{name} Kerberos authentication refused"
+        self.send(redir.Message(start, seq=1))
+        if self.expect(start + 1).status != redir.STATUS_SUCCESS:
+            return f"Start{name}Redirection refused"
+        return "started"
+
+    def close(self) -> None:
+        try:
+            self.send(redir.Message(redir.END_SESSION))
+        except OSError:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _watch(sol: _Redirection, ider: _Redirection, image: bytes, result: RedirectionResult, deadline: float) -> None:
+    """Serve the image's sectors over IDER and collect SOL text until the boot line or ``deadline``."""
+    while time.monotonic() < deadline and "Booting from" not in result.sol_text \
+            and "no bootable image" not in result.sol_text:
+        for conn in (ider, sol):
+            m = conn.receive(0.1)
+            if m is None:
+                continue
+            if m.command == redir.SOL_DATA_FROM_HOST:
+                result.sol_text += m.data.decode("ascii", "replace")
+            elif m.command == redir.IDER_READ:
+                result.ider_reads.append(m.lba)
+                chunk = image[m.lba * redir.SECTOR:(m.lba + max(m.count, 1)) * redir.SECTOR]
+                conn.send(redir.Message(redir.IDER_DATA, seq=m.seq, data=chunk))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# un-provisioning through the site server (S7-UNPROVISION-COMPLETES)
+# --------------------------------------------------------------------------------------------------------------
+def unprovision(client, env, facts) -> dict[str, Any]:
+    """Delete the client's provisioning data through the SMS Provider, as the console's "Delete provisioning data
+    from the management controller" does. Before, the serial of the certificate the client serves on 16993 is
+    recorded (after un-provisioning nothing serves it), for S7-WEB-SERVER-CERT-REVOKED. Returns the record:
+    ``serial`` (hex), ``return`` (the method's ReturnValue, or the error), ``state_after`` (ProvisioningState
+    read afterwards over WS-MAN, or the error)."""
+    _permit(client)
+    _record(client.name, unprovisioned={"started": time.time()})
+    try:
+        return _unprovision(client, env, facts)
+    except BaseException as exc:
+        _record(client.name, unprovisioned={"finished": time.time(), "return": f"not done: {exc}"})
+        raise
+
+
+def _unprovision(client, env, facts) -> dict[str, Any]:
+    from . import x509 as certs  # noqa: PLC0415
+    from .winrm import BasicAuth, sms_namespace, winrm_kerberos, wmi_uri
+    from .wsman import WsmanClient
+
+    cert = facts.peer_certificate(client.name, env.expected["ports"]["amt_https"])
+    _record(client.name, unprovisioned={"serial": format(cert.serial_number, "x"), "cdp": certs.cdp_urls(cert),
+                                        "issuer": cert.issuer.rfc4514_string()})
+    site = facts.server("site_server")
+    cred = env.credentials.get("winrm")
+    if cred is None:
+        raise ProbeError("no WinRM credential in the environment file (credentials.winrm)")
+    auth = winrm_kerberos(site.name) if cred.kerberos else BasicAuth(cred.user, cred.password.resolve())
+    provider = WsmanClient(site.winrm or f"https://{site.name}:5986/wsman", auth=auth,
+                           ca_bundle=env.pki.get("trusted_roots"), timeout=max(env.timeouts["read"], 30.0))
+    try:
+        out = provider.invoke(wmi_uri(UNPROVISION_CLASS, sms_namespace(env.site.code)), UNPROVISION_METHOD,
+                              {"Fqdn": client.name})
+        answer: Any = int(str(out.get("ReturnValue")).strip())
+    except (ProbeError, ValueError) as exc:
+        answer = f"{UNPROVISION_CLASS}.{UNPROVISION_METHOD} failed: {exc}"
+    finally:
+        provider.close()
+    after: Any
+    try:
+        after = _digest_device(facts, env).provisioning().state
+    except ProbeError as exc:
+        after = str(exc)
+    return _record(client.name, unprovisioned={"return": answer, "state_after": after,
+                                               "finished": time.time()})["unprovisioned"]
+
+
+def _digest_device(facts, env):
+    """A fresh WS-MAN session with the service point's AMT credential (the run's cached reads are from before)."""
+    from .amt import AmtDevice  # noqa: PLC0415
+    from .wsman import DigestAuth, WsmanClient
+
+    cred = env.credentials.get("amt")
+    if cred is None or cred.kerberos:
+        return _console_device(facts, env)
+    port = env.expected["ports"]["amt_https"]
+    return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
+                                 auth=DigestAuth(cred.user, cred.password.resolve()),
+                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"]))
+
+
+__all__ = ["power_cycle", "sol_ider_session", "unprovision", "NotPermitted", "PowerCycle", "PowerStep",
+           "RedirectionResult", "UNPROVISION_CLASS", "UNPROVISION_METHOD"]

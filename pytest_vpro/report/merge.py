@@ -1,0 +1,97 @@
+"""``vpro-report OUT RUN [RUN ...]``: one report from the runs of several shards (or re-render one run).
+
+Each shard (``pytest --env X --shard i/N`` on N CI jobs or hosts) writes its own ``reports/<run id>/``. Copy them
+to one place and merge: the Allure results of every run go into ``OUT/allure-results`` (one interactive report,
+``OUT/allure-report``), the JUnit results make the fleet table (``OUT/fleet.csv``), ``OUT/summary.json`` and the
+ticket file ``OUT/report.html``. A test that appears in two runs is an error (the shards overlap).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .. import catalog
+from .. import environment as envmod
+from . import html, ticket
+from .fleet import FleetRecorder, Result
+from .runs import Run
+
+
+def results_from_junit(junit: Path) -> dict[str, Result]:
+    found: dict[str, Result] = {}
+    for case in ET.parse(junit).iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        if "vpro_check" not in props:
+            continue
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = "skipped" if child.tag == "skipped" else "failed"
+                message = (child.get("message") or "") if child.tag == "skipped" else (child.text or child.get("message") or "")
+        found[f"{case.get('classname')}::{case.get('name')}"] = Result(
+            props["vpro_check"], props["vpro_target"], int(props["vpro_stage"]), outcome, message)
+    return found
+
+
+def _merge_verdicts(db: Path, into: Path) -> None:
+    if not db.is_file():
+        return
+    con = sqlite3.connect(into)
+    try:
+        con.execute("CREATE TABLE IF NOT EXISTS verdicts (nodeid TEXT PRIMARY KEY, owner INTEGER, outcome TEXT, "
+                    "message TEXT, evidence TEXT, duration REAL)")
+        con.execute("ATTACH DATABASE ? AS part", (str(db),))
+        con.execute("INSERT OR IGNORE INTO verdicts SELECT * FROM part.verdicts WHERE outcome IS NOT NULL")
+        con.commit()
+        con.execute("DETACH DATABASE part")
+    finally:
+        con.close()
+
+
+def merge(out: Path, runs: list[Path]) -> Path:
+    if not runs:
+        raise ValueError("no run folders given")
+    meta = json.loads((runs[0] / "run.json").read_text())
+    env = envmod.load(Path(meta["environment_file"]), inventory_cache=runs[0] / "inventory.json")
+    recorder = FleetRecorder(env, catalog.load())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "allure-results").mkdir(exist_ok=True)
+    for run_dir in runs:
+        part = results_from_junit(run_dir / "junit.xml")
+        overlap = set(part) & set(recorder.results)
+        if overlap:
+            raise ValueError(f"{run_dir}: {len(overlap)} tests already in another run, e.g. {sorted(overlap)[0]}")
+        recorder.results.update(part)
+        for f in (run_dir / "allure-results").glob("*"):
+            if f.is_file():
+                shutil.copy2(f, out / "allure-results" / f.name)
+        _merge_verdicts(run_dir / "verdicts.sqlite", out / "verdicts.sqlite")  # the failures' evidence
+    run = Run(id=out.name, dir=out, root=out.parent, env=env, env_path=Path(meta["environment_file"]),
+              started=meta.get("started", ""), complete=all(json.loads((r / "run.json").read_text()).get("complete")
+                                                            for r in runs))
+    recorder.write(run)
+    html.render(run)
+    return ticket.render(run, recorder, catalog.load())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="vpro-report", description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="folder for the merged report")
+    p.add_argument("runs", type=Path, nargs="+", help="run folders (reports/<run id>/ of each shard)")
+    args = p.parse_args(argv)
+    try:
+        path = merge(args.out, args.runs)
+    except (OSError, ValueError, KeyError, envmod.EnvironmentFileError) as exc:
+        print(f"vpro-report: {exc}", file=sys.stderr)
+        return 2
+    print(f"vpro-report: {path} and {args.out / 'allure-report'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

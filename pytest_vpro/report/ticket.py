@@ -1,0 +1,141 @@
+"""``report.html``: the one self-contained file for a change ticket.
+
+Allure's single-file mode embeds every test result: 100,000 results (1,000 clients) make a 370 MB file that takes
+a minute and 3.6 GB to render. A ticket needs less, so this file holds, in plain HTML with no script:
+
+* in full: the run (environment, shard, complete or not), the stage funnel, every failed check with its
+  targets, finding and corrective action, and the fleet table (one row per client);
+* summarised: evidence (attached for the first few targets of each failing check, each attachment cut at a few
+  KB), passed checks (counted per check) and skips (counted per reason).
+
+The full interactive report (every result, every attachment, history) is ``allure-report/`` beside it.
+"""
+from __future__ import annotations
+
+import html
+import json
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+from ..catalog import Check
+from .fleet import STAGE_TITLES, FleetRecorder
+
+EVIDENCE_TARGETS_PER_CHECK = 10
+EVIDENCE_BYTES = 4_000
+MAX_BYTES = 20_000_000  # the ticket file's budget; failures beyond it are counted, not listed
+
+CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top;text-align:left}th{background:#f3f3f3}
+.failed{color:#b00}.ok{color:#070}.gated{color:#a60}pre{white-space:pre-wrap;margin:0;font-size:12px}
+details{margin:.2em 0}summary{cursor:pointer}h2{border-bottom:1px solid #ddd}"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value))
+
+
+def _evidence(run_dir: Path) -> dict[str, list[dict[str, str]]]:
+    db = run_dir / "verdicts.sqlite"
+    if not db.is_file():
+        return {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT nodeid, evidence FROM verdicts WHERE outcome IN ('failed', 'error') "
+                           "AND evidence IS NOT NULL AND evidence != '[]'").fetchall()
+    finally:
+        con.close()
+    return {nodeid: json.loads(text) for nodeid, text in rows}
+
+
+def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
+    """Write ``run.dir/report.html`` from the run's results and return its path."""
+    results = recorder.results
+    evidence = _evidence(run.dir)
+    counts = recorder.stage_counts()
+    title = f"pytest-vpro: {run.env.name} ({run.id})" + ("" if run.complete else " INCOMPLETE")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
+             f"</head><body><h1>{_e(title)}</h1>"]
+    outcomes = Counter(r.outcome for r in results.values())
+    parts.append(f"<p>Environment <b>{_e(run.env.name)}</b>: {len(run.env.clients)} clients, "
+                 f"{len(run.env.servers)} servers" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else "")
+                 + f". Started {_e(run.started)}. {len(results)} results: {outcomes.get('passed', 0)} passed, "
+                 f"{outcomes.get('failed', 0)} failed, {outcomes.get('skipped', 0)} skipped."
+                 + ("" if run.complete else " <b class='failed'>The run was interrupted: results are incomplete."
+                                            "</b>")
+                 + " The full interactive report (every result and attachment) is <code>allure-report/</code> "
+                   "beside this file.</p>")
+
+    parts.append("<h2>Stage funnel</h2><table><tr><th>stage</th><th></th><th>targets</th><th>passed</th>"
+                 "<th>failed</th><th>skipped or gated</th></tr>")
+    for stage, c in counts.items():
+        parts.append(f"<tr><td>{stage}</td><td>{_e(STAGE_TITLES[stage])}</td><td>{c['targets']}</td>"
+                     f"<td class='ok'>{c['passed']}</td><td class='failed'>{c['failed']}</td>"
+                     f"<td>{c['skipped']}</td></tr>")
+    parts.append("</table>")
+
+    failed: dict[str, list[tuple[str, object]]] = {}
+    for nodeid, r in results.items():
+        if r.outcome == "failed":
+            failed.setdefault(r.check, []).append((nodeid, r))
+    parts.append(f"<h2>Failed checks ({sum(len(v) for v in failed.values())} failures in {len(failed)} checks)</h2>")
+    size = sum(len(p) for p in parts)
+    left_out = 0
+    for check_id in sorted(failed, key=lambda c: (checks[c].test_stage if c in checks else 0, c)):
+        check = checks.get(check_id)
+        rows = sorted(failed[check_id], key=lambda x: x[1].target)
+        head = (f"<h3>{_e(check_id)}: {_e(check.title if check else '')} ({len(rows)} targets)</h3>"
+                f"<p><b>Corrective action:</b> {_e(check.corrective_action if check else '')}</p><table>"
+                "<tr><th>target</th><th>finding</th></tr>")
+        parts.append(head)
+        size += len(head)
+        for i, (nodeid, r) in enumerate(rows):
+            if size > MAX_BYTES:
+                left_out += len(rows) - i
+                break
+            finding = "\n".join(line for line in r.message.splitlines()[1:] if "corrective action:" not in line)
+            cell = f"<pre>{_e(finding.strip() or r.message)}</pre>"
+            if i < EVIDENCE_TARGETS_PER_CHECK:
+                for item in evidence.get(nodeid, []):
+                    body = item.get("body", "")
+                    cut = body if len(body) <= EVIDENCE_BYTES else body[:EVIDENCE_BYTES] + "\n... (cut; see allure-report/)"
+                    cell += f"<details><summary>{_e(item.get('name', 'evidence'))}</summary><pre>{_e(cut)}</pre></details>"
+            row = f"<tr><td>{_e(r.target.split(':', 1)[-1])}</td><td>{cell}</td></tr>"
+            parts.append(row)
+            size += len(row)
+        parts.append("</table>")
+    if left_out:
+        parts.append(f"<p class='failed'>{left_out} more failures are not listed here (size budget); "
+                     "see allure-report/ and junit.xml.</p>")
+
+    fleet_rows = recorder.fleet_rows()
+    fields = ["client", "provisioning", "canary", "furthest_stage_passed", "status", "first_failing_check",
+              "failing_target", "finding", "corrective_action"]
+    parts.append(f"<h2>Fleet table ({len(fleet_rows)} clients)</h2><table><tr>"
+                 + "".join(f"<th>{_e(f)}</th>" for f in fields) + "</tr>")
+    for r in fleet_rows:
+        parts.append("<tr>" + "".join(f"<td class='{_e(r['status']) if f == 'status' else ''}'>{_e(r[f])}</td>"
+                                      for f in fields) + "</tr>")
+    parts.append("</table>")
+
+    passed = Counter(r.check for r in results.values() if r.outcome == "passed")
+    skipped = Counter(_skip_reason(r.message) for r in results.values() if r.outcome == "skipped")
+    parts.append("<h2>Passed checks</h2><table><tr><th>check</th><th>title</th><th>targets passed</th></tr>")
+    for cid in sorted(passed, key=lambda c: (checks[c].test_stage if c in checks else 0, c)):
+        parts.append(f"<tr><td>{_e(cid)}</td><td>{_e(checks[cid].title if cid in checks else '')}</td>"
+                     f"<td>{passed[cid]}</td></tr>")
+    parts.append("</table><h2>Skipped</h2><table><tr><th>reason</th><th>results</th></tr>")
+    for reason, n in skipped.most_common():
+        parts.append(f"<tr><td>{_e(reason)}</td><td>{n}</td></tr>")
+    parts.append("</table></body></html>")
+    out = run.dir / "report.html"
+    out.write_text("".join(parts), encoding="utf-8")
+    return out
+
+
+def _skip_reason(message: str) -> str:
+    """A skip message without its target, so that skips can be counted per reason."""
+    first = (message.splitlines() or [""])[0]
+    if first.startswith("gated: "):
+        return "gated: " + first.split(" failed for ", 1)[0].removeprefix("gated: ") + " failed (an earlier stage)"
+    return first.split(";", 1)[0][:200]

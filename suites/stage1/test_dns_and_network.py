@@ -1,0 +1,223 @@
+"""Stage 1 and the prerequisites page: DNS and the network between the site, the console and the AMT clients.
+
+Guide, Stage 1: "DNS servers support dynamic updates from DHCP servers."; "Clients use dynamic IP allocation. Check
+Intel ME is configured for DHCP and is receiving a dynamic IP address"; "Firewalls located between SCCM servers or
+SCCM consoles and clients allow access for ports 9971 and 16992-16995"; "Check network firewalls and firewalls on
+SCCM servers allow ports 9971, 16992-16995 and any other SCCM required ports".
+Prerequisites (seed 004): "From the AMT management controllers to the out of band service point site system server
+for out of band provisioning: TCP 9971."; "From the out of band service point to AMT management controllers for
+discovery: TCP 16992; for power control, provisioning, and discovery: TCP 16993."; "From computers running the out
+of band management console to AMT management controllers for all management tasks: TCP 16993; for serial over LAN
+and IDE redirection: TCP 16995."; "WINS cannot be used for resolving computer names, and DNS is required for all
+connections that are used by the out of band management feature."; "For Configuration Manager 2007 SP2 and
+wireless support, ensure that DNS contains records with the wireless IP address for the AMT-based computer's fully
+qualified domain name."; "IPv6 is not supported. Out of band management uses IPv4 only."
+
+Each port gets a verdict within the connect timeout: open, refused (the host answered with a reset: nothing
+listens), filtered (no answer: a firewall drops it) or unreachable (no route, no name).
+"""
+import ipaddress
+
+import pytest
+
+from pytest_vpro.checks import expect, not_applicable
+from pytest_vpro.probes.dns import parse_zone_allow_update
+from pytest_vpro.probes.errors import ProbeError
+
+ZONE_UPDATE = {0: "none", 1: "nonsecure and secure", 2: "secure only"}  # MS-DNSP fAllowUpdate
+INVENTORY = "SELECT Name, ResourceNames, AMTFullVersion, ClientVersion FROM SMS_R_System"
+
+
+def domain_dn(domain: str) -> str:
+    return ",".join(f"DC={label}" for label in domain.split("."))
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [] if value in (None, "") else [value]
+
+
+def judge(states, *, may_be_refused=()) -> list[str]:
+    """The ports that are not open (except refused ones in ``may_be_refused``), as 'host:port verdict' texts."""
+    return [str(s) for s in states if not s.open and not (s.verdict == "refused" and s.port in may_be_refused)]
+
+
+@pytest.mark.check("S1-DNS-DYNAMIC-UPDATES")
+def test_client_zones_accept_dynamic_updates(server, env, facts, evidence):
+    forest = domain_dn(env.site.forest)
+    problems, seen = [], {}
+    for zone in env.site.client_domains:
+        bases = (f"DC=DomainDnsZones,{domain_dn(zone)}", f"DC=ForestDnsZones,{forest}", f"CN=System,{domain_dn(zone)}")
+        entries = [e for base in bases for e in _zones(facts, base, zone)]
+        if not entries:
+            problems.append(f"no AD-integrated zone {zone}")
+            continue
+        value = parse_zone_allow_update(entries[0]["raw_attributes"].get("dNSProperty", []))
+        soa = facts.dns_records(zone, "SOA")
+        seen[zone] = {"dn": entries[0]["dn"], "allow update": ZONE_UPDATE.get(value, value), "SOA": soa}
+        if not soa:
+            problems.append(f"{zone}: no SOA answer")
+        if value not in (1, 2):
+            problems.append(f"{zone}: dynamic updates {ZONE_UPDATE.get(value, value)}")
+        elif value == 2:  # secure only: the DHCP servers update on the clients' behalf as DnsUpdateProxy members
+            for dhcp in env.servers_with("dhcp"):
+                proxy = facts.ldap_search(domain_dn(env.site.name), "(sAMAccountName=DnsUpdateProxy)", ("objectSid",))
+                try:
+                    member = proxy and _sid(proxy[0]) in facts.account_sids(dhcp)["sids"]
+                except ProbeError as exc:
+                    member, why = False, str(exc)
+                else:
+                    why = f"{dhcp.name} is not in DnsUpdateProxy"
+                if not member:
+                    problems.append(f"{zone} takes secure updates only and {why}")
+    evidence.attach("zones", seen)
+    expect(not problems, found="; ".join(problems),
+           expected="each client zone allows dynamic updates (nonsecure and secure, or secure only with the DHCP "
+                    "servers in DnsUpdateProxy) and answers for its SOA")
+
+
+def _zones(facts, base: str, zone: str) -> list[dict]:
+    from pytest_vpro.probes.ldap import NoSuchObject
+
+    try:
+        return facts.ldap_search(base, f"(&(objectClass=dnsZone)(name={zone}))", ("name", "dNSProperty"))
+    except NoSuchObject:
+        return []
+
+
+def _sid(entry: dict) -> str:
+    from pytest_vpro.probes.ldap import format_sid
+
+    return format_sid(entry["raw_attributes"]["objectSid"][0])
+
+
+@pytest.mark.check("S1-CLIENT-ME-DHCP")
+def test_me_gets_its_address_from_dhcp(client, facts, evidence):
+    known = {client.address} if client.address else set(facts.forward(client.fqdn))
+    try:
+        ports = facts.amt("ethernet_settings")
+    except ProbeError as exc:  # not provisioned yet (or unreachable): the hello it sent shows its address
+        hellos = [e for e in facts.client_events() if e.kind == "hello_received" and e.ip]
+        evidence.attach("hello packets", [{"time": str(e.time), "from": e.ip} for e in hellos])
+        if hellos:
+            expect(hellos[-1].ip in known, found=f"the last hello came from {hellos[-1].ip}",
+                   expected=f"the client's address ({', '.join(sorted(known))})")
+            return
+        try:  # nothing from the ME itself: the scope it would lease from must be active (the ME: MEBx)
+            reply = facts.site_dhcp_inform()
+        except ProbeError as dhcp:
+            expect(False, found=f"no WS-MAN answer ({exc}), no hello in AMTOPMGR.LOG, and no DHCP answer ({dhcp})",
+                   expected="AMT_EthernetPortSettings, a hello from the ME's dynamic address, or an active scope")
+        evidence.attach("DHCP", {"WS-MAN": str(exc), "DHCPINFORM answered, options": sorted(reply.options),
+                                 "note": "the ME's own DHCP setting is a MEBx check until it is provisioned"})
+        return
+    wired = [p for p in ports if not p.wireless] or ports
+    evidence.attach("AMT_EthernetPortSettings", [vars(p) for p in ports])
+    static = [p.instance_id for p in wired if not p.dhcp_enabled]
+    expect(not static, found=f"DHCPEnabled false ({', '.join(static)}: a static address)",
+           expected="the ME configured for DHCP")
+    expect(any(p.ip_address in known for p in wired), found=f"the ME has {', '.join(p.ip_address for p in wired)}",
+           expected=f"the client's leased address ({', '.join(sorted(known))})")
+
+
+@pytest.mark.check("S1-PORT-9971-AMT-TO-SERVICE-POINT")
+def test_service_point_takes_hellos_on_9971(server, env, facts, evidence):
+    if not any(c.provisioning == "out_of_band" for c in env.clients):
+        not_applicable("no out of band clients: no hello packets are sent")
+    port = env.expected["ports"]["provisioning"]
+    state = facts.ports(server.address or server.name, [port])[0]
+    evidence.attach("TCP", str(state))
+    expect(state.open, found=f"{server.name}: {state}", expected=f"TCP {port} open on the out of band service point")
+
+
+@pytest.mark.check("S1-PORTS-SERVICE-POINT-TO-AMT")
+def test_service_point_reaches_amt_ports(client, env, facts, evidence):
+    ports = env.expected["ports"]
+    states = facts.ports(facts.address(), [ports["amt_http"], ports["amt_https"]])
+    evidence.attach("TCP", [str(s) for s in states])
+    closed = judge(states)
+    expect(not closed, found="; ".join(closed), expected=f"TCP {ports['amt_http']} and {ports['amt_https']} open")
+    try:
+        cert = facts.peer_certificate(facts.address(), ports["amt_https"])
+    except ProbeError as exc:
+        expect(False, found=f"no TLS handshake on {ports['amt_https']}: {exc}", expected="a TLS handshake")
+    evidence.attach(f"TLS on {ports['amt_https']}", {"subject": cert.subject.rfc4514_string(),
+                                                      "issuer": cert.issuer.rfc4514_string()})
+
+
+@pytest.mark.check("S1-PORTS-CONSOLE-TO-AMT")
+def test_console_reaches_amt_ports(client, env, facts, evidence):
+    ports = env.expected["ports"]
+    wanted = [ports["amt_https"], ports["redirection_tls"]]
+    states = facts.ports(facts.address(), wanted)
+    evidence.attach("TCP", [str(s) for s in states])
+    try:  # the redirection port listens only on a provisioned ME whose redirection listener is on
+        listening = facts.amt("redirection").listener_enabled
+    except ProbeError:
+        listening = False
+    closed = judge(states, may_be_refused=() if listening else (ports["redirection_tls"],))
+    expect(not closed, found="; ".join(closed),
+           expected=f"TCP {ports['amt_https']} and {ports['redirection_tls']} (SOL/IDER) open from the console")
+
+
+@pytest.mark.check("PRE-DNS-REQUIRED-NO-WINS")
+def test_site_servers_resolve_every_client_through_dns(site, env, facts, evidence):
+    problems, seen = [], {}
+    for server in {s.name: s for r in ("site_server", "oob_service_point") for s in env.servers_with(r)}.values():
+        adapters = [a for a in facts.wmi(server, "Win32_NetworkAdapterConfiguration")
+                    if str(a.get("IPEnabled")).lower() == "true"]
+        dns = [d for a in adapters for d in as_list(a.get("DNSServerSearchOrder"))]
+        seen[server.name] = {"DNS servers": dns, "WINS": [a.get("WINSPrimaryServer") for a in adapters]}
+        if not dns:
+            problems.append(f"{server.name} has no DNS server")
+            continue
+        unresolved = []
+        for c in env.clients:  # a client the estate's DNS does not know either is judged by its own checks
+            try:
+                if not facts.dns_records(c.fqdn, "A", servers=dns) and facts.forward(c.fqdn):
+                    unresolved.append(c.fqdn)
+            except ProbeError as exc:
+                problems.append(f"{server.name}'s DNS servers {', '.join(dns)}: {exc}")
+                break
+        if unresolved:
+            problems.append(f"{len(unresolved)} clients not in {server.name}'s DNS ({', '.join(dns)}): "
+                            + ", ".join(unresolved[:5]) + (" ..." if len(unresolved) > 5 else ""))
+    names = [n for r in facts.site_wmi("SMS_R_System", INVENTORY) for n in as_list(r.get("ResourceNames"))]
+    bare = [n for n in names if "." not in str(n)]
+    if bare:
+        problems.append(f"resources known by NetBIOS name only: {', '.join(map(str, bare[:5]))}")
+    evidence.attach("name resolution", seen)
+    expect(not problems, found="; ".join(problems),
+           expected="every client FQDN in DNS resolves through the DNS servers of the site servers too; "
+                    "resources known by FQDN")
+
+
+@pytest.mark.check("PRE-DNS-WIRELESS-RECORDS")
+def test_wireless_address_is_in_dns(client, facts, evidence):
+    if not client.extra.get("wireless"):
+        not_applicable("not a wireless client (wireless: true in the environment file)")
+    wireless = [p for p in facts.amt("ethernet_settings") if p.wireless and p.ip_address]
+    addresses = facts.forward(client.fqdn)
+    evidence.attach("wireless", {"AMT wireless ports": [vars(p) for p in wireless], "A records": addresses})
+    expect(wireless, found="no wireless port with an address in AMT_EthernetPortSettings",
+           expected="AMT's wireless port and its address")
+    missing = [p.ip_address for p in wireless if p.ip_address not in addresses]
+    expect(not missing, found=f"{client.fqdn} -> {', '.join(addresses) or 'no A record'}; the wireless address "
+                              f"{', '.join(missing)} is not among them",
+           expected="an A record with the wireless address for the client's FQDN")
+
+
+@pytest.mark.check("PRE-IPV4-ONLY")
+def test_client_and_service_point_are_ipv4(client, env, facts, evidence):
+    found = {name: {"A": facts.dns_records(name, "A"), "AAAA": facts.dns_records(name, "AAAA")}
+             for name in [client.fqdn, *(s.name for s in env.servers_with("oob_service_point"))]}
+    evidence.attach("DNS", found)
+    missing = [f"{name} has no A record" + (f" (AAAA {', '.join(r['AAAA'])} only)" if r["AAAA"] else "")
+               for name, r in found.items() if not r["A"]]
+    expect(not missing, found="; ".join(missing), expected="IPv4 (A) records for the client and the service point")
+    try:  # the ME's own addresses, where WS-MAN answers (not yet provisioned: DNS is all there is)
+        me = [p.ip_address for p in facts.amt("ethernet_settings") if p.ip_address]
+    except ProbeError:
+        me = []
+    evidence.attach("AMT_EthernetPortSettings IPAddress", me)
+    v6 = [a for a in [client.address or "", *me] if a and ipaddress.ip_address(a).version != 4]
+    expect(not v6, found=f"IPv6 addresses {', '.join(v6)}", expected="IPv4 addresses for the client and its ME")

@@ -1,0 +1,255 @@
+"""Stage 1 and the prerequisites page: the site server's Windows, its Configuration Manager roles and settings.
+
+Guide, Stage 1: "Base Microsoft SCCM installation performed in accordance with Microsoft supported hardware and
+software recommendations."; "Microsoft SCCM SP1 installed on both SCCM servers and client agents."; "Microsoft
+SCCM OOB service point installed on all SCCM primary sites responsible for provisioning clients"; "Intel WS-MAN
+Translator installed on any SCCM servers responsible for provisioning legacy clients (i.e., using Intel AMT
+firmware earlier than V3.2.1)" and "... responsible for provisioning clients using PSK rather than PKI".
+Prerequisites (seed 004): "Windows Remote Management (WinRM) 1.1 or later must be installed on each site system
+server that hosts the out of band service point role"; "If the out of band service point site system role is
+installed on Windows Server 2003, Windows Server 2003 Service Pack 2 or later is required."; "Full IPsec
+environments are not supported. Do not configure IPsec policies for the AMT communication between the out of
+band service point site system server and computers that will be managed out of band."; "If you will use network
+discovery to identify computers with management controllers, you must first install the out of band service
+point, and you might have to configure an AMT Provisioning and Discovery Account."; "If you want to use any of
+the following features, the Configuration Manager site must be running Configuration Manager 2007 SP2: ... 802.1X
+... wireless ... Auditing ... Data storage ... different power states ... Provisioning schedule"; "To use the
+auditing feature in Configuration Manager 2007 SP2, you must have a version of AMT that supports auditing. AMT
+versions earlier than 4.0 do not support auditing."; "The reporting point site system role must be installed
+before out of band management reports can be displayed."
+
+Installed software is read from services and the registry, never from Win32_Product: enumerating that class
+makes Windows Installer verify (and repair) every installed product, which a read-only run must not cause.
+"""
+import re
+
+import pytest
+
+from pytest_vpro.checks import expect, not_applicable
+
+SP1, SP2 = (4, 0, 6221, 1000), (4, 0, 6487)
+INVENTORY = "SELECT Name, ResourceNames, AMTFullVersion, ClientVersion FROM SMS_R_System"
+#: Where Windows keeps the WinRM stack version (unconfirmed: the lab's, pytest_vpro.lab.site_server.WINRM_STACK_KEY).
+WINRM_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"
+IPSEC_GPO_KEY = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\IPSec\GPTIPSECPolicy"
+IPSEC_LOCAL_KEY = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\IPSec\Policy\Local"
+#: Configuration Manager 2007 site server platforms, from "Configuration Manager 2007 SP1/SP2 Supported
+#: Configurations" (not in the seeds: unconfirmed): (Windows version, minimum service pack, minimum site build).
+SUPPORTED_SITE_SERVER_OS = {(5, 2): (1, 6221, "Windows Server 2003 SP1 or later (R2 included)"),
+                            (6, 0): (0, 6221, "Windows Server 2008"),
+                            (6, 1): (0, 6487, "Windows Server 2008 R2, with Configuration Manager 2007 SP2")}
+MIN_MEMORY_BYTES = 1 << 30  # 1 GB, the supported configurations' recommended minimum (unconfirmed)
+#: The translator's Windows service, by display name (unconfirmed: the lab's "Intel(R) AMT WS-MAN Translator").
+TRANSLATOR_SERVICES = ("SELECT Name, DisplayName, State FROM Win32_Service WHERE DisplayName LIKE '%WS-MAN%Translator%'"
+                       " OR DisplayName LIKE '%WS-Management%Translator%'")
+#: SMS_SCI_Component names (unconfirmed, = pytest_vpro.lab.site_server's OOB_PROPS, OOB_SP2_PROPS, NETWORK_DISCOVERY).
+OOB_COMPONENT, DISCOVERY_COMPONENT = "SMS_AMT_OPERATION_MANAGER", "SMS_NETWORK_DISCOVERY"
+DISCOVERY_ENABLED, DISCOVERY_ACCOUNT = "Enable Network Discovery", "AMT Provisioning Account"
+SP2_FEATURES = {"AMT 802.1X Wired Profile Enabled": "802.1X wired networks",
+                "AMT Wireless Profiles Enabled": "wireless networks", "Enable Auditing": "auditing",
+                "Enable Data Storage": "data storage in AMT", "AMT Power State": "a power state other than Always on",
+                "Enable Provisioning Schedule": "a provisioning schedule for in-band provisioning"}
+
+
+def version(text) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", str(text or "")))
+
+
+def dotted(parts: tuple[int, ...]) -> str:
+    return ".".join(map(str, parts))
+
+
+def windows(host, facts) -> dict:
+    return facts.wmi(host, "Win32_OperatingSystem")[0]
+
+
+def sms_site(env, facts) -> dict:
+    found = facts.site_wmi("SMS_Site", f"SELECT * FROM SMS_Site WHERE SiteCode = '{env.site.code}'")
+    expect(found, found=f"no SMS_Site {env.site.code} on the SMS Provider", expected=f"the site {env.site.code}")
+    return found[0]
+
+
+def roles_on(env, facts, server, role: str) -> list[dict]:
+    """SMS_SCI_SysResUse rows of ``role`` in this site whose NetworkOSPath (\\\\FQDN) names ``server``."""
+    names = {server.name.lower(), server.name.split(".")[0].lower()}
+    return [r for r in facts.site_wmi("SMS_SCI_SysResUse") if str(r.get("RoleName", "")).lower() == role.lower()
+            and str(r.get("SiteCode", "")).upper() == env.site.code.upper()
+            and str(r.get("NetworkOSPath", "")).strip("\\").lower() in names]
+
+
+def component(env, facts, name: str) -> dict[str, dict]:
+    """The Props of the site's SMS_SCI_Component ``name``, by PropertyName ({} if the component is absent)."""
+    comps = [c for c in facts.site_wmi("SMS_SCI_Component") if c.get("ComponentName") == name
+             and str(c.get("SiteCode", "")).upper() == env.site.code.upper()]
+    return {p.get("PropertyName"): p for c in comps for p in c.get("Props") or []}
+
+
+def translator(server, facts, evidence) -> str | None:
+    """None if a WS-MAN translator service runs on ``server``; else what was found."""
+    services = facts.wmi(server, "Win32_Service", wql=TRANSLATOR_SERVICES)
+    evidence.attach("WS-MAN translator services", services)
+    running = [s for s in services if s.get("State") == "Running"]
+    if running:
+        return None
+    if services:
+        return f"the WS-MAN translator service {services[0].get('Name')} is {services[0].get('State')}"
+    return f"no Intel WS-MAN translator service on {server.name}"
+
+
+@pytest.mark.check("S1-SCCM-SUPPORTED-BASE-INSTALL")
+def test_site_server_runs_a_supported_configuration(server, env, facts, evidence):
+    os, system, sms = windows(server, facts), facts.wmi(server, "Win32_ComputerSystem")[0], sms_site(env, facts)
+    evidence.attach("site server", {"os": os, "memory": system.get("TotalPhysicalMemory"), "site": sms})
+    ver, sp, build = version(os.get("Version"))[:2], os.get("ServicePackMajorVersion") or 0, version(sms["Version"])
+    platform = SUPPORTED_SITE_SERVER_OS.get(ver)
+    problems = []
+    if os.get("ProductType") == 1 or "web edition" in str(os.get("Caption")).lower() or platform is None:
+        problems.append(f"{os.get('Caption')} {os.get('Version')} is not a site server platform")
+    elif sp < platform[0] or build[2:3] < (platform[1],):
+        problems.append(f"{os.get('Caption')} SP{sp} with site build {dotted(build)} (needs {platform[2]})")
+    if (system.get("TotalPhysicalMemory") or 0) < MIN_MEMORY_BYTES:
+        problems.append(f"{(system.get('TotalPhysicalMemory') or 0) >> 20} MB of memory")
+    if build < SP1:
+        problems.append(f"site {env.site.code} runs {sms['Version']}, before SP1 (no out of band management)")
+    expect(not problems, found="; ".join(problems), expected="Windows Server 2003 SP1+/2008 (2008 R2 with SP2), "
+           f"at least {MIN_MEMORY_BYTES >> 20} MB, Configuration Manager 2007 SP1 or later")
+
+
+@pytest.mark.check("S1-SCCM-SP1-SITE")
+def test_site_and_site_server_run_sp1_or_later(server, env, facts, evidence):
+    sms = sms_site(env, facts)
+    full = facts.registry(server, r"HKLM\SOFTWARE\Microsoft\SMS\Setup", "Full Version")
+    evidence.attach("versions", {"SMS_Site.Version": sms["Version"], "Setup\\Full Version": full})
+    old = [f"SMS_Site {env.site.code} Version {sms['Version']}"] if version(sms["Version"]) < SP1 else []
+    old += [f"{server.name} Setup\\Full Version {full or 'absent'}"] if version(full) < SP1 else []
+    expect(not old, found="; ".join(old), expected=f"{dotted(SP1)} (SP1) or later")
+
+
+@pytest.mark.check("S1-OOB-SERVICE-POINT-INSTALLED")
+def test_out_of_band_service_point_role_is_installed(server, env, facts, evidence):
+    mine = [r for r in facts.site_wmi("SMS_SCI_SysResUse")
+            if str(r.get("NetworkOSPath", "")).strip("\\").lower() in (server.name, server.name.split(".")[0])]
+    evidence.attach("site system roles of this server", [r.get("RoleName") for r in mine])
+    expect(roles_on(env, facts, server, "SMS Out of band service point"),
+           found=f"{server.name} has the roles {sorted(r.get('RoleName') for r in mine)} in site {env.site.code}",
+           expected="the role 'SMS Out of band service point'")
+
+
+@pytest.mark.check("PRE-REPORTING-POINT")
+def test_reporting_point_role_is_installed(server, env, facts):
+    expect(roles_on(env, facts, server, "SMS Reporting Point"),
+           found=f"no 'SMS Reporting Point' role on {server.name} in site {env.site.code}",
+           expected="the reporting point role (SMS_SCI_SysResUse)")
+
+
+@pytest.mark.check("S1-WSMAN-TRANSLATOR-LEGACY")
+def test_translator_serves_legacy_clients(server, env, facts, evidence):
+    floor = version(env.expected["amt_native_min_version"])
+    legacy = [f"{r.get('Name')} (AMT {r['AMTFullVersion']})" for r in facts.site_wmi("SMS_R_System", INVENTORY)
+              if r.get("AMTFullVersion") and version(r["AMTFullVersion"]) < floor]
+    if not legacy:
+        not_applicable(f"no client runs AMT below {dotted(floor)} (SMS_R_System.AMTFullVersion)")
+    evidence.attach("legacy clients", legacy)
+    missing = translator(server, facts, evidence)
+    expect(missing is None, found=f"{missing}; legacy clients: {', '.join(legacy[:5])}",
+           expected="the Intel WS-MAN Translator installed and running")
+
+
+@pytest.mark.check("S1-WSMAN-TRANSLATOR-PSK")
+def test_translator_serves_psk_clients(server, env, facts, evidence):
+    psk = [c.name for c in env.clients if str(c.extra.get("provisioning_mode", "")).lower() == "psk"]
+    psk += sorted({key for key, events in facts.site_log_events().items() for e in events
+                   if e.kind == "hello_received" and e.line is not None and re.search(r"\bPSK\b", e.line.message)})
+    if not psk:
+        not_applicable("no PSK client (inventory provisioning_mode, or PSK hellos in AMTOPMGR.LOG)")
+    evidence.attach("PSK clients", psk)
+    missing = translator(server, facts, evidence)
+    expect(missing is None, found=f"{missing}; PSK clients: {', '.join(psk[:5])}",
+           expected="the Intel WS-MAN Translator installed and running")
+
+
+def winrm_version(host, facts) -> tuple[tuple[int, ...], str]:
+    """The WinRM stack version and where it was read: the registry, else Windows 6.x (built in), else KB936059."""
+    stack = facts.registry(host, WINRM_KEY, "StackVersion")
+    if stack:
+        return version(stack), f"StackVersion {stack}"
+    if version(windows(host, facts).get("Version")) >= (6, 0):
+        return (1, 1), "built into Windows Vista / Server 2008"
+    fixes = {str(f.get("HotFixID", "")).upper() for f in facts.wmi(host, "Win32_QuickFixEngineering")}
+    return ((1, 1), "KB936059 installed") if "KB936059" in fixes else ((), "no StackVersion and no KB936059")
+
+
+@pytest.mark.check("PRE-WINRM-SERVICE-POINT")
+def test_service_point_has_winrm_1_1(server, facts):
+    stack, how = winrm_version(server, facts)
+    expect(stack >= (1, 1), found=f"WinRM {dotted(stack) or 'unknown'} ({how})", expected="WinRM 1.1 or later")
+
+
+@pytest.mark.check("PRE-SERVICE-POINT-WINDOWS-2003-SP2")
+def test_service_point_on_windows_2003_has_sp2(server, facts):
+    os = windows(server, facts)
+    if version(os.get("Version"))[:2] != (5, 2):
+        not_applicable(f"{os.get('Caption')} {os.get('Version')} is not Windows Server 2003")
+    sp = os.get("ServicePackMajorVersion") or 0
+    expect(sp >= 2, found=f"{os.get('Caption')} {os.get('CSDVersion') or 'without a service pack'}",
+           expected="Windows Server 2003 Service Pack 2 or later")
+
+
+@pytest.mark.check("PRE-NO-IPSEC")
+def test_no_ipsec_policy_on_service_point(server, facts, evidence):
+    policies = {"domain policy (GPTIPSECPolicy)": facts.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyName")
+                or facts.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyPath"),
+                "local policy (Policy\\Local ActivePolicy)": facts.registry(server, IPSEC_LOCAL_KEY, "ActivePolicy")}
+    evidence.attach("IPsec policy assignments", policies)
+    assigned = [f"{where}: {name}" for where, name in policies.items() if name]
+    expect(not assigned, found=f"IPsec {'; '.join(assigned)} assigned (its filters cannot be read remotely: "
+                               "exempt AMT traffic or unassign it)",
+           expected="no IPsec policy for AMT traffic (ports 16992-16995, 9971)")
+
+
+@pytest.mark.check("PRE-NETWORK-DISCOVERY-PREREQS")
+def test_network_discovery_has_service_point_and_account(site, env, facts, evidence):
+    discovery = component(env, facts, DISCOVERY_COMPONENT).get(DISCOVERY_ENABLED) or {}
+    if not discovery.get("Value"):
+        not_applicable("network discovery is not enabled")
+    oob = component(env, facts, OOB_COMPONENT)
+    account = (oob.get(DISCOVERY_ACCOUNT) or {}).get("Value1") or ""
+    points = [r for r in facts.site_wmi("SMS_SCI_SysResUse") if str(r.get("SiteCode", "")).upper() ==
+              env.site.code.upper() and str(r.get("RoleName", "")).lower() == "sms out of band service point"]
+    evidence.attach("network discovery prerequisites", {"service points": [r.get("NetworkOSPath") for r in points],
+                                                        "provisioning and discovery account": account})
+    missing = (["no out of band service point in the site"] if not points else []) + \
+              (["no AMT Provisioning and Discovery Account"] if not account else [])
+    expect(not missing, found=f"network discovery enabled with {' and '.join(missing)}",
+           expected="an out of band service point installed first, and an AMT Provisioning and Discovery Account")
+
+
+@pytest.mark.check("PRE-SP2-FOR-SP2-FEATURES")
+def test_sp2_features_run_on_an_sp2_site(site, env, facts, evidence):
+    props = component(env, facts, OOB_COMPONENT)
+    used = [what for name, what in SP2_FEATURES.items() if (props.get(name) or {}).get("Value")]
+    if not used:
+        not_applicable("no SP2-only out of band feature is turned on")
+    evidence.attach("SP2-only features in use", used)
+    current = sms_site(env, facts)["Version"]
+    expect(version(current) >= SP2, found=f"{', '.join(used)} turned on; site {env.site.code} runs {current}",
+           expected=f"Configuration Manager 2007 SP2 ({dotted(SP2)}) or later")
+
+
+def inventory_record(client, facts) -> dict | None:
+    """The site's SMS_R_System record of ``client`` (by FQDN in ResourceNames, else by NetBIOS name)."""
+    rows = facts.site_wmi("SMS_R_System", INVENTORY)
+    host = client.name.split(".")[0].upper()
+    return next((r for r in rows if client.name in [str(n).lower() for n in r.get("ResourceNames") or []]),
+                next((r for r in rows if str(r.get("Name", "")).upper() == host), None))
+
+
+@pytest.mark.check("PRE-AUDITING-AMT-4")
+def test_audited_clients_run_amt_4(client, env, facts, evidence):
+    if not (component(env, facts, OOB_COMPONENT).get("Enable Auditing") or {}).get("Value"):
+        not_applicable("auditing of AMT operations is not turned on")
+    record = inventory_record(client, facts)
+    amt = (record or {}).get("AMTFullVersion") or facts.amt("version").text
+    evidence.attach("AMT version", {"SMS_R_System.AMTFullVersion": (record or {}).get("AMTFullVersion"), "used": amt})
+    expect(version(amt) >= (4, 0), found=f"AMT {amt} with auditing turned on",
+           expected="AMT 4.0 or later (earlier versions do not support auditing)")
