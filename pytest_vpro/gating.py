@@ -90,6 +90,9 @@ class VerdictStore:
         self._lock = threading.RLock()  # the prefetch threads and the test loop share this store
 
     def get(self, nodeid: str) -> Verdict | None:
+        done = self._done.get(nodeid)  # a verdict known here needs no lock (the prefetch threads hold it often)
+        if done is not None:
+            return done
         with self._lock:
             return self._get(nodeid)
 

@@ -74,6 +74,17 @@ def test_shards_run_one_after_another_give_the_same_verdicts(lab, live):
         merged.update(part)
     differ = {k: (live.get(k), merged.get(k)) for k in set(live) | set(merged) if live.get(k) != merged.get(k)}
     assert not differ, list(differ.items())[:5]
+    # one report from the three shards' run folders, as the CI matrix in docs/scale.md does it
+    runs = [(lab["tmp"] / f"shard{i}" / "latest").resolve() for i in (1, 2, 3)]
+    out = subprocess.run([sys.executable, "-m", "pytest_vpro.report.merge", str(lab["tmp"] / "merged"),
+                          *map(str, runs)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    fleet = (lab["tmp"] / "merged" / "fleet.csv").read_text().splitlines()
+    assert len(fleet) == 1 + 6  # every client once, from whichever shard checked it
+    assert "pc0002.vprolab.test" in (lab["tmp"] / "merged" / "report.html").read_text()
+    again = subprocess.run([sys.executable, "-m", "pytest_vpro.report.merge", str(lab["tmp"] / "twice"),
+                            str(runs[0]), str(runs[0])], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "already in another run" in again.stderr
 
 
 def test_a_bad_snapshot_is_a_usage_error_naming_file_and_line(lab, tmp_path):
