@@ -132,7 +132,7 @@ def floor_suite(work: Path, tests: int) -> Path:
 
 def naive(env_file: Path, latency_ms: int) -> list[str]:
     code = (
-        "import sys, yaml, amt.client\n"
+        "import amt.client\n"
         "from pytest_vpro import environment\n"
         "from pathlib import Path\n"
         f"env = environment.load(Path({str(env_file)!r}))\n"

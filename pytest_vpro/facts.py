@@ -90,16 +90,12 @@ class Facts:
         """
         if read not in AMT_READS:  # AmtDevice also has writes; facts only read (writes: probes/actions.py)
             raise ValueError(f"facts.amt reads only {', '.join(sorted(AMT_READS))}; not {read!r}")
-        with self._lock:
-            gone = self._errors.get("amt.unreachable")
-        if gone is not None:
-            raise gone
-        try:
-            return self.get(f"amt.{read}", lambda: getattr(self._amt_device(), read)())
-        except Unreachable as exc:
-            with self._lock:
-                self._errors["amt.unreachable"] = exc
-            raise
+        return self._per_host(self._amt_channel, f"amt.{read}", lambda: getattr(self._amt_device(), read)())
+
+    @property
+    def _amt_channel(self) -> str:
+        """AMT's own network stack (firmware, 16992-16995): one that does not answer says nothing of the PC's OS."""
+        return f"{self.target.name}:amt"
 
     def _amt_device(self):
         from .probes.amt import AmtDevice  # noqa: PLC0415 (protocol modules load when a check needs them)
@@ -216,7 +212,8 @@ class Facts:
         return self.estate.get(f"winrm.session.{host.name}", connect)
 
     def _per_host(self, host: str, key: str, fetch: Callable[[], Any]) -> Any:
-        """``get(key, fetch)``, remembering the first :class:`Unreachable` of ``host`` for all its later reads."""
+        """``get(key, fetch)``, remembering the first :class:`Unreachable` of ``host`` (a host name, or a channel
+        such as ``<fqdn>:amt``) for all its later reads."""
         with self._lock:
             gone = self._errors.get(f"unreachable.{host}")
         if gone is not None:
@@ -569,16 +566,8 @@ class Facts:
                                          auth=NegotiateAuth(self.console_credentials(), self.env.site.realm),
                                          ca_bundle=self.env.pki.get("trusted_roots"),
                                          timeout=self.env.timeouts["read"]))
-        with self._lock:
-            gone = self._errors.get("amt.unreachable")
-        if gone is not None:
-            raise gone
-        try:
-            return self.get(f"console_amt.{read}", lambda: getattr(self.get("console_amt.session", connect), read)())
-        except Unreachable as exc:
-            with self._lock:
-                self._errors["amt.unreachable"] = exc
-            raise
+        return self._per_host(self._amt_channel, f"console_amt.{read}",
+                              lambda: getattr(self.get("console_amt.session", connect), read)())
 
     def amt_login(self, user: str, password: str) -> bool:
         """One Digest Get of AMT_GeneralSettings on 16993 as ``user``: True if accepted, False if refused (401).
@@ -778,13 +767,13 @@ class FactsCache:
             if not self._routed:  # once per process, when the first check asks for facts
                 route_connections(self.env)
                 self.estate.use_krb5_config()  # before any thread makes a Kerberos context
+                self.estate.recorder, self.estate.replay = self.recorder, self.replay  # set by the plugin by now
                 self._routed = True
             facts = self._by_target.get(target.key)
             if facts is None:
                 facts = self.estate if target.key == self.env.site.key else Facts(target, self.env, self.estate)
+                facts.recorder, facts.replay = self.recorder, self.replay
                 self._by_target[target.key] = facts
-            facts.recorder, facts.replay = self.recorder, self.replay
-            self.estate.recorder, self.estate.replay = self.recorder, self.replay
             return facts
 
     recorder: Any = None  # snapshot.Recorder with --facts-out

@@ -55,7 +55,8 @@ from pytest_vpro.lab.wsman_server import (
     amt_digest_realm, destination_unreachable, invalid_representation, invalid_selectors, server_ssl_context,
 )
 from pytest_vpro.probes import redirection as redir
-from pytest_vpro.probes.hello import MAX_HELLO_BYTES, VERSION_PKI, VERSION_PSK, Hello, MalformedHello, decode_hello, encode_hello
+from pytest_vpro.probes.hello import (VERSION_PKI, VERSION_PSK, Hello, MalformedHello, encode_hello, hello_or_error,
+                                      receive_hello)
 from pytest_vpro.probes.wsman import EndpointReference, resource_uri
 
 log = logging.getLogger(__name__)
@@ -556,20 +557,7 @@ class HelloListener:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                self.request.settimeout(read_timeout)
-                data = b""
-                try:
-                    while len(data) <= MAX_HELLO_BYTES:
-                        chunk = self.request.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                except OSError:
-                    pass
-                try:
-                    item: Hello | MalformedHello = decode_hello(data)
-                except MalformedHello as exc:
-                    item = exc
+                item = hello_or_error(receive_hello(self.request, read_timeout))
                 with listener._cond:
                     listener.received.append((self.client_address[0], item))
                     listener._cond.notify_all()

@@ -37,6 +37,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytest_vpro.process import ChildProcess
+
 OPTION81_MODES = ("honoured", "no-updates")
 
 
@@ -61,7 +63,7 @@ def _udp_port_bound(port: int) -> bool:
     return any(line.split()[1].endswith(wanted) for line in lines if len(line.split()) > 1)
 
 
-class LabDHCP:
+class LabDHCP(ChildProcess):
     """A dnsmasq DHCP server for the lab network, answering on ``address:port``."""
 
     def __init__(self, state_dir: Path, *, address: str, network: str,
@@ -156,14 +158,6 @@ class LabDHCP:
             proc.wait(timeout=5)
         if proc.stderr:
             proc.stderr.close()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     def __enter__(self) -> "LabDHCP":
         return self.start()

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pytest_vpro.lab.samba import alive, process_tree
+from pytest_vpro.process import ChildProcess
 
 SMBD, SMBPASSWD = "smbd", "smbpasswd"
 SHARE = "C$"
@@ -65,7 +66,7 @@ def _require(binary: str) -> str:
     return path
 
 
-class LabFileServer:
+class LabFileServer(ChildProcess):
     """A standalone smbd sharing ``C$`` on each address of ``addresses``."""
 
     def __init__(self, state_dir: str | Path, addresses: Iterable[str], *, password: str,
@@ -174,14 +175,6 @@ class LabFileServer:
                 return True
         except OSError:
             return False
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     def processes(self) -> dict[int, int]:
         """Live processes of this server as {pid: session id} (smbd's tree and the members of its sessions)."""

@@ -37,6 +37,8 @@ import ldap3
 from ldap3.protocol.formatters.formatters import format_sid
 from ldap3.protocol.microsoft import security_descriptor_control
 
+from pytest_vpro.process import ChildProcess
+
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-samba bindings belong to this interpreter
 SAMBA = "samba"
 SAMBA_TOOL = "samba-tool"
@@ -174,7 +176,7 @@ def reverse_name(address: str, zone: str) -> str:
     return full[: -len(suffix)]
 
 
-class SambaDC:
+class SambaDC(ChildProcess):
     """A Samba AD DC provisioned into ``state_dir`` and bound only to ``address``."""
 
     def __init__(self, state_dir: Path, address: str, *, admin_password: str, domain: str = "vprolab.test",
@@ -415,14 +417,6 @@ class SambaDC:
         log = self.log_dir / "samba.log"
         text = log.read_text(errors="replace") if log.exists() else ""
         return _redact("\n".join(text.splitlines()[-lines:]), self._password)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     def processes(self) -> dict[int, int]:
         """Live processes of this DC as {pid: session id}: samba's process tree plus every member of the

@@ -60,7 +60,7 @@ from pytest_vpro.lab.wsman_server import (
     Denied, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
     destination_unreachable, invalid_selectors, server_ssl_context,
 )
-from pytest_vpro.probes.hello import MAX_HELLO_BYTES, Hello, MalformedHello, decode_hello
+from pytest_vpro.probes.hello import MAX_HELLO_BYTES, Hello, MalformedHello, hello_or_error
 from pytest_vpro.probes.wsman import local_name
 
 log = logging.getLogger(__name__)
@@ -912,10 +912,7 @@ class SiteServerSimulator(BackgroundService):
             pass
         finally:
             writer.close()
-        try:
-            hello: Hello | MalformedHello = decode_hello(data)
-        except MalformedHello as exc:
-            hello = exc
+        hello = hello_or_error(data)
         self.hellos.append((peer, hello))
         if isinstance(hello, MalformedHello):
             self._event("hello_malformed", thread="hello", ip=peer, reason=str(hello))

@@ -450,9 +450,7 @@ class WsmanServer:
         try:
             principal, extra = self._authenticate(ep, request)
         except Denied as denied:
-            if denied.status == 400:
-                return web.Response(status=400, reason=denied.reason, text=denied.reason, headers=headers)
-            return web.Response(status=401, text="Unauthorized", headers=_challenges(ep, denied, headers))
+            return _refusal(ep, denied, headers)
         headers.update(extra)
         data = await request.read()
         if ep.latency_s > 0:
@@ -469,9 +467,7 @@ class WsmanServer:
             try:
                 principal, extra = self._authenticate(ep, request)
             except Denied as denied:
-                if denied.status == 400:
-                    return web.Response(status=400, reason=denied.reason, text=denied.reason, headers=headers)
-                return web.Response(status=401, text="Unauthorized", headers=_challenges(ep, denied, headers))
+                return _refusal(ep, denied, headers)
             headers = {**headers, **extra}
         return web.Response(status=200, text=ep.web.render(request.path, principal), content_type="text/html",
                             headers=headers)
@@ -567,6 +563,13 @@ def _context_of(req: WsmanRequest) -> str:
         if local_name(c.tag) == "EnumerationContext":
             return (c.text or "").strip()
     raise invalid_enumeration_context()
+
+
+def _refusal(ep: "WsmanEndpoint", denied: "Denied", headers: dict[str, str]) -> web.Response:
+    """A refused request: 400 with the reason (e.g. a Kerberos token too large), else 401 with the challenges."""
+    if denied.status == 400:
+        return web.Response(status=400, reason=denied.reason, text=denied.reason, headers=headers)
+    return web.Response(status=401, text="Unauthorized", headers=_challenges(ep, denied, headers))
 
 
 def _challenges(ep: WsmanEndpoint, denied: Denied, base: Mapping[str, str]) -> CIMultiDict:

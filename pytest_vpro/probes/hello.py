@@ -77,6 +77,30 @@ def encode_hello(
     return bytes(out)
 
 
+def receive_hello(sock, timeout: float) -> bytes:
+    """The bytes a sender wrote on an accepted TCP connection until it closed it (hellos are one packet per
+    connection), at most one byte more than any valid hello, each read bounded by ``timeout``."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while len(data) <= MAX_HELLO_BYTES:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data
+
+
+def hello_or_error(data: bytes) -> "Hello | MalformedHello":
+    """:func:`decode_hello`, returning the :class:`MalformedHello` instead of raising it (listeners record both)."""
+    try:
+        return decode_hello(data)
+    except MalformedHello as exc:
+        return exc
+
+
 def decode_hello(data: bytes) -> Hello:
     """Parse a hello packet; raise :class:`MalformedHello` on truncated or garbage input."""
     if len(data) < _HEAD.size:

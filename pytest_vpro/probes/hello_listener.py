@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ProbeError
-from .hello import HASH_TYPES, MAX_HELLO_BYTES, Hello, MalformedHello, decode_hello
+from .hello import HASH_TYPES, Hello, MalformedHello, decode_hello, receive_hello
 
 DEFAULT_WAIT_S = 60.0
 SPOOL_NAME = "hellos.jsonl"
@@ -121,17 +121,7 @@ class HelloCapture:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                self.request.settimeout(READ_TIMEOUT_S)
-                data = b""
-                try:
-                    while len(data) <= MAX_HELLO_BYTES:
-                        chunk = self.request.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                except OSError:
-                    pass
-                capture._received(self.client_address[0], time.time(), data)
+                capture._received(self.client_address[0], time.time(), receive_hello(self.request, READ_TIMEOUT_S))
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True

@@ -13,6 +13,7 @@ import shutil
 import sqlite3
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import catalog
@@ -22,20 +23,35 @@ from .fleet import FleetRecorder, Result
 from .runs import Run
 
 
-def results_from_junit(junit: Path) -> dict[str, Result]:
-    found: dict[str, Result] = {}
+@dataclass(frozen=True)
+class JunitCase:
+    """One ``<testcase>`` of a run's junit.xml, with its pytest-vpro properties (vpro_check, vpro_target, ...)."""
+
+    nodeid: str
+    props: dict[str, str]
+    outcome: str  # passed | failed | error | skipped
+    message: str  # the element's message attribute
+    text: str     # its text (the failure's full report)
+
+
+def read_junit(junit: Path) -> list[JunitCase]:
+    cases = []
     for case in ET.parse(junit).iter("testcase"):
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        if "vpro_check" not in props:
-            continue
-        outcome, message = "passed", ""
+        outcome, message, text = "passed", "", ""
         for child in case:
             if child.tag in ("failure", "error", "skipped"):
-                outcome = "skipped" if child.tag == "skipped" else "failed"
-                message = (child.get("message") or "") if child.tag == "skipped" else (child.text or child.get("message") or "")
-        found[f"{case.get('classname')}::{case.get('name')}"] = Result(
-            props["vpro_check"], props["vpro_target"], int(props["vpro_stage"]), outcome, message)
-    return found
+                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
+                message, text = child.get("message") or "", child.text or ""
+        cases.append(JunitCase(f"{case.get('classname')}::{case.get('name')}", props, outcome, message, text))
+    return cases
+
+
+def results_from_junit(junit: Path) -> dict[str, Result]:
+    return {c.nodeid: Result(c.props["vpro_check"], c.props["vpro_target"], int(c.props["vpro_stage"]),
+                             "skipped" if c.outcome == "skipped" else "failed" if c.outcome != "passed" else "passed",
+                             c.message if c.outcome == "skipped" else (c.text or c.message))
+            for c in read_junit(junit) if "vpro_check" in c.props}
 
 
 def _merge_verdicts(db: Path, into: Path) -> None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from pytest_vpro import catalog
 from pytest_vpro.lab import manager
+from pytest_vpro.report.merge import read_junit
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKS = catalog.load()
@@ -27,24 +27,26 @@ def run_suite(tmp_path: Path, faults: list[dict], clients: int = 8, *, net: int,
     description.write_text(f"lab: {{clients: {clients}, net: {net}, in_band_every: {in_band_every}, canaries: {canaries}, "
                            f"unprovisioned: {unprovisioned}, dhcp_port: 0, state_dir: state, "
                            f"faults: {faults!r}}}\n".replace("'", '"'))
-    reports = tmp_path / "reports"
     try:
-        out = subprocess.run([sys.executable, "-m", "pytest", f"--env={description}", "--no-html",
-                              f"--reports-dir={reports}", "-p", "no:cacheprovider", "-q", *args],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+        return run_pytest_on(description, tmp_path / "reports", *args)
     finally:
         manager.down(tmp_path / "state")
+
+
+def run_pytest_on(env_file: Path, reports: Path, *args: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """The suite against ``env_file`` (a lab description starts its lab), as a user runs it; {(check, target):
+    (outcome, message and report)}."""
+    out = subprocess.run([sys.executable, "-m", "pytest", f"--env={env_file}", "--no-html",
+                          f"--reports-dir={reports}", "-p", "no:cacheprovider", "-q", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
-    results = {}
-    for case in ET.parse(reports / "latest" / "junit.xml").iter("testcase"):
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        outcome, message = "passed", ""
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                message = child.get("message", "") + "\n" + (child.text or "")
-        results[(props["vpro_check"], props["vpro_target"].split(":", 1)[1])] = (outcome, message)
-    return results
+    return verdicts(reports / "latest" / "junit.xml")
+
+
+def verdicts(junit: Path) -> dict[tuple[str, str], tuple[str, str]]:
+    """{(check, target FQDN): (outcome, message + report)} of a run's junit.xml."""
+    return {(c.props["vpro_check"], c.props["vpro_target"].split(":", 1)[1]): (c.outcome, c.message + "\n" + c.text)
+            for c in read_junit(junit) if "vpro_check" in c.props}
 
 
 def assert_fails(results, check: str, target: str, found: str) -> None:
@@ -57,7 +59,8 @@ def assert_fails(results, check: str, target: str, found: str) -> None:
 def assert_gated(results, target: str, by: str | tuple[str, ...], after_stage: int) -> None:
     by = (by,) if isinstance(by, str) else by
     later = {k: v for k, v in results.items() if k[1] == target and CHECKS[k[0]].test_stage > after_stage
-             and CHECKS[k[0]].automated and not CHECKS[k[0]].disruptive}  # disruptive ones skip as not allowed
+             and CHECKS[k[0]].automated
+             and not v[1].startswith("disruptive check")}  # skipped before any gate: not allowed, or not a canary
     assert later, f"no later checks for {target}"
     for (check, _), (outcome, message) in later.items():
         assert outcome == "skipped" and any(f"gated: {b} failed for" in message for b in by), (check, message)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pytest
 
-from suite_runner import CHECKS, assert_fails, assert_gated, assert_healthy, run_suite
+from suite_runner import assert_fails, assert_gated, assert_healthy, run_suite
 
 SITE, SERVER = "vprolab.test", "sccm01.vprolab.test"
 S2_REQUESTS = ("S2-AMTOPMGR-HELLO-RECEIVED", "S2-ME-UNPROVISIONED", "S2-ME-ENTERPRISE-PKI-OR-PSK",
@@ -28,11 +28,6 @@ S2_IN_BAND = ("S2-AMTOPMGR-ZTC-REQUEST-RECEIVED", "S2-ME-UNPROVISIONED", "S2-SUF
 
 def pc(n: int) -> str:
     return f"pc{n:04d}.vprolab.test"
-
-
-def gated(results, target: str, by, after_stage: int) -> None:
-    """assert_gated, leaving out the disruptive checks (skipped as such without --allow-disruptive)."""
-    assert_gated({k: v for k, v in results.items() if not CHECKS[k[0]].disruptive}, target, by, after_stage)
 
 
 # 17 clients: every 4th in band (4, 8, 12, 16); 16 and 17 not provisioned yet (and healthy).
@@ -79,7 +74,7 @@ def clients(tmp_path_factory):
 def test_a_client_fault_fails_its_check_and_gates_that_client(clients, check, n, found, gates_after):
     assert_fails(clients, check, pc(n), found)
     failed = tuple(c for (c, t), (outcome, _m) in clients.items() if t == pc(n) and outcome == "failed")
-    gated(clients, pc(n), failed, gates_after)
+    assert_gated(clients, pc(n), failed, gates_after)
 
 
 def test_the_other_clients_are_untouched(clients):
@@ -136,9 +131,9 @@ def test_site_wide_provisioning_faults(tmp_path):
                      r"CN=sccm01\.vprolab\.example \(domain vprolab\.example\); the ME's domain is vprolab\.test")
     assert_fails(results, "S2-INBAND-AUTO-PROVISIONING-COLLECTION", pc(4),
                  "member of vPro clients; automatic provisioning enabled on no collection")
-    gated(results, pc(4), "S2-INBAND-AUTO-PROVISIONING-COLLECTION", 2)
+    assert_gated(results, pc(4), "S2-INBAND-AUTO-PROVISIONING-COLLECTION", 2)
     assert_fails(results, "S3-ME-ADMIN-CREDENTIALS-KNOWN", SITE, "no AMT Provisioning and Discovery account")
-    gated(results, pc(1), ("S3-ME-ADMIN-CREDENTIALS-KNOWN", "S3-PROV-CERT-ACCEPTED-BY-SCCM",
+    assert_gated(results, pc(1), ("S3-ME-ADMIN-CREDENTIALS-KNOWN", "S3-PROV-CERT-ACCEPTED-BY-SCCM",
                                   "S3-PROV-CERT-DOMAIN-TRUSTED-BY-AMT"), 3)
 
 

@@ -18,9 +18,6 @@ from __future__ import annotations
 import ast
 import json
 import ssl
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import ldap3
@@ -32,6 +29,7 @@ from pytest_vpro import catalog
 from pytest_vpro.environment import Client
 from pytest_vpro.lab import manager
 from pytest_vpro.lab.addresses import AddressPlan
+from suite_runner import run_pytest_on
 
 NET = 108
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,20 +75,7 @@ def snapshot(state: Path) -> dict:
 
 def run_suite_on(state: Path, reports: Path, *args: str) -> dict[tuple[str, str], tuple[str, str]]:
     """The suite against the running lab (its environment file), as a user runs it; {(check, target): verdict}."""
-    out = subprocess.run([sys.executable, "-m", "pytest", f"--env={state / 'environment.yaml'}", "--no-html",
-                          f"--reports-dir={reports}", "-p", "no:cacheprovider", "-q", *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
-    results = {}
-    for case in ET.parse(reports / "latest" / "junit.xml").iter("testcase"):
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        outcome, message = "passed", ""
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                message = child.get("message", "")
-        results[(props["vpro_check"], props["vpro_target"].split(":", 1)[1])] = (outcome, message)
-    return results
+    return run_pytest_on(state / "environment.yaml", reports, *args)
 
 
 # ---------------------------------------------------------------------------------------------- read-only runs

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import os
 import signal
@@ -14,10 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.site_server import (
@@ -28,6 +23,7 @@ from pytest_vpro.probes.cmlog import LogReader, client_events, events
 from pytest_vpro.probes.hello import encode_hello
 from pytest_vpro.probes.winrm import BasicAuth, NotReadOnly, WinRM, sms_namespace, wmi_uri
 from pytest_vpro.probes.wsman import AuthFailed, SoapFault, WsmanClient
+from throwaway_tls import write_tls
 
 PLAN = AddressPlan(95)
 SITE = sms_namespace("LAB")
@@ -36,35 +32,11 @@ KERBEROS_ADDRESS = "127.95.0.41"  # a second simulator, next to the module's one
 UUIDS = [str(uuid.UUID(int=0x4C4C4544_0000_1000_8000_000000000000 + i)) for i in range(1, 4)]
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> dict[str, str]:
     """A throwaway CA and a WinRM certificate for sccm01.vprolab.test / the site server's address."""
-    d = tmp_path_factory.mktemp("site-tls")
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-
-    def build(subject, issuer, pub, signer, ca, sans=None):
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
-             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-             .not_valid_after(now + dt.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return b.sign(signer, hashes.SHA256())
-
-    ca = build(_name("Site Test CA"), _name("Site Test CA"), ca_key.public_key(), ca_key, True)
-    leaf = build(_name("sccm01.vprolab.test"), ca.subject, key.public_key(), ca_key, False,
-                 [x509.DNSName("sccm01.vprolab.test"), x509.IPAddress(ipaddress.ip_address(PLAN.site_server)),
-                  x509.IPAddress(ipaddress.ip_address(KERBEROS_ADDRESS))])
-    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "winrm.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (d / "winrm.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-    return {"ca": str(d / "ca.pem"), "cert": str(d / "winrm.pem"), "key": str(d / "winrm.key")}
+    return write_tls(tmp_path_factory.mktemp("site-tls"), "Site Test CA", "sccm01.vprolab.test",
+                     ["sccm01.vprolab.test"], [PLAN.site_server, KERBEROS_ADDRESS])
 
 
 def _spec(tmp: Path, tls: dict[str, str], **overrides) -> SiteServerSpec:

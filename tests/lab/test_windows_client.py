@@ -3,7 +3,6 @@ over a real SMB C$ share (smbclient), parsed by probes/cmlog.py."""
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import json
 import os
 import shutil
@@ -14,10 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.file_server import LabFileServer
@@ -29,6 +24,7 @@ from pytest_vpro.lab.windows_client import (
 from pytest_vpro.probes.cmlog import parse_text
 from pytest_vpro.probes.winrm import BasicAuth, NotReadOnly, WinRM, wmi_uri
 from pytest_vpro.probes.wsman import SoapFault, WsmanClient
+from throwaway_tls import write_tls
 
 PLAN = AddressPlan(99)
 A, B, C = PLAN.client(3), PLAN.client(4), PLAN.client(5)  # 127.99.1.4, .5, .6
@@ -42,29 +38,8 @@ needs_smbd = pytest.mark.skipif(not (shutil.which("smbd") or Path("/usr/sbin/smb
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> dict[str, str]:
     """A throwaway CA and one WinRM certificate naming the test clients (names and addresses)."""
-    d = tmp_path_factory.mktemp("client-tls")
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    name = lambda cn: x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # noqa: E731
-
-    def build(subject, issuer, pub, ca, sans=None):
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
-             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-             .not_valid_after(now + dt.timedelta(days=1))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if sans:
-            b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return b.sign(ca_key, hashes.SHA256())
-
-    ca = build(name("Client Test CA"), name("Client Test CA"), ca_key.public_key(), True)
-    leaf = build(name("pc0004.vprolab.test"), ca.subject, key.public_key(), False,
-                 [x509.DNSName(f"pc000{i}.vprolab.test") for i in (4, 5, 6)]
-                 + [x509.IPAddress(ipaddress.ip_address(a)) for a in (A, B, C)])
-    (d / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "cert.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    return {"ca": str(d / "ca.pem"), "cert": str(d / "cert.pem"), "key": str(d / "key.pem")}
+    return write_tls(tmp_path_factory.mktemp("client-tls"), "Client Test CA", "pc0004.vprolab.test",
+                     [f"pc000{i}.vprolab.test" for i in (4, 5, 6)], [A, B, C])
 
 
 def _specs(log_dirs: dict[str, str], tls: dict[str, str]) -> list[WindowsClientSpec]:

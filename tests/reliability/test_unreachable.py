@@ -15,7 +15,6 @@ import stat
 import subprocess
 import sys
 import time
-import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import yaml
 from hostile import Hostile
 from pytest_vpro import environment as envmod
 from pytest_vpro.probes import wsman
+from pytest_vpro.report.merge import read_junit
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 0.5
@@ -88,16 +88,8 @@ def _run(env_file: Path, reports: Path) -> tuple[float, dict, str]:
                          timeout=600)
     wall = time.monotonic() - t0
     assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
-    results = {}
-    for case in ET.parse(reports / "latest" / "junit.xml").iter("testcase"):
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        outcome, message = "passed", ""
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                message = child.get("message", "") + "\n" + (child.text or "")
-        if "vpro_check" in props:
-            results[(props["vpro_check"], props["vpro_target"].split(":", 1)[1])] = (outcome, message)
+    results = {(c.props["vpro_check"], c.props["vpro_target"].split(":", 1)[1]): (c.outcome, c.message + "\n" + c.text)
+               for c in read_junit(reports / "latest" / "junit.xml") if "vpro_check" in c.props}
     return wall, results, out.stdout + out.stderr
 
 
