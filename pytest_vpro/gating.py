@@ -208,9 +208,6 @@ class Engine:
         """
         if threads < 1 or not entries:
             return
-        from .probes import load_all  # noqa: PLC0415
-
-        load_all()  # before the threads: no thread may see a module another is still importing
         by_target: dict[str, list[Entry]] = {}
         for e in sorted(entries, key=lambda e: e.sort_key):
             by_target.setdefault(e.target.key, []).append(e)
