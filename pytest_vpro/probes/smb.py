@@ -9,12 +9,37 @@ password, or Kerberos with the caller's ticket cache when no password is given. 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import socket
+import sys
+from pathlib import Path
 from typing import IO, Iterator
 
 from .errors import ProbeError, Unreachable
 
 SMB_PORT = 445
+
+
+def smbprotocol_client():
+    """smbprotocol's high-level API: the package ``smbclient`` installed beside ``smbprotocol``.
+
+    Not a plain ``import smbclient``: impacket (a dependency, for security descriptors) installs an example
+    *script* ``smbclient.py`` into the interpreter's ``bin`` folder, and when pytest runs as the ``pytest``
+    command that folder is ``sys.path[0]``, so the plain import finds the script. The package is loaded from
+    smbprotocol's own folder under its own name, once.
+    """
+    found = sys.modules.get("smbclient")
+    if found is not None and hasattr(found, "register_session"):
+        return found
+    import smbprotocol  # noqa: PLC0415
+
+    folder = Path(smbprotocol.__file__).resolve().parent.parent / "smbclient"
+    spec = importlib.util.spec_from_file_location("smbclient", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["smbclient"] = module  # its submodules import "smbclient._io" etc. through this entry
+    spec.loader.exec_module(module)
+    return module
 
 
 def unc(host: str, share: str, path: str) -> str:
@@ -25,7 +50,7 @@ def unc(host: str, share: str, path: str) -> str:
 def open_file(host: str, share: str, path: str, *, user: str | None, password: str | None, timeout: float,
               port: int = SMB_PORT) -> Iterator[IO[bytes]]:
     """A read-only binary stream of ``\\\\host\\share\\path``."""
-    import smbclient  # noqa: PLC0415 (loads only when a check reads a file)
+    smbclient = smbprotocol_client()
     from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
 
     name = unc(host, share, path)

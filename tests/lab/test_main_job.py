@@ -27,7 +27,10 @@ def project(tmp_path):
 
 
 def pytest_run(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "--env", "lab", "--no-html", *args], cwd=project,
+    """The README's command as typed: the ``pytest`` script (its folder is sys.path[0], unlike ``python -m``)."""
+    script = Path(sys.executable).parent / "pytest"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "pytest"]
+    return subprocess.run([*command, "--env", "lab", "--no-html", *args], cwd=project,
                           capture_output=True, text=True, timeout=600)
 
 
