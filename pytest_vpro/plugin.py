@@ -24,6 +24,7 @@ from .environment import Environment, Target
 from .facts import FactsCache
 from .gating import Engine, Entry, VerdictStore
 from .probes import hello_listener
+from .probes import httpclient  # noqa: F401  it reads the proxy settings now, in the main thread
 from .report import fleet, html, listing, runs, ticket
 from .secrets import redact
 

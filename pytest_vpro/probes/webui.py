@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import requests
 
+from . import httpclient
 from .errors import ProbeError, Unreachable
 
 MAX_PAGE_BYTES = 512 * 1024
@@ -40,8 +41,8 @@ def get(url: str, *, ca_bundle: str | None, timeout: float, auth: requests.auth.
     """GET ``url``; a :class:`ProbeError` if there is no HTTPS answer (refused, timeout, TLS not trusted)."""
     host = url.split("/")[2]
     try:
-        with requests.get(url, verify=ca_bundle or True, timeout=(timeout, timeout), auth=auth, stream=True,
-                          allow_redirects=False) as resp:
+        with httpclient.direct() as session, session.get(url, verify=ca_bundle or True, timeout=(timeout, timeout),
+                                                   auth=auth, stream=True, allow_redirects=False) as resp:
             body = resp.raw.read(MAX_PAGE_BYTES, decode_content=True) or b""
             offers = tuple(sorted({v.strip().split(None, 1)[0] for v in resp.headers.get("WWW-Authenticate", "")
                                    .split(",") if v.strip() and "=" not in v.strip().split(None, 1)[0]}))

@@ -28,7 +28,7 @@ import defusedxml.ElementTree as SafeET
 import requests
 from defusedxml import DefusedXmlException
 
-from pytest_vpro.probes import errors
+from pytest_vpro.probes import errors, httpclient
 
 # --- namespaces (DSP0226 annex A; notes "Namespaces in the envelope") -----------------
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
@@ -425,7 +425,7 @@ class WsmanClient:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.transcript = transcript
-        self.session = session or requests.Session()
+        self.session = session or httpclient.direct()
         self._requests_auth = auth.for_url(url)
         # One request at a time per session: Digest's nonce count and the kept-alive connection are per
         # session, and AMT firmware serves only a few connections; callers on other threads queue here.
@@ -468,7 +468,7 @@ class WsmanClient:
         if not self._worker.run(exchange, deadline):
             self._worker.abandon()
             self._worker = None
-            self.session = requests.Session()  # the stuck one stays with the abandoned exchange
+            self.session = httpclient.direct()  # the stuck one stays with the abandoned exchange
             _abort(box.get("resp"))
             raise Unreachable(self.host, self.port, self.timeout,
                               f"gave no complete answer within {deadline:g} s (reply too slow)")

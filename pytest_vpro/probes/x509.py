@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from . import httpclient
 from .errors import ProbeError
 
 AMT_PROVISIONING_OID = x509.ObjectIdentifier("2.16.840.1.113741.1.2.3")
@@ -238,9 +239,9 @@ def download(url: str, timeout: float = 5.0, *, max_bytes: int = MAX_CRL_BYTES,
     http-status, too-large, or unsupported for a scheme other than http/https, e.g. ldap://)."""
     if not url.lower().startswith(("http://", "https://")):
         raise CrlProblem("unsupported", url, "only http and https locations are fetched")
-    getter = session or requests
+    session = session or httpclient.direct()
     try:
-        with getter.get(url, timeout=timeout, stream=True) as resp:
+        with session.get(url, timeout=timeout, stream=True, proxies=httpclient.proxies_for(url)) as resp:
             if resp.status_code != 200:
                 raise CrlProblem("http-status", url, f"HTTP {resp.status_code}")
             body = bytearray()
