@@ -19,6 +19,7 @@ report).
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,6 +29,28 @@ import pytest
 from .secrets import redact
 
 CHECK_ARGS = ("client", "server", "site", "target", "env", "facts", "evidence")
+TARGET_ARGS = ("target", "client", "server", "site")
+
+
+def check_argnames(func: Callable[..., Any]) -> tuple[str, ...]:
+    """The arguments the engine passes to a check (what its ``def`` line names)."""
+    names = getattr(func, "__vpro_argnames__", None)
+    return names if names is not None else tuple(inspect.signature(func).parameters)
+
+
+def show_pytest_the_target_only(func: Callable[..., Any]) -> None:
+    """Make pytest see one argument of a check, its target, which pytest parametrizes.
+
+    The engine calls the check itself, with every argument it names (``check_argnames``). Were ``env``,
+    ``facts`` and ``evidence`` fixtures, pytest would set each up and tear it down for every test, and
+    allure-pytest would write a result file for each of them: three per test, most of pytest-vpro's cost per
+    test at fleet size (docs/scale.md). A check that names no target still gets one, as ``target``.
+    """
+    if hasattr(func, "__vpro_argnames__"):
+        return
+    func.__vpro_argnames__ = names = tuple(inspect.signature(func).parameters)
+    shown = next((n for n in names if n in TARGET_ARGS), "target")
+    func.__signature__ = inspect.Signature([inspect.Parameter(shown, inspect.Parameter.POSITIONAL_OR_KEYWORD)])
 
 
 class Finding(AssertionError):

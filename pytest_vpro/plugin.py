@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from . import catalog as catalog_mod
-from .checks import CHECK_ARGS, Evidence
+from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
 from . import snapshot
-from .environment import Environment, Target
+from .environment import Target
 from .facts import FactsCache
 from .gating import Engine, Entry, VerdictStore
 from .probes import hello_listener
@@ -111,6 +111,13 @@ def pytest_configure_node(node) -> None:  # pytest-xdist: hand the run to each w
         node.workerinput.update(runs.worker_input(run))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector, name: str, obj) -> None:
+    if inspect.isfunction(obj) and any(getattr(m, "name", None) == "check" for m in getattr(obj, "pytestmark", ())):
+        show_pytest_the_target_only(obj)  # env, facts and evidence come from the engine, not from fixtures
+    return None  # pytest goes on to collect it as usual
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marker = metafunc.definition.get_closest_marker("check")
     engine = metafunc.config.stash.get(ENGINE, None)
@@ -121,23 +128,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if argname in metafunc.fixturenames:
         targets = engine.env.targets(check.scope)
         metafunc.parametrize(argname, targets, ids=[t.name for t in targets])
-
-
-@pytest.fixture
-def env(request: pytest.FixtureRequest) -> Environment:
-    return request.config.stash[ENGINE].env
-
-
-@pytest.fixture
-def facts(request: pytest.FixtureRequest):
-    engine = request.config.stash[ENGINE]
-    entry = engine.entries.get(request.node.nodeid)
-    return engine.facts(entry.target) if entry else None
-
-
-@pytest.fixture
-def evidence() -> Evidence:
-    return Evidence()
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection: gates need every check in the registry
@@ -160,7 +150,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if "suites" in item.path.parts and stage_dir not in item.path.parts:
             problems.append(f"{item.nodeid}: implements {cid}, whose earliest stage is {check.test_stage}, "
                             f"so it belongs in suites/{stage_dir}/")
-        argnames = tuple(inspect.signature(item.obj).parameters)
+        argnames = check_argnames(item.obj)
         extra = [a for a in argnames if a not in CHECK_ARGS]
         if extra:
             problems.append(f"{item.nodeid}: a check may take only {', '.join(CHECK_ARGS)}; not {', '.join(extra)}")

@@ -41,6 +41,15 @@ def test_evidence_reaches_allure(pytester, monkeypatch):
     assert any('"client": "pc01.sample.test"' in a for a in attachments)
 
 
+def test_a_check_costs_pytest_and_allure_no_fixture_but_its_target(pytester, monkeypatch):
+    """env, facts and evidence come from the engine: no fixture set up, no Allure container written for them."""
+    make_project(pytester)
+    run(pytester, "-k", "stage1", monkeypatch=monkeypatch)
+    results = latest(pytester) / "allure-results"
+    fixtures = {b["name"] for c in results.glob("*-container.json") for b in json.loads(c.read_text())["befores"]}
+    assert fixtures <= {"client", "server", "site", "target"}, fixtures
+
+
 def test_no_secret_anywhere_after_a_run_that_tries_to_leak_it(pytester, monkeypatch):
     make_project(pytester)
     result = run(pytester, "-n", "2", "-rA", monkeypatch=monkeypatch)
