@@ -59,6 +59,19 @@ class Facts:
                 self._values[name] = value
             return value
 
+    def release_connections(self) -> None:
+        """Close this client's own sessions (WS-MAN to its AMT, as the tool and as the console user; WinRM to its
+        OS) and forget them: a later read opens them again. Facts already read stay. The engine calls it for a
+        client no check is using, so that a fleet is not held open: AMT firmware serves few connections."""
+        if self.target.kind != "client":
+            return  # the site's and the servers' sessions are shared by every check
+        for owner, name in ((self, "amt.session"), (self, "console_amt.session"),
+                            (self.estate, f"winrm.session.{self.target.name}")):
+            with owner._lock:
+                session = owner._values.pop(name, None)
+            if session is not None and hasattr(session, "close"):
+                session.close()
+
     #: set by FactsCache: a snapshot.Recorder (--facts-out) and a snapshot.Replay (--facts-in)
     recorder: Any = None
     replay: Any = None

@@ -25,8 +25,10 @@ import os
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 import traceback
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -150,6 +152,56 @@ class VerdictStore:
             self._db.close()
 
 
+class OpenClients:
+    """The clients whose connections may be open in this process, least recently used first.
+
+    A fleet must not be held open: AMT firmware serves few connections, and a process has a limited number of
+    file descriptors. A client is released (``release(target)`` closes its sessions) when the prefetch is done
+    with it, or, past ``limit`` open clients, when it is the least recently used idle one. A client with a check
+    running (``using``) is never released.
+    """
+
+    def __init__(self, release: Callable[[Target], None], limit: int = 256) -> None:
+        self._release, self.limit = release, limit
+        self._open: OrderedDict[str, Target] = OrderedDict()
+        self._busy: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def using(self, target: Target):
+        if target.kind != "client":
+            yield
+            return
+        with self._lock:
+            self._busy[target.key] = self._busy.get(target.key, 0) + 1
+            self._open[target.key] = target
+            self._open.move_to_end(target.key)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy[target.key] -= 1
+                idle = [key for key in self._open if not self._busy.get(key)]
+                for key in idle[:max(0, len(self._open) - self.limit)]:
+                    self._release_locked(key)
+
+    def done_with(self, target: Target) -> None:
+        """Release ``target`` now unless a check is running on it."""
+        with self._lock:
+            if target.key in self._open and not self._busy.get(target.key):
+                self._release_locked(target.key)
+
+    def _release_locked(self, key: str) -> None:  # closing sockets only: no network wait under the lock
+        target = self._open.pop(key)
+        try:
+            self._release(target)
+        except Exception:  # noqa: BLE001 - a session that fails to close is closed enough
+            pass
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+
 @dataclass
 class Engine:
     """Evaluates checks with their gates; one per process."""
@@ -163,6 +215,15 @@ class Engine:
     _sitewide: list[Entry] = field(default_factory=list)
     _pool: ThreadPoolExecutor | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _open: OpenClients | None = None
+
+    def __post_init__(self) -> None:
+        self._open = OpenClients(self._release_connections)
+
+    def _release_connections(self, target: Target) -> None:
+        release = getattr(self.facts(target), "release_connections", None)
+        if release is not None:
+            release()
 
     def register(self, entry: Entry) -> None:
         self.entries[entry.nodeid] = entry
@@ -220,13 +281,15 @@ class Engine:
             self._pool.submit(self._prefetch_target, by_target[key])
 
     def _prefetch_target(self, entries: list[Entry]) -> None:
-        for entry in entries:
-            if self._stopping.is_set():
-                return
-            try:
+        try:
+            for entry in entries:
+                if self._stopping.is_set():
+                    return
                 self.obtain(entry)
-            except Exception:  # noqa: BLE001 - the test loop recomputes and reports it
-                return
+        except Exception:  # noqa: BLE001 - the test loop recomputes and reports it
+            return
+        finally:
+            self._open.done_with(entries[0].target)  # every verdict of it is known here: close its sessions
 
     def stop_prefetch(self) -> None:
         """Let running checks finish (their claims must not be left half done), start no new one."""
@@ -257,7 +320,8 @@ class Engine:
         kwargs = {name: (self.facts(entry.target) if name == "facts" else values[name]) for name in entry.argnames}
         start = time.monotonic()
         try:
-            entry.func(**kwargs)
+            with self._open.using(entry.target):
+                entry.func(**kwargs)
             outcome, message = "passed", ""
         except pytest.skip.Exception as exc:
             outcome, message = "skipped", str(exc.msg)

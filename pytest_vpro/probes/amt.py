@@ -238,6 +238,9 @@ class AmtDevice:
     def __repr__(self) -> str:
         return f"AmtDevice({self.client.url!r})"
 
+    def close(self) -> None:
+        self.client.close()
+
     def _get(self, cls: str, selectors=None) -> Instance:
         return self.client.get(resource_uri(cls), selectors)
 

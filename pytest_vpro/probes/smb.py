@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -49,7 +50,27 @@ def unc(host: str, share: str, path: str) -> str:
 @contextlib.contextmanager
 def open_file(host: str, share: str, path: str, *, user: str | None, password: str | None, timeout: float,
               port: int = SMB_PORT) -> Iterator[IO[bytes]]:
-    """A read-only binary stream of ``\\\\host\\share\\path``."""
+    """A read-only binary stream of ``\\\\host\\share\\path``, over a connection closed after the read.
+
+    smbclient pools one connection per host, each with a receiver thread that waits in ``select()``, for the
+    life of the process: at 1,000 clients that was hundreds of idle connections, and ``select()`` fails once a
+    socket's number passes 1023 ("filedescriptor out of range"). A log is read once per host per run.
+    """
+    with _host_lock(host, port):  # reads of one host share its connection: one at a time
+        yield from _read(host, share, path, user=user, password=password, timeout=timeout, port=port)
+
+
+def _host_lock(host: str, port: int) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault((host.lower(), port), threading.Lock())
+
+
+_LOCKS: dict[tuple[str, int], threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _read(host: str, share: str, path: str, *, user: str | None, password: str | None, timeout: float,
+          port: int) -> Iterator[IO[bytes]]:
     smbclient = smbprotocol_client()
     from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
 
@@ -80,3 +101,6 @@ def open_file(host: str, share: str, path: str, *, user: str | None, password: s
         raise ProbeError(f"{name}: {exc.strerror}") from None
     except (SMBResponseException, SMBException) as exc:
         raise ProbeError(f"{name}: {exc}") from None
+    finally:  # one connection per read: smbclient would keep one (and its thread) per host for the whole run
+        with contextlib.suppress(Exception):
+            smbclient.delete_session(host, port=port)
