@@ -173,8 +173,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         engine.register(Entry(item.nodeid, check, target, item.obj, argnames, order[check.id]))
         item.user_properties += [("vpro_check", check.id), ("vpro_target", target.key),
                                  ("vpro_stage", check.test_stage)]
-        for label_type, value in fleet.allure_labels(check, target):
-            item.add_marker(pytest.mark.allure_label(value, label_type=label_type))
     engine.finish_registration()
     keep, drop = runs.select(items, engine, config.getoption("stage"), config.stash[RUN].shard)
     if drop:
@@ -194,7 +192,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     if entry is None:
         return None
     verdict = engine.obtain(entry)  # stored, computed here with its gates, or waited for
-    fleet.attach_evidence(verdict)
+    fleet.label_result(entry.check, entry.target)  # at run time: as markers, 6 per test, they were 40% of
+    fleet.attach_evidence(verdict)                 # the memory a collected fleet takes (docs/scale.md)
     if verdict.outcome == "skipped":
         raise pytest.skip.Exception(verdict.message, _use_item_location=True)
     if verdict.outcome in ("failed", "error"):

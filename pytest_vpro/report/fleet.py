@@ -48,6 +48,13 @@ def allure_labels(check: Check, target: Target) -> Iterator[tuple[str, str]]:
         yield "tag", "manual"
 
 
+def label_result(check: Check, target: Target) -> None:
+    """Give the running test's Allure result its labels (a no-op when allure-pytest is off)."""
+    import allure  # noqa: PLC0415
+    for label_type, value in allure_labels(check, target):
+        allure.dynamic.label(label_type, value)
+
+
 def attach_evidence(verdict) -> None:
     if not verdict.evidence:
         return
