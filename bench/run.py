@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                         runs.append(measure(pytest_cmd(env_file, reports, args.workers, *extra), ROOT))
                     tests = count_tests(env_file, work)
                     record(f"suite {n} @ {latency} ms", runs, tests=tests)
+                    if keep and args.workers != "0":  # xdist must not be slower than one process
+                        record(f"suite {n} @ {latency} ms, -n 0", [measure(pytest_cmd(
+                            env_file, work / "reports-n0", "0"), ROOT) for _ in range(repeat)], tests=tests)
                     if keep:
                         record(f"floor ({n}-client count)", [measure(
                             [sys.executable, "-m", "pytest", "-q", "-n", args.workers, "-p", "no:cacheprovider",
@@ -232,11 +235,12 @@ def table(report: dict) -> str:
     m = report["machine"]
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
              f"Linux {m['kernel']}; pytest -n {report['workers']}; median of {report['repeat']}; {report['date']}",
-             "", "| scenario | tests | wall s | CPU s | peak MB (all processes) | notes |", "|---|---|---|---|---|---|"]
-    for name, r in report["results"].items():
+             "", "| scenario | tests | wall s | CPU s | peak MB (all processes) | exit | notes |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in report["results"].items():  # exit: 0 for every run, or the healthy lab had a failure
         notes = ", ".join(f"{k} {v}" for k, v in r.items() if k in ("ticket_mb",) and v is not None)
         lines.append(f"| {name} | {r.get('tests', '')} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | "
-                     f"{notes} |")
+                     f"{','.join(str(c) for c in r.get('rc', []))} | {notes} |")
     res = report["results"]
 
     def ratio(a: str, b: str) -> str:
@@ -245,7 +249,10 @@ def table(report: dict) -> str:
               f"| suite 1000 @ 0 ms / floor (≤ 1.5) | {ratio('suite 1000 @ 0 ms', 'floor (1000-client count)')} |",
               f"| suite 1000 @ 300 ms / suite 1000 @ 0 ms (≤ 1.5) | {ratio('suite 1000 @ 300 ms', 'suite 1000 @ 0 ms')} |",
               f"| naive / suite 1000 @ 300 ms (≥ 5) | {ratio('naive 1000 @ 300 ms (amt)', 'suite 1000 @ 300 ms')} |",
-              f"| suite 3000 / suite 1000 @ 0 ms (≤ 3.3) | {ratio('suite 3000 @ 0 ms', 'suite 1000 @ 0 ms')} |"]
+              f"| suite 3000 / suite 1000 @ 0 ms (≤ 3.3) | {ratio('suite 3000 @ 0 ms', 'suite 1000 @ 0 ms')} |",
+              f"| suite 3000 / suite 1000 @ 300 ms (≤ 3.3) | {ratio('suite 3000 @ 300 ms', 'suite 1000 @ 300 ms')} |",
+              f"| suite 1000 @ 0 ms, -n {report['workers']} / -n 0 (≤ 1) | "
+              f"{ratio('suite 1000 @ 0 ms', 'suite 1000 @ 0 ms, -n 0')} |"]
     return "\n".join(lines) + "\n"
 
 
