@@ -181,9 +181,10 @@ class OpenClients:
         finally:
             with self._lock:
                 self._busy[target.key] -= 1
-                idle = [key for key in self._open if not self._busy.get(key)]
-                for key in idle[:max(0, len(self._open) - self.limit)]:
-                    self._release_locked(key)
+                excess = len(self._open) - self.limit
+                if excess > 0:
+                    for key in [key for key in self._open if not self._busy.get(key)][:excess]:
+                        self._release_locked(key)
 
     def done_with(self, target: Target) -> None:
         """Release ``target`` now unless a check is running on it."""
