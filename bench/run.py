@@ -173,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="100,1000,3000")
     p.add_argument("--workers", default="auto", help="pytest -n for every pytest scenario (default auto)")
     p.add_argument("--reference", type=int, default=1000, help="the size for floor, facts-in, html and naive")
+    p.add_argument("--latencies", default="0,300", help="ms per WS-MAN call, comma-separated (default 0,300)")
+    p.add_argument("--suite-only", action="store_true", help="only the suite scenarios (no floor, html, facts-in, "
+                   "naive, -n 0 comparison)")
+    p.add_argument("--tag", default="", help="appended to the results file name (for a partial run)")
     args = p.parse_args(argv)
     sizes = [100, 1000] if args.quick else [int(s) for s in args.sizes.split(",")]
     repeat = 1 if args.quick else args.repeat
@@ -186,12 +190,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:<28} wall {r['wall_s']:8.1f} s  cpu {r['cpu_s']:8.1f} s  peak {r['peak_mb']:8.0f} MB  "
                   f"{extra or ''}", flush=True)
 
-        for latency in (0, 300):
+        for latency in [int(ms) for ms in args.latencies.split(",")]:
             for n in sizes:
                 env_file, state = lab_up(work, n, latency)
                 try:
                     reports = work / f"reports-{n}-{latency}"
-                    keep = latency == 0 and n == args.reference
+                    keep = latency == 0 and n == args.reference and not args.suite_only
                     runs = []
                     for i in range(repeat):
                         extra = [f"--facts-out={work / 'facts.jsonl'}"] if keep and i == 0 else []
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                         record(f"facts-in {n}", [measure(pytest_cmd(
                             env_file, work / "reports-replay", args.workers,
                             f"--facts-in={work / 'facts.jsonl'}"), ROOT) for _ in range(repeat)])
-                    if latency == 300 and n == args.reference:
+                    if latency == 300 and n == args.reference and not args.suite_only:
                         record(f"naive {n} @ 300 ms (amt)", [measure(naive(env_file, latency), ROOT)])
                 finally:
                     manager.down(state)
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
               "repeat": repeat, "results": results}
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['date']}-{report['machine']['host']}"
+    stem = f"{report['date']}-{report['machine']['host']}" + (f"-{args.tag}" if args.tag else "")
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
     (out_dir / f"{stem}.md").write_text(table(report))
     print(table(report))

@@ -104,6 +104,21 @@ def _wire_snapshots(config: pytest.Config, run: runs.Run, facts: FactsCache) -> 
         facts.recorder = snapshot.Recorder(run.dir, redact)
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` for a pytest-vpro run: one process where there are 2 cores or fewer; xdist's count elsewhere.
+
+    The waiting is overlapped by the prefetch threads in every process; more processes only share pytest's
+    per-test cost, and on 2 cores the controller and two workers compete for them. Measured on 2 cores (1,000
+    clients, docs/scale.md): one process as fast as two workers, with half the memory. ``-n 2`` still starts
+    two workers; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides what auto means.
+    """
+    if not config.getoption("env") or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores <= 2 else None
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:  # pytest-xdist: hand the run to each worker
     run = node.config.stash.get(RUN, None)

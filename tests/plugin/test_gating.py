@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import os
 
 import pytest
 
@@ -119,6 +120,25 @@ def test_outcomes_are_identical_serial_xdist_and_shards(pytester, monkeypatch):
         sharded.update(part)
     assert sharded == serial
     assert len(serial) == 32
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+@pytest.mark.parametrize("override, workers", [(None, 0), ("2", 2)])
+def test_auto_means_one_process_on_two_cores_or_fewer(pytester, monkeypatch, override, workers):
+    make_project(pytester)
+    if override:
+        monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", override)
+    else:
+        monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})  # the run's process inherits one core
+    try:
+        result = run(pytester, "-n", "auto", monkeypatch=monkeypatch)
+    finally:
+        os.sched_setaffinity(0, cpus)
+    out = result.stdout.str()
+    assert (f"created: {workers}/{workers} workers" in out) == bool(workers), out[-2000:]
+    assert outcomes(latest(pytester))  # and it ran
 
 
 def test_a_site_failure_gates_clients_in_every_shard(pytester, monkeypatch):
