@@ -1,7 +1,8 @@
 """pytest-vpro benchmark: the suite against lab estates, side by side with its floor and a naive baseline.
 
-    python bench/run.py                 # the full table (100, 1,000, 3,000 clients; about 30-40 minutes here)
+    python bench/run.py                 # the full table (100, 1,000, 3,000 clients; 55 minutes here with --repeat 1)
     python bench/run.py --quick         # 100 and 1,000 clients only, one repetition
+    python bench/run.py --sizes 3000 --latencies 0 --suite-only --tag 3000   # one scenario, its own file
 
 Every scenario runs ``--repeat`` times (median reported) in the same invocation, on the same machine:
 
