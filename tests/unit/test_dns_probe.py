@@ -2,9 +2,7 @@
 in the style of dnspython's own test nameserver."""
 from __future__ import annotations
 
-import http.server
 import socket
-import socketserver
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +13,7 @@ import dns.rrset
 import pytest
 import requests
 
+from loopback_http import QuietHandler, serving
 from pytest_vpro.probes.dns import (DnsTimeout, NoAnswer, NxDomain, Resolver, ServFail, SrvRecord,
                                     route_connections)
 from pytest_vpro.probes.errors import MalformedReply, ProbeError, Unreachable
@@ -189,27 +188,16 @@ def test_empty_server_list_means_resolv_conf():
 
 # --------------------------------------------------------------------------- connection routing
 
-class _Hello(http.server.BaseHTTPRequestHandler):
+class _Hello(QuietHandler):
     def do_GET(self):  # noqa: N802
-        body = f"hello from {self.server.server_address[0]} for {self.headers['Host']}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(f"hello from {self.server.server_address[0]} for {self.headers['Host']}".encode())
 
 
 @pytest.fixture
 def web():
     """An HTTP server on the address the estate DNS gives pc0001."""
-    httpd = socketserver.ThreadingTCPServer((PC, 0), _Hello)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Hello, PC) as server:
+        yield server.server_address[1]
 
 
 def test_requests_reaches_an_estate_host_by_fqdn(resolver, web):

@@ -4,44 +4,33 @@ Real HTTP servers on loopback port 0: one plays the target, one a proxy (it answ
 """
 from __future__ import annotations
 
-import http.server
+import contextlib
 import os
 import sys
 import threading
 
 import pytest
 
+from loopback_http import QuietHandler, serving
 from pytest_vpro.probes import httpclient, x509
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
         self.server.paths.append(self.path)
-        body = self.server.body
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(self.server.body)
 
 
 @pytest.fixture
 def serve():
-    servers = []
+    with contextlib.ExitStack() as stack:
 
-    def start(body: bytes) -> http.server.ThreadingHTTPServer:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.paths, server.body = [], body
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
+        def start(body: bytes):
+            server = stack.enter_context(serving(_Handler))
+            server.paths, server.body = [], body
+            return server
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield start
 
 
 def _url(server, path: str = "/") -> str:

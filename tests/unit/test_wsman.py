@@ -1,13 +1,12 @@
 """WS-MAN client and server core: envelopes, faults, malformed and hostile replies (DSP0226, RFC 2617)."""
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 import time
 
 import pytest
 
+from loopback_http import QuietHandler, serving
 from pytest_vpro.lab import wsman_server as srv
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.probes import wsman
@@ -142,30 +141,19 @@ def test_digest_authenticator_refuses_forged_nonce_and_keeps_password_out_of_rep
 
 
 # --- the client against tiny real HTTP servers --------------------------------------
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     routes: dict[str, tuple[int, str, bytes]] = {}
 
     def do_POST(self):  # noqa: N802
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         status, ctype, body = self.routes[self.path]
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.reply(body, status, ctype)
 
 
 @pytest.fixture(scope="module")
 def http_server():
-    server = http.server.ThreadingHTTPServer((HOST, 0), _Handler)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield f"http://{HOST}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Handler, HOST) as server:
+        yield f"http://{HOST}:{server.server_address[1]}"
 
 
 def _client(url, **kw):
