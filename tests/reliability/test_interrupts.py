@@ -64,6 +64,14 @@ def wait_hanging(root: Path, proc: subprocess.Popen, timeout: float = 60) -> lis
     raise AssertionError("the planted check never started")
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill the run's whole process group: the hanging check's process too, wherever it was."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def junit(root: Path) -> dict[str, str]:
     out = {}
     for case in ET.parse(root / "reports" / "latest" / "junit.xml").iter("testcase"):
@@ -89,10 +97,7 @@ def test_interrupt_keeps_finished_results_and_marks_the_report_incomplete(pytest
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
-        try:  # the hanging check's process too, wherever it was
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc)
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
     assert "Traceback" not in out.split("KeyboardInterrupt")[0]
     run = json.loads((root / "reports" / "latest" / "run.json").read_text())
@@ -115,10 +120,7 @@ def test_killed_xdist_worker_is_one_error_and_nothing_else_is_lost(pytester):
         os.kill(pid, signal.SIGKILL)
         out, _ = proc.communicate(timeout=90)
     finally:
-        try:  # the hanging check's process too, wherever it was
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc)
     assert proc.returncode == pytest.ExitCode.TESTS_FAILED, out[-3000:]
     got = junit(root)
     # The test that was running when the worker died: stage 2's own check, or, when xdist sent a later stage's
