@@ -216,15 +216,10 @@ class Engine:
     _sitewide: list[Entry] = field(default_factory=list)
     _pool: ThreadPoolExecutor | None = None
     _stopping: threading.Event = field(default_factory=threading.Event)
-    _open: OpenClients | None = None
+    _open: OpenClients = field(init=False)
 
     def __post_init__(self) -> None:
-        self._open = OpenClients(self._release_connections)
-
-    def _release_connections(self, target: Target) -> None:
-        release = getattr(self.facts(target), "release_connections", None)
-        if release is not None:
-            release()
+        self._open = OpenClients(lambda target: self.facts(target).release_connections())
 
     def register(self, entry: Entry) -> None:
         self.entries[entry.nodeid] = entry
