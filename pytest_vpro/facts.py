@@ -35,6 +35,7 @@ class Facts:
         self._errors: dict[str, ProbeError] = {}
         self._lock = threading.Lock()
         self._fetching: dict[str, threading.Lock] = {}
+        self._derived: dict[str, tuple[Any, Any]] = {}
 
     def get(self, name: str, fetch: Callable[[], Any]) -> Any:
         with self._lock:
@@ -58,6 +59,24 @@ class Facts:
             with self._lock:
                 self._values[name] = value
             return value
+
+    def derived(self, name: str, source: Any, build: Callable[[Any], Any]) -> Any:
+        """``build(source)``, worked out once per value of ``source`` in this process, not once per check.
+
+        For an index over an estate-wide fact (every object of the AMT container, every ``SMS_R_System``
+        resource, every AMTOPMGR.LOG event): each client's check that scans the whole fact for its own entry
+        makes the run quadratic in the fleet. ``name`` keeps one index; a new ``source`` (a fresh read) builds it
+        again. Not a fact: never recorded, so a snapshot replays the same way.
+        """
+        estate = self.estate
+        with estate._lock:
+            hit = estate._derived.get(name)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        value = build(source)
+        with estate._lock:
+            estate._derived[name] = (source, value)
+        return value
 
     def release_connections(self) -> None:
         """Close this client's own sessions (WS-MAN to its AMT, as the tool and as the console user; WinRM to its
@@ -493,17 +512,17 @@ class Facts:
         from .probes import cmlog  # noqa: PLC0415
 
         t = self.target
-        return cmlog.client_events(self.site_log_events(), fqdn=t.name, uuid=getattr(t, "uuid", None),
-                                   ip=getattr(t, "address", None))
+        events = self.site_log_events()
+        return cmlog.client_events(events, fqdn=t.name, uuid=getattr(t, "uuid", None),
+                                   ip=getattr(t, "address", None),
+                                   index=self.derived("log.amtopmgr.by_name", events, cmlog.index_by_name))
 
     def sms_resource(self) -> dict[str, Any] | None:
         """This client's ``SMS_R_System`` resource at the site (by FQDN in ResourceNames, else by NetBIOS name),
         from one read of the whole class shared by every client's checks; None if the site has none."""
         t = self.target
-        host = t.name.split(".", 1)[0].upper()[:15]
-        found = [r for r in self.site_wmi("SMS_R_System")
-                 if t.name.lower() in [str(n).lower() for n in r.get("ResourceNames") or []]]
-        found = found or [r for r in self.site_wmi("SMS_R_System") if str(r.get("Name") or "").upper() == host]
+        by_fqdn, by_name = self.derived("sms_r_system.index", self.site_wmi("SMS_R_System"), _index_resources)
+        found = by_fqdn.get(t.name.lower()) or by_name.get(t.name.split(".", 1)[0].upper()[:15])
         return found[0] if found else None
 
     def trusted_roots(self) -> list:
@@ -689,6 +708,18 @@ class Facts:
             return json.loads(self.env.path(name).read_text())
         except (OSError, ValueError):
             return {}
+
+
+def _index_resources(resources: list[dict[str, Any]]) -> tuple[dict[str, list], dict[str, list]]:
+    """``SMS_R_System`` resources by each lower-case FQDN of their ResourceNames, and by upper-case Name; in
+    the provider's order."""
+    by_fqdn: dict[str, list] = {}
+    by_name: dict[str, list] = {}
+    for r in resources:
+        for fqdn in {str(n).lower() for n in r.get("ResourceNames") or []}:
+            by_fqdn.setdefault(fqdn, []).append(r)
+        by_name.setdefault(str(r.get("Name") or "").upper(), []).append(r)
+    return by_fqdn, by_name
 
 
 def run_record_path() -> Path:

@@ -345,11 +345,27 @@ def _is_compiled(patterns) -> bool:
 
 
 def client_events(by_client: Mapping[str, list[Event]], *, fqdn: str | None = None, uuid: str | None = None,
-                  ip: str | None = None) -> list[Event]:
-    """Every event naming the client by any of its FQDN, UUID or IP address, in time order."""
+                  ip: str | None = None, index: Mapping[str, list[tuple[int, Event]]] | None = None) -> list[Event]:
+    """Every event naming the client by any of its FQDN, UUID or IP address, in time order.
+
+    ``index``: :func:`index_by_name` of ``by_client``, for many clients of one log (a lookup each, not a scan).
+    """
     want = {x for x in ((fqdn or "").lower().rstrip("."), (uuid or "").lower(), ip or "") if x}
-    found = [e for evs in by_client.values() for e in evs if {e.fqdn, e.uuid, e.ip} & want]
+    index = index if index is not None else index_by_name(by_client)
+    found = [e for _, e in sorted({n: e for x in want for n, e in index.get(x, ())}.items())]  # in log order
     return sorted(found, key=lambda e: (e.time is None, e.time.timestamp() if e.time else 0))
+
+
+def index_by_name(by_client: Mapping[str, list[Event]]) -> dict[str, list[tuple[int, Event]]]:
+    """Every event of ``by_client`` under each name it gives its client (FQDN, UUID, IP), numbered in log order."""
+    out: dict[str, list[tuple[int, Event]]] = {}
+    n = 0
+    for evs in by_client.values():
+        for e in evs:
+            for name in {e.fqdn, e.uuid, e.ip} - {None, ""}:
+                out.setdefault(name, []).append((n, e))
+            n += 1
+    return out
 
 
 def provisioned(events: Iterable[Event]) -> Event | None:

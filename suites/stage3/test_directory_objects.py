@@ -30,12 +30,29 @@ def _one(attributes: dict, name: str):
 def _object(client, env, facts):
     """This client's management controller object in the AMT container, or None."""
     entries = facts.ldap_search(env.site.amt_container, "(objectClass=*)", ATTRIBUTES, scope="one")
+    # one scan of the container per run, not one per client (quadratic in the fleet)
+    by_dns, by_cn, by_sam = facts.derived("amt_container.index", entries, _index_objects)
     host = client.fqdn.split(".", 1)[0].lower()
-    by_dns = [e for e in entries if str(_one(e["attributes"], "dNSHostName") or "").lower() == client.fqdn.lower()]
-    by_name = [e for e in entries if str(_one(e["attributes"], "cn") or "").lower() == host
-               or str(_one(e["attributes"], "sAMAccountName") or "").lower() == host[:15] + "$"]
-    found = by_dns or by_name
-    return found[0] if found else None
+    found = by_dns.get(client.fqdn.lower()) or sorted(set(by_cn.get(host, []) + by_sam.get(host[:15] + "$", [])))
+    return entries[found[0]] if found else None
+
+
+def _index_objects(entries: list) -> tuple[dict[str, list[int]], ...]:
+    """Positions of the container's objects by lower-case dNSHostName, cn and sAMAccountName."""
+    indexes: tuple[dict[str, list[int]], ...] = ({}, {}, {})
+    for i, e in enumerate(entries):
+        for index, attribute in zip(indexes, ("dNSHostName", "cn", "sAMAccountName")):
+            index.setdefault(str(_one(e["attributes"], attribute) or "").lower(), []).append(i)
+    return indexes
+
+
+def _holders_by_spn(holders: list) -> dict[str, list[str]]:
+    """The DNs holding each lower-case SPN, in the directory's order."""
+    out: dict[str, list[str]] = {}
+    for h in holders:
+        for spn in dict.fromkeys(str(v).lower() for v in h["attributes"].get("servicePrincipalName") or []):
+            out.setdefault(spn, []).append(h["dn"])
+    return out
 
 
 def _summary(entry) -> dict:
@@ -84,9 +101,8 @@ def test_management_controller_object_has_the_amt_spns(client, env, facts, evide
            expected=f"{' and '.join(wanted)} on the client's object")
     forest = ",".join(f"DC={p}" for p in (env.site.forest or env.site.name).split("."))
     holders = facts.ldap_search(forest, "(servicePrincipalName=HTTP/*)", ("servicePrincipalName",))
-    dupes = {s: [h["dn"] for h in holders if s.lower() in {str(v).lower() for v in
-                                                             h["attributes"].get("servicePrincipalName") or []}]
-             for s in wanted}
+    by_spn = facts.derived("http_spn.holders", holders, _holders_by_spn)
+    dupes = {s: by_spn.get(s.lower(), []) for s in wanted}
     dupes = {s: dns for s, dns in dupes.items() if len(dns) > 1}
     expect(not dupes, found="; ".join(f"{s} on {len(dns)} objects: {', '.join(dns)}" for s, dns in dupes.items()),
            expected="each SPN on exactly one object in the forest")

@@ -149,3 +149,21 @@ def test_a_site_pattern_may_capture_mode_and_retry():
     assert (ev.kind, ev.mode, ev.retry, ev.ip) == ("hello_received", "PSK", 7, "10.1.2.3")
     with pytest.raises(ValueError, match="unknown group"):
         cmlog.compile_patterns({"hello_received": r"(?P<count>\d+)"})
+
+
+def _scan(by_client, fqdn=None, uuid=None, ip=None):
+    """What client_events returned before it had an index: a scan of every event (the reference)."""
+    want = {x for x in ((fqdn or "").lower().rstrip("."), (uuid or "").lower(), ip or "") if x}
+    found = [e for evs in by_client.values() for e in evs if {e.fqdn, e.uuid, e.ip} & want]
+    return sorted(found, key=lambda e: (e.time is None, e.time.timestamp() if e.time else 0))
+
+
+@pytest.mark.parametrize("query", [{"fqdn": "pc1.corp.example"}, {"uuid": U1}, {"ip": "10.1.2.3"},
+                                   {"fqdn": "PC1.corp.example.", "uuid": U1, "ip": "10.1.2.3"},
+                                   {"fqdn": "pc9.corp.example", "ip": "10.1.2.9"}, {"uuid": U2.upper()},
+                                   {"fqdn": "nobody.corp.example"}, {}])
+def test_the_index_finds_what_a_scan_finds_in_the_same_order(query):
+    by_client = events(list(LogReader(io.BytesIO(AMTOPMGR))))
+    index = cmlog.index_by_name(by_client)  # built once per log by facts.client_events, shared by every client
+    assert client_events(by_client, index=index, **query) == _scan(by_client, **query)
+    assert client_events(by_client, **query) == _scan(by_client, **query)
