@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.amt_sim import AclEntry, AmtSimulator, DeviceSpec, HelloListener, spec_to_dict
 from pytest_vpro.probes.amt import AmtCallFailed, AmtDevice
+from pytest_vpro.probes import kerberos
 from pytest_vpro.probes.hello import Hello
 from pytest_vpro.probes.wsman import (
     AuthFailed, DigestAuth, HttpStatusError, KerberosAuth, KerberosTokenTooLarge, SoapFault, TlsError, Unreachable,
@@ -336,6 +337,36 @@ def test_kerberos_negotiate_with_the_lab_kdc(kerberos_device, pki):
         with pytest.raises(AuthFailed, match="kerberos"):
             wrong.get(resource_uri("AMT_GeneralSettings"))
         assert sim.calls == []
+
+
+def _klist(cache: str) -> list[str]:
+    out = subprocess.run(["klist", "-c", cache], capture_output=True, text=True, timeout=30, check=True).stdout
+    return sorted(line.split()[-1] for line in out.splitlines() if "@" in line and line[:1].isdigit())
+
+
+def test_console_service_tickets_go_to_a_bounded_cache_of_the_runs_own(kerberos_device, pki, samba_dc, tmp_path,
+                                                                       monkeypatch):
+    """The console user's own cache is only read; the run's cache holds a copy of it and at most CACHE_TICKETS
+    service tickets of the run's, and a device still authenticates after the cache started again (klist reads
+    both caches)."""
+    users = os.environ["KRB5CCNAME"]
+    before = _klist(users)
+    monkeypatch.setattr(kerberos, "CACHE_TICKETS", 1)
+    creds = kerberos.ConsoleCredentials.from_default_cache(cache=f"FILE:{tmp_path}/run.ccache")
+    realm = samba_dc.realm
+    one, two = (f"HTTP/{kerberos_device.fqdn}:{port}@{realm}" for port in (16993, 16992))
+    for spn in (one, two, one):
+        creds.token(spn)
+    run = _klist(f"FILE:{tmp_path}/run.ccache")  # the user's tickets as they were, and one of the run's
+    assert f"krbtgt/{realm}@{realm}" in run and one in run and two not in run  # two went when one came back
+    assert set(run) <= set(before) | {one}
+    assert _klist(users) == before
+    with AmtSimulator([kerberos_device]):
+        device = AmtDevice(WsmanClient.for_amt(kerberos_device.address, auth=kerberos.NegotiateAuth(
+            creds, realm, spn=one), ca_bundle=pki["ca"], timeout=10))
+        assert device.general_settings().fqdn == kerberos_device.fqdn
+        creds.token(two)  # the cache starts again without the device's ticket: the next request gets another
+        assert device.general_settings().fqdn == kerberos_device.fqdn
 
 
 def test_kerberos_ticket_over_the_device_limit(kerberos_device, pki):
