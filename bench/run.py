@@ -242,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                         record(f"naive {n} @ 300 ms (amt)", [measure(naive(env_file, latency), ROOT)])
                 finally:
                     manager.down(state)
+        write_results(results, args, repeat)  # before the work folder's millions of files are deleted
+    return 0
+
+
+def write_results(results: dict[str, dict], args: argparse.Namespace, repeat: int) -> None:
     report = {"machine": machine(), "date": dt.date.today().isoformat(), "workers": args.workers,
               "repeat": repeat, "results": results}
     out_dir = ROOT / "bench" / "results"
@@ -249,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"{report['date']}-{report['machine']['host']}" + (f"-{args.tag}" if args.tag else "")
     (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
     (out_dir / f"{stem}.md").write_text(table(report))
-    print(table(report))
-    return 0
+    print(table(report), flush=True)
 
 
 def table(report: dict) -> str:

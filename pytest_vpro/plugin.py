@@ -109,10 +109,11 @@ def _wire_snapshots(config: pytest.Config, run: runs.Run, facts: FactsCache) -> 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` for a pytest-vpro run: one process where there are 2 cores or fewer; xdist's count elsewhere.
 
-    The waiting is overlapped by the prefetch threads in every process; more processes only share pytest's
-    per-test cost, and on 2 cores the controller and two workers compete for them. Measured on 2 cores (1,000
-    clients, docs/scale.md): one process as fast as two workers, with half the memory. ``-n 2`` still starts
-    two workers; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides what auto means.
+    The waiting is overlapped by the prefetch threads in every process; more processes share pytest's per-test
+    cost, but each holds the whole collected suite. Measured on 2 cores (docs/scale.md): at 1,000 clients two
+    workers took 0.90 x the time of one process with 2.2 x the memory; at 3,000 clients they needed 5.2 GB, over
+    the 4 GB a run may take, where one process needs 2.5 GB. ``-n 2`` still starts two workers where the memory
+    is there; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides what auto means.
     """
     if not config.getoption("env") or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
         return None
