@@ -278,7 +278,8 @@ def table(report: dict) -> str:
               f"| naive / suite 1000 @ 300 ms (≥ 5) | {ratio('naive 1000 @ 300 ms (amt)', 'suite 1000 @ 300 ms')} |",
               f"| suite 3000 / suite 1000 @ 0 ms (≤ 3.3) | {ratio('suite 3000 @ 0 ms', 'suite 1000 @ 0 ms')} |",
               f"| suite 3000 / suite 1000 @ 300 ms (≤ 3.3) | {ratio('suite 3000 @ 300 ms', 'suite 1000 @ 300 ms')} |",
-              f"| suite 1000 @ 0 ms, -n {report['workers']} / -n {other} (≤ 1) | "
+              f"| suite 1000 @ 0 ms, -n {report['workers']} / -n {other} "
+              f"{'(≤ 1)' if other == '0' else '(information: auto is one process here, for memory)'} | "
               f"{ratio('suite 1000 @ 0 ms', f'suite 1000 @ 0 ms, -n {other}')} |"]
     return "\n".join(lines) + "\n"
 
