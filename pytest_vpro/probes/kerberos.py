@@ -63,8 +63,8 @@ class ConsoleCredentials:
     ``creds`` holds the TGT as acquired and is never used for a context. Service tickets go to a working cache of
     the run's own (``cache``, default a memory cache of this process), copied from it: the caller's ticket cache
     is only read. Every AP-REQ makes MIT krb5 scan its cache for the service ticket, so a cache holding one
-    ticket per device made a fleet's run quadratic: at 1,000 clients, copying cache entries was 8 % of the run's
-    CPU. The working cache starts again from ``creds`` (the TGT; with ``from_default_cache``, the caller's tickets
+    ticket per device made a fleet's run quadratic: at 1,000 clients, libkrb5 copying cache entries was 3.4 % of
+    the process's CPU samples (perf), with 4.7 % more in memmove. The working cache starts again from ``creds`` (the TGT; with ``from_default_cache``, the caller's tickets
     as they were) after :data:`CACHE_TICKETS` service tickets; a device whose ticket went gets another from the KDC.
     """
 
