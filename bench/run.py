@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pytest_vpro.lab import manager  # noqa: E402
+from pytest_vpro.plugin import auto_is_one_process  # noqa: E402
 
 NET = 120
 
@@ -133,13 +134,12 @@ def floor_suite(work: Path, tests: int) -> Path:
 
 def floor_workers(workers: str) -> str:
     """The floor's ``-n``: as many processes as the suite's. The floor has no ``--env``, so pytest-vpro's ``-n auto``
-    (one process on 2 cores or fewer, ``plugin.pytest_xdist_auto_num_workers``) would not apply to it.
+    (one process on 2 cores or fewer, ``plugin.auto_is_one_process``) would not apply to it.
 
     Each floor run writes to new Allure and JUnit paths, as each suite run writes to a new run folder: neither
     pays for deleting the previous run's 126,000 files.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return "0" if workers == "auto" and cores <= 2 else workers
+    return "0" if workers == "auto" and auto_is_one_process() else workers
 
 
 def other_workers(workers: str) -> str:

@@ -115,10 +115,15 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     the 4 GB a run may take, where one process needs 2.5 GB. ``-n 2`` still starts two workers where the memory
     is there; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides what auto means.
     """
-    if not config.getoption("env") or os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return None
+    return 0 if config.getoption("env") and auto_is_one_process() else None
+
+
+def auto_is_one_process() -> bool:
+    """Whether ``-n auto`` means one process for a pytest-vpro run here (the benchmark's floor follows it too)."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return False  # the user decides; xdist reads it
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores <= 2 else None
+    return cores <= 2
 
 
 @pytest.hookimpl(optionalhook=True)

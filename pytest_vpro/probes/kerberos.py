@@ -64,8 +64,9 @@ class ConsoleCredentials:
     the run's own (``cache``, default a memory cache of this process), copied from it: the caller's ticket cache
     is only read. Every AP-REQ makes MIT krb5 scan its cache for the service ticket, so a cache holding one
     ticket per device made a fleet's run quadratic: at 1,000 clients, libkrb5 copying cache entries was 3.4 % of
-    the process's CPU samples (perf), with 4.7 % more in memmove. The working cache starts again from ``creds`` (the TGT; with ``from_default_cache``, the caller's tickets
-    as they were) after :data:`CACHE_TICKETS` service tickets; a device whose ticket went gets another from the KDC.
+    the process's CPU samples (perf), with 4.7 % more in memmove. The working cache starts again from ``creds``
+    (the TGT; with ``from_default_cache``, the caller's tickets as they were) after :data:`CACHE_TICKETS`
+    service tickets; a device whose ticket went gets another from the KDC.
     """
 
     principal: str
@@ -85,7 +86,7 @@ class ConsoleCredentials:
         if self._working is None or (spn not in self._spns and len(self._spns) >= CACHE_TICKETS):
             store = {b"ccache": (self.cache or f"MEMORY:vpro-console-{os.getpid()}-{id(self)}").encode()}
             gssapi.raw.store_cred_into(store, self.creds, usage="initiate", mech=gssapi.MechType.kerberos,
-                                       overwrite=True)  # re-initialised: the TGT and nothing else
+                                       overwrite=True)  # re-initialised: a copy of creds, no ticket of ours
             self._working = gssapi.Credentials(usage="initiate", store=store)
             self._spns.clear()
         self._spns.add(spn)
