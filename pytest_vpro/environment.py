@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import difflib
+import importlib.util
 import json
 import re
 from dataclasses import dataclass, field
@@ -43,6 +44,12 @@ DEFAULT_EXPECTED: dict[str, Any] = {
     "crl_min_remaining_hours": 24,
     "power_policy_states": ["S0", "S3", "S4", "S5"],
 }
+def _shipped_environments() -> Path:
+    spec = importlib.util.find_spec("pytest_vpro.environments")  # a clone's environments/ under an editable install
+    return Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else Path()
+
+
+SHIPPED_ENVIRONMENTS = _shipped_environments()
 DEFAULT_TIMEOUTS = {"connect": 3.0, "read": 10.0}
 
 
@@ -189,12 +196,25 @@ def is_path(name: str) -> bool:
     return Path(name).suffix in (".yaml", ".yml") or "/" in name
 
 
-def resolve_env_path(name: str, rootdir: Path) -> Path:
-    """``lab`` -> ``<rootdir>/environments/lab.yaml``; a path is taken as it is."""
+def resolve_env_path(name: str, rootdir: Path, cwd: Path | None = None) -> Path:
+    """``--env NAME``: the first of ``<rootdir>/environments/NAME.yaml``, ``./environments/NAME.yaml`` and the
+    environments that ship in the package (``lab``, ``example``); a path is taken as it is (from the current
+    folder). A name found nowhere gives the rootdir's path, whose error lists what is available."""
+    cwd = cwd or Path.cwd()
     candidate = Path(name).expanduser()
     if is_path(name):
-        return candidate if candidate.is_absolute() else (Path.cwd() / candidate)
+        return candidate if candidate.is_absolute() else (cwd / candidate)
+    folders = dict.fromkeys([rootdir / "environments", cwd / "environments", SHIPPED_ENVIRONMENTS])
+    for folder in folders:
+        if (folder / f"{name}.yaml").is_file():
+            return folder / f"{name}.yaml"
     return rootdir / "environments" / f"{name}.yaml"
+
+
+def available_environments(rootdir: Path, cwd: Path | None = None) -> list[str]:
+    """The names ``--env`` finds (see :func:`resolve_env_path`)."""
+    folders = [rootdir / "environments", (cwd or Path.cwd()) / "environments", SHIPPED_ENVIRONMENTS]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def load(path: Path, *, ldap_search: Callable[..., list[dict[str, Any]]] | None = None,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from . import catalog as catalog_mod
+from . import cmdline
 from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
 from . import snapshot
 from .environment import Target
@@ -31,6 +32,7 @@ from .secrets import redact
 
 ENGINE = pytest.StashKey[Engine]()
 RUN = pytest.StashKey[runs.Run]()
+EMPTY_STAGES = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,6 +71,9 @@ def pytest_cmdline_main(config: pytest.Config):
 @pytest.hookimpl(tryfirst=True)  # before allure-pytest and junitxml read their options
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "check(id): the catalog id of the pytest-vpro check this test implements")
+    if config.getoption("list_checks") or config.getoption("env"):
+        cmdline.refuse_separated_paths(config)
+        cmdline.collect_shipped_suites(config)
     if config.getoption("list_checks") or not config.getoption("env"):
         return
     worker = getattr(config, "workerinput", None)
@@ -200,12 +205,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
+    worker = getattr(config, "workerinput", None)
+    config.stash[EMPTY_STAGES] = runs.stages_without_targets(checks, engine, config.getoption("stage"))
     if not config.option.collectonly:
-        worker = getattr(config, "workerinput", None)
         start = (int(worker["workerid"].removeprefix("gw")) / int(worker["workercount"])) if worker else 0.0
         engine.prefetch([engine.entries[i.nodeid] for i in keep if i.nodeid in engine.entries],
                         threads=config.getoption("concurrency"), start=start)
     freeze_the_heap()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Record what this run set out to check, after -k, -m, --stage and --shard (the fleet table reads it)."""
+    config = session.config
+    engine, worker = config.stash.get(ENGINE, None), getattr(config, "workerinput", None)
+    if engine is not None and (worker is None or worker["workerid"] == "gw0"):  # every worker collects the same
+        runs.write_selection(config.stash[RUN], session.items, engine, config.stash.get(EMPTY_STAGES, []))
 
 
 def freeze_the_heap() -> None:
@@ -270,6 +284,11 @@ class ControllerSession:
         if self.config.option.collectonly:
             return
         self.run.complete = exitstatus != pytest.ExitCode.INTERRUPTED
+        selection = runs.read_selection(self.run)
+        self.recorder.expected = selection.targets
+        self.run.notes.extend(selection.problems)
+        if selection.problems and exitstatus == pytest.ExitCode.OK:  # a green run on nothing is not green
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         self.recorder.write(self.run)
         out = self.config.getoption("facts_out")
         if out:
@@ -277,15 +296,26 @@ class ControllerSession:
             count = snapshot.merge(self.run.dir, Path(out), environment=self.run.env.name, inventory=inventory)
             self.run.notes.append(f"facts:       {out} ({count} facts)")
         if not self.config.getoption("no_html"):
+            self._progress(f"rendering the reports of {len(self.recorder.results)} results "
+                           "(allure-report/, report.html)")
             html.render(self.run)  # allure-report/: every result, interactive
             self.run.html = ticket.render(self.run, self.recorder, catalog_mod.for_config(self.config))
         runs.finish(self.run)
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:
-        if self.config.option.collectonly:
-            return
-        for line in self.recorder.summary_lines(self.run):
-            terminalreporter.write_line(line)
+    def _progress(self, message: str) -> None:
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"pytest-vpro: {message}")
+            reporter.flush()
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True)  # the outermost wrapper: after pytest's short test summary,
+    def pytest_terminal_summary(self, terminalreporter):  # so the fleet summary stays on screen
+        result = yield
+        if not self.config.option.collectonly:
+            terminalreporter.write_sep("=", "pytest-vpro")
+            for line in self.recorder.summary_lines(self.run):
+                terminalreporter.write_line(line)
+        return result
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self._sigterm is not None:

@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="vpro-facts", description="Read and compare pytest-vpro fact snapshots "
-                                     "(written by pytest --facts-out FILE).")
+                                     "(written by pytest --facts-out=FILE).")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("diff", help="what changed from snapshot A to snapshot B (+ new, - gone, ~ changed)")
     d.add_argument("a", type=Path)

@@ -1,4 +1,9 @@
-"""``vpro-lab up|status|down``: the embedded lab, in the background, for people to poke at."""
+"""``vpro-lab up|status|down``: the embedded lab, in the background, for people to poke at.
+
+The options are taken before or after the command (``vpro-lab up --state DIR`` and ``vpro-lab --state DIR up``).
+The default description is ``environments/lab.yaml`` of the current folder where there is one (a clone), else
+the one that ships in the package.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,30 +11,46 @@ import json
 import sys
 from pathlib import Path
 
+from .. import environment as envmod
 from . import estate, manager
 
 
+def default_description() -> Path:
+    local = Path("environments/lab.yaml")
+    return local if local.is_file() else envmod.SHIPPED_ENVIRONMENTS / "lab.yaml"
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--description", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                        help="the lab description (default: environments/lab.yaml here, else the one installed "
+                             "with pytest-vpro)")
+    common.add_argument("--state", type=Path, default=argparse.SUPPRESS, metavar="DIR",
+                        help="the lab's folder (default: state_dir in the description)")
+    top = argparse.ArgumentParser(prog="vpro-lab", parents=[common],
+                                  description="Run the pytest-vpro lab (a Samba domain, DHCP, a PKI, simulated AMT "
+                                              "PCs and site server on this machine) in the background.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="{up,status,down}")
+    up = sub.add_parser("up", parents=[common], help="build and start a lab; returns when it is ready")
+    up.add_argument("--clients", type=int, metavar="N", help="number of simulated AMT clients")
+    up.add_argument("--latency-ms", type=float, metavar="MS", help="latency of every simulated WS-MAN call")
+    sub.add_parser("status", parents=[common], help="is a lab running, and where")
+    sub.add_parser("down", parents=[common], help="stop the lab; leaves no process and no listener behind")
+    return top
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vpro-lab", description="Run the pytest-vpro lab in the background.")
-    parser.add_argument("--description", type=Path, default=Path("environments/lab.yaml"),
-                        help="the lab description (default: environments/lab.yaml)")
-    parser.add_argument("--state", type=Path, help="the lab's folder (default: state_dir in the description)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("up", help="build and start a lab; returns when it is ready")
-    up.add_argument("--clients", type=int, help="number of simulated AMT clients")
-    up.add_argument("--latency-ms", type=float, help="latency of every simulated WS-MAN call")
-    sub.add_parser("status", help="is a lab running, and where")
-    sub.add_parser("down", help="stop the lab; leaves no process and no listener behind")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    description = getattr(args, "description", None) or default_description()
     try:
-        _, default_state = estate.load_description(args.description)
+        _, default_state = estate.load_description(description)
     except (OSError, estate.DescriptionError) as exc:
         print(f"vpro-lab: {exc}", file=sys.stderr)
         return 2
-    state = (args.state or default_state).resolve()
+    state = (getattr(args, "state", None) or default_state).resolve()
     try:
         if args.command == "up":
-            info = manager.up(args.description, state=state, clients=args.clients, latency_ms=args.latency_ms,
+            info = manager.up(description, state=state, clients=args.clients, latency_ms=args.latency_ms,
                               log=lambda line: print(f"vpro-lab: {line}", flush=True))
             print(f"vpro-lab: state file {state / 'lab.json'} (mode 0600: it holds the lab's credentials)")
             print(f"vpro-lab: check it with: pytest --env lab (it reuses this lab), or pytest --env={info['environment_file']}")

@@ -73,7 +73,14 @@ def load_description(path: Path) -> tuple[Description, Path]:
     except DescriptionError as exc:
         raise DescriptionError(f"{path}: {exc}") from None
     state = Path(desc.state_dir).expanduser()
-    return desc, (state if state.is_absolute() else (path.parent / state)).resolve()
+    if state.is_absolute():
+        return desc, state.resolve()
+    if INSTALLED_PACKAGE_DIRS & set(path.resolve().parts):  # the lab.yaml that ships in an installed package:
+        return desc, (Path.cwd() / ".lab").resolve()          # its state is the user's, in ./.lab, not in the install
+    return desc, (path.parent / state).resolve()
+
+
+INSTALLED_PACKAGE_DIRS = {"site-packages", "dist-packages"}
 
 
 def is_lab_description(path: Path) -> bool:

@@ -10,6 +10,7 @@ then checks that nothing is left listening on the lab's addresses.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -50,6 +51,16 @@ def status(state: Path) -> dict[str, Any] | None:
     return None
 
 
+LAB_LIBRARIES = ("aiohttp", "multidict")  # the simulators' servers: the [lab] extra
+
+
+def require_lab_extra() -> None:
+    """The simulators need the ``[lab]`` extra; checking a real estate does not. Say so before starting."""
+    missing = [name for name in LAB_LIBRARIES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LabError(f"the lab's simulators need {', '.join(missing)}: pip install 'pytest-vpro[lab]'")
+
+
 def up(description: Path, *, state: Path | None = None, clients: int | None = None, latency_ms: float | None = None,
        log: Callable[[str], None] = print, timeout: float = UP_TIMEOUT_S) -> dict[str, Any]:
     desc, default_state = estate.load_description(description)
@@ -57,7 +68,10 @@ def up(description: Path, *, state: Path | None = None, clients: int | None = No
     running = status(state)
     if running:
         raise LabError(f"a lab is already running in {state} (pid {running['pid']}); 'vpro-lab down' stops it")
+    require_lab_extra()
     if state.exists():
+        if any(state.iterdir()) and not (state / "lab.json").exists():
+            raise LabError(f"{state} is not empty and holds no lab (no lab.json): choose another --state folder")
         shutil.rmtree(state)
     state.mkdir(parents=True, mode=0o700)
     argv = [sys.executable, "-m", "pytest_vpro.lab.manager", "serve", "--description", str(description),

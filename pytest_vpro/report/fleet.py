@@ -30,6 +30,7 @@ STAGE_TITLES = {
     7: "Un-provisioning succeeds",
 }
 SEVERITY = {"critical": "critical", "normal": "normal", "minor": "minor"}
+STATUS_ORDER = {"failed": 0, "gated": 0, "not checked": 1, "ok": 2}  # stuck first, unchecked next, ok last
 GATED_RE = re.compile(r"gated: (?P<check>\S+) failed for (?P<target>\S+)")
 
 
@@ -77,6 +78,7 @@ class FleetRecorder:
     def __init__(self, env: Environment, checks: dict[str, Check]) -> None:
         self.env, self.checks = env, checks
         self.results: dict[str, Result] = {}
+        self.expected: dict[str, int] | None = None  # checks selected per target key; None: not known
 
     def record(self, report) -> None:
         props = dict(report.user_properties)
@@ -109,36 +111,47 @@ class FleetRecorder:
         return dict(sorted(counts.items()))
 
     def fleet_rows(self) -> list[dict[str, object]]:
+        """One row per client. "ok" only for a client every selected check of which ran, none failed or gated;
+        a client with checks that did not run (interrupted, deselected, another shard) is "not checked"."""
         checks = self.checks
-        stages_run = {r.stage for r in self.results.values()}
-        top = max(stages_run, default=0)
         by_target: dict[str, list[Result]] = {}
         for r in self.results.values():
             by_target.setdefault(r.target, []).append(r)
         rows = []
         for client in self.env.clients:
             results = sorted(by_target.get(client.key, []), key=lambda r: (r.stage, r.check))
-            blocker, blocked_at = None, None
+            blocker, blocked_at, finding = None, None, ""
             for r in results:
                 gated = GATED_RE.search(r.message) if r.outcome == "skipped" else None
                 if r.outcome == "failed" or gated:
                     blocker, blocked_at = (gated.group("check"), gated.group("target")) if gated else (r.check, client.name), r.stage
                     lines = [line.strip() for line in r.message.splitlines()]
-                    first_message = lines[1] if len(lines) > 1 and not gated else (lines[0] if lines else "")
+                    finding = lines[1] if len(lines) > 1 and not gated else (lines[0] if lines else "")
                     break
-            furthest = (blocked_at - 1) if blocked_at else top
+            passed = [r.stage for r in results if r.outcome == "passed"]
+            furthest = (blocked_at - 1) if blocked_at else max(passed, default=0)
+            wanted = None if self.expected is None else self.expected.get(client.key, 0)
+            if blocker is not None:
+                status = "gated" if blocker[1] != client.name else "failed"
+            elif not results or wanted is None or len(results) < wanted:
+                status = "not checked"
+                finding = (f"{len(results)} of {wanted} selected checks ran (the run was interrupted)"
+                           if results and wanted else "no check ran for this client (deselected, another shard, "
+                                                      "or the run stopped first)")
+            else:
+                status = "ok"
             check = checks.get(blocker[0]) if blocker else None
             rows.append({
                 "client": client.name, "provisioning": client.provisioning, "canary": client.canary,
                 "furthest_stage_passed": furthest,
-                "status": "ok" if blocker is None else ("gated" if blocker[1] != client.name else "failed"),
+                "status": status,
                 "first_failing_check": blocker[0] if blocker else "",
                 "failing_target": blocker[1] if blocker else "",
-                "finding": first_message if blocker else "",
+                "finding": finding,
                 "corrective_action": check.corrective_action if check else "",
             })
-        rows.sort(key=lambda r: (r["status"] == "ok", r["furthest_stage_passed"], r["first_failing_check"],
-                                 r["client"]))
+        rows.sort(key=lambda r: (STATUS_ORDER[str(r["status"])], r["furthest_stage_passed"],
+                                 r["first_failing_check"], r["client"]))
         return rows
 
     def summary_lines(self, run) -> list[str]:

@@ -30,7 +30,9 @@ def render(run) -> Path | None:
         return None
     cli = find_cli()
     if cli is None:
-        run.notes.append("HTML report not rendered: the Allure command line is not installed (run scripts/setup)")
+        run.notes.append("allure-report/ not rendered (report.html is): the Allure command line was not found; "
+                         "in a clone run scripts/setup, elsewhere npm install allure-commandline in this folder "
+                         "(it needs a Java runtime) or set VPRO_ALLURE to its path")
         return None
     history = run.root / "latest" / "allure-report" / "history"
     if history.is_dir():

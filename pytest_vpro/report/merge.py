@@ -20,7 +20,7 @@ from .. import catalog
 from .. import environment as envmod
 from . import html, ticket
 from .fleet import FleetRecorder, Result
-from .runs import Run
+from .runs import Run, read_selection
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,12 @@ def merge(out: Path, runs: list[Path]) -> Path:
         if overlap:
             raise ValueError(f"{run_dir}: {len(overlap)} tests already in another run, e.g. {sorted(overlap)[0]}")
         recorder.results.update(part)
+        selection = read_selection(run_dir)
+        if selection.targets is not None:
+            expected = recorder.expected if recorder.expected is not None else {}
+            for key, count in selection.targets.items():
+                expected[key] = expected.get(key, 0) + count
+            recorder.expected = expected
         for f in (run_dir / "allure-results").glob("*"):
             if f.is_file():
                 shutil.copy2(f, out / "allure-results" / f.name)
@@ -96,7 +102,9 @@ def merge(out: Path, runs: list[Path]) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="vpro-report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="vpro-report", description="One report from the runs of several shards (or "
+                                "re-render one run): the Allure results, fleet table, summary and report.html of "
+                                "every RUN folder merged into OUT.")
     p.add_argument("out", type=Path, help="folder for the merged report")
     p.add_argument("runs", type=Path, nargs="+", help="run folders (reports/<run id>/ of each shard)")
     args = p.parse_args(argv)

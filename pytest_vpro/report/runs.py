@@ -53,13 +53,12 @@ def start(config: pytest.Config) -> Run:
     """On the controller: load and validate the environment, start a lab if it describes one, make the folder."""
     shard = parse_shard(config.getoption("shard"))
     value = config.getoption("env")
-    args = list(config.invocation_params.args)
-    if value in args and args.index(value) > 0 and args[args.index(value) - 1] == "--env" and envmod.is_path(value):
-        # pytest chooses its rootdir (and ini file) from path-like arguments, and a separate option value looks
-        # like one: the run would collect the wrong tests. It cannot be undone this late, so say how to write it.
-        raise pytest.UsageError(f"--env {value}: write --env={value} (with '=') for a path, so that pytest does "
-                                "not take the file for a test path")
     env_path = envmod.resolve_env_path(value, config.rootpath)
+    if not envmod.is_path(value) and not env_path.is_file():
+        found = envmod.available_environments(config.rootpath)
+        raise pytest.UsageError(f"--env {value}: no environments/{value}.yaml in {config.rootpath}, in the current "
+                                f"folder or installed with pytest-vpro; --env finds: {', '.join(found) or 'nothing'}"
+                                "; or give the path of an environment file (--env=PATH)")
     lab = None
     replay = _replay(config)
     from ..lab import estate, manager  # noqa: PLC0415
@@ -181,6 +180,52 @@ def select(items: list[pytest.Item], engine, stage: int | None,
     rank = {id(item): n for n, item in enumerate(keep)}
     keep.sort(key=lambda it: (engine.entries[it.nodeid].stage if it.nodeid in engine.entries else 0, rank[id(it)]))
     return keep, drop
+
+
+@dataclass
+class Selection:
+    """What a run set out to check: the number of checks selected per target, and what it could not check."""
+    targets: dict[str, int] | None  # None: not known (the collecting process wrote nothing)
+    problems: list[str]
+
+
+SELECTION_FILE = "selection.json"
+
+
+def stages_without_targets(checks, engine, stage: int | None) -> list[str]:
+    """Stages (up to ``--stage``) none of whose collected checks has a target in the environment."""
+    scopes: dict[int, set[str]] = {}
+    for item, check, _ in checks:  # (item, catalog row, argnames), before -k and --stage
+        if stage is None or check.test_stage <= stage:
+            scopes.setdefault(check.test_stage, set()).add("" if item.nodeid in engine.entries else check.scope)
+    return [f"stage {number}: the environment names no target for any of its checks (scopes "
+            f"{', '.join(sorted(found))}): nothing of stage {number} was checked"
+            for number, found in sorted(scopes.items()) if "" not in found]
+
+
+def write_selection(run: Run, items: list[pytest.Item], engine, problems: list[str]) -> None:
+    """Record the selection for the controller's fleet table (under xdist only the workers collect)."""
+    targets: dict[str, int] = {}
+    for item in items:
+        entry = engine.entries.get(item.nodeid)
+        if entry is not None:
+            targets[entry.target.key] = targets.get(entry.target.key, 0) + 1
+    if not targets:
+        problems = ["no check of the catalog was selected: nothing was checked (check the test paths, -k, -m, "
+                    "--stage and --shard)", *problems]
+    tmp = run.dir / f".{SELECTION_FILE}-{os.getpid()}"
+    tmp.write_text(json.dumps({"targets": targets, "problems": problems}))
+    os.replace(tmp, run.dir / SELECTION_FILE)
+
+
+def read_selection(run_dir_or_run) -> Selection:
+    run_dir = getattr(run_dir_or_run, "dir", run_dir_or_run)
+    try:
+        data = json.loads((Path(run_dir) / SELECTION_FILE).read_text())
+    except (OSError, ValueError):
+        return Selection(None, ["the run recorded no selection of checks (no test was collected, or the "
+                                "collecting process stopped): every client is reported as not checked"])
+    return Selection(dict(data.get("targets") or {}), list(data.get("problems") or []))
 
 
 def finish(run: Run) -> None:

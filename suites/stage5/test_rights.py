@@ -5,7 +5,7 @@ The reading is shared with the other rights (suites/stage2/test_rights.py).
 """
 import pytest
 
-from suites.stage2.test_rights import holds
+from ..stage2.test_rights import holds
 
 
 @pytest.mark.check("PRE-RIGHT-MANAGE-MANAGEMENT-CONTROLLERS")

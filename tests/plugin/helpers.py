@@ -44,6 +44,8 @@ def outcomes(run_dir: Path) -> dict[str, tuple[str, str]]:
             if child.tag in ("failure", "error", "skipped"):
                 outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
                 message = child.get("message", "")
+                if message.endswith("full report in element text]"):  # pytest >= 9.1 shortens the attribute
+                    message = child.text or message
         out[key] = (outcome, message)
     return out
 

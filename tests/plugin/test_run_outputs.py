@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+import yaml
 
 from helpers import SAMPLE, latest, make_project, outcomes, run
 from pytest_vpro.report import html
@@ -121,7 +122,9 @@ def test_unknown_environment_name(pytester):
     make_project(pytester)
     result = pytester.runpytest_subprocess("--env", "prod")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*prod.yaml: environment file not found (available: sample)*"])
+    result.stderr.fnmatch_lines([f"ERROR: --env prod: no environments/prod.yaml in {pytester.path}, in the current "
+                                 "folder or installed with pytest-vpro; --env finds: example, lab, sample; or give "
+                                 "the path of an environment file (--env=PATH)"])
 
 
 def test_a_check_with_an_unknown_id_or_in_the_wrong_stage_is_refused(pytester, monkeypatch):
@@ -139,11 +142,57 @@ def test_a_check_with_an_unknown_id_or_in_the_wrong_stage_is_refused(pytester, m
     ])
 
 
-def test_a_path_to_env_must_be_joined_with_equals(pytester, monkeypatch):
+def test_a_path_option_with_a_space_is_refused_only_where_pytest_would_move_its_rootdir(pytester, tmp_path_factory):
+    """pytest takes a separate value for a test path when it picks the rootdir: outside the ini file's folder
+    that would drop testpaths and collect other tests, so the run refuses it, whether the path exists or not."""
     make_project(pytester)
-    path = str(pytester.path / "environments" / "sample.yaml")
-    result = pytester.runpytest_subprocess("--env", path)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: --env {path}: write --env={path} (with '=') for a path*"])
-    assert run(pytester, monkeypatch=monkeypatch).ret == 1 and \
-        pytester.runpytest_subprocess(f"--env={path}", "--no-html", "--stage", "1").ret == 0
+    inside = str(pytester.path / "environments" / "sample.yaml")
+    assert pytester.runpytest_subprocess("--env", inside, "--no-html", "--stage", "1").ret == 0
+    elsewhere = tmp_path_factory.mktemp("estate")
+    for name in ("sample.yaml", "clients.csv"):
+        (elsewhere / name).write_bytes((pytester.path / "environments" / name).read_bytes())
+    reports = tmp_path_factory.mktemp("nightly") / "reports"
+    cases = [("--env", str(elsewhere / "sample.yaml")), ("--reports-dir", str(reports)),
+             ("--facts-out", str(reports / "facts.jsonl")), ("--facts-in", str(elsewhere / "facts.jsonl"))]
+    for option, value in cases:
+        result = pytester.runpytest_subprocess(*(["--env", "sample"] if option != "--env" else []), option, value)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, (option, result.stdout.str()[-2000:])
+        result.stderr.fnmatch_lines([f"ERROR: {option} {value}: write {option}={value} (with '='). pytest picks "
+                                     "its rootdir from the command line's paths before pytest-vpro is loaded, "
+                                     "takes a separate value for a test path, and would collect other tests."])
+    for night in (1, 2):  # the second night the folder exists: the same answer, and never the project's tests
+        result = pytester.runpytest_subprocess(f"--env={elsewhere / 'sample.yaml'}", f"--reports-dir={reports}",
+                                               "--no-html", "--stage", "1")
+        assert result.ret == 0, result.stdout.str()[-2000:]
+        assert "suites/stage1" in result.stdout.str() or "stage1" in result.stdout.str()
+    assert len([p for p in reports.iterdir() if p.name != "latest"]) == 2
+
+
+def test_a_run_that_checks_nothing_is_not_green(pytester, monkeypatch):
+    make_project(pytester)
+    result = run(pytester, "-k", "no_such_check", monkeypatch=monkeypatch)
+    assert result.ret != 0
+    run_dir = latest(pytester)
+    statuses = {line.split(",")[4] for line in (run_dir / "fleet.csv").read_text().splitlines()[1:]}
+    assert statuses == {"not checked"}
+    notes = json.loads((run_dir / "run.json").read_text())["notes"]
+    assert any(n.startswith("no check of the catalog was selected") for n in notes), notes
+
+
+def test_an_environment_without_targets_for_a_stage_is_not_green(pytester, monkeypatch):
+    doc = yaml.safe_load((SAMPLE / "environments_sample.yaml").read_text())
+    doc["clients"], doc["attestations"] = [], []
+    make_project(pytester, env_text=yaml.safe_dump(doc))
+    result = run(pytester, monkeypatch=monkeypatch)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED, result.stdout.str()[-3000:]
+    notes = json.loads((latest(pytester) / "run.json").read_text())["notes"]
+    assert any("the environment names no target for any of its checks (scopes client)" in n for n in notes), notes
+    result.stdout.fnmatch_lines(["note:*stage *: the environment names no target for any of its checks*"])
+
+
+def test_the_fleet_summary_comes_after_pytests_own_summary(pytester, monkeypatch):
+    make_project(pytester)
+    out = run(pytester, "-rA", monkeypatch=monkeypatch).stdout.str()
+    assert out.index("short test summary info") < out.index("pytest-vpro fleet summary")
+
+
