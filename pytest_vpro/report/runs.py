@@ -77,6 +77,8 @@ def start(config: pytest.Config) -> Run:
         inventory = Path(config.getoption("reports_dir") or config.rootpath / "reports") / f".inventory-{os.getpid()}"
         inventory.parent.mkdir(parents=True, exist_ok=True)
         inventory.write_text(json.dumps(replay.header["inventory"]))
+    say = _progress(config, "pytest-vpro")
+    say(f"reading the environment {env_path} and its inventory")
     try:
         env = _load(env_path, inventory_cache=inventory)
     except BaseException:
@@ -96,6 +98,7 @@ def start(config: pytest.Config) -> Run:
         run_dir = root / f"{run_id}-{suffix}"
     run_dir.mkdir(parents=True)
     envmod.write_inventory_cache(env, run_dir / "inventory.json")
+    say(f"environment {env.name}: {len(env.clients)} clients, {len(env.servers)} servers; run folder {run_dir}")
     run = Run(id=run_dir.name, dir=run_dir, root=root, env=env, env_path=env_path, shard=shard,
               started=now.isoformat(timespec="seconds"), lab=lab, replay=replay)
     _wire_outputs(config, run)
@@ -146,9 +149,9 @@ def _wire_outputs(config: pytest.Config, run: Run) -> None:
         config.option.xmlpath = str(run.dir / "junit.xml")
 
 
-def _progress(config: pytest.Config):
+def _progress(config: pytest.Config, prefix: str = "vpro-lab"):
     def log(message: str) -> None:  # before the terminal reporter exists: straight to stderr
-        sys.stderr.write(f"vpro-lab: {message}\n")
+        sys.stderr.write(f"{prefix}: {message}\n")
         sys.stderr.flush()
     return log
 
