@@ -218,6 +218,7 @@ class Engine:
     _stopping: threading.Event = field(default_factory=threading.Event)
     _open: OpenClients = field(init=False)
     _closed: dict[tuple[str, int], Entry | None] = field(default_factory=dict)  # see closing_gate
+    read_ahead: list[int] = field(default_factory=lambda: [0, 0])  # targets read ahead, of how many
 
     def __post_init__(self) -> None:
         self._open = OpenClients(lambda target: self.facts(target).release_connections())
@@ -273,6 +274,7 @@ class Engine:
         clients = [k for k in by_target if k.startswith("client:")]
         cut = int(len(clients) * start) % max(len(clients), 1)
         order = sitewide + clients[cut:] + clients[:cut]
+        self.read_ahead = [0, len(order)]  # targets done, targets to read: the progress line shows it
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vpro-prefetch")
         for key in order:
             self._pool.submit(self._prefetch_target, by_target[key])
@@ -287,6 +289,7 @@ class Engine:
             return
         finally:
             self._open.done_with(entries[0].target)  # every verdict of it is known here: close its sessions
+            self.read_ahead[0] += 1  # one writer per target; a progress line may read it a moment late
 
     def stop_prefetch(self) -> None:
         """Let running checks finish (their claims must not be left half done), start no new one."""

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from .secrets import redact
 ENGINE = pytest.StashKey[Engine]()
 RUN = pytest.StashKey[runs.Run]()
 EMPTY_STAGES = pytest.StashKey[list[str]]()
+PROGRESS_EVERY_S = 10.0  # a line on the read-ahead at most this often, while the tests wait on it
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -276,9 +278,16 @@ class ControllerSession:
         self.config, self.run = config, run
         self.recorder = fleet.FleetRecorder(run.env, catalog_mod.for_config(config))
         self._sigterm = _sigterm_interrupts()
+        self._next_progress = time.monotonic() + PROGRESS_EVERY_S
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.recorder.record(report)
+        if report.when == "call" and time.monotonic() >= self._next_progress:
+            self._next_progress = time.monotonic() + PROGRESS_EVERY_S
+            engine = self.config.stash.get(ENGINE, None)
+            done, total = engine.read_ahead if engine is not None else (0, 0)
+            if total and done < total:
+                self._progress(f"read ahead {done:,} of {total:,} targets")
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.config.option.collectonly:
