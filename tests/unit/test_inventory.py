@@ -343,3 +343,28 @@ def test_a_dc_with_an_address_is_tried_there_when_its_name_does_not_resolve(tmp_
         f"dc02.corp.example.com:{port}, 127.0.0.1:{port} (the estate's DNS (127.0.0.1) did not resolve "
         "dc02.corp.example.com: dc02.corp.example.com does not exist (NXDOMAIN from 127.0.0.1)); the run goes on "
         "without the clients of this source"]
+
+
+# --------------------------------------------------------------------------- as a user sees it
+
+def test_a_run_with_a_broken_inventory_or_an_unset_secret_stops_with_a_usage_error(pytester, monkeypatch):
+    """`pytest --env NAME`: exit 4, every problem at its line, no INTERNALERROR or traceback, no report."""
+    from tests.plugin.helpers import make_project
+
+    make_project(pytester)
+    monkeypatch.delenv("SAMPLE_AMT_PASSWORD", raising=False)
+    env_dir = pytester.path / "environments"
+    (env_dir / "clients.csv").write_text('fqdn,provisioning,canary\npc03.sample.test,"in_band,false\n'
+                                         "pc04.sample.test;in_band;false\n")
+    result = pytester.runpytest_subprocess("--env", "sample", "--no-html")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "Traceback" not in err and "INTERNALERROR" not in err
+    assert [line for line in err.splitlines() if line.startswith(str(env_dir))] == [
+        f"{env_dir}/clients.csv:2: provisioning: a quote (\") opens this value and is not closed on the same line; "
+        "close it, or remove it",
+        f"{env_dir}/clients.csv:3: provisioning: missing: this row's values are separated by semicolons (;), not "
+        "by commas like the header's",
+        f"{env_dir}/sample.yaml:4: credentials.amt.password: environment variable SAMPLE_AMT_PASSWORD is not set; "
+        "export SAMPLE_AMT_PASSWORD before the run"]
+    assert not (pytester.path / "reports").exists() or not any((pytester.path / "reports").iterdir())
