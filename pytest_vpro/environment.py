@@ -5,25 +5,36 @@ validated once, before collection; every mistake is reported as
 ``FILE:LINE: key.path: message`` and the run stops with pytest's usage-error
 code. ``environments/example.yaml`` documents every key.
 
+Nothing is sent before the whole file validated: the CSV inventories it names
+(each mistake as ``CSV_FILE:LINE: column: message``), every address (IPv4: out
+of band management is IPv4-only) and every secret reference (an unset
+``env:`` variable or an unreadable ``file:`` is a usage error naming the key).
+
 Clients come inline, from CSV files (``source: csv:PATH``) or from an LDAP
-query of an OU (``source: ldap:OU=...``). Secrets are references only (see
+query of an OU (``source: ldap:OU=...``). An ``ldap:`` source is read only
+once the file validated, through the estate's own DNS servers (``dns.servers``)
+when it names them; a directory that does not answer is not a usage error but
+a finding of the run (:attr:`Environment.inventory_problems`), which goes on
+with the clients it has. Secrets are references only (see
 :mod:`pytest_vpro.secrets`).
 """
 from __future__ import annotations
 
-import csv
+import contextlib
 import datetime as dt
 import difflib
 import importlib.util
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
 from . import yamlpos
+from .probes.errors import Unreachable
 from .secrets import SecretRef, is_reference
 
 ROLES = ("site_server", "oob_service_point", "domain_controller", "dns", "dhcp", "issuing_ca",
@@ -31,6 +42,17 @@ ROLES = ("site_server", "oob_service_point", "domain_controller", "dns", "dhcp",
 PROVISIONING = ("out_of_band", "in_band")
 SECRET_KEYS = ("password", "psk", "secret", "pps", "key")
 FQDN_RE = re.compile(r"^(?=.{1,253}$)[^\s.]+(\.[^\s.]+)+$")  # loose: the checks judge the characters
+DN_RE = re.compile(r"^(OU|CN|DC)=(?:[^,\\]|\\.)+(?:,\s*[A-Za-z]+=(?:[^,\\]|\\.)+)*$", re.I)
+#: The keys of an inline client, and the columns a CSV inventory may have.
+CLIENT_KEYS = ("fqdn", "provisioning", "canary", "address", "uuid", "amt_version", "os_hostname", "notes",
+               "wireless", "ieee8021x")
+CSV_BOOLEANS = ("canary", "wireless", "ieee8021x")
+CSV_SEPARATORS = {";": "semicolons (;)", "\t": "tabs", "|": "vertical bars (|)"}
+CSV_EXAMPLE = "fqdn,provisioning,canary"
+
+#: ``search(dcs, credential, base_dn, ldap_filter, *, ca_file, timeout) -> [{"fqdn": ...}]``, e.g.
+#: :func:`pytest_vpro.probes.ldap.search_computers` (the default).
+LdapSearch = Callable[..., list[dict[str, Any]]]
 
 DEFAULT_EXPECTED: dict[str, Any] = {
     "ports": {"provisioning": 9971, "amt_http": 16992, "amt_https": 16993,
@@ -163,6 +185,10 @@ class Environment:
     log_patterns: dict[str, Any]
     lab: dict[str, Any] | None
     raw: dict[str, Any]
+    #: Findings of the inventory, for the run's report: a directory of an ``ldap:`` source that did not answer
+    #: ("directory dc01.corp.example.com did not answer for ldap:OU=...: ..."). The run goes on without
+    #: that source's clients. Empty on xdist workers (they read the controller's inventory).
+    inventory_problems: list[str] = field(default_factory=list)
 
     def targets(self, scope: str) -> list[Target]:
         """The targets of a catalog scope, sorted: ``site``, ``client`` or ``server:<role>``."""
@@ -217,12 +243,19 @@ def available_environments(rootdir: Path, cwd: Path | None = None) -> list[str]:
     return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
-def load(path: Path, *, ldap_search: Callable[..., list[dict[str, Any]]] | None = None,
-         inventory_cache: Path | None = None) -> Environment:
+def load(path: Path, *, ldap_search: LdapSearch | None = None, inventory_cache: Path | None = None,
+         check_secrets: bool | None = None) -> Environment:
     """Load and validate an environment file; raise :class:`EnvironmentFileError`.
+
+    In this order, and nothing is sent before the third: the file and its CSV inventories are validated;
+    every secret reference is asked (``check_secrets``); then the ``ldap:`` sources are read with
+    ``ldap_search`` (default :func:`pytest_vpro.probes.ldap.search_computers`), through the estate's DNS.
+    A directory that does not answer is recorded in :attr:`Environment.inventory_problems`.
 
     ``inventory_cache``: a JSON file with the clients already resolved (xdist
     workers read the controller's so that every worker sees the same fleet).
+    ``check_secrets``: default True, except with an ``inventory_cache`` (a worker, a merge of reports: the
+    controller asked them already, or nothing will be sent); False for runs that send nothing (``--facts-in``).
     """
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
@@ -238,11 +271,45 @@ def load(path: Path, *, ldap_search: Callable[..., list[dict[str, Any]]] | None 
     except (yaml.YAMLError, UnicodeDecodeError) as exc:  # e.g. a control character or a binary file (fuzzing)
         raise EnvironmentFileError([f"{path}: not a readable YAML text file: {str(exc).splitlines()[0]}"]) from None
     v = _Validator(doc)
-    env = v.environment(ldap_search=ldap_search, inventory_cache=inventory_cache)
+    env = v.environment(inventory_cache=inventory_cache)
+    if check_secrets is None:
+        check_secrets = inventory_cache is None
+    if check_secrets:
+        v.check_secrets()
     if v.problems:
         raise EnvironmentFileError(v.problems)
     assert env is not None
+    if v.ldap_sources:  # only now: the file validated, every secret is there
+        v.read_directories(env, ldap_search)
+        if v.problems:
+            raise EnvironmentFileError(v.problems)
     return env
+
+
+@contextlib.contextmanager
+def estate_routing(env: Environment) -> Iterator[Any]:
+    """Within the block, estate names resolve through the estate's DNS servers (``dns.servers``), if it names any.
+
+    The names of the site's domains, the forest and the domain controllers' domains are asked of those servers,
+    IPv4 only; every other name and address goes to this machine's resolver as usual. Yields the
+    :class:`~pytest_vpro.probes.dns.ConnectionRouting`, or None without ``dns.servers``.
+    """
+    if not env.dns.get("servers"):
+        yield None
+        return
+    from .probes.dns import Resolver, route_connections  # noqa: PLC0415 (dnspython only when used)
+
+    domains = {env.site.name, env.site.forest, *env.site.client_domains}
+    domains |= {s.name.split(".", 1)[1] for s in env.servers_with("domain_controller") if "." in s.name}
+    resolver = Resolver(env.dns["servers"], port=env.dns["port"], timeout=env.timeouts["connect"])
+    with route_connections(resolver, sorted(domains)) as routing:
+        yield routing
+
+
+def _default_ldap_search() -> LdapSearch:
+    from .probes.ldap import search_computers  # noqa: PLC0415 (ldap3 only when an ldap: source is read)
+
+    return search_computers
 
 
 def write_inventory_cache(env: Environment, path: Path) -> None:
@@ -257,10 +324,17 @@ class _Validator:
     def __init__(self, doc: yamlpos.Positioned) -> None:
         self.doc = doc
         self.problems: list[str] = []
+        self.secret_refs: list[tuple[tuple[Any, ...], SecretRef]] = []
+        #: ``ldap:`` sources to read once the file validated: (path, base DN, filter, defaults).
+        self.ldap_sources: list[tuple[tuple[Any, ...], str, str | None, dict[str, Any]]] = []
+        self._where: dict[int, str] = {}  # id(server or client) -> "FILE:LINE: key" where it was listed
 
     # -- reporting
+    def at(self, path: tuple[Any, ...]) -> str:
+        return f"{self.doc.file}:{self.doc.line(path)}: {yamlpos.dotted(path)}"
+
     def problem(self, path: tuple[Any, ...], message: str) -> None:
-        self.problems.append(f"{self.doc.file}:{self.doc.line(path)}: {yamlpos.dotted(path)}: {message}")
+        self.problems.append(f"{self.at(path)}: {message}")
 
     # -- primitive checks
     def mapping(self, value: Any, path: tuple[Any, ...], allowed: tuple[str, ...],
@@ -290,6 +364,17 @@ class _Validator:
             self.problem(path + (key,), f"{value!r} is not {what}")
         return value
 
+    def address(self, m: dict[str, Any], key: str, path: tuple[Any, ...]) -> str | None:
+        """An IPv4 address (``key`` absent or null: None)."""
+        value = m.get(key)
+        if value is None:
+            return None
+        problem = ipv4_problem(value)
+        if problem:
+            self.problem(path + (key,), problem)
+            return None
+        return value
+
     def boolean(self, m: dict[str, Any], key: str, path: tuple[Any, ...], default: bool = False) -> bool:
         value = m.get(key, default)
         if not isinstance(value, bool):
@@ -314,8 +399,7 @@ class _Validator:
         return value
 
     # -- sections
-    def environment(self, *, ldap_search: Callable[..., list[dict[str, Any]]] | None,
-                    inventory_cache: Path | None) -> Environment | None:
+    def environment(self, *, inventory_cache: Path | None) -> Environment | None:
         top = self.mapping(self.doc.data, (), (
             "name", "site", "dns", "credentials", "servers", "clients", "pki", "console", "expected", "timeouts",
             "attestations", "attestation_max_age_days", "log_patterns", "lab"), required=("site",))
@@ -330,7 +414,7 @@ class _Validator:
                               address=r["address"], uuid=r["uuid"], extra=r["extra"])
                        for r in json.loads(inventory_cache.read_text())]
         else:
-            clients = self.clients(top.get("clients", []), ("clients",), servers, credentials, ldap_search)
+            clients = self.clients(top.get("clients", []), ("clients",), servers, credentials)
         self.unique(servers, clients)
         dns = self.dns(top.get("dns", {}), ("dns",))
         console = self.mapping(top.get("console", {}), ("console",), ("user", "groups_limit"))
@@ -351,9 +435,9 @@ class _Validator:
             return None
         return Environment(
             name=str(top.get("name") or self.doc.file.stem), file=self.doc.file, site=site, servers=servers,
-            clients=clients, credentials=credentials, dns=dns, pki=pki, console=console, expected=expected,
-            timeouts=timeouts, attestations=attestations, attestation_max_age_days=int(max_age),
-            log_patterns=log_patterns, lab=lab, raw=top)
+            clients=sorted(clients, key=lambda c: c.name), credentials=credentials, dns=dns, pki=pki,
+            console=console, expected=expected, timeouts=timeouts, attestations=attestations,
+            attestation_max_age_days=int(max_age), log_patterns=log_patterns, lab=lab, raw=top)
 
     def site(self, value: Any, path: tuple[Any, ...]) -> Site | None:
         m = self.mapping(value, path, ("name", "code", "domain", "realm", "forest", "amt_container",
@@ -381,7 +465,11 @@ class _Validator:
         self.secret_field(m, "password", path)
         user = self.string(m, "user", path)
         pw = m.get("password")
-        return Credential(user, SecretRef(pw, self.doc.file.parent)) if is_reference(pw) else None
+        if not is_reference(pw):
+            return None
+        ref = SecretRef(pw, self.doc.file.parent)
+        self.secret_refs.append((path + ("password",), ref))
+        return Credential(user, ref)
 
     def secret_field(self, m: dict[str, Any], key: str, path: tuple[Any, ...]) -> None:
         value = m.get(key)
@@ -391,6 +479,16 @@ class _Validator:
         self.problem(path + (key,), "a plaintext secret is not allowed in an environment file (the value is not "
                      f"shown); reference it instead: {key}: \"env:{var}\" and export {var}, or "
                      f"{key}: \"file:/path/to/secret\", or use kerberos")
+
+    def check_secrets(self) -> None:
+        """Every secret reference resolves now (its value is read, and dropped: see SecretRef.problem)."""
+        for path, ref in self.secret_refs:
+            problem = ref.problem()
+            if problem is None:
+                continue
+            kind, _, what = ref.ref.partition(":")
+            hint = f"; export {what} before the run" if kind == "env" and "not set" in problem else ""
+            self.problem(path, f"{problem}{hint}")
 
     def credentials(self, value: Any, path: tuple[Any, ...]) -> dict[str, Credential]:
         m = self.mapping(value, path, ("ldap", "winrm", "amt", "smb", "console", "mebx"))
@@ -419,17 +517,22 @@ class _Validator:
                     close = difflib.get_close_matches(role, ROLES, n=1)
                     hint = f"did you mean '{close[0]}'?" if close else f"roles are: {', '.join(ROLES)}"
                     self.problem(p + ("roles", j), f"unknown role '{role}'; {hint}")
-            for key in ("winrm", "testinfra", "address", *SERVER_EXTRA):
+            for key in ("winrm", "testinfra", *SERVER_EXTRA):
                 if key == "dhcp_port":
                     if key in m:
                         self.number(m[key], p + (key,), minimum=1)
+                elif key == "probe_from":
+                    self.address(m, key, p)
                 else:
                     self.string(m, key, p)
+            address = self.address(m, "address", p)
             if fqdn:
                 extra = {k: m[k] for k in SERVER_EXTRA if k in m}
-                out.append(Server(kind="server", name=fqdn.lower(), roles=tuple(roles), address=m.get("address"),
-                                  winrm=m.get("winrm"), testinfra=m.get("testinfra"),
-                                  canary=self.boolean(m, "canary", p), extra=extra))
+                server = Server(kind="server", name=fqdn.lower(), roles=tuple(roles), address=address,
+                                winrm=m.get("winrm"), testinfra=m.get("testinfra"),
+                                canary=self.boolean(m, "canary", p), extra=extra)
+                self._where[id(server)] = self.at(p + ("fqdn",))
+                out.append(server)
         return sorted(out, key=lambda s: s.name)
 
     def client_row(self, m: dict[str, Any], p: tuple[Any, ...], defaults: dict[str, Any]) -> Client | None:
@@ -441,16 +544,18 @@ class _Validator:
         if not isinstance(canary, bool):
             self.problem(p + ("canary",), f"expected true or false, found {_kind(canary)}")
             canary = False
+        address = self.address(m, "address", p)
         if not fqdn:
             return None
         extra = {k: v for k, v in m.items() if k not in ("fqdn", "provisioning", "canary", "address", "uuid")}
         # FQDNs are kept as written: a client's real name may be wrong (an underscore), and checks must see it.
-        return Client(kind="client", name=fqdn.lower(), canary=canary, provisioning=prov,
-                      address=m.get("address"), uuid=m.get("uuid"), extra=extra)
+        client = Client(kind="client", name=fqdn.lower(), canary=canary, provisioning=prov,
+                        address=address, uuid=m.get("uuid"), extra=extra)
+        self._where[id(client)] = self.at(p + ("fqdn",) if "fqdn" in m and p[-1:] != ("source",) else p)
+        return client
 
     def clients(self, value: Any, path: tuple[Any, ...], servers: list[Server],
-                credentials: dict[str, Credential],
-                ldap_search: Callable[..., list[dict[str, Any]]] | None) -> list[Client]:
+                credentials: dict[str, Credential]) -> list[Client]:
         if not isinstance(value, list):
             self.problem(path, f"expected a list of clients, found {_kind(value)}")
             return []
@@ -459,27 +564,43 @@ class _Validator:
             p = path + (i,)
             if isinstance(item, dict) and "source" in item:
                 m = self.mapping(item, p, ("source", "provisioning", "canary", "filter"))
-                out.extend(self.source(m, p, servers, credentials, ldap_search))
+                out.extend(self.source(m, p, servers, credentials))
                 continue
-            m = self.mapping(item, p, ("fqdn", "provisioning", "canary", "address", "uuid", "amt_version",
-                                       "os_hostname", "notes", "wireless", "ieee8021x"), required=("fqdn",))
+            m = self.mapping(item, p, CLIENT_KEYS, required=("fqdn",))
             if m:
                 client = self.client_row(m, p, {})
                 if client:
                     out.append(client)
-        return sorted(out, key=lambda c: c.name)
+        return out
 
     def source(self, m: dict[str, Any], p: tuple[Any, ...], servers: list[Server],
-               credentials: dict[str, Credential],
-               ldap_search: Callable[..., list[dict[str, Any]]] | None) -> list[Client]:
+               credentials: dict[str, Credential]) -> list[Client]:
         src = m.get("source")
         defaults = {k: m[k] for k in ("provisioning", "canary") if k in m}
+        if defaults.get("provisioning", "out_of_band") not in PROVISIONING:
+            self.problem(p + ("provisioning",), f"expected one of {', '.join(PROVISIONING)}, "
+                         f"found {defaults['provisioning']!r}")
+            defaults.pop("provisioning")
+        if not isinstance(defaults.get("canary", False), bool):
+            self.problem(p + ("canary",), f"expected true or false, found {_kind(defaults['canary'])}")
+            defaults.pop("canary")
         if not isinstance(src, str) or not src.startswith(("csv:", "ldap:")):
             self.problem(p + ("source",), f"expected 'csv:PATH' or 'ldap:<OU distinguished name>', found {src!r}")
             return []
         kind, _, what = src.partition(":")
         if kind == "csv":
+            if "filter" in m:
+                self.problem(p + ("filter",), "a filter applies to an ldap: source only")
             return self.csv_source(Path(what), p, defaults)
+        ldap_filter = m.get("filter")
+        if ldap_filter is not None and (not isinstance(ldap_filter, str) or not ldap_filter.strip()):
+            self.problem(p + ("filter",), f"expected an LDAP filter such as (operatingSystem=Windows*), "
+                         f"found {_kind(ldap_filter)}")
+            return []
+        if not DN_RE.match(what.strip()):
+            self.problem(p + ("source",), f"{what!r} is not a distinguished name such as "
+                         "OU=Desktops,DC=corp,DC=example,DC=com")
+            return []
         dcs = [s for s in servers if "domain_controller" in s.roles]
         if not dcs:
             self.problem(p + ("source",), "an ldap: client source needs a server with role domain_controller")
@@ -487,75 +608,215 @@ class _Validator:
         if "ldap" not in credentials:
             self.problem(p + ("source",), "an ldap: client source needs credentials.ldap (kerberos or user/password)")
             return []
-        if ldap_search is None:
-            from .probes.ldap import search_computers as ldap_search  # noqa: PLC0415 (only when used)
-        try:
-            rows = ldap_search(dcs, credentials["ldap"], what, m.get("filter"), **self._inventory_tls)
-        except Exception as exc:  # an unreachable DC is a usage problem for the run, with its cause
-            self.problem(p + ("source",), f"LDAP query of {what!r} failed: {exc}")
-            return []
-        out = []
-        for row in rows:
-            client = self.client_row(row, p + ("source",), defaults)
-            if client:
-                out.append(client)
-        return out
+        self.ldap_sources.append((p, what.strip(), ldap_filter, defaults))
+        return []
+
+    def read_directories(self, env: Environment, ldap_search: LdapSearch | None) -> None:
+        """Read the ``ldap:`` sources (after validation) through the estate's DNS; add their clients to ``env``.
+
+        A directory that does not answer is a finding of the run (``env.inventory_problems``); one that answers
+        and refuses (TLS not trusted, bind refused, no such OU) is a problem of the file, at the source's line.
+        """
+        search = ldap_search or _default_ldap_search()
+        dcs = env.servers_with("domain_controller")
+        names = ", ".join(d.name for d in dcs)
+        found: list[Client] = []
+        with estate_routing(env) as routing:
+            unresolved = []  # the DCs' names the estate's DNS did not resolve, with why
+            for dc in dcs if routing is not None else ():
+                try:
+                    routing.addresses(dc.name)
+                except OSError as exc:
+                    unresolved.append(f"{dc.name}: {exc.strerror or exc}")
+            dns_said = f"the estate's DNS ({', '.join(env.dns['servers'])}) did not resolve " + "; ".join(unresolved)
+            for p, base, ldap_filter, defaults in self.ldap_sources:
+                if len(unresolved) == len(dcs) and not any(dc.address for dc in dcs):
+                    env.inventory_problems.append(f"directory {names} did not answer for ldap:{base}: {dns_said}; "
+                                                  "the run goes on without the clients of this source")
+                    continue
+                try:
+                    rows = search(dcs, env.credentials["ldap"], base, ldap_filter, **self._inventory_tls)
+                except (Unreachable, OSError) as exc:
+                    why = _plain_error(exc) + (f" ({dns_said})" if unresolved else "")
+                    env.inventory_problems.append(f"directory {names} did not answer for ldap:{base}: {why}; "
+                                                  "the run goes on without the clients of this source")
+                    continue
+                except Exception as exc:  # the directory answered and refused: say why, at the source's line
+                    self.problem(p + ("source",), f"LDAP query of {base!r} failed: {_plain_error(exc)}")
+                    continue
+                for row in rows:
+                    client = self.client_row(row, p + ("source",), defaults)
+                    if client:
+                        found.append(client)
+        self.unique(env.servers, env.clients + found, known=len(env.servers) + len(env.clients))
+        env.clients = sorted(env.clients + found, key=lambda c: c.name)
 
     def csv_source(self, rel: Path, p: tuple[Any, ...], defaults: dict[str, Any]) -> list[Client]:
+        """The clients of a CSV inventory: comma-separated, a header line naming the columns, one client a line.
+
+        Every mistake is a problem ``CSV_FILE:LINE: column: message`` (the CSV file's own line).
+        """
         path = rel.expanduser() if rel.expanduser().is_absolute() else self.doc.file.parent / rel
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            data = path.read_bytes()
         except OSError as exc:
-            self.problem(p + ("source",), f"cannot read {path}: {exc.strerror}")
+            self.problem(p + ("source",), f"cannot read {path}: {exc.strerror or exc}")
             return []
-        reader = csv.DictReader(text.splitlines())
-        if not reader.fieldnames or "fqdn" not in reader.fieldnames:
-            self.problem(p + ("source",), f"{path}:1: the CSV header must have a 'fqdn' column "
-                         f"(found: {', '.join(reader.fieldnames or []) or 'nothing'})")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = data[:exc.start].count(b"\n") + 1
+            self.problems.append(f"{path}:{line}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                                 "save it as \"CSV UTF-8 (Comma delimited)\"")
             return []
-        out = []
-        for row in reader:
-            line = reader.line_num
-            row = {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items() if k}
-            if not row.get("fqdn"):
-                self.problems.append(f"{path}:{line}: fqdn: empty")
+        lines = [(n, line) for n, line in enumerate(re.split(r"\r\n|\r|\n", text), 1) if line.strip()]
+        if not lines:
+            self.problems.append(f"{path}:1: header: the file is empty; its first line must name the columns, "
+                                 f"e.g. {CSV_EXAMPLE}")
+            return []
+        header = self.csv_header(path, *lines[0])
+        if header is None:
+            return []
+        out: list[Client] = []
+        first_line: dict[str, int] = {}
+        for n, line in lines[1:]:
+            row = self.csv_row(path, n, line, header)
+            if row is None:
                 continue
-            if "canary" in row:
-                flag = row["canary"].lower()
-                if flag not in ("", "true", "false", "yes", "no", "1", "0"):
-                    self.problems.append(f"{path}:{line}: canary: expected true or false, found {row['canary']!r}")
-                    continue
-                row["canary"] = flag in ("true", "yes", "1")
-                if flag == "":
-                    del row["canary"]
-            if row.get("provisioning") == "":
-                del row["provisioning"]
-            if row.get("provisioning", defaults.get("provisioning", "out_of_band")) not in PROVISIONING:
-                self.problems.append(f"{path}:{line}: provisioning: expected one of {', '.join(PROVISIONING)}, "
-                                     f"found {row['provisioning']!r}")
+            client = self.csv_client(path, n, row, defaults)
+            if client is None:
                 continue
-            row = {k: v for k, v in row.items() if v not in ("", None)}
-            client = self.client_row(row, p, defaults)
-            if client:
-                out.append(client)
+            if client.name in first_line:
+                self.problems.append(f"{path}:{n}: fqdn: {client.name} is listed twice in this file "
+                                     f"(first on line {first_line[client.name]})")
+                continue
+            first_line[client.name] = n
+            self._where[id(client)] = f"{path}:{n}: fqdn"
+            out.append(client)
         return out
 
-    def unique(self, servers: list[Server], clients: list[Client]) -> None:
-        seen: dict[str, str] = {}
-        for i, s in enumerate(servers):
-            if s.name in seen:
-                self.problem(("servers",), f"server {s.name} is listed twice")
-            seen[s.name] = "server"
-        for c in clients:
-            if seen.get(c.name) == "client":
-                self.problem(("clients",), f"client {c.name} is listed twice (inline or in its sources)")
-            elif c.name in seen:
-                self.problem(("clients",), f"{c.name} is listed both as a server and as a client")
-            seen[c.name] = "client"
+    def csv_header(self, path: Path, n: int, line: str) -> list[str] | None:
+        """The column names of the header line, or None (and its problems) if it is not usable."""
+        fields, error = _split_csv_line(line)
+        if error:
+            self.problems.append(f"{path}:{n}: header: {error[1]}")
+            return None
+        names = [f.strip().lower() for f in fields]
+        if len(names) == 1:
+            for sep, words in CSV_SEPARATORS.items():
+                if sep in line:
+                    self.problems.append(
+                        f"{path}:{n}: header: the columns are separated by {words}; pytest-vpro reads "
+                        "comma-separated files: save the file as \"CSV (Comma delimited)\" or replace them with "
+                        f"commas ({CSV_EXAMPLE})")
+                    return None
+        before = len(self.problems)
+        if "fqdn" not in names:
+            close = difflib.get_close_matches("fqdn", names, n=1)
+            looks = " (it looks like a client: the header line is missing)" if FQDN_RE.match(names[0]) else \
+                f" ('{close[0]}' looks like a misspelling of 'fqdn')" if close else ""
+            self.problems.append(f"{path}:{n}: header: no 'fqdn' column (found: {', '.join(fields)}){looks}; "
+                                 f"the first line must name the columns, e.g. {CSV_EXAMPLE}")
+        for i, name in enumerate(names):
+            if not name:
+                self.problems.append(f"{path}:{n}: column {i + 1}: the header names no column here; "
+                                     "remove the extra comma or name the column")
+            elif names.index(name) < i:
+                self.problems.append(f"{path}:{n}: {name}: the header names this column twice")
+            elif name not in CLIENT_KEYS and "fqdn" in names:
+                close = difflib.get_close_matches(name, CLIENT_KEYS, n=1)
+                hint = f"did you mean '{close[0]}'?" if close else f"the columns are: {', '.join(CLIENT_KEYS)}"
+                self.problems.append(f"{path}:{n}: {name}: unknown column; {hint}")
+        return None if len(self.problems) > before else names
+
+    def csv_row(self, path: Path, n: int, line: str, header: list[str]) -> dict[str, str] | None:
+        """One line's values by column, or None (and its problem)."""
+        def column(i: int) -> str:
+            return header[i] if i < len(header) else f"column {i + 1}"
+
+        fields, error = _split_csv_line(line)
+        if error:
+            self.problems.append(f"{path}:{n}: {column(error[0])}: {error[1]}")
+            return None
+        columns = f"the header names {len(header)} columns ({', '.join(header)})"
+        if len(fields) < len(header):
+            missing = header[len(fields)]
+            seps = [words for sep, words in CSV_SEPARATORS.items() if sep in line]
+            if seps:
+                self.problems.append(f"{path}:{n}: {missing}: missing: this row's values are separated by "
+                                     f"{seps[0]}, not by commas like the header's")
+            else:
+                self.problems.append(f"{path}:{n}: {missing}: missing: this row has {_count(len(fields), 'value')}, "
+                                     f"{columns}; an empty value still needs its comma")
+            return None
+        if len(fields) > len(header):
+            extra = [f.strip() for f in fields[len(header):]]
+            what = (f"extra value {extra[0]!r}" if extra[0] else "extra value") if any(extra) else \
+                "a comma too many at the end of the row"
+            self.problems.append(f"{path}:{n}: column {len(header) + 1}: {what}: this row has "
+                                 f"{_count(len(fields), 'value')}, {columns}; a value that contains a comma must be "
+                                 "in quotes")
+            return None
+        return {name: value.strip() for name, value in zip(header, fields)}
+
+    def csv_client(self, path: Path, n: int, row: dict[str, str], defaults: dict[str, Any]) -> Client | None:
+        before = len(self.problems)
+
+        def bad(column: str, message: str) -> None:
+            self.problems.append(f"{path}:{n}: {column}: {message}")
+
+        fqdn = row["fqdn"]
+        if not fqdn:
+            bad("fqdn", "empty; every row needs the client's fully qualified domain name")
+        elif not FQDN_RE.match(fqdn):
+            bad("fqdn", f"{fqdn!r} is not a fully qualified domain name (e.g. pc0001.corp.example.com)")
+        values: dict[str, Any] = {k: v for k, v in row.items() if v != ""}
+        for key in CSV_BOOLEANS:
+            if key in values:
+                flag = values[key].lower()
+                if flag not in ("true", "false", "yes", "no", "1", "0"):
+                    bad(key, f"expected true or false, found {values[key]!r}")
+                values[key] = flag in ("true", "yes", "1")
+        prov = values.get("provisioning", defaults.get("provisioning", "out_of_band"))
+        if prov not in PROVISIONING:
+            bad("provisioning", f"expected one of {', '.join(PROVISIONING)}, found {prov!r}")
+        if "address" in values:
+            problem = ipv4_problem(values["address"])
+            if problem:
+                bad("address", problem)
+        if len(self.problems) > before:
+            return None
+        extra = {k: v for k, v in values.items() if k not in ("fqdn", "provisioning", "canary", "address", "uuid")}
+        return Client(kind="client", name=fqdn.lower(), canary=values.get("canary", defaults.get("canary", False)),
+                      provisioning=prov, address=values.get("address"), uuid=values.get("uuid"), extra=extra)
+
+    def unique(self, servers: list[Server], clients: list[Client], known: int = 0) -> None:
+        """Each name once; the later listing is reported, with where the first one is. The first ``known``
+        targets (servers, then clients) were checked already."""
+        seen: dict[str, tuple[str, Target]] = {}
+        for n, target in enumerate([*servers, *clients]):
+            where = self._where.get(id(target), self.at((f"{target.kind}s",)))
+            first = seen.get(target.name)
+            if first is None:
+                seen[target.name] = (where, target)
+                continue
+            if n < known:
+                continue
+            first_where, first_target = first
+            place = first_where.rsplit(": ", 1)[0]
+            if first_target.kind == target.kind:
+                self.problems.append(f"{where}: {target.kind} {target.name} is listed twice (first at {place})")
+            else:
+                self.problems.append(f"{where}: {target.name} is listed both as a server (at {place}) and "
+                                     "as a client")
 
     def dns(self, value: Any, path: tuple[Any, ...]) -> dict[str, Any]:
         m = self.mapping(value, path, ("servers", "port", "route_connections"))
         servers = self.str_list(m, "servers", path)
+        for i, server in enumerate(servers):
+            problem = ipv4_problem(server)
+            if problem:
+                self.problem(path + ("servers", i), problem)
         port = m.get("port", 53)
         self.number(port, path + ("port",), minimum=1)
         return {"servers": servers, "port": int(port) if isinstance(port, int) else 53,
@@ -639,3 +900,79 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return f"{value!r}"
     return f"{value!r} ({type(value).__name__})"
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def _plain_error(exc: BaseException) -> str:
+    """An exception as a sentence: its own text (ProbeErrors are written for reports), never a repr."""
+    text = str(exc).strip()
+    if isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror
+    return text or type(exc).__name__
+
+
+def ipv4_problem(value: Any) -> str | None:
+    """Why ``value`` is not an IPv4 host address (None if it is one). Out of band management is IPv4-only."""
+    if not isinstance(value, str) or not value.strip():
+        return f"expected an IPv4 address such as 10.0.0.12, found {_kind(value)}"
+    text = value.strip()
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return f"{text!r} is not an IPv4 address (four numbers from 0 to 255 separated by dots, e.g. 10.0.0.12)"
+    if address.version == 6:
+        return (f"{text!r} is an IPv6 address; out of band management (Intel AMT) is IPv4-only: "
+                "give the IPv4 address")
+    if address.is_unspecified or address.is_multicast or text == "255.255.255.255":
+        return f"{text!r} is not the address of a host (e.g. 10.0.0.12)"
+    return None
+
+
+def _split_csv_line(line: str) -> tuple[list[str], tuple[int, str] | None]:
+    """The comma-separated values of one line (RFC 4180 quoting: ``"a, b"``, ``""`` for a quote).
+
+    Returns (values, None), or (the values before the mistake, (index of the bad value, what is wrong)). A
+    quoted value must close on its line: an inventory's values never hold a line break.
+    """
+    fields: list[str] = []
+    i, n = 0, len(line)
+    while True:
+        k = len(fields)
+        j = i
+        while j < n and line[j] in " \t":
+            j += 1
+        if j < n and line[j] == '"':
+            j += 1
+            parts = []
+            while True:
+                q = line.find('"', j)
+                if q < 0:
+                    return fields, (k, 'a quote (") opens this value and is not closed on the same line; close '
+                                       "it, or remove it")
+                if line.startswith('""', q):
+                    parts.append(line[j:q] + '"')
+                    j = q + 2
+                    continue
+                parts.append(line[j:q])
+                i = q + 1
+                break
+            rest = line[i:].split(",", 1)[0]
+            if rest.strip():
+                return fields, (k, f"text after the closing quote ({rest.strip()!r}): put the whole value in "
+                                   "quotes, or remove the quotes")
+            i += len(rest)
+            value = "".join(parts)
+        else:
+            comma = line.find(",", i)
+            value = line[i:] if comma < 0 else line[i:comma]
+            if '"' in value:
+                return fields, (k, 'a quote (") in the middle of a value: remove it, or put the whole value in '
+                                   "quotes and double the quote inside it")
+            i = n if comma < 0 else comma
+        fields.append(value)
+        if i >= n:
+            return fields, None
+        i += 1  # the comma

@@ -2,9 +2,13 @@
 
 An environment file never holds a secret, only a reference to one:
 
-* ``env:NAME``   the value of environment variable NAME, read when it is used;
-* ``file:PATH``  the contents of PATH (relative to the environment file), stripped of a trailing newline;
+* ``env:NAME``   the value of environment variable NAME;
+* ``file:PATH``  the contents of PATH (UTF-8, relative to the environment file), stripped of a trailing newline;
 * ``kerberos``   no secret at all: the caller's Kerberos ticket cache is used.
+
+The loader asks every reference once, before anything is sent (:meth:`SecretRef.problem`: an unset or empty
+variable, a missing, unreadable or empty file is a usage error with the file, line and key); the value itself
+is read again each time it is used (:meth:`SecretRef.resolve`), and kept only by the redactor below.
 
 Every value resolved here is registered with :data:`REDACTOR`, and everything
 pytest-vpro writes (failure messages, evidence, reports, fact snapshots) goes
@@ -87,21 +91,50 @@ class SecretRef:
         """Return the secret (None for ``kerberos``) and register it for redaction."""
         if self.is_kerberos:
             return None
+        value, problem = self._read()
+        if value is None:
+            raise SecretUnavailable(f"{problem} (referenced as {self.ref!r})")
+        REDACTOR.add(value)
+        return value
+
+    def problem(self) -> str | None:
+        """Why this reference would not resolve now (None if it would), without keeping the value.
+
+        The environment loader asks every reference before the first packet is sent, so that an unset
+        variable or a missing file is a usage error and not a finding in the middle of the run. The value is
+        read only to be sure it can be, and dropped: it is not registered, returned, logged or stored.
+        """
+        if self.is_kerberos:
+            return None
+        value, problem = self._read()
+        del value
+        return problem or None
+
+    def _read(self) -> tuple[str | None, str]:
         kind, _, what = self.ref.partition(":")
         if kind == "env":
             value = os.environ.get(what)
             if value is None:
-                raise SecretUnavailable(f"environment variable {what} is not set (referenced as {self.ref!r})")
-        else:
-            path = Path(what).expanduser()
-            if not path.is_absolute():
-                path = self.base_dir / path
-            try:
-                value = path.read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise SecretUnavailable(f"cannot read secret file {path}: {exc.strerror}") from None
-        REDACTOR.add(value)
-        return value
+                return None, f"environment variable {what} is not set"
+            if not value:
+                return None, f"environment variable {what} is set but empty"
+            return value, ""
+        path = self.path
+        try:
+            value = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            return None, f"cannot read secret file {path}: {exc.strerror or exc}"
+        except UnicodeDecodeError:
+            return None, f"secret file {path} is not UTF-8 text"
+        if not value:
+            return None, f"secret file {path} is empty"
+        return value, ""
+
+    @property
+    def path(self) -> Path:
+        """The file of a ``file:`` reference, relative to the environment file's folder."""
+        path = Path(self.ref.partition(":")[2]).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
 
     def __str__(self) -> str:
         return self.ref

@@ -142,10 +142,12 @@ def test_a_check_with_an_unknown_id_or_in_the_wrong_stage_is_refused(pytester, m
     ])
 
 
-def test_a_path_option_with_a_space_is_refused_only_where_pytest_would_move_its_rootdir(pytester, tmp_path_factory):
+def test_a_path_option_with_a_space_is_refused_only_where_pytest_would_move_its_rootdir(pytester, tmp_path_factory,
+                                                                                       monkeypatch):
     """pytest takes a separate value for a test path when it picks the rootdir: outside the ini file's folder
     that would drop testpaths and collect other tests, so the run refuses it, whether the path exists or not."""
     make_project(pytester)
+    monkeypatch.setenv("SAMPLE_AMT_PASSWORD", SECRET)  # the sample's env: reference is asked before the run
     inside = str(pytester.path / "environments" / "sample.yaml")
     assert pytester.runpytest_subprocess("--env", inside, "--no-html", "--stage", "1").ret == 0
     elsewhere = tmp_path_factory.mktemp("estate")

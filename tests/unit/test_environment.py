@@ -1,6 +1,10 @@
-"""Environment files: every mistake is reported with file, line and key; inventory sources; secret references."""
+"""Environment files: every mistake is reported with file, line and key; inventory sources; secret references.
+
+CSV inventories and ldap: sources in detail: tests/unit/test_inventory.py.
+"""
 from __future__ import annotations
 
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -21,6 +25,12 @@ clients:
   - {fqdn: PC0002.corp.example.com, provisioning: in_band}
   - {fqdn: pc0001.corp.example.com, canary: true}
 """
+
+
+@pytest.fixture(autouse=True)
+def _amt_secret(monkeypatch):
+    """GOOD's env: reference resolves (the loader asks every reference before anything is sent)."""
+    monkeypatch.setenv("VPRO_TEST_AMT", "not-a-real-secret")
 
 
 def write(tmp_path: Path, text: str, name: str = "env.yaml") -> Path:
@@ -68,7 +78,9 @@ BROKEN = [
     ("canary not boolean", GOOD.replace("canary: true", "canary: maybe"),
      ["F:9: clients[1].canary: expected true or false, found 'maybe'"]),
     ("duplicate client", GOOD + "  - {fqdn: pc0001.corp.example.com}\n",
-     ["F:7: clients: client pc0001.corp.example.com is listed twice (inline or in its sources)"]),
+     ["F:10: clients[2].fqdn: client pc0001.corp.example.com is listed twice (first at F:9)"]),
+    ("server and client", GOOD + "  - {fqdn: sccm01.corp.example.com}\n",
+     ["F:10: clients[2].fqdn: sccm01.corp.example.com is listed both as a server (at F:6) and as a client"]),
     ("duplicate key", GOOD.replace("  ldap: kerberos\n", "  ldap: kerberos\n  ldap: kerberos\n"),
      ["F:5: credentials.ldap: key given twice"]),
     ("bad timeout", GOOD + "timeouts: {connect: -1, reed: 3}\n",
@@ -79,6 +91,28 @@ BROKEN = [
      ["F:10: clients[2].source: cannot read */nope.csv: No such file or directory"]),
     ("ldap without dc", GOOD + "  - {source: 'ldap:OU=PCs,DC=corp,DC=example,DC=com'}\n",
      ["F:10: clients[2].source: an ldap: client source needs a server with role domain_controller"]),
+    ("ldap not a dn", GOOD + "  - {source: 'ldap:Desktops'}\n",
+     ["F:10: clients[2].source: 'Desktops' is not a distinguished name such as OU=Desktops,DC=corp,DC=example,DC=com"]),
+    # addresses: IPv4 only (out of band management is IPv4-only), wherever an address is given
+    ("ipv6 server address", GOOD.replace("oob_service_point]}", "oob_service_point], address: 'fe80::1'}"),
+     ["F:6: servers[0].address: 'fe80::1' is an IPv6 address; out of band management (Intel AMT) is IPv4-only: "
+      "give the IPv4 address"]),
+    ("malformed client address", GOOD.replace("canary: true}", "canary: true, address: 10.0.0.256}"),
+     ["F:9: clients[1].address: '10.0.0.256' is not an IPv4 address (four numbers from 0 to 255 separated by dots, "
+      "e.g. 10.0.0.12)"]),
+    ("short client address", GOOD.replace("canary: true}", "canary: true, address: 10.0.1}"),
+     ["F:9: clients[1].address: '10.0.1' is not an IPv4 address (four numbers from 0 to 255 separated by dots, "
+      "e.g. 10.0.0.12)"]),
+    ("numeric address", GOOD.replace("canary: true}", "canary: true, address: 10}"),
+     ["F:9: clients[1].address: expected an IPv4 address such as 10.0.0.12, found 10 (int)"]),
+    ("unspecified address", GOOD.replace("canary: true}", "canary: true, address: 0.0.0.0}"),
+     ["F:9: clients[1].address: '0.0.0.0' is not the address of a host (e.g. 10.0.0.12)"]),
+    ("ipv6 dns server", GOOD + "dns: {servers: [10.0.0.10, '2001:db8::53']}\n",
+     ["F:10: dns.servers[1]: '2001:db8::53' is an IPv6 address; out of band management (Intel AMT) is IPv4-only: "
+      "give the IPv4 address"]),
+    ("probe_from", GOOD.replace("oob_service_point]}", "oob_service_point], probe_from: 10.1.20.x}"),
+     ["F:6: servers[0].probe_from: '10.1.20.x' is not an IPv4 address (four numbers from 0 to 255 separated by "
+      "dots, e.g. 10.0.0.12)"]),
     ("attestation date", GOOD + "attestations:\n  - {check: S2-BIOS-AMT-ENABLED, by: me, at: yesterday, seen: ok}\n",
      ["F:11: attestations[0].at: expected a date such as 2026-11-20, found 'yesterday'"]),
     ("wrong type", GOOD.replace("clients:\n  - {fqdn: PC0002.corp.example.com, provisioning: in_band}\n"
@@ -119,42 +153,69 @@ def test_csv_inventory_with_defaults_and_line_numbers(tmp_path):
     assert info.value.problems == [f"{tmp_path / 'fleet.csv'}:2: canary: expected true or false, found 'perhaps'"]
 
 
-def test_ldap_inventory_uses_the_domain_controllers(tmp_path):
-    seen = {}
-
-    def fake_search(dcs, credential, base, ldap_filter, *, ca_file, timeout):  # the loader only; the probe has its own
-        seen.update(dcs=[d.name for d in dcs], base=base, kerberos=credential.kerberos, timeout=timeout)
-        return [{"fqdn": "pc7.corp.example.com"}]
-
-    text = GOOD.replace("servers:\n", "servers:\n  - {fqdn: dc01.corp.example.com, roles: [domain_controller]}\n")
-    text += "  - {source: 'ldap:OU=PCs,DC=corp,DC=example,DC=com', canary: true}\n"
-    env = envmod.load(write(tmp_path, text), ldap_search=fake_search)
-    assert seen == {"dcs": ["dc01.corp.example.com"], "base": "OU=PCs,DC=corp,DC=example,DC=com", "kerberos": True,
-                    "timeout": 3.0}
-    assert {c.name: c.canary for c in env.clients}["pc7.corp.example.com"] is True
-
-
-def test_an_unreachable_ldap_inventory_is_a_problem_not_a_traceback(tmp_path):
-    def failing(*_, **__):
-        raise OSError("no answer from dc01.corp.example.com:636 within 3 s")
-
-    text = GOOD.replace("servers:\n", "servers:\n  - {fqdn: dc01.corp.example.com, roles: [domain_controller]}\n")
-    text += "  - {source: 'ldap:OU=PCs,DC=corp,DC=example,DC=com'}\n"
-    with pytest.raises(envmod.EnvironmentFileError) as info:
-        envmod.load(write(tmp_path, text), ldap_search=failing)
-    assert info.value.problems[0].endswith("LDAP query of 'OU=PCs,DC=corp,DC=example,DC=com' failed: "
-                                           "no answer from dc01.corp.example.com:636 within 3 s")
-
-
 def test_secret_references_resolve_at_use_and_are_redacted(tmp_path, monkeypatch):
     env = envmod.load(write(tmp_path, GOOD))
     ref = env.credentials["amt"].password
     assert "VPRO_TEST_AMT" in repr(ref)
-    with pytest.raises(SecretUnavailable, match="environment variable VPRO_TEST_AMT is not set"):
+    monkeypatch.delenv("VPRO_TEST_AMT")  # gone after the load: still a finding where it is used, not a traceback
+    with pytest.raises(SecretUnavailable, match=r"^environment variable VPRO_TEST_AMT is not set "
+                                                r"\(referenced as 'env:VPRO_TEST_AMT'\)$"):
         ref.resolve()
     monkeypatch.setenv("VPRO_TEST_AMT", "Corr3ct-Horse")
     assert ref.resolve() == "Corr3ct-Horse"
     assert REDACTOR("login with Corr3ct-Horse failed") == "login with «redacted» failed"
+
+
+SECRETS = [  # every reference is asked at load time: a usage error naming the file, line and key
+    ("unset variable", lambda tmp, mp: mp.delenv("VPRO_TEST_AMT"), '"env:VPRO_TEST_AMT"',
+     "F:3: credentials.amt.password: environment variable VPRO_TEST_AMT is not set; export VPRO_TEST_AMT before "
+     "the run"),
+    ("empty variable", lambda tmp, mp: mp.setenv("VPRO_TEST_AMT", ""), '"env:VPRO_TEST_AMT"',
+     "F:3: credentials.amt.password: environment variable VPRO_TEST_AMT is set but empty"),
+    ("missing file", lambda tmp, mp: None, '"file:secrets/amt.secret"',
+     "F:3: credentials.amt.password: cannot read secret file T/secrets/amt.secret: No such file or directory"),
+    ("a folder", lambda tmp, mp: (tmp / "amt.secret").mkdir(), '"file:amt.secret"',
+     "F:3: credentials.amt.password: cannot read secret file T/amt.secret: Is a directory"),
+    ("empty file", lambda tmp, mp: (tmp / "amt.secret").write_text("\n"), '"file:amt.secret"',
+     "F:3: credentials.amt.password: secret file T/amt.secret is empty"),
+    ("not text", lambda tmp, mp: (tmp / "amt.secret").write_bytes(b"\xff\xfe\x00"), '"file:amt.secret"',
+     "F:3: credentials.amt.password: secret file T/amt.secret is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("prepare, ref, expected", [c[1:] for c in SECRETS], ids=[c[0] for c in SECRETS])
+def test_every_secret_reference_resolves_before_anything_is_sent(tmp_path, monkeypatch, prepare, ref, expected):
+    prepare(tmp_path, monkeypatch)
+    got = problems(tmp_path, GOOD.replace('"env:VPRO_TEST_AMT"', ref))
+    assert [p.replace(str(tmp_path), "T") for p in got] == [expected]
+
+
+def test_unreadable_secret_file(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file")
+    (tmp_path / "amt.secret").write_text("x-secret")
+    (tmp_path / "amt.secret").chmod(0)
+    got = problems(tmp_path, GOOD.replace('"env:VPRO_TEST_AMT"', '"file:amt.secret"'))
+    assert got == [f"F:3: credentials.amt.password: cannot read secret file {tmp_path}/amt.secret: Permission denied"]
+
+
+def test_the_secret_check_keeps_no_value_and_leaves_kerberos_alone(tmp_path, monkeypatch):
+    monkeypatch.setenv("VPRO_TEST_AMT", "Unseen-Value-42")
+    REDACTOR.clear()
+    env = envmod.load(write(tmp_path, GOOD))
+    assert REDACTOR("Unseen-Value-42") == "Unseen-Value-42"  # asked, not registered: nothing new holds it
+    assert "Unseen-Value-42" not in repr(env.credentials) + repr(env.raw)
+    assert env.credentials["ldap"].kerberos  # `kerberos` is no reference to ask
+    monkeypatch.delenv("VPRO_TEST_AMT")
+    envmod.load(tmp_path / "env.yaml", check_secrets=False)  # --facts-in: nothing is sent, nothing asked
+
+
+def test_a_worker_reading_the_inventory_does_not_ask_again(tmp_path, monkeypatch):
+    env = envmod.load(write(tmp_path, GOOD))
+    envmod.write_inventory_cache(env, tmp_path / "inventory.json")
+    monkeypatch.delenv("VPRO_TEST_AMT")
+    again = envmod.load(tmp_path / "env.yaml", inventory_cache=tmp_path / "inventory.json")
+    assert [c.name for c in again.clients] == [c.name for c in env.clients]
 
 
 def test_file_references_are_relative_to_the_environment_file(tmp_path):
@@ -163,8 +224,10 @@ def test_file_references_are_relative_to_the_environment_file(tmp_path):
     assert env.credentials["amt"].password.resolve() == "from-a-file"
 
 
-def test_the_example_file_documents_a_valid_schema():
+def test_the_example_file_documents_a_valid_schema(monkeypatch):
     """example.yaml is a template: only the certificate files it names are missing (no LDAP query is sent)."""
+    monkeypatch.setenv("VPRO_AMT_PASSWORD", "x-amt")
+    monkeypatch.setenv("VPRO_MEBX_PASSWORD", "x-mebx")
     path = Path(__file__).resolve().parents[2] / "environments" / "example.yaml"
     with pytest.raises(envmod.EnvironmentFileError) as info:
         envmod.load(path, ldap_search=lambda *a, **kw: [{"fqdn": "pc0201.corp.example.com"}])
