@@ -80,7 +80,7 @@ def start(config: pytest.Config) -> Run:
     say = _progress(config, "pytest-vpro")
     say(f"reading the environment {env_path} and its inventory")
     try:
-        env = _load(env_path, inventory_cache=inventory)
+        env = _load(env_path, inventory_cache=inventory, check_secrets=replay is None)  # a replay sends nothing
     except BaseException:
         if lab is not None:
             lab.stop()
@@ -134,9 +134,9 @@ def worker_input(run: Run) -> dict[str, str]:
             "vpro_allure_dir": str(run.dir / "allure-results")}
 
 
-def _load(path: Path, inventory_cache: Path | None = None) -> envmod.Environment:
+def _load(path: Path, inventory_cache: Path | None = None, check_secrets: bool | None = None) -> envmod.Environment:
     try:
-        return envmod.load(path, inventory_cache=inventory_cache)
+        return envmod.load(path, inventory_cache=inventory_cache, check_secrets=check_secrets)
     except envmod.EnvironmentFileError as exc:
         raise pytest.UsageError(f"the environment file has {len(exc.problems)} problem(s):\n"
                                 + "\n".join(exc.problems)) from None
