@@ -42,6 +42,7 @@ from pytest_vpro.process import ChildProcess
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's python3-samba bindings belong to this interpreter
 SAMBA = "samba"
 SAMBA_TOOL = "samba-tool"
+TREE_DELETE_TIMEOUT_S = 300
 UNSHARE = "unshare"
 
 # smbd finds winbindd (SID -> uid mapping, needed for every SMB session on a DC) at the compiled-in
@@ -525,8 +526,16 @@ class SambaDC(ChildProcess):
 
     def delete(self, dn: str, *, tree: bool = False) -> None:
         """Delete ``dn`` (with ``tree``, its subtree too, via the tree-delete control)."""
-        controls = [("1.2.840.113556.1.4.805", True, None)] if tree else None
-        self.conn.delete(dn, controls=controls)
+        if not tree:
+            self.conn.delete(dn)
+            return
+        # A tree delete answers once the whole subtree is gone: 1,200 computers took over the 30 s of the shared
+        # connection on a loaded machine (CI, a fresh root). Its own connection, with a deadline for its size.
+        conn = self.ldap(timeout=TREE_DELETE_TIMEOUT_S)
+        try:
+            conn.delete(dn, controls=[("1.2.840.113556.1.4.805", True, None)])
+        finally:
+            conn.unbind()
 
     @property
     def domain_sid(self) -> str:
