@@ -1,10 +1,7 @@
 """tests/reliability: hostile servers (hostile.py) on net 112, labs on net 113. Tests marked ``lab`` start a lab
-and run in scripts/test's serial group; the rest run under xdist."""
+and run in scripts/test's serial group; the rest run under xdist. (The marker is registered in pyproject.toml.)"""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "lab: starts a lab (net 113); run serially, not under xdist")
