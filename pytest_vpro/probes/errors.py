@@ -16,5 +16,29 @@ class Unreachable(ProbeError):
         self.host, self.port, self.timeout, self.how = host, port, timeout, how
 
 
+def too_late(host: str, port: int | None, seconds: float, interrupted: bool = False) -> Unreachable:
+    """The :class:`Unreachable` of an exchange cut at its deadline (or abandoned when the run was interrupted)."""
+    where = f"{host}:{port}" if port else host
+    how = "interrupted" if interrupted else f"no complete answer within {seconds:g} s"
+    exc = Unreachable(host, port, seconds, how)
+    exc.args = (f"the exchange with {where} was abandoned: the run was interrupted" if interrupted
+                else f"{where} gave no complete answer within {seconds:g} s (connect and whole reply)",)
+    return exc
+
+
 class MalformedReply(ProbeError):
     """The target answered, but not in the protocol's form."""
+
+
+class ReplyTooLarge(MalformedReply):
+    """The target's reply is larger than the probe accepts; it was refused before it filled memory."""
+
+
+class Redirected(ProbeError):
+    """The target answered with an HTTP redirect. Redirects are never followed: credentials go only to the host
+    the environment names, and a device that sends its client elsewhere is a finding in itself."""
+
+    def __init__(self, url: str, status: int, location: str) -> None:
+        where = location or "(no Location header)"
+        super().__init__(f"{url} answered HTTP {status}, redirecting to {where}; redirects are not followed")
+        self.url, self.status, self.location = url, status, location

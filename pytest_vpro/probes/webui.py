@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import requests
 
 from . import httpclient
-from .errors import ProbeError, Unreachable
+from .errors import ProbeError
 
 MAX_PAGE_BYTES = 512 * 1024
 _TITLE = re.compile(rb"<title>\s*(.*?)\s*</title>", re.I | re.S)
@@ -37,32 +37,23 @@ class Page:
                 "offers": list(self.offers)}
 
 
-def get(url: str, *, ca_bundle: str | None, timeout: float, auth: requests.auth.AuthBase | None = None) -> Page:
-    """GET ``url``; a :class:`ProbeError` if there is no HTTPS answer (refused, timeout, TLS not trusted)."""
-    host = url.split("/")[2]
+def get(url: str, *, ca_bundle: str | None, timeout: float, auth: requests.auth.AuthBase | None = None,
+        connect_timeout: float | None = None) -> Page:
+    """GET ``url`` within one deadline (connect + whole page); a :class:`ProbeError` if there is no HTTPS answer
+    (refused, no complete answer in time, TLS not trusted), a redirect (never followed: the console user's
+    Kerberos ticket goes only to the device) or a page over :data:`MAX_PAGE_BYTES`."""
     try:
-        with httpclient.direct() as session, session.get(url, verify=ca_bundle or True, timeout=(timeout, timeout),
-                                                   auth=auth, stream=True, allow_redirects=False) as resp:
-            body = resp.raw.read(MAX_PAGE_BYTES, decode_content=True) or b""
-            offers = tuple(sorted({v.strip().split(None, 1)[0] for v in resp.headers.get("WWW-Authenticate", "")
-                                   .split(",") if v.strip() and "=" not in v.strip().split(None, 1)[0]}))
-            m = _TITLE.search(body)
-            return Page(url, resp.status_code, resp.headers.get("Server", ""),
-                        m.group(1).decode("utf-8", "replace") if m else "", offers,
-                        body.decode("utf-8", "replace"))
-    except requests.exceptions.SSLError as exc:
-        raise ProbeError(f"TLS to {url} failed: {_short(exc)}") from None
-    except (requests.exceptions.ConnectTimeout, requests.exceptions.ReadTimeout):
-        raise Unreachable(host, None, timeout) from None
-    except requests.exceptions.ConnectionError as exc:
-        how = "connection refused" if "refused" in str(exc).lower() else "no answer"
-        raise Unreachable(host, None, timeout, how) from None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    m = re.search(r"certificate verify failed: ([^(\]]+)", text)
-    return f"certificate verify failed: {m.group(1).strip()}" if m else text[:300]
+        reply = httpclient.get(url, timeout=timeout, connect_timeout=connect_timeout, max_bytes=MAX_PAGE_BYTES,
+                               verify=ca_bundle or True, auth=auth)
+    except httpclient.TlsFailed as exc:
+        raise ProbeError(str(exc)) from None
+    headers = {k.lower(): v for k, v in reply.headers.items()}
+    challenge = headers.get("www-authenticate", "")
+    offers = tuple(sorted({v.strip().split(None, 1)[0] for v in challenge.split(",")
+                           if v.strip() and "=" not in v.strip().split(None, 1)[0]}))
+    m = _TITLE.search(reply.body)
+    return Page(url, reply.status, headers.get("server", ""), m.group(1).decode("utf-8", "replace") if m else "",
+                offers, reply.body.decode("utf-8", "replace"))
 
 
 __all__ = ["Page", "get", "MAX_PAGE_BYTES"]

@@ -26,7 +26,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from . import httpclient
-from .errors import ProbeError
+from .errors import ProbeError, Redirected, ReplyTooLarge, Unreachable
 
 AMT_PROVISIONING_OID = x509.ObjectIdentifier("2.16.840.1.113741.1.2.3")
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
@@ -38,7 +38,7 @@ UTC = dt.timezone.utc
 
 class CrlProblem(ProbeError):
     """A CRL (or an AIA certificate) could not be used; ``kind`` is one of unreachable, http-status,
-    too-large, unsupported, unparsable, expired, not-yet-valid, bad-signature."""
+    too-large, redirected, tls, unsupported, unparsable, expired, not-yet-valid, bad-signature."""
 
     def __init__(self, kind: str, url: str, detail: str) -> None:
         super().__init__(f"{kind}: {url}: {detail}")
@@ -234,24 +234,31 @@ def check_crl(crl: x509.CertificateRevocationList, *, url: str = "<crl>",
 
 
 def download(url: str, timeout: float = 5.0, *, max_bytes: int = MAX_CRL_BYTES,
-             session: requests.Session | None = None) -> bytes:
-    """GET a CDP or AIA URL, bounded in time and size; raises :class:`CrlProblem` (unreachable,
-    http-status, too-large, or unsupported for a scheme other than http/https, e.g. ldap://)."""
+             session: requests.Session | None = None, connect_timeout: float | None = None,
+             verify: bool | str = True) -> bytes:
+    """GET a CDP or AIA URL within one deadline (connect + whole reply) and a size bound, never following a
+    redirect; raises :class:`CrlProblem` (unreachable, http-status, too-large, redirected, tls, unparsable, or
+    unsupported for a scheme other than http/https, e.g. ldap://). ``verify``: the CA bundle an https location
+    is verified against (the estate's ``pki.trusted_roots``), or True for the system's."""
     if not url.lower().startswith(("http://", "https://")):
         raise CrlProblem("unsupported", url, "only http and https locations are fetched")
-    session = session or httpclient.direct()
     try:
-        with session.get(url, timeout=timeout, stream=True, proxies=httpclient.proxies_for(url)) as resp:
-            if resp.status_code != 200:
-                raise CrlProblem("http-status", url, f"HTTP {resp.status_code}")
-            body = bytearray()
-            for chunk in resp.iter_content(65536):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise CrlProblem("too-large", url, f"more than {max_bytes} bytes")
-    except requests.RequestException as exc:
-        raise CrlProblem("unreachable", url, type(exc).__name__) from None
-    return bytes(body)
+        reply = httpclient.get(url, timeout=timeout, connect_timeout=connect_timeout, max_bytes=max_bytes,
+                               verify=verify, proxies=httpclient.proxies_for(url), session=session)
+    except Redirected as exc:
+        raise CrlProblem("redirected", url, f"HTTP {exc.status} to {exc.location or '(no Location)'}; "
+                                            "redirects are not followed") from None
+    except ReplyTooLarge:
+        raise CrlProblem("too-large", url, f"more than {max_bytes} bytes") from None
+    except httpclient.TlsFailed as exc:
+        raise CrlProblem("tls", url, exc.reason) from None
+    except Unreachable as exc:
+        raise CrlProblem("unreachable", url, str(exc)) from None
+    except ProbeError as exc:
+        raise CrlProblem("unparsable", url, str(exc)) from None
+    if reply.status != 200:
+        raise CrlProblem("http-status", url, f"HTTP {reply.status}")
+    return reply.body
 
 
 def fetch_crl(url: str, timeout: float = 5.0, *, issuer: x509.Certificate | None = None,
