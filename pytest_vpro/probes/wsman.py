@@ -15,7 +15,7 @@ their size is bounded before parsing.
 from __future__ import annotations
 
 import base64
-import queue
+import re
 import socket
 import threading
 import uuid
@@ -28,7 +28,7 @@ import defusedxml.ElementTree as SafeET
 import requests
 from defusedxml import DefusedXmlException
 
-from pytest_vpro.probes import errors, httpclient
+from pytest_vpro.probes import deadline, errors, httpclient
 
 # --- namespaces (DSP0226 annex A; notes "Namespaces in the envelope") -----------------
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
@@ -145,6 +145,23 @@ class HttpStatusError(WsmanError):
         super().__init__(f"HTTP {status} {reason} from {url}".rstrip())
 
 
+class Redirected(WsmanError, errors.Redirected):
+    """The device answered with a redirect; it is never followed (no request, and so no credential, leaves for
+    the place it names)."""
+
+    def __init__(self, url: str, status: int, location: str):
+        errors.Redirected.__init__(self, url, status, location)
+
+
+class ReplyTooLarge(MalformedReply, errors.ReplyTooLarge):
+    """The reply is larger than the client accepts (``max_bytes``)."""
+
+
+class ConfigurationError(WsmanError, ValueError):
+    """The client cannot be made as asked (a URL that is not http(s), https without a CA bundle, Basic over
+    plain http): a problem of the environment file, reported as a finding on the target."""
+
+
 # --- authentication ------------------------------------------------------------------
 @dataclass(frozen=True)
 class DigestAuth:
@@ -155,7 +172,61 @@ class DigestAuth:
     scheme = "digest"
 
     def for_url(self, url: str) -> requests.auth.AuthBase:
-        return requests.auth.HTTPDigestAuth(self.user, self.password)
+        return _Digest(self.user, self.password)
+
+
+class _Digest(requests.auth.HTTPDigestAuth):
+    """requests' Digest, answering only a challenge it can answer, with a bounded 401 body.
+
+    requests raises ``KeyError`` for a challenge without ``realm`` or ``nonce``, sends the request again without
+    an answer for an algorithm or qop it does not know, and reads the whole body of the 401 into memory. Such a
+    challenge is left unanswered here (the 401 stands, and :attr:`problem` says why), and a 401 body over
+    :data:`MAX_CHALLENGE_BODY` is refused before requests reads it.
+    """
+
+    MAX_CHALLENGE_BODY = 64 * 1024
+    ALGORITHMS = ("MD5", "MD5-SESS", "SHA", "SHA-256", "SHA-512")
+
+    problem = ""
+
+    def handle_401(self, r: requests.Response, **kwargs: Any) -> requests.Response:
+        challenge = r.headers.get("www-authenticate", "")
+        if 400 <= r.status_code < 500 and "digest" in challenge.lower():
+            self.problem = _digest_problem(challenge)
+            if self.problem:
+                self._thread_local.num_401_calls = 1
+                return r  # not answered: the caller reports the 401 with the problem
+            _read_challenge_body(r, self.MAX_CHALLENGE_BODY)
+        return super().handle_401(r, **kwargs)
+
+
+def _digest_problem(header: str) -> str:
+    """Why a ``WWW-Authenticate: Digest ...`` challenge cannot be answered, or "" (RFC 7616 3.3)."""
+    params = requests.utils.parse_dict_header(re.sub(r"(?i)^.*?digest\s+", "", header, count=1))
+    missing = [name for name in ("realm", "nonce") if not params.get(name)]
+    if missing:
+        return f"the device's Digest challenge has no {' and no '.join(missing)}"
+    algorithm = (params.get("algorithm") or "MD5").upper()
+    if algorithm not in _Digest.ALGORITHMS:
+        return f"the device's Digest challenge asks for the unknown algorithm {algorithm[:40]!r}"
+    qop = params.get("qop")
+    if qop and "auth" not in [q.strip() for q in qop.split(",")]:
+        return f"the device's Digest challenge offers only qop {qop[:40]!r}, not 'auth'"
+    return ""
+
+
+def _read_challenge_body(r: requests.Response, limit: int) -> None:
+    """Read the 401's body (requests reads it whole before answering the challenge) up to ``limit`` bytes."""
+    declared = r.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ReplyTooLarge(f"the device's 401 challenge announced a body of {int(declared):,} bytes, more than "
+                            f"the {limit:,} accepted")
+    body = bytearray()
+    for chunk in r.iter_content(8192):
+        body += chunk
+        if len(body) > limit:
+            raise ReplyTooLarge(f"the device's 401 challenge has a body over {limit:,} bytes")
+    r._content = bytes(body)  # what requests' own r.content does once it has read the body
 
 
 @dataclass(frozen=True)
@@ -386,11 +457,36 @@ def _fault(fault) -> SoapFault:
     return SoapFault(code.strip(), sub.strip(), reason.strip(), detail)
 
 
-def body_instance(reply: Reply) -> Instance:
+def body_instance(reply: Reply, resource_uri: str | None = None) -> Instance:
+    """The first element of the Body as an :class:`Instance`; with ``resource_uri``, only if it is in that
+    resource's namespace (:func:`require_namespace`)."""
     items = list(reply.body)
     if not items:
         raise MalformedReply("reply Body is empty")
+    if resource_uri is not None:
+        require_namespace(items[0], resource_uri)
     return element_to_instance(items[0])
+
+
+#: Schemas of one device: AMT may answer a CIM class with an instance of its AMT or IPS subclass.
+_AMT_SCHEMAS = (ENDPOINT.AMT, ENDPOINT.CIM, ENDPOINT.IPS)
+
+
+def _schema(uri: str) -> str:
+    """The schema a resource URI (or an instance's namespace) belongs to: without its class name."""
+    return uri.rsplit("/", 1)[0] + "/"
+
+
+def require_namespace(elem, resource_uri: str) -> None:
+    """Refuse an instance that is not in the namespace of ``resource_uri`` or of its schema (DSP0226: the
+    instance's elements are in the resource's namespace; WinRM's ``.../wmi/<namespace>/*`` queries answer with
+    classes of that namespace). A body in a foreign namespace is not the device's answer, whatever its names."""
+    namespace = elem.tag[1:].split("}", 1)[0] if elem.tag.startswith("{") else ""
+    want, got = _schema(resource_uri), _schema(namespace)
+    if namespace == resource_uri or got == want or (want in _AMT_SCHEMAS and got in _AMT_SCHEMAS):
+        return
+    raise MalformedReply(f"the reply's {local_name(elem.tag)} is in the namespace {namespace or '(none)'}, not "
+                         f"in {resource_uri}'s: a body in a foreign namespace is not taken as the answer")
 
 
 # --- the client ----------------------------------------------------------------------
@@ -414,9 +510,9 @@ class WsmanClient:
     ):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
-            raise ValueError(f"WS-MAN URL must be http(s): {url!r}")
+            raise ConfigurationError(f"a WS-MAN URL must be http(s), not {url!r}")
         if parts.scheme == "https" and not ca_bundle:
-            raise ValueError("https needs a CA bundle path; TLS is always verified")
+            raise ConfigurationError(f"{url}: https needs a CA bundle (pki.trusted_roots); TLS is always verified")
         self.url = url
         self.host = parts.hostname or ""
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -426,11 +522,14 @@ class WsmanClient:
         self.max_bytes = max_bytes
         self.transcript = transcript
         self.session = session or httpclient.direct()
-        self._requests_auth = auth.for_url(url)
+        try:
+            self._requests_auth = auth.for_url(url)
+        except ValueError as exc:  # Basic over plain http, for one
+            raise ConfigurationError(str(exc)) from None
         # One request at a time per session: Digest's nonce count and the kept-alive connection are per
         # session, and AMT firmware serves only a few connections; callers on other threads queue here.
         self._one_at_a_time = threading.Lock()
-        self._worker: _Worker | None = None
+        self._worker: deadline.Worker | None = None
 
     @classmethod
     def for_amt(cls, host: str, *, tls: bool = True, **kwargs) -> "WsmanClient":
@@ -448,30 +547,37 @@ class WsmanClient:
 
     def _post_one(self, envelope: bytes) -> Reply:
         # requests' timeout bounds each socket read, not the exchange: a device that trickles its reply a byte
-        # at a time never times out. The exchange runs in a helper thread and is abandoned (its session
-        # discarded) after connect + read timeout, so a hanging device costs at most two timeouts.
+        # at a time never times out. The exchange runs under a deadline of connect + read timeout, which shuts
+        # its socket when it passes (probes/deadline.py); if the exchange still has not ended shortly after (a
+        # Kerberos token stuck in the KDC), its thread is abandoned and its session discarded.
         # One long-lived worker per client: requests' Digest state (nonce, count) is per thread.
-        deadline = 2 * self.timeout
+        seconds = 2 * self.timeout
+        limit = deadline.Deadline(seconds, f"WS-MAN {self.url}")
         box: dict[str, Any] = {}
         session = self.session
 
         def exchange() -> None:
             try:
-                box["resp"] = resp = self._send(session, envelope)
-                with resp:
-                    box["body"] = self._read_bounded(resp)
+                with limit:
+                    box["resp"] = resp = self._send(session, envelope)
+                    with resp:
+                        box["body"] = self._read_bounded(resp)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
                 box["error"] = exc
 
         if self._worker is None:
-            self._worker = _Worker(f"wsman {self.host}")
-        if not self._worker.run(exchange, deadline):
-            self._worker.abandon()
-            self._worker = None
-            self.session = httpclient.direct()  # the stuck one stays with the abandoned exchange
-            _abort(box.get("resp"))
+            self._worker = deadline.Worker(f"wsman {self.host}")
+        finished = self._worker.run(exchange, seconds + deadline.GRACE_S)
+        if not finished or limit.expired:
+            if not finished:
+                self._worker.abandon()
+                self._worker = None
+                _abort(box.get("resp"))
+            self.session = httpclient.direct()  # the cut one stays with the abandoned exchange
+            if limit.interrupted:
+                raise Unreachable(self.host, self.port, self.timeout, "was abandoned: the run was interrupted")
             raise Unreachable(self.host, self.port, self.timeout,
-                              f"gave no complete answer within {deadline:g} s (reply too slow)")
+                              f"gave no complete answer within {seconds:g} s (reply too slow)")
         if "error" in box:
             raise box["error"]
         resp, body = box["resp"], box["body"]
@@ -485,7 +591,7 @@ class WsmanClient:
             return session.post(
                 self.url, data=envelope, headers=headers, auth=self._requests_auth,
                 verify=self.ca_bundle if self.url.startswith("https") else True,
-                timeout=(self.timeout, self.timeout), stream=True,
+                timeout=(self.timeout, self.timeout), stream=True, allow_redirects=False,
             )
         except requests.exceptions.SSLError as exc:
             raise TlsError(self.url, _tls_reason(exc)) from None
@@ -495,17 +601,23 @@ class WsmanClient:
             raise Unreachable(self.host, self.port, self.timeout) from None
         except requests.exceptions.ConnectionError as exc:
             raise Unreachable(self.host, self.port, self.timeout, _conn_reason(exc)) from None
+        except errors.ProbeError:
+            raise
+        except (requests.exceptions.RequestException, ValueError, UnicodeError) as exc:
+            # headers, chunking or encodings requests cannot read, a challenge it chokes on
+            raise MalformedReply(f"{self.host}:{self.port} answered with something that is not a valid HTTP reply "
+                                 f"({_first_line(exc)})") from None
 
     def _read_bounded(self, resp: requests.Response) -> bytes:
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise MalformedReply(f"reply of {declared} bytes exceeds the {self.max_bytes}-byte limit")
+            raise ReplyTooLarge(f"reply of {declared} bytes exceeds the {self.max_bytes}-byte limit")
         chunks, size = [], 0
         try:
             for chunk in resp.iter_content(65536):
                 size += len(chunk)
                 if size > self.max_bytes:
-                    raise MalformedReply(f"reply exceeds the {self.max_bytes}-byte limit")
+                    raise ReplyTooLarge(f"reply exceeds the {self.max_bytes}-byte limit")
                 chunks.append(chunk)
         except requests.exceptions.RequestException as exc:
             raise Unreachable(self.host, self.port, self.timeout, f"reset while reading ({type(exc).__name__})") from None
@@ -514,8 +626,10 @@ class WsmanClient:
     def _interpret(self, resp: requests.Response, body: bytes) -> Reply:
         status = resp.status_code
         sent_negotiate = resp.request.headers.get("Authorization", "").startswith("Negotiate")
+        if 300 <= status < 400:  # never followed: the device's credentials go to the device only
+            raise Redirected(self.url, status, resp.headers.get("Location", ""))
         if status == 401:
-            raise AuthFailed(self.auth.scheme, self.url)
+            raise AuthFailed(self.auth.scheme, self.url, getattr(self._requests_auth, "problem", ""))
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         is_soap = ctype in ("application/soap+xml", "text/xml")
         if status == 400 and sent_negotiate and not is_soap:
@@ -530,7 +644,7 @@ class WsmanClient:
     def get(self, resource_uri: str, selectors: Mapping[str, str] | None = None) -> Instance:
         """WS-Transfer Get of one instance."""
         env = build_envelope(ENDPOINT.GET, resource_uri, selectors=selectors, timeout_s=self.timeout)
-        return body_instance(self._post(env))
+        return body_instance(self._post(env), resource_uri)
 
     def put(self, resource_uri: str, body_dict: Mapping[str, Any], selectors: Mapping[str, str] | None = None) -> Instance:
         """WS-Transfer Put of a whole instance; returns the instance as the server stored it."""
@@ -538,7 +652,7 @@ class WsmanClient:
         env = build_envelope(ENDPOINT.PUT, resource_uri, selectors=selectors,
                              body=properties_xml(cls, resource_uri, body_dict), timeout_s=self.timeout)
         reply = self._post(env)
-        return body_instance(reply) if len(reply.body) else Instance(cls)
+        return body_instance(reply, resource_uri) if len(reply.body) else Instance(cls)
 
     def enumerate(self, resource_uri: str, max_elements: int = 32, max_pulls: int = 1000, *,
                   filter: tuple[str, str] | None = None) -> list[Instance]:
@@ -565,7 +679,9 @@ class WsmanClient:
                 raise MalformedReply("Pull reply without PullResponse")
             got = resp.find(f"{{{NS_WSEN}}}Items")
             if got is not None:
-                items.extend(element_to_instance(e) for e in got)
+                for e in got:
+                    require_namespace(e, resource_uri)
+                    items.append(element_to_instance(e))
             if resp.find(f"{{{NS_WSEN}}}EndOfSequence") is not None:
                 return items
             context = resp.findtext(f"{{{NS_WSEN}}}EnumerationContext") or context
@@ -579,7 +695,7 @@ class WsmanClient:
         """
         env = build_envelope(f"{resource_uri}/{method}", resource_uri, selectors=selectors,
                              body=properties_xml(f"{method}_INPUT", resource_uri, params), timeout_s=self.timeout)
-        out = body_instance(self._post(env))
+        out = body_instance(self._post(env), resource_uri)
         if "ReturnValue" not in out:
             raise MalformedReply(f"{method} reply has no ReturnValue")
         return out
@@ -610,34 +726,6 @@ def _tls_reason(exc: BaseException) -> str:
     return text[:300]
 
 
-class _Worker:
-    """A daemon thread that runs one exchange at a time for a client and can be abandoned when one hangs."""
-
-    def __init__(self, name: str):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._loop, name=name, daemon=True).start()
-
-    def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, done = job
-            try:
-                fn()
-            finally:
-                done.set()
-
-    def run(self, fn, deadline: float) -> bool:
-        """Run ``fn`` on the worker; False if it has not finished within ``deadline`` seconds."""
-        done = threading.Event()
-        self._jobs.put((fn, done))
-        return done.wait(deadline)
-
-    def abandon(self) -> None:
-        self._jobs.put(None)  # the thread ends once its stuck exchange does
-
-
 def _abort(resp: requests.Response | None) -> None:
     """Best effort: shut the socket of an abandoned reply so that its thread ends now."""
     sock = getattr(getattr(getattr(resp, "raw", None), "_connection", None), "sock", None)
@@ -646,6 +734,11 @@ def _abort(resp: requests.Response | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _conn_reason(exc: BaseException) -> str:
