@@ -15,6 +15,12 @@ rights for directory objects) and 5.1.3.3 (generic mapping), MS-DTYP 2.4.2 (SID)
 descriptor), 2.5.3.2 (access check), MS-ADTS 2.2.12 (groupType), Microsoft KB327825 (TokenSz formula).
 
 Connections use ldap3's synchronous strategy: one connection per thread.
+
+Every exchange (connecting: TCP, TLS, StartTLS and the bind; each search) has one deadline, connect + read
+timeout: ldap3's ``receive_timeout`` bounds each read only, so a server that trickles its reply is cut by
+:class:`~pytest_vpro.probes.deadline.Deadline`, which shuts ``Connection.socket``. What an exchange receives is
+counted against :data:`MAX_REPLY_BYTES` (ldap3 keeps a whole reply in memory, and a hostile server decides its
+size). Anything ldap3 raises for a reply it cannot decode is a :class:`MalformedReply`.
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ from ldap3.protocol.microsoft import security_descriptor_control
 from ldap3.utils.conv import escape_bytes
 
 from ..secrets import SecretUnavailable, redact
-from .errors import MalformedReply, ProbeError, Unreachable
+from . import deadline
+from .errors import MalformedReply, ProbeError, ReplyTooLarge, Unreachable, too_late
 
 if TYPE_CHECKING:
     from ..environment import Credential, Server
@@ -42,6 +49,9 @@ if TYPE_CHECKING:
 LDAPS_PORT, LDAP_PORT = 636, 389
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 SD_FLAGS_OWNER_GROUP_DACL = 0x07  # OWNER | GROUP | DACL_SECURITY_INFORMATION (MS-ADTS 3.1.1.3.4.1.11)
+#: The most one exchange (a bind, one page of a search) may receive. A page of 500 computers with their security
+#: descriptors is a few MB; AD's own MaxReceiveBuffer is 10 MB.
+MAX_REPLY_BYTES = 32 * 1024 * 1024
 
 
 class AuthFailed(ProbeError):
@@ -77,13 +87,15 @@ def _split_server(text: str, default_port: int) -> tuple[str, int]:
 
 
 def connect(servers: list[str] | tuple[str, ...], *, credential: "Credential", ca_file: str | None,
-            timeout: float, use_ssl: bool = True) -> ldap3.Connection:
+            timeout: float, use_ssl: bool = True, connect_timeout: float | None = None) -> ldap3.Connection:
     """A bound, read-only connection to the first of ``servers`` (``host`` or ``host:port``) that answers.
 
     ``credential.kerberos``: SASL GSSAPI with the caller's ticket cache (SPN ``ldap/<host>``: give FQDNs).
     Otherwise a simple bind as ``credential.user`` (UPN, ``DOMAIN\\user`` or DN) with the password resolved
     from its reference. ``ca_file`` (PEM) is the trust anchor for the server certificate; None means the
-    system's trust store. The server's host name (or address) must match the certificate.
+    system's trust store. The server's host name (or address) must match the certificate. Each server gets one
+    deadline, ``connect_timeout`` (default ``timeout``) + ``timeout``, for TCP, TLS and the bind, whatever the
+    number of addresses its name has.
 
     Raises Unreachable (no server answered), TlsUntrusted, AuthFailed, ProbeError.
     """
@@ -93,7 +105,8 @@ def connect(servers: list[str] | tuple[str, ...], *, credential: "Credential", c
     for text in servers:
         host, port = _split_server(text, LDAPS_PORT if use_ssl else LDAP_PORT)
         try:
-            return _connect_one(host, port, credential, ca_file, timeout, use_ssl)
+            return _connect_one(host, port, credential, ca_file, timeout, use_ssl,
+                                timeout if connect_timeout is None else connect_timeout)
         except Unreachable as exc:
             failures.append(exc)
     if len(failures) == 1:
@@ -103,11 +116,11 @@ def connect(servers: list[str] | tuple[str, ...], *, credential: "Credential", c
 
 
 def _connect_one(host: str, port: int, credential: "Credential", ca_file: str | None, timeout: float,
-                 use_ssl: bool) -> ldap3.Connection:
+                 use_ssl: bool, connect_timeout: float) -> ldap3.Connection:
     where = f"{host}:{port}"
     tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=ca_file, sni=None if _is_ip(host) else host)
     server = ldap3.Server(host, port=port, use_ssl=use_ssl, tls=tls, get_info=ldap3.NONE,
-                          connect_timeout=timeout, mode=ldap3.IP_V4_ONLY)
+                          connect_timeout=connect_timeout, mode=ldap3.IP_V4_ONLY)
     # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds: round up.
     options: dict[str, Any] = {"read_only": True, "receive_timeout": max(1, math.ceil(timeout)),
                                "raise_exceptions": True, "auto_referrals": False, "client_strategy": ldap3.SYNC}
@@ -123,17 +136,60 @@ def _connect_one(host: str, port: int, credential: "Credential", ca_file: str | 
             raise AuthFailed(where, AuthFailed.NO_PASSWORD, "a simple bind needs a user and a non-empty password")
         conn = ldap3.Connection(server, user=credential.user, password=password,
                                 authentication=ldap3.SIMPLE, **options)
-    try:
-        with _errors(where, timeout):
+    conn.vpro_budget = connect_timeout + timeout  # every later exchange on it: the same budget
+
+    def open_and_bind() -> None:
+        with _errors(where, timeout, conn):
             conn.open()
+            _count(conn)
             if not use_ssl:
                 conn.start_tls()
+                _count(conn)  # StartTLS put a new (TLS) socket in place
             conn.bind()
+
+    try:
+        if credential.kerberos:  # the SASL bind asks the KDC for a ticket inside libkrb5: no socket to shut
+            deadline.call(open_and_bind, conn.vpro_budget,
+                          lambda: too_late(host, port, conn.vpro_budget, deadline.abandoned()), name=f"ldap {where}")
+        else:
+            open_and_bind()
     except BaseException:
         with contextlib.suppress(Exception):
             conn.unbind()
         raise
     return conn
+
+
+class _Counted:
+    """``Connection.socket``, counting what each exchange receives (ldap3 keeps a whole reply in memory, and
+    decodes the length a hostile server announces). Everything else goes to the socket itself, so ldap3 (and the
+    ssl module, which wraps it for StartTLS) sees a socket."""
+
+    def __init__(self, sock: Any, where: str) -> None:
+        self.socket_for_deadline = sock
+        self.where = where
+        self.received = 0
+
+    def recv(self, size: int, *args: Any) -> bytes:
+        data = self.socket_for_deadline.recv(size, *args)
+        self.received += len(data)
+        if self.received > MAX_REPLY_BYTES:
+            raise ReplyTooLarge(f"{self.where} sent more than {MAX_REPLY_BYTES:,} bytes in one reply; the "
+                                "connection was closed there")
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.socket_for_deadline, name)
+
+
+def _count(conn: ldap3.Connection) -> None:
+    """Put the byte counter on the connection's socket (again, once ldap3 has replaced it) and reset it."""
+    sock = conn.socket
+    if sock is None:
+        return
+    if not isinstance(sock, _Counted):
+        conn.socket = sock = _Counted(sock, f"{conn.server.host}:{conn.server.port}")
+    sock.received = 0
 
 
 def _require_ticket(where: str) -> None:
@@ -164,42 +220,61 @@ def _is_ip(host: str) -> bool:
 
 
 @contextlib.contextmanager
-def _errors(where: str, timeout: float | None) -> Iterator[None]:
-    """Turn ldap3 (and gssapi) exceptions into ProbeErrors; never let a secret through."""
+def _errors(where: str, timeout: float | None, conn: ldap3.Connection | None = None) -> Iterator[None]:
+    """One exchange on ``conn``: within its deadline and byte budget, and ldap3 (and gssapi) exceptions turned
+    into ProbeErrors that never let a secret through."""
     host, _, port = where.rpartition(":")
+    seconds = getattr(conn, "vpro_budget", None) or 2 * (timeout or 10)
+    limit = deadline.Deadline(seconds, f"LDAP {where}")
     try:
-        yield
+        with limit:
+            if conn is not None:
+                limit.watch_source(lambda: conn.socket)  # ldap3 replaces it (TLS, another address of the name)
+                _count(conn)
+            yield
+            if limit.expired:
+                raise limit.too_late(host, int(port))
     except ProbeError:
         raise
-    except lx.LDAPInvalidCredentialsResult as exc:
-        raise AuthFailed(where, AuthFailed.BAD_PASSWORD, _ad_reason(exc)) from None
-    except lx.LDAPNoSuchObjectResult as exc:
-        raise NoSuchObject(redact(f"no such object at {where}: {exc.dn or exc.message or exc}")) from None
-    except lx.LDAPCertificateError as exc:
-        raise TlsUntrusted(f"TLS certificate of {where} does not name this host: {str(exc)[-200:]}") from None
-    except (lx.LDAPSocketOpenError, lx.LDAPStartTLSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - every library exception becomes a sentence about the server
+        if limit.expired:
+            raise limit.too_late(host, int(port)) from None
+        raise _ldap_failure(where, host, int(port), timeout, exc) from None
+
+
+def _ldap_failure(where: str, host: str, port: int, timeout: float | None, exc: Exception) -> ProbeError:
+    """What the server did, from what ldap3 (or gssapi) raised."""
+    if isinstance(exc, lx.LDAPInvalidCredentialsResult):
+        return AuthFailed(where, AuthFailed.BAD_PASSWORD, _ad_reason(exc))
+    if isinstance(exc, lx.LDAPNoSuchObjectResult):
+        return NoSuchObject(redact(f"no such object at {where}: {exc.dn or exc.message or exc}"))
+    if isinstance(exc, lx.LDAPCertificateError):
+        return TlsUntrusted(f"TLS certificate of {where} does not name this host: {str(exc)[-200:]}")
+    if isinstance(exc, (lx.LDAPSocketOpenError, lx.LDAPStartTLSError)):
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-            raise TlsUntrusted(f"TLS certificate of {where} not trusted: {text[-300:]}") from None
+            return TlsUntrusted(f"TLS certificate of {where} not trusted: {text[-300:]}")
         how = "connection refused" if "refused" in text.lower() else \
             "no answer" if "timed out" in text.lower() else redact(text[-200:])
-        raise Unreachable(host, int(port), timeout, how) from None
-    except (lx.LDAPSocketReceiveError, lx.LDAPSessionTerminatedByServerError, lx.LDAPResponseTimeoutError) as exc:
-        raise Unreachable(host, int(port), timeout, f"connection lost ({redact(str(exc))[-200:]})") from None
-    except lx.LDAPPackageUnavailableError as exc:
-        raise ProbeError(f"Kerberos bind needs the gssapi package: {exc}") from None
-    except lx.LDAPOperationResult as exc:
+        return Unreachable(host, port, timeout, how)
+    if isinstance(exc, (lx.LDAPSocketReceiveError, lx.LDAPSessionTerminatedByServerError,
+                        lx.LDAPResponseTimeoutError)):
+        return Unreachable(host, port, timeout, f"connection lost ({redact(str(exc))[-200:]})")
+    if isinstance(exc, lx.LDAPPackageUnavailableError):
+        return ProbeError(f"Kerberos bind needs the gssapi package: {exc}")
+    if isinstance(exc, lx.LDAPOperationResult):
         if exc.result == 8 and "sasl" in (exc.message or "").lower():  # e.g. Samba < 4.20 GSSAPI over LDAPS
-            raise AuthFailed(where, AuthFailed.SIGNING_REQUIRED, f"{exc.description}: {exc.message}") from None
+            return AuthFailed(where, AuthFailed.SIGNING_REQUIRED, f"{exc.description}: {exc.message}")
         if exc.result in (8, 13, 48, 49, 50):  # strongerAuthRequired, confidentialityRequired, inappropriate-
-            raise AuthFailed(where, AuthFailed.OTHER, f"{exc.description}: {exc.message}") from None
-        raise ProbeError(redact(f"LDAP operation at {where} failed: {exc.description} {exc.message}")) from None
-    except lx.LDAPException as exc:
-        raise ProbeError(redact(f"LDAP error at {where}: {exc}")) from None
-    except Exception as exc:  # gssapi.exceptions.GSSError and friends (imported lazily by ldap3)
-        if type(exc).__module__.startswith("gssapi"):
-            raise _kerberos_failure(where, exc) from None
-        raise
+            return AuthFailed(where, AuthFailed.OTHER, f"{exc.description}: {exc.message}")
+        return ProbeError(redact(f"LDAP operation at {where} failed: {exc.description} {exc.message}"))
+    if type(exc).__module__.startswith("gssapi"):  # gssapi.exceptions.GSSError and friends (imported lazily)
+        return _kerberos_failure(where, exc)
+    if isinstance(exc, lx.LDAPException) and not isinstance(exc, lx.LDAPUnknownResponseError):
+        return ProbeError(redact(f"LDAP error at {where}: {exc}"))
+    # What pyasn1 and ldap3's decoder raise for bytes that are not an LDAP message (KeyError, IndexError,
+    # PyAsn1Error, TypeError, ValueError, ...), and a reply to no request of ours: the server sent something else.
+    return MalformedReply(f"{where} answered with something that is not a valid LDAP reply")
 
 
 def _ad_reason(exc: lx.LDAPOperationResult) -> str:
@@ -248,14 +323,14 @@ def search_paged(conn: ldap3.Connection, base: str, ldap_filter: str, attributes
     count = 0
     while True:
         size = page_size if limit is None else min(page_size, limit - count)
-        with _errors(_where(conn), _timeout(conn)):
+        with _errors(_where(conn), _timeout(conn), conn):
             conn.search(base, ldap_filter, _SCOPES[scope], attributes=list(attributes), paged_size=size,
                         paged_cookie=cookie, controls=controls)
-        page = [e for e in conn.response if e.get("type") == "searchResEntry"]
-        cookie = (conn.result.get("controls") or {}).get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
+            page = [{"dn": e["dn"], "attributes": dict(e["attributes"]), "raw_attributes": dict(e["raw_attributes"])}
+                    for e in conn.response if e.get("type") == "searchResEntry"]
+            cookie = (conn.result.get("controls") or {}).get(PAGED_RESULTS_OID, {}).get("value", {}).get("cookie")
         for entry in page:
-            yield {"dn": entry["dn"], "attributes": dict(entry["attributes"]),
-                   "raw_attributes": dict(entry["raw_attributes"])}
+            yield entry
             count += 1
         if not cookie:
             return
@@ -267,10 +342,10 @@ def search_paged(conn: ldap3.Connection, base: str, ldap_filter: str, attributes
 
 
 def _read_base(conn: ldap3.Connection, dn: str, attributes: list[str], controls: list) -> list[dict[str, Any]]:
-    with _errors(_where(conn), _timeout(conn)):
+    with _errors(_where(conn), _timeout(conn), conn):
         conn.search(dn, "(objectClass=*)", ldap3.BASE, attributes=attributes, controls=controls)
-    return [{"dn": e["dn"], "attributes": dict(e["attributes"]), "raw_attributes": dict(e["raw_attributes"])}
-            for e in conn.response if e.get("type") == "searchResEntry"]
+        return [{"dn": e["dn"], "attributes": dict(e["attributes"]), "raw_attributes": dict(e["raw_attributes"])}
+                for e in conn.response if e.get("type") == "searchResEntry"]
 
 
 def root_dse(conn: ldap3.Connection) -> dict[str, Any]:
