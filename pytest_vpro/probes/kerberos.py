@@ -14,6 +14,11 @@ HTTP ``Negotiate`` with exactly those credentials.
   requests-kerberos itself only takes the default cache or a password, hence this small auth class.
 * ``krb5.conf``: :func:`use_config` points ``KRB5_CONFIG`` at the estate's file (the lab's is in its state
   folder); MIT krb5 reads it whenever it makes a context.
+* Deadlines: MIT krb5 asks a KDC on its own schedule (UDP, then TCP, three passes over the KDCs: 27 s for one
+  that never answers, whatever the environment's timeouts), inside one C call that holds no socket of ours. So
+  every call that may reach the KDC (the TGT, a service ticket) runs on the credentials' own worker thread
+  (:class:`~pytest_vpro.probes.deadline.Worker`), and the caller stops waiting after ``timeout`` with a
+  :class:`KdcTimeout`; the abandoned thread ends when libkrb5 gives up.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from typing import Any
 
 import requests
 
+from . import deadline
 from .errors import ProbeError
 
 
@@ -34,6 +40,20 @@ _CONFIG_LOCK = threading.Lock()
 class KerberosError(ProbeError):
     """The KDC or GSSAPI refused: ``str()`` carries GSSAPI's own words (e.g. 'Server not found in Kerberos
     database', 'Clock skew too great', 'Preauthentication failed')."""
+
+
+class KdcTimeout(KerberosError):
+    """No answer from the realm's KDC within the deadline (or the run was interrupted while waiting)."""
+
+
+#: Seconds a KDC exchange may take when the caller gives none (the environment's default connect + read).
+DEFAULT_TIMEOUT = 13.0
+
+
+def _kdc_timeout(what: str, seconds: float) -> KdcTimeout:
+    if deadline.abandoned():
+        return KdcTimeout(f"{what}: abandoned, the run was interrupted")
+    return KdcTimeout(f"{what}: no answer from the Kerberos KDC within {seconds:g} s")
 
 
 def _gss_reason(exc: Exception) -> str:
@@ -75,8 +95,11 @@ class ConsoleCredentials:
     #: in the credentials' memory cache on first use, which is not safe from several threads at once.
     lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
     cache: str = ""  # the working cache's name; "" is MEMORY:vpro-console-<pid>-<id>
+    timeout: float = DEFAULT_TIMEOUT  # seconds a service ticket may take (the KDC's answer)
     _working: Any = field(default=None, init=False, repr=False, compare=False)
     _spns: set = field(default_factory=set, init=False, repr=False, compare=False)
+    _worker: Any = field(default=None, init=False, repr=False, compare=False)
+    _worker_lock: Any = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def _working_creds(self, spn: str) -> Any:
         """Credentials on the working cache, started again from the TGT when a new ``spn`` would make it hold more
@@ -93,24 +116,21 @@ class ConsoleCredentials:
         return self._working
 
     @classmethod
-    def with_password(cls, principal: str, password: str) -> "ConsoleCredentials":
-        """A TGT for ``principal`` (``user@REALM``) from the KDC, kept in a private in-memory cache.
+    def with_password(cls, principal: str, password: str, timeout: float = DEFAULT_TIMEOUT) -> "ConsoleCredentials":
+        """A TGT for ``principal`` (``user@REALM``) from the KDC, kept in a private in-memory cache, within
+        ``timeout`` seconds (:class:`KdcTimeout` otherwise).
 
         Done in a thread of its own: MIT krb5's GSSAPI keeps a Kerberos context per thread, made with the
-        krb5.conf of its time; a new thread starts from the current one."""
-        out: list = []
-
-        def acquire() -> None:
-            try:
-                out.append(cls._with_password(principal, password))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                out.append(exc)
-        worker = threading.Thread(target=acquire, name="vpro-kinit")
-        worker.start()
-        worker.join()
-        if isinstance(out[0], BaseException):
-            raise out[0]
-        return out[0]
+        krb5.conf of its time; a new thread starts from the current one. It is a daemon thread, left behind
+        when the KDC does not answer in time."""
+        worker = deadline.Worker("vpro-kinit")
+        try:
+            creds = worker.call(lambda: cls._with_password(principal, password), timeout,
+                                lambda: _kdc_timeout(f"no Kerberos ticket for {principal}", timeout))
+        finally:
+            worker.abandon()
+        creds.timeout = timeout
+        return creds
 
     @classmethod
     def _with_password(cls, principal: str, password: str) -> "ConsoleCredentials":
@@ -127,13 +147,13 @@ class ConsoleCredentials:
         return cls(principal, creds)
 
     @classmethod
-    def from_default_cache(cls, cache: str = "") -> "ConsoleCredentials":
+    def from_default_cache(cls, cache: str = "", timeout: float = DEFAULT_TIMEOUT) -> "ConsoleCredentials":
         """The caller's own tickets (``credentials.console: kerberos``); their cache is read, never written."""
         import gssapi  # noqa: PLC0415
 
         try:
             creds = gssapi.Credentials(usage="initiate")
-            return cls(str(creds.name), creds, cache=cache)
+            return cls(str(creds.name), creds, cache=cache, timeout=timeout)
         except gssapi.exceptions.GSSError as exc:
             raise KerberosError(f"no Kerberos ticket in the default cache: {_gss_reason(exc)}") from None
 
@@ -150,14 +170,29 @@ class ConsoleCredentials:
         if mutual:
             flags.append(gssapi.RequirementFlag.mutual_authentication)
         mech = gssapi.MechType.kerberos
+
+        def ask():  # on the worker: the first AP-REQ for an SPN is a TGS exchange with the KDC
+            try:
+                with self.lock:
+                    ctx = gssapi.SecurityContext(name=gssapi.Name(spn, gssapi.NameType.kerberos_principal),
+                                                 creds=self._working_creds(spn), usage="initiate", mech=mech,
+                                                 flags=flags)
+                    return ctx, ctx.step()
+            except gssapi.exceptions.GSSError as exc:
+                raise KerberosError(f"no service ticket for {spn} as {self.principal}: {_gss_reason(exc)}") from None
+
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = deadline.Worker(f"vpro-kerberos {self.principal}")
+            worker = self._worker
         try:
-            with self.lock:
-                ctx = gssapi.SecurityContext(name=gssapi.Name(spn, gssapi.NameType.kerberos_principal),
-                                             creds=self._working_creds(spn), usage="initiate", mech=mech,
-                                             flags=flags)
-                return ctx, ctx.step()
-        except gssapi.exceptions.GSSError as exc:
-            raise KerberosError(f"no service ticket for {spn} as {self.principal}: {_gss_reason(exc)}") from None
+            return worker.call(ask, self.timeout,
+                               lambda: _kdc_timeout(f"no service ticket for {spn} as {self.principal}", self.timeout))
+        except KdcTimeout:
+            with self._worker_lock:
+                if self._worker is worker:
+                    self._worker = None  # abandoned with its stuck call: later tickets get a fresh thread
+            raise
 
 
 def service_ticket_size(creds: ConsoleCredentials, spn: str) -> int:
@@ -199,8 +234,8 @@ class _Negotiate(requests.auth.AuthBase):
         return request
 
     def _verify(self, ctx, resp: requests.Response) -> requests.Response:
-        if resp.status_code >= 400:
-            return resp  # refused: the caller reports the status
+        if resp.status_code >= 300:
+            return resp  # refused or redirected: the caller reports the status (a redirect is never followed)
         import gssapi  # noqa: PLC0415
 
         value = next((v.split(None, 1)[1] for v in resp.headers.get("WWW-Authenticate", "").split(",")
@@ -208,8 +243,12 @@ class _Negotiate(requests.auth.AuthBase):
         try:
             if not value:
                 raise KerberosError("no Negotiate token in the reply")
-            with self.creds.lock:
+            if not self.creds.lock.acquire(timeout=self.creds.timeout):  # held by a call stuck in the KDC
+                raise KerberosError("the credentials stayed busy with an unanswered KDC request")
+            try:
                 ctx.step(base64.b64decode(value.strip()))
+            finally:
+                self.creds.lock.release()
             if not ctx.complete:
                 raise KerberosError("the reply token did not complete the context")
         except (gssapi.exceptions.GSSError, ValueError) as exc:
@@ -217,4 +256,5 @@ class _Negotiate(requests.auth.AuthBase):
         return resp
 
 
-__all__ = ["ConsoleCredentials", "NegotiateAuth", "KerberosError", "service_ticket_size", "use_config"]
+__all__ = ["ConsoleCredentials", "NegotiateAuth", "KerberosError", "KdcTimeout", "service_ticket_size",
+           "use_config"]
