@@ -30,8 +30,9 @@ from typing import Any
 
 from .. import catalog
 from ..facts import run_record_path
+from . import deadline
 from . import redirection as redir
-from .errors import ProbeError, Unreachable
+from .errors import MalformedReply, ProbeError, Unreachable
 
 #: The SMS Provider method that deletes a client's provisioning data. SCCM 2007's own WMI method is not
 #: documented publicly (the console calls it); the lab's site server serves VPRO_Lab.Unprovision(Fqdn) in
@@ -238,7 +239,15 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
         _record(client.name, redirection={"reboot": result.reboot})
         if step.answer != "ReturnValue 0":
             return result
-        _watch(sessions["sol"], sessions["ider"], image, result, deadline=time.monotonic() + 2 * timeout)
+        with deadline.Deadline(2 * timeout + 1, f"SOL and IDER {client.name}") as limit:  # a record a byte at a time
+            limit.watch(sessions["sol"].sock)
+            limit.watch(sessions["ider"].sock)
+            try:
+                _watch(sessions["sol"], sessions["ider"], image, result, until=time.monotonic() + 2 * timeout)
+            except ProbeError:
+                if limit.expired:
+                    raise limit.too_late(client.name, port) from None
+                raise
         return result
     finally:
         for conn in sessions.values():
@@ -246,23 +255,37 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
 
 
 class _Redirection:
-    """One TLS connection to the redirection port, verified against the estate's roots."""
+    """One TLS connection to the redirection port, verified against the estate's roots.
+
+    The connection (every address of the name, the TLS handshake) and each exchange (:meth:`open`, :meth:`expect`)
+    have a deadline of twice the timeout: the ssl module's timeout bounds each read, and a device that trickles a
+    TLS record keeps one read going; the deadline shuts the socket instead. A message that is not in the
+    protocol's layout, or larger than :attr:`redirection.Reader.MAX`, is a :class:`MalformedReply`."""
 
     def __init__(self, host: str, port: int, ca_bundle: str | None, timeout: float) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         ctx = ssl.create_default_context(cafile=ca_bundle)
-        try:
-            raw = socket.create_connection((host, port), timeout=timeout)
-        except (TimeoutError, socket.timeout):
-            raise Unreachable(host, port, timeout) from None
-        except OSError as exc:
-            raise Unreachable(host, port, timeout, "connection refused" if isinstance(exc, ConnectionRefusedError)
-                              else exc.strerror or str(exc)) from None
-        try:
-            self.sock = ctx.wrap_socket(raw, server_hostname=host)
-        except ssl.SSLError as exc:
-            raw.close()
-            raise ProbeError(f"TLS to {host}:{port} failed: {exc.reason or exc}") from None
+        limit = deadline.Deadline(2 * timeout, f"redirection {host}:{port}")
+        with limit:
+            try:
+                raw = deadline.connect(host, port, timeout, limit)
+            except (TimeoutError, socket.timeout):
+                raise Unreachable(host, port, timeout) from None
+            except OSError as exc:
+                if limit.expired:
+                    raise limit.too_late(host, port) from None
+                raise Unreachable(host, port, timeout, "connection refused" if isinstance(exc, ConnectionRefusedError)
+                                  else exc.strerror or str(exc)) from None
+            limit.watch_copy(raw)
+            try:
+                self.sock = ctx.wrap_socket(raw, server_hostname=host)
+            except (ssl.SSLError, OSError) as exc:
+                raw.close()
+                if limit.expired:
+                    raise limit.too_late(host, port) from None
+                if isinstance(exc, ssl.SSLError):
+                    raise ProbeError(f"TLS to {host}:{port} failed: {exc.reason or exc}") from None
+                raise Unreachable(host, port, timeout, exc.strerror or str(exc)) from None
         self.frames = redir.Reader()
         self.pending: list[redir.Message] = []
 
@@ -270,9 +293,9 @@ class _Redirection:
         self.sock.sendall(redir.encode(m))
 
     def receive(self, timeout: float) -> redir.Message | None:
-        deadline = time.monotonic() + timeout
+        deadline_at = time.monotonic() + timeout
         while not self.pending:
-            left = deadline - time.monotonic()
+            left = deadline_at - time.monotonic()
             if left <= 0:
                 return None
             if not self.sock.pending():
@@ -285,11 +308,27 @@ class _Redirection:
                 data = b""
             if not data:
                 raise ProbeError(f"{self.host}:{self.port} closed the redirection session")
-            self.pending += self.frames.feed(data)
+            try:
+                self.pending += self.frames.feed(data)
+            except redir.ProtocolError as exc:
+                raise MalformedReply(f"{self.host}:{self.port} sent a redirection message that is not in the "
+                                     f"protocol's layout ({exc})") from None
         return self.pending.pop(0)
 
+    def exchange(self) -> deadline.Deadline:
+        """A deadline for one exchange on this session (twice the timeout), watching its socket."""
+        limit = deadline.Deadline(2 * self.timeout, f"redirection {self.host}:{self.port}")
+        limit.watch(self.sock)
+        return limit
+
     def expect(self, command: int) -> redir.Message:
-        m = self.receive(self.timeout)
+        with self.exchange() as limit:
+            try:
+                m = self.receive(self.timeout)
+            except ProbeError:
+                if limit.expired:
+                    raise limit.too_late(self.host, self.port) from None
+                raise
         if m is None or m.command != command:
             raise ProbeError(f"{self.host}:{self.port}: no reply 0x{command:02x} within {self.timeout:g} s"
                              + (f" (got 0x{m.command:02x})" if m else ""))
@@ -320,9 +359,9 @@ class _Redirection:
             pass
 
 
-def _watch(sol: _Redirection, ider: _Redirection, image: bytes, result: RedirectionResult, deadline: float) -> None:
-    """Serve the image's sectors over IDER and collect SOL text until the boot line or ``deadline``."""
-    while time.monotonic() < deadline and "Booting from" not in result.sol_text \
+def _watch(sol: _Redirection, ider: _Redirection, image: bytes, result: RedirectionResult, until: float) -> None:
+    """Serve the image's sectors over IDER and collect SOL text until the boot line or ``until``."""
+    while time.monotonic() < until and "Booting from" not in result.sol_text \
             and "no bootable image" not in result.sol_text:
         for conn in (ider, sol):
             m = conn.receive(0.1)

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from . import deadline
 from .dns import NoAnswer, NxDomain, Resolver
 from .errors import MalformedReply, Unreachable
 
@@ -62,8 +63,9 @@ class PortState:
 def probe_tcp(host: str, port: int, timeout: float) -> PortState:
     """Try one TCP connection to ``host:port`` within ``timeout`` seconds and close it at once.
 
-    Every IPv4 address of ``host`` is tried in order (``timeout`` each) until one is open; otherwise the
-    first address's verdict is returned. Never raises for a network outcome: the verdict is the finding.
+    Every IPv4 address of ``host`` is tried in order until one is open, all of them within ``timeout`` (a name
+    with many addresses that drop every SYN costs one timeout, not one per address); otherwise the first
+    address's verdict is returned. Never raises for a network outcome: the verdict is the finding.
     """
     started = time.monotonic()
     try:
@@ -72,19 +74,24 @@ def probe_tcp(host: str, port: int, timeout: float) -> PortState:
         return PortState(host, port, UNREACHABLE, time.monotonic() - started, None,
                          f"name not resolved: {getattr(exc, 'strerror', None) or exc}")
     first: PortState | None = None
-    for *_, sockaddr in infos:
-        state = _connect(host, port, sockaddr, timeout, started)
-        if state.open:
-            return state
-        first = first or state
+    with deadline.Deadline(timeout, f"connect {host}:{port}") as limit:  # an interrupted run aborts the connects
+        for *_, sockaddr in infos:
+            if first is not None and limit.left() <= 0:
+                break
+            state = _connect(host, port, sockaddr, timeout, started, limit)
+            if state.open:
+                return state
+            first = first or state
     assert first is not None  # getaddrinfo never returns an empty list
     return first
 
 
-def _connect(host: str, port: int, sockaddr: tuple, timeout: float, started: float) -> PortState:
+def _connect(host: str, port: int, sockaddr: tuple, timeout: float, started: float,
+             limit: deadline.Deadline) -> PortState:
     peer = sockaddr[0]
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
+        limit.watch(sock)
+        sock.settimeout(max(limit.left(), 0.001))
         try:
             sock.connect(sockaddr)
         except (TimeoutError, socket.timeout):
@@ -92,6 +99,9 @@ def _connect(host: str, port: int, sockaddr: tuple, timeout: float, started: flo
         except ConnectionRefusedError as exc:
             return PortState(host, port, REFUSED, time.monotonic() - started, peer, exc.strerror or "refused")
         except OSError as exc:
+            if limit.expired:  # shut by the deadline: no answer in time (or the run was interrupted)
+                return PortState(host, port, FILTERED, time.monotonic() - started, peer,
+                                 "the run was interrupted" if limit.interrupted else f"no answer within {timeout:g} s")
             verdict = REFUSED if exc.errno == errno.ECONNRESET else UNREACHABLE  # ENETUNREACH, EHOSTUNREACH, ...
             return PortState(host, port, verdict, time.monotonic() - started, peer, exc.strerror or str(exc))
         return PortState(host, port, OPEN, time.monotonic() - started, peer)
@@ -151,17 +161,21 @@ def peer_certificate(host: str, port: int, timeout: float):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # inspect only: see the docstring
+    limit = deadline.Deadline(2 * timeout, f"TLS handshake {host}:{port}")  # connect + a handshake a byte at a time
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
+        with limit, deadline.connect(host, port, timeout, limit) as raw:
+            limit.watch_copy(raw)
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                der = tls.getpeercert(binary_form=True)
     except (TimeoutError, socket.timeout):
         raise Unreachable(host, port, timeout) from None
     except ConnectionRefusedError:
         raise Unreachable(host, port, timeout, "connection refused") from None
-    except ssl.SSLError as exc:
-        raise MalformedReply(f"no TLS handshake with {host}:{port}: {exc.reason or exc}") from None
-    except OSError as exc:
+    except (ssl.SSLError, OSError) as exc:
+        if limit.expired:
+            raise limit.too_late(host, port) from None
+        if isinstance(exc, ssl.SSLError):
+            raise MalformedReply(f"no TLS handshake with {host}:{port}: {exc.reason or exc}") from None
         raise Unreachable(host, port, timeout, exc.strerror or str(exc)) from None
     if not der:
         raise MalformedReply(f"{host}:{port} presented no certificate")
