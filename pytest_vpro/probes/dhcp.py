@@ -285,16 +285,20 @@ def inform(server: str, *, client_address: str, port: int = SERVER_PORT, client_
 
     ``client_address`` is both the socket's source address and ``ciaddr``. ``timeout`` bounds
     the whole exchange; it is split over ``attempts`` sends (RFC 2131 §4.1 retransmission).
-    Raises :class:`DhcpNoAnswer` on timeout, :class:`MalformedDhcp` on a garbled reply.
+    Only a BOOTREPLY with our ``xid`` from ``server``'s address is the answer: a stray datagram (malformed, a reply
+    to another client, from another address) is counted and ignored, and the wait goes on within the deadline.
+    Raises :class:`DhcpNoAnswer` on timeout (naming what was ignored).
     """
     xid = int.from_bytes(os.urandom(4), "big")
     chaddr = chaddr or b"\x02" + os.urandom(5)
     packet = build_inform(ciaddr=client_address, xid=xid, chaddr=chaddr, fqdn=fqdn,
                           fqdn_flags=fqdn_flags)
     deadline = time.monotonic() + timeout
+    ignored: list[str] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((client_address, client_port))
+        server_ips = _addresses(server)
         for attempt in range(max(1, attempts)):
             sock.sendto(packet, (server, port))
             slot_end = min(deadline, time.monotonic() + timeout / max(1, attempts))
@@ -302,8 +306,29 @@ def inform(server: str, *, client_address: str, port: int = SERVER_PORT, client_
                 ready, _, _ = select.select([sock], [], [], left)
                 if not ready:
                     break
-                data, _peer = sock.recvfrom(MAX_REPLY)
-                reply = parse_message(data)
+                try:
+                    data, peer = sock.recvfrom(MAX_REPLY)
+                except OSError as exc:  # e.g. ICMP port unreachable reported on the next receive
+                    ignored.append(f"a socket error ({exc.strerror or exc})")
+                    continue
+                if peer[0] not in server_ips:
+                    ignored.append(f"a datagram from {peer[0]}:{peer[1]}, not the server")
+                    continue
+                try:
+                    reply = parse_message(data)
+                except MalformedDhcp as exc:
+                    ignored.append(f"a malformed datagram from {peer[0]} ({exc})")
+                    continue
                 if reply.op == BOOTREPLY and reply.xid == xid:
                     return reply
-    raise DhcpNoAnswer(f"no DHCP reply from {server}:{port} within {timeout:.1f}s")
+                ignored.append(f"a DHCP message from {peer[0]} for another transaction")
+    why = f"; ignored {len(ignored)}: " + "; ".join(ignored[:3]) if ignored else ""
+    raise DhcpNoAnswer(f"no DHCP reply from {server}:{port} within {timeout:.1f}s{why}")
+
+
+def _addresses(server: str) -> set[str]:
+    """The IPv4 addresses a reply from ``server`` may come from."""
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(server, None, socket.AF_INET, socket.SOCK_DGRAM)}
+    except (socket.gaierror, UnicodeError):
+        return {server}
