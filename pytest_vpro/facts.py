@@ -506,6 +506,20 @@ class Facts:
             return capture.seen(getattr(t, "uuid", None), address)
         return self.get("hellos", heard)
 
+    def hello_noise(self) -> list:
+        """What this client's address sent the hello listener that is not a hello (evidence, never a hello); []
+        without a listener or an address."""
+        capture = self.hello_listener()
+        if capture is None:
+            return []
+        address = getattr(self.target, "address", None)
+        if not address:
+            try:
+                address = self.address()
+            except ProbeError:
+                return []
+        return capture.malformed(address)
+
     def client_events(self) -> list:
         """This client's AMTOPMGR.LOG events (:func:`pytest_vpro.probes.cmlog.client_events` by FQDN, UUID and
         address), in time order."""

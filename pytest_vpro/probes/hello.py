@@ -79,12 +79,19 @@ def encode_hello(
 
 def receive_hello(sock, timeout: float) -> bytes:
     """The bytes a sender wrote on an accepted TCP connection until it closed it (hellos are one packet per
-    connection), at most one byte more than any valid hello, each read bounded by ``timeout``."""
-    sock.settimeout(timeout)
+    connection), at most one byte more than any valid hello, all within ``timeout`` seconds: a sender that
+    trickles its bytes is cut there (what arrived is then judged, and is not a hello unless it is one)."""
+    import time  # noqa: PLC0415
+
+    end = time.monotonic() + timeout
     data = b""
     try:
         while len(data) <= MAX_HELLO_BYTES:
-            chunk = sock.recv(4096)
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            chunk = sock.recv(min(4096, MAX_HELLO_BYTES + 1 - len(data)))
             if not chunk:
                 break
             data += chunk

@@ -17,7 +17,14 @@ the file says where the listener listens, since when and for how long checks wai
 
 A check asks :meth:`HelloCapture.seen` for one client (by UUID or by the address the hello came from); it returns
 as soon as a hello from that client is there, or at ``started + wait_s`` with what arrived (so a run waits at most
-``wait_s`` for all its silent clients together, not per client).
+``wait_s`` for all its silent clients together, not per client). Only packets that decode as a hello (version,
+UUID, hash list or PID) count: whatever else a client's address sent (an HTTP request, garbage, a packet cut short)
+is evidence, from :meth:`HelloCapture.malformed`, never a hello.
+
+The listener is exposed to whatever can reach its port, so it is bounded: at most :data:`MAX_CONNECTIONS` senders
+at once (more are closed at once), each connection read within :data:`READ_TIMEOUT_S` in all (a trickling sender is
+cut there), at most :data:`MAX_PER_PEER` packets kept per sender address and :data:`MAX_SPOOL_BYTES` of spool in
+all; what is not kept is counted (:attr:`HelloCapture.dropped`, :attr:`HelloCapture.refused`).
 """
 from __future__ import annotations
 
@@ -35,7 +42,11 @@ from .hello import HASH_TYPES, Hello, MalformedHello, decode_hello, receive_hell
 
 DEFAULT_WAIT_S = 60.0
 SPOOL_NAME = "hellos.jsonl"
-READ_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 5.0       # one connection, from accept to the last byte
+MAX_CONNECTIONS = 64       # senders read at once; AMT sends one hello per connection and closes it
+MAX_PER_PEER = 32          # packets kept per sender address (a device retries up to 14 times)
+MAX_SPOOL_BYTES = 32 * 1024 * 1024
+MALFORMED_KEPT_BYTES = 256  # of a packet that is not a hello, only its start is kept as evidence
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -80,7 +91,10 @@ class SeenHello:
 
 
 def _matches(seen: SeenHello, device_uuid: str | None, address: str | None) -> bool:
-    if seen.hello is not None and device_uuid:
+    """A hello (decoded) from the client with ``device_uuid``, or, without a usable UUID, sent from ``address``."""
+    if seen.hello is None:
+        return False
+    if device_uuid:
         try:
             return seen.hello.uuid == uuidlib.UUID(str(device_uuid))
         except ValueError:
@@ -102,6 +116,10 @@ class HelloCapture:
         self._server: socketserver.ThreadingTCPServer | None = None
         self._thread: threading.Thread | None = None
         self._read_offset = 0
+        self._per_peer: dict[str, int] = {}
+        self._spooled = 0
+        self.dropped = 0   # packets received and not kept (a sender over MAX_PER_PEER, the spool full)
+        self.refused = 0   # connections closed unread (more than MAX_CONNECTIONS at once)
 
     def __repr__(self) -> str:
         return f"HelloCapture({self.where}, {'listening' if self.listening else 'reading'}, wait {self.wait_s:g} s)"
@@ -119,13 +137,26 @@ class HelloCapture:
         """Bind and serve in a thread; an OSError (address in use, not local) says which address failed."""
         capture = self
 
+        slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                capture._received(self.client_address[0], time.time(), receive_hello(self.request, READ_TIMEOUT_S))
+                try:
+                    capture._received(self.client_address[0], time.time(),
+                                      receive_hello(self.request, READ_TIMEOUT_S))
+                finally:
+                    slots.release()
 
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
             daemon_threads = True
+
+            def process_request(self, request, client_address) -> None:
+                if not slots.acquire(blocking=False):  # a flood of connections: close the newest at once
+                    capture.refused += 1
+                    self.shutdown_request(request)
+                    return
+                super().process_request(request, client_address)
 
         self._server = Server((self.address, self.port), Handler)
         self.port = self._server.server_address[1]  # port 0: the one the system chose
@@ -154,11 +185,20 @@ class HelloCapture:
 
     def _received(self, peer: str, at: float, data: bytes) -> None:
         seen = SeenHello.decode(peer, at, data)
+        if seen.hello is None:  # evidence only: its start is enough to say what it was
+            seen = SeenHello(peer, at, None, seen.problem, data[:MALFORMED_KEPT_BYTES])
+        line = json.dumps(self._record(seen)) + "\n"
         with self._cond:
+            kept = self._per_peer.get(peer, 0)
+            if kept >= MAX_PER_PEER or self._spooled + len(line) > MAX_SPOOL_BYTES:
+                self.dropped += 1
+                return
+            self._per_peer[peer] = kept + 1
+            self._spooled += len(line)
             self._seen.append(seen)
             if self.spool is not None:
                 with self.spool.open("a") as fh:
-                    fh.write(json.dumps(self._record(seen)) + "\n")
+                    fh.write(line)
             self._cond.notify_all()
 
     def stop(self) -> None:
@@ -204,8 +244,9 @@ class HelloCapture:
 
     def seen(self, device_uuid: str | None = None, address: str | None = None, *, wait: bool = True
              ) -> list[SeenHello]:
-        """Hellos from the client with ``device_uuid`` (or sent from ``address``), oldest first; with ``wait``,
-        waits until there is one or the capture's deadline passes."""
+        """Hellos (packets that decode as one) from the client with ``device_uuid`` (or sent from ``address``),
+        oldest first; with ``wait``, waits until there is one or the capture's deadline passes. What else that
+        address sent is :meth:`malformed`."""
         if not self.listening and (self.spool is None or not self.spool.exists()):
             raise ProbeError(f"the hello listener on {self.where} is not running (no {SPOOL_NAME} from the "
                              "controller)")
@@ -221,6 +262,16 @@ class HelloCapture:
                     self._cond.wait(min(left, 1.0))
                     continue
             time.sleep(min(left, 0.2))
+
+
+    def malformed(self, address: str | None) -> list[SeenHello]:
+        """Packets from ``address`` that are not hellos (each with why), oldest first: evidence, never a hello."""
+        if not address:
+            return []
+        with self._cond:
+            if not self.listening:
+                self._follow()
+            return [s for s in self._seen if s.hello is None and s.peer == address]
 
 
 def for_run(option: str | None, wait_s: float, *, listen: bool) -> HelloCapture | None:

@@ -43,6 +43,9 @@ def _heard(facts, evidence) -> list | None:
     heard = facts.hellos()
     if heard is not None:
         evidence.attach(f"hellos heard on {facts.hello_listener().where}", [s.summary() for s in heard] or "none")
+        noise = facts.hello_noise()  # what else the client's address sent: evidence, not a hello
+        if noise:
+            evidence.attach("packets from its address that are not hellos", [s.summary() for s in noise])
     return heard
 
 
