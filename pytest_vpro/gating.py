@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sqlite3
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ import pytest
 from .catalog import Check
 from .checks import Evidence, Finding
 from .environment import Environment, Target
+from .probes import deadline
 from .probes.errors import ProbeError
 from .process import alive
 from .secrets import redact
@@ -214,7 +216,7 @@ class Engine:
     entries: dict[str, Entry] = field(default_factory=dict)
     _by_target: dict[str, list[Entry]] = field(default_factory=dict)
     _sitewide: list[Entry] = field(default_factory=list)
-    _pool: ThreadPoolExecutor | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _open: OpenClients = field(init=False)
     _closed: dict[tuple[str, int], Entry | None] = field(default_factory=dict)  # see closing_gate
@@ -222,6 +224,7 @@ class Engine:
 
     def __post_init__(self) -> None:
         self._open = OpenClients(lambda target: self.facts(target).release_connections())
+        _ENGINES.add(self)
 
     def register(self, entry: Entry) -> None:
         self.entries[entry.nodeid] = entry
@@ -251,6 +254,8 @@ class Engine:
                     verdict = self.evaluate(entry)
                 finally:
                     self.store.release(entry.nodeid)
+                if self._stopping.is_set() and deadline.abandoned():  # cut short by the interrupt: not a verdict
+                    return Verdict("skipped", "the run was interrupted before this check finished")
                 self.store.put(entry.nodeid, verdict)
                 return verdict
             time.sleep(0.02)  # another worker computes it; its claim only waits on lower stages
@@ -275,9 +280,24 @@ class Engine:
         cut = int(len(clients) * start) % max(len(clients), 1)
         order = sitewide + clients[cut:] + clients[:cut]
         self.read_ahead = [0, len(order)]  # targets done, targets to read: the progress line shows it
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="vpro-prefetch")
+        # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's threads at exit, so one
+        # stuck in a call that no deadline can cut (libkrb5 asking a KDC) kept an interrupted run from ending.
+        work: queue.SimpleQueue = queue.SimpleQueue()
         for key in order:
-            self._pool.submit(self._prefetch_target, by_target[key])
+            work.put(by_target[key])
+        for n in range(min(threads, len(order))):
+            thread = threading.Thread(target=self._prefetch_loop, args=(work,), name=f"vpro-prefetch_{n}",
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _prefetch_loop(self, work: queue.SimpleQueue) -> None:
+        while not self._stopping.is_set():
+            try:
+                entries = work.get_nowait()
+            except queue.Empty:
+                return
+            self._prefetch_target(entries)
 
     def _prefetch_target(self, entries: list[Entry]) -> None:
         try:
@@ -291,11 +311,18 @@ class Engine:
             self._open.done_with(entries[0].target)  # every verdict of it is known here: close its sessions
             self.read_ahead[0] += 1  # one writer per target; a progress line may read it a moment late
 
-    def stop_prefetch(self) -> None:
-        """Let running checks finish (their claims must not be left half done), start no new one."""
+    def stop_prefetch(self, wait: float = 1.0) -> None:
+        """Start no new check; give the running ones ``wait`` seconds in all to store their verdicts. A thread
+        still in a network call then is left to its deadline (it is a daemon: it does not keep the process)."""
         self._stopping.set()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        end = time.monotonic() + wait
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+
+    def interrupt(self) -> None:
+        """The run is interrupted: stop reading ahead and abandon every network exchange in flight, now."""
+        self._stopping.set()
+        deadline.abandon_all()
 
     def evaluate(self, entry: Entry) -> Verdict:
         check, target = entry.check, entry.target
@@ -354,6 +381,38 @@ class Engine:
             message = failure_message(entry, "the check raised an unexpected error:\n"
                                       + "".join(traceback.format_exc(limit=-6)))
         return Verdict(outcome, redact(message), tuple(evidence.items), time.monotonic() - start)
+
+
+_ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
+
+
+def interrupted() -> None:
+    """The first SIGINT or SIGTERM (``pytest_keyboard_interrupt``): every engine of this process stops reading
+    ahead, every network exchange in flight is abandoned (its sockets shut: it ends within a second), and a
+    second signal ends the process at once, with a line saying so and no traceback. The reports are written
+    after this, marked incomplete, by the plugin as before."""
+    for engine in list(_ENGINES):
+        engine.interrupt()
+    _second_signal_exits()
+
+
+def _second_signal_exits() -> None:
+    import signal  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def now(signum, frame):  # noqa: ARG001 - a signal handler's signature
+        try:
+            sys.stderr.write(f"\npytest-vpro: {signal.Signals(signum).name} again: stopped without finishing the "
+                             "reports (the run folder says it is incomplete)\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(2)  # pytest's exit code for an interrupted run; no traceback, no atexit work
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, now)
 
 
 def failure_message(entry: Entry, body: str) -> str:
