@@ -271,7 +271,7 @@ class Facts:
                 raise ProbeError("no LDAP credential in the environment file (credentials.ldap)")
             dcs = [s.name for s in self.env.servers_with("domain_controller")]
             return ldap_probe.connect(dcs, credential=cred, ca_file=self.env.pki.get("trusted_roots"),
-                                      timeout=self.env.timeouts["read"])
+                                      timeout=self.env.timeouts["read"], connect_timeout=self.env.timeouts["connect"])
         return self.estate.get("ldap.connection", connect)
 
     ldap_lock = threading.RLock()
@@ -309,7 +309,7 @@ class Facts:
                 raise ProbeError("no LDAP credential in the environment file (credentials.ldap)")
             return ldap_probe.connect([f"{s.name}:3269" for s in self.env.servers_with("domain_controller")],
                                       credential=cred, ca_file=self.env.pki.get("trusted_roots"),
-                                      timeout=self.env.timeouts["read"])
+                                      timeout=self.env.timeouts["read"], connect_timeout=self.env.timeouts["connect"])
         return self.estate.get("ldap.gc.connection", connect)
 
     def root_dse(self) -> dict[str, Any]:
@@ -395,11 +395,14 @@ class Facts:
         return [self.estate.get(f"tcp.{host}:{p}", lambda p=p: net.probe_tcp(host, p, timeout)) for p in ports]
 
     def download(self, url: str) -> bytes:
-        """A CDP or AIA URL's content (HTTP GET within the read timeout), once per run; raises
-        :class:`~pytest_vpro.probes.x509.CrlProblem` (unreachable, HTTP status, unsupported scheme)."""
-        from .probes import x509 as x509_probe  # noqa: PLC0415
+        """A CDP or AIA URL's content (HTTP GET within connect + read timeout, no redirect followed; https
+        verified against the public roots and the estate's ``pki.trusted_roots``), once per run; raises
+        :class:`~pytest_vpro.probes.x509.CrlProblem` (unreachable, HTTP status, redirected, unsupported scheme)."""
+        from .probes import httpclient, x509 as x509_probe  # noqa: PLC0415
 
-        return self.estate.get(f"http.{url}", lambda: x509_probe.download(url, timeout=self.env.timeouts["read"]))
+        return self.estate.get(f"http.{url}", lambda: x509_probe.download(
+            url, timeout=self.env.timeouts["read"], connect_timeout=self.env.timeouts["connect"],
+            verify=httpclient.public_and(self.env.pki.get("trusted_roots"))))
 
     def dns_records(self, name: str, rtype: str, servers: tuple[str, ...] | list[str] | None = None) -> list[str]:
         """``rtype`` records of ``name`` ([] on NXDOMAIN or no answer) from the estate's DNS servers, or from
@@ -468,7 +471,8 @@ class Facts:
         if cred is None:
             raise ProbeError("no SMB credential in the environment file (credentials.smb)")
         password = None if cred.kerberos else cred.password.resolve()
-        with open_file(host, share, path, user=cred.user, password=password, timeout=self.env.timeouts["read"]) as f:
+        with open_file(host, share, path, user=cred.user, password=password, timeout=self.env.timeouts["read"],
+                       connect_timeout=self.env.timeouts["connect"]) as f:
             yield from cmlog.LogReader(f)
 
     # ------------------------------------------------------------------ TLS
@@ -571,9 +575,11 @@ class Facts:
             cred = self.env.credentials.get("console")
             if cred is None:
                 raise ProbeError("no console credential in the environment file (credentials.console)")
+            kdc = self.env.timeouts["connect"] + self.env.timeouts["read"]  # one KDC exchange, as any other
             if cred.kerberos:
-                return kerberos.ConsoleCredentials.from_default_cache()
-            return kerberos.ConsoleCredentials.with_password(self.principal(cred.user), cred.password.resolve())
+                return kerberos.ConsoleCredentials.from_default_cache(timeout=kdc)
+            return kerberos.ConsoleCredentials.with_password(self.principal(cred.user), cred.password.resolve(),
+                                                             timeout=kdc)
         return self.estate.get("kerberos.console", acquire)
 
     def use_krb5_config(self) -> None:
@@ -647,7 +653,8 @@ class Facts:
             auth = NegotiateAuth(self.console_credentials(), self.env.site.realm, mutual=True).for_url(url) \
                 if login else None
             return webui_probe.get(url, ca_bundle=self.env.pki.get("trusted_roots"),
-                                   timeout=self.env.timeouts["read"], auth=auth)
+                                   timeout=self.env.timeouts["read"], auth=auth,
+                                   connect_timeout=self.env.timeouts["connect"])
         return self._per_host(self.target.name, f"webui.{page}.{login}", fetch)
 
     def console_user(self) -> dict[str, Any]:
@@ -698,7 +705,7 @@ class Facts:
             if cred is None:
                 raise ProbeError("no LDAP credential in the environment file (credentials.ldap)")
             conn = ldap_probe.connect([dc], credential=cred, ca_file=self.env.pki.get("trusted_roots"),
-                                      timeout=self.env.timeouts["read"])
+                                      timeout=self.env.timeouts["read"], connect_timeout=self.env.timeouts["connect"])
             try:
                 return list(ldap_probe.search_paged(conn, base, ldap_filter, list(attributes)))
             finally:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import http.client
 import re
 import socket
+import tempfile
+import threading
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
@@ -125,6 +128,29 @@ class _Adapter(requests.adapters.HTTPAdapter):
         manager = super().proxy_manager_for(proxy, **kwargs)
         manager.pool_classes_by_scheme = _POOLS
         return manager
+
+
+# --------------------------------------------------------------------------- trust for downloads
+
+_BUNDLES: dict[str, str] = {}
+_BUNDLES_LOCK = threading.Lock()
+
+
+def public_and(roots: str | None) -> str | bool:
+    """A CA bundle of the public roots requests trusts (certifi's) and the estate's own ``roots`` (a PEM file):
+    what a CRL or AIA download over https is verified against, since its location may be the estate's CA or a
+    public one. True (the public roots only) without ``roots``. Made once per file, in the temporary folder."""
+    if not roots:
+        return True
+    with _BUNDLES_LOCK:
+        if roots not in _BUNDLES:
+            import certifi  # noqa: PLC0415 (requests' own dependency)
+
+            folder = Path(tempfile.mkdtemp(prefix="vpro-ca-"))
+            bundle = folder / "public-and-estate.pem"
+            bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + Path(roots).read_bytes())
+            _BUNDLES[roots] = str(bundle)
+        return _BUNDLES[roots]
 
 
 # --------------------------------------------------------------------------- one bounded GET
