@@ -205,7 +205,7 @@ class OpenClients:
         return len(self._open)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: the process keeps a weak set of its engines (interrupts)
 class Engine:
     """Evaluates checks with their gates; one per process."""
 
@@ -386,33 +386,10 @@ class Engine:
 _ENGINES: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
-def interrupted() -> None:
-    """The first SIGINT or SIGTERM (``pytest_keyboard_interrupt``): every engine of this process stops reading
-    ahead, every network exchange in flight is abandoned (its sockets shut: it ends within a second), and a
-    second signal ends the process at once, with a line saying so and no traceback. The reports are written
-    after this, marked incomplete, by the plugin as before."""
+def interrupt_all() -> None:
+    """Every engine of this process stops reading ahead and abandons its network exchanges in flight."""
     for engine in list(_ENGINES):
         engine.interrupt()
-    _second_signal_exits()
-
-
-def _second_signal_exits() -> None:
-    import signal  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def now(signum, frame):  # noqa: ARG001 - a signal handler's signature
-        try:
-            sys.stderr.write(f"\npytest-vpro: {signal.Signals(signum).name} again: stopped without finishing the "
-                             "reports (the run folder says it is incomplete)\n")
-            sys.stderr.flush()
-        finally:
-            os._exit(2)  # pytest's exit code for an interrupted run; no traceback, no atexit work
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, now)
 
 
 def failure_message(entry: Entry, body: str) -> str:

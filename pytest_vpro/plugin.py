@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from . import catalog as catalog_mod
-from . import cmdline
+from . import cmdline, interrupts
 from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
 from . import snapshot
 from .environment import Target
@@ -262,6 +262,10 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     report.sections = [(name, redact(text)) for name, text in report.sections]
 
 
+def pytest_keyboard_interrupt(excinfo) -> None:
+    interrupts.first_signal()  # abandon in-flight network calls now; a second signal exits at once
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     engine = config.stash.get(ENGINE, None)
     if engine is not None:
@@ -277,6 +281,8 @@ class ControllerSession:
     def __init__(self, config: pytest.Config, run: runs.Run) -> None:
         self.config, self.run = config, run
         self.recorder = fleet.FleetRecorder(run.env, catalog_mod.for_config(config))
+        if not config.option.collectonly:  # run.json says "complete": false until the run's end writes it again
+            interrupts.mark_started(run)
         self._sigterm = _sigterm_interrupts()
         self._next_progress = time.monotonic() + PROGRESS_EVERY_S
 

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import catalog
+from .. import catalog, interrupts
 from .. import environment as envmod
 from . import html, ticket
 from .fleet import FleetRecorder, Result
@@ -78,6 +78,7 @@ def merge(out: Path, runs: list[Path]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "allure-results").mkdir(exist_ok=True)
     for run_dir in runs:
+        interrupts.require_results(run_dir)  # a killed run's folder: say so, not "no such file junit.xml"
         part = results_from_junit(run_dir / "junit.xml")
         overlap = set(part) & set(recorder.results)
         if overlap:
