@@ -6,9 +6,11 @@
   Read-ahead threads are daemons, so a call no socket can cut (libkrb5 asking a KDC) does not keep the
   process from exiting.
 * A second SIGINT or SIGTERM while the reports are written ends the process at once, with one line saying so and
-  pytest's exit code for an interrupted run (2): no traceback.
+  pytest's exit code for an interrupted run (2): no traceback. The first SIGINT already installs that handler
+  (:func:`at_start`), so a second one pressed while pytest handles the first cannot slip in between.
 * A run killed outright (SIGKILL, a power cut) writes nothing more: :func:`mark_started` writes the run folder's
-  ``run.json`` with ``"complete": false`` when the run starts, and the run's own end writes it again. A folder
+  ``run.json`` with ``"complete": false`` when the run starts (:func:`at_start`), and the run's own end writes it
+  again. A folder
   whose ``run.json`` still says ``complete: false`` and has no ``finished`` time was stopped before it ended;
   :func:`require_results` says so for ``vpro-report``.
 """
@@ -45,6 +47,22 @@ def _exit_now(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handl
         os._exit(EXIT_INTERRUPTED)  # no traceback, no waiting on anything
 
 
+def at_start(run: Any) -> None:
+    """On the controller, as the run starts: write ``run.json`` with ``"complete": false`` (the run's end writes it
+    again), and make the first SIGINT install the exit-at-once handlers before pytest sees it, so that a second
+    Ctrl-C pressed while the first is being handled cannot land in pytest's own handling as a traceback."""
+    mark_started(run)
+    if threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _first_sigint)
+
+
+def _first_sigint(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handler's signature
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_now)
+    raise KeyboardInterrupt
+
+
 def mark_started(run: Any) -> None:
     """Write ``run.json`` with ``"complete": false`` as the run starts; the run's end writes it again."""
     meta = {"id": run.id, "environment": run.env.name, "environment_file": str(run.env_path),
@@ -77,4 +95,4 @@ def require_results(run_dir: Path) -> None:
         raise ValueError(reason)
 
 
-__all__ = ["first_signal", "mark_started", "incomplete", "require_results", "EXIT_INTERRUPTED"]
+__all__ = ["first_signal", "at_start", "mark_started", "incomplete", "require_results", "EXIT_INTERRUPTED"]

@@ -282,7 +282,7 @@ class ControllerSession:
         self.config, self.run = config, run
         self.recorder = fleet.FleetRecorder(run.env, catalog_mod.for_config(config))
         if not config.option.collectonly:  # run.json says "complete": false until the run's end writes it again
-            interrupts.mark_started(run)
+            interrupts.at_start(run)
         self._sigterm = _sigterm_interrupts()
         self._next_progress = time.monotonic() + PROGRESS_EVERY_S
 

@@ -283,6 +283,8 @@ class _Redirection:
                 raw.close()
                 if limit.expired:
                     raise limit.too_late(host, port) from None
+                if isinstance(exc, TimeoutError):  # the ssl module bounds a whole handshake by the timeout
+                    raise Unreachable(host, port, timeout) from None
                 if isinstance(exc, ssl.SSLError):
                     raise ProbeError(f"TLS to {host}:{port} failed: {exc.reason or exc}") from None
                 raise Unreachable(host, port, timeout, exc.strerror or str(exc)) from None

@@ -52,6 +52,9 @@ SD_FLAGS_OWNER_GROUP_DACL = 0x07  # OWNER | GROUP | DACL_SECURITY_INFORMATION (M
 #: The most one exchange (a bind, one page of a search) may receive. A page of 500 computers with their security
 #: descriptors is a few MB; AD's own MaxReceiveBuffer is 10 MB.
 MAX_REPLY_BYTES = 32 * 1024 * 1024
+#: The largest single LDAP message (one entry) accepted: a security descriptor is tens of KB, a group's member
+#: list is cut at 1,500 values by AD's range retrieval.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
 class AuthFailed(ProbeError):
@@ -161,14 +164,18 @@ def _connect_one(host: str, port: int, credential: "Credential", ca_file: str | 
 
 
 class _Counted:
-    """``Connection.socket``, counting what each exchange receives (ldap3 keeps a whole reply in memory, and
-    decodes the length a hostile server announces). Everything else goes to the socket itself, so ldap3 (and the
-    ssl module, which wraps it for StartTLS) sees a socket."""
+    """``Connection.socket``, bounding what each exchange receives. ldap3 allocates and copies a whole message in
+    memory (4 KB at a time, each copy of all received so far), so a message over :data:`MAX_MESSAGE_BYTES` is
+    refused when its BER header announces it, and an exchange's messages together may not pass
+    :data:`MAX_REPLY_BYTES`. Everything else goes to the socket itself, so ldap3 (and the ssl module, which
+    wraps it for StartTLS) sees a socket."""
 
     def __init__(self, sock: Any, where: str) -> None:
         self.socket_for_deadline = sock
         self.where = where
         self.received = 0
+        self._head = b""  # the header of the next message, while it is incomplete
+        self._left = 0    # bytes of the current message still to come
 
     def recv(self, size: int, *args: Any) -> bytes:
         data = self.socket_for_deadline.recv(size, *args)
@@ -176,7 +183,35 @@ class _Counted:
         if self.received > MAX_REPLY_BYTES:
             raise ReplyTooLarge(f"{self.where} sent more than {MAX_REPLY_BYTES:,} bytes in one reply; the "
                                 "connection was closed there")
+        self._follow(data)
         return data
+
+    def _follow(self, data: bytes) -> None:
+        """Walk the BER headers of the messages in ``data`` (X.690 8.1: tag, then a short or long length)."""
+        i = 0
+        while i < len(data):
+            if self._left:
+                step = min(self._left, len(data) - i)
+                self._left -= step
+                i += step
+                continue
+            self._head += data[i:i + 1]
+            i += 1
+            if len(self._head) < 2:
+                continue
+            first = self._head[1]
+            if first < 0x80:
+                length = first
+            elif first == 0x80 or first > 0x84:  # indefinite (LDAP forbids it) or a length of over 4 bytes
+                raise MalformedReply(f"{self.where} answered with something that is not a valid LDAP reply")
+            elif len(self._head) < 2 + (first & 0x7F):
+                continue
+            else:
+                length = int.from_bytes(self._head[2:2 + (first & 0x7F)], "big")
+            if length > MAX_MESSAGE_BYTES:
+                raise ReplyTooLarge(f"{self.where} announced an LDAP message of {length:,} bytes, more than the "
+                                    f"{MAX_MESSAGE_BYTES:,} accepted; the connection was closed before reading it")
+            self._head, self._left = b"", length
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.socket_for_deadline, name)
@@ -189,7 +224,7 @@ def _count(conn: ldap3.Connection) -> None:
         return
     if not isinstance(sock, _Counted):
         conn.socket = sock = _Counted(sock, f"{conn.server.host}:{conn.server.port}")
-    sock.received = 0
+    sock.received = 0  # per exchange; the BER walk goes on across exchanges (ldap3 may have read ahead)
 
 
 def _require_ticket(where: str) -> None:
