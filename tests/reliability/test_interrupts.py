@@ -137,3 +137,106 @@ def test_killed_xdist_worker_is_one_error_and_nothing_else_is_lost(pytester):
     ids = [line for line in collected.stdout.splitlines() if "::" in line]
     assert len(got) == len(ids), (len(got), len(ids))  # every other test has its result
     assert json.loads((root / "reports" / "latest" / "run.json").read_text())["complete"] is True
+
+
+# --- issue 14: a run stuck on a slow server ends in seconds ------------------------------------------------------
+SLOW = '''
+
+import time as _time2
+_judge4 = judge
+
+
+def judge(check_id, target, env):  # tests/reliability: a check whose download trickles for minutes (slow.json)
+    here = Path(env.file).parent
+    slow = json.loads((here / "slow.json").read_text()) if (here / "slow.json").exists() else {}
+    url = slow.get(f"{check_id} {target.name}")
+    if url:
+        from pytest_vpro.probes import x509 as _x509
+        (here / f"hanging.{os.getpid()}").write_text(os.environ.get("PYTEST_CURRENT_TEST", "prefetch"))
+        _x509.download(url, timeout=60, connect_timeout=60)  # a two-minute budget: only the interrupt ends it
+    return _judge4(check_id, target, env)
+'''
+
+
+def slow_project(pytester, url: str) -> Path:
+    root = make_project(pytester)
+    with open(root / "suites" / "conftest.py", "a") as f:
+        f.write(SLOW)
+    (root / "environments" / "slow.json").write_text(json.dumps({"T1-CLIENT pc03.sample.test": url}))
+    return root
+
+
+def _trickler():
+    sys.path.insert(0, str(Path(__file__).parent))
+    from servers import Server, http_head, read_http_request
+
+    def cdp(conn, server):  # one byte a second of a 10 kB CRL: 3 hours, each read well inside its timeout
+        read_http_request(conn, server)
+        conn.sendall(http_head("200 OK", length=10_000))
+        server.trickle(conn, b"\x30" * 10_000, 1.0)
+    return Server(cdp)
+
+
+@pytest.mark.parametrize("sig, args", [(signal.SIGINT, ()), (signal.SIGTERM, ()), (signal.SIGINT, ("--concurrency", "0"))],
+                         ids=["SIGINT-read-ahead", "SIGTERM-read-ahead", "SIGINT-in-the-test"])
+def test_a_run_stuck_on_a_slow_server_ends_within_seconds_of_the_signal(pytester, sig, args):
+    with _trickler() as server:
+        root = slow_project(pytester, f"http://{server.host}:{server.port}/ca.crl")
+        env = dict(os.environ, SAMPLE_AMT_PASSWORD=SECRET, PYTHONUNBUFFERED="1")
+        concurrency = [] if args else ["--concurrency", "4"]  # read ahead: the download runs on a prefetch thread
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "--env", "sample", "-p", "no:randomly", "-p",
+                                 "no:cacheprovider", "--no-html", *concurrency, *args], cwd=root, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            wait_hanging(root, proc)
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            proc.send_signal(sig)
+            out, _ = proc.communicate(timeout=60)
+            seconds = time.monotonic() - t0
+        finally:
+            kill_group(proc)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert seconds < 5, f"{seconds:.1f} s from the signal to the end of the run"
+    assert "Traceback" not in out, out[-3000:]
+    run = json.loads((root / "reports" / "latest" / "run.json").read_text())
+    assert run["complete"] is False and run["finished"]
+    assert all(junit(root).get(k) == "passed" for k in STAGE1[:2])  # what finished before it is kept
+
+
+def test_a_second_ctrl_c_ends_the_run_at_once_without_a_traceback(pytester):
+    with _trickler() as server:
+        root = slow_project(pytester, f"http://{server.host}:{server.port}/ca.crl")
+        proc = start(root)  # --concurrency 0: the main thread is in the download
+        try:
+            wait_hanging(root, proc)
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)  # while the first is being handled: the reports are being written
+            out, _ = proc.communicate(timeout=60)
+            seconds = time.monotonic() - t0
+        finally:
+            kill_group(proc)
+    assert proc.returncode == pytest.ExitCode.INTERRUPTED, out[-3000:]
+    assert "Traceback" not in out and seconds < 5, out[-3000:]
+
+
+def test_a_killed_run_leaves_a_folder_that_says_it_is_incomplete(pytester, tmp_path):
+    with _trickler() as server:
+        root = slow_project(pytester, f"http://{server.host}:{server.port}/ca.crl")
+        proc = start(root)
+        try:
+            wait_hanging(root, proc)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+        finally:
+            kill_group(proc)
+    (run_dir,) = [p for p in (root / "reports").iterdir() if p.is_dir() and not p.is_symlink()]
+    meta = json.loads((run_dir / "run.json").read_text())  # written when the run started
+    assert meta["complete"] is False and meta["finished"] is None
+    report = subprocess.run([sys.executable, "-m", "pytest_vpro.report.merge", str(tmp_path / "merged"), str(run_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 2
+    assert "never finished" in report.stderr and "Traceback" not in report.stderr, report.stderr
