@@ -96,9 +96,9 @@ def connect(servers: list[str] | tuple[str, ...], *, credential: "Credential", c
     ``credential.kerberos``: SASL GSSAPI with the caller's ticket cache (SPN ``ldap/<host>``: give FQDNs).
     Otherwise a simple bind as ``credential.user`` (UPN, ``DOMAIN\\user`` or DN) with the password resolved
     from its reference. ``ca_file`` (PEM) is the trust anchor for the server certificate; None means the
-    system's trust store. The server's host name (or address) must match the certificate. Each server gets one
-    deadline, ``connect_timeout`` (default ``timeout``) + ``timeout``, for TCP, TLS and the bind, whatever the
-    number of addresses its name has.
+    system's trust store. The server's host name (or address) must match the certificate. Each exchange (TCP,
+    TLS and the bind; each search) gets one deadline, ``connect_timeout`` (default ``timeout``) + ``timeout``
+    rounded up to whole seconds as ldap3 applies it, whatever the number of addresses the server's name has.
 
     Raises Unreachable (no server answered), TlsUntrusted, AuthFailed, ProbeError.
     """
@@ -125,7 +125,8 @@ def _connect_one(host: str, port: int, credential: "Credential", ca_file: str | 
     server = ldap3.Server(host, port=port, use_ssl=use_ssl, tls=tls, get_info=ldap3.NONE,
                           connect_timeout=connect_timeout, mode=ldap3.IP_V4_ONLY)
     # ldap3 packs the receive timeout into SO_RCVTIMEO as whole seconds: round up.
-    options: dict[str, Any] = {"read_only": True, "receive_timeout": max(1, math.ceil(timeout)),
+    receive = max(1, math.ceil(timeout))
+    options: dict[str, Any] = {"read_only": True, "receive_timeout": receive,
                                "raise_exceptions": True, "auto_referrals": False, "client_strategy": ldap3.SYNC}
     if credential.kerberos:
         _require_ticket(where)
@@ -139,7 +140,9 @@ def _connect_one(host: str, port: int, credential: "Credential", ca_file: str | 
             raise AuthFailed(where, AuthFailed.NO_PASSWORD, "a simple bind needs a user and a non-empty password")
         conn = ldap3.Connection(server, user=credential.user, password=password,
                                 authentication=ldap3.SIMPLE, **options)
-    conn.vpro_budget = connect_timeout + timeout  # every later exchange on it: the same budget
+    # Every exchange on it: connect + the read timeout ldap3 really applies (so that a server that is merely
+    # silent is still "no answer within the timeout", and only one that trickles meets the deadline).
+    conn.vpro_budget = connect_timeout + receive
 
     def open_and_bind() -> None:
         with _errors(where, timeout, conn):
