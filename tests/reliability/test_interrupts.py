@@ -109,6 +109,10 @@ def test_interrupt_keeps_finished_results_and_marks_the_report_incomplete(pytest
     ticket = (root / "reports" / "latest" / "report.html").read_text()
     assert "INCOMPLETE" in ticket and "interrupted" in ticket
     assert SECRET not in out and SECRET not in ticket
+    fleet = {row.split(",")[0]: row.split(",")[4]
+             for row in (root / "reports" / "latest" / "fleet.csv").read_text().splitlines()[1:]}
+    assert "ok" not in fleet.values(), fleet  # no client had all its checks run: none is "ok"
+    assert fleet["pc03.sample.test"] == "not checked"
 
 
 def test_killed_xdist_worker_is_one_error_and_nothing_else_is_lost(pytester):
