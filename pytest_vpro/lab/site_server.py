@@ -1,6 +1,6 @@
 """A simulated Configuration Manager 2007 site server: WinRM/WMI, the out of band service point, AMTOPMGR.LOG.
 
-What it serves (``shared/DESIGN.md`` "The lab" / "Site server"; the guide's Stages 1-3 and 7):
+What it serves (docs/lab.md; the guide's Stages 1-3 and 7):
 
 * **WinRM** on ``address:5985`` (http) and ``address:5986`` (https, with the spec's certificate), path ``/wsman``,
   on the WS-MAN core of :mod:`pytest_vpro.lab.wsman_server`: the WMI classes the checks read, in
