@@ -285,8 +285,9 @@ def inform(server: str, *, client_address: str, port: int = SERVER_PORT, client_
 
     ``client_address`` is both the socket's source address and ``ciaddr``. ``timeout`` bounds
     the whole exchange; it is split over ``attempts`` sends (RFC 2131 §4.1 retransmission).
-    Only a BOOTREPLY with our ``xid`` from ``server``'s address is the answer: a stray datagram (malformed, a reply
-    to another client, from another address) is counted and ignored, and the wait goes on within the deadline.
+    Only a BOOTREPLY with our ``xid`` from ``server``'s address (any of its name's addresses; on loopback, any
+    loopback address: one host) is the answer: a stray datagram (malformed, a reply to another client, from
+    another address) is counted and ignored, and the wait goes on within the deadline.
     Raises :class:`DhcpNoAnswer` on timeout (naming what was ignored).
     """
     xid = int.from_bytes(os.urandom(4), "big")
@@ -311,7 +312,7 @@ def inform(server: str, *, client_address: str, port: int = SERVER_PORT, client_
                 except OSError as exc:  # e.g. ICMP port unreachable reported on the next receive
                     ignored.append(f"a socket error ({exc.strerror or exc})")
                     continue
-                if peer[0] not in server_ips:
+                if not _from_server(peer[0], server_ips):
                     ignored.append(f"a datagram from {peer[0]}:{peer[1]}, not the server")
                     continue
                 try:
@@ -324,6 +325,20 @@ def inform(server: str, *, client_address: str, port: int = SERVER_PORT, client_
                 ignored.append(f"a DHCP message from {peer[0]} for another transaction")
     why = f"; ignored {len(ignored)}: " + "; ".join(ignored[:3]) if ignored else ""
     raise DhcpNoAnswer(f"no DHCP reply from {server}:{port} within {timeout:.1f}s{why}")
+
+
+def _from_server(source: str, server_ips: set[str]) -> bool:
+    """Whether a datagram from ``source`` may be the server's answer: from one of its addresses, or, for a server
+    on this machine's loopback (127.0.0.0/8 is one host), from another loopback address: a server bound to the
+    wildcard answers from the interface's first address (dnsmasq: 127.0.0.1, with that as its identifier)."""
+    if source in server_ips:
+        return True
+    loopback = ipaddress.IPv4Network("127.0.0.0/8")
+    try:
+        return ipaddress.IPv4Address(source) in loopback and any(ipaddress.IPv4Address(a) in loopback
+                                                                   for a in server_ips)
+    except ValueError:
+        return False
 
 
 def _addresses(server: str) -> set[str]:

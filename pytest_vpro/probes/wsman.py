@@ -480,10 +480,12 @@ def _schema(uri: str) -> str:
 def require_namespace(elem, resource_uri: str) -> None:
     """Refuse an instance that is not in the namespace of ``resource_uri`` or of its schema (DSP0226: the
     instance's elements are in the resource's namespace; WinRM's ``.../wmi/<namespace>/*`` queries answer with
-    classes of that namespace). A body in a foreign namespace is not the device's answer, whatever its names."""
+    classes of that namespace; WMI namespaces compare without case). A body in a foreign namespace is not the
+    device's answer, whatever its names."""
     namespace = elem.tag[1:].split("}", 1)[0] if elem.tag.startswith("{") else ""
-    want, got = _schema(resource_uri), _schema(namespace)
-    if namespace == resource_uri or got == want or (want in _AMT_SCHEMAS and got in _AMT_SCHEMAS):
+    want, got = _schema(resource_uri).lower(), _schema(namespace).lower()  # WMI namespaces ignore case (site_LAB)
+    amt = tuple(s.lower() for s in _AMT_SCHEMAS)
+    if namespace.lower() == resource_uri.lower() or got == want or (want in amt and got in amt):
         return
     raise MalformedReply(f"the reply's {local_name(elem.tag)} is in the namespace {namespace or '(none)'}, not "
                          f"in {resource_uri}'s: a body in a foreign namespace is not taken as the answer")

@@ -1,5 +1,6 @@
 """Issue 14, items 6 and 7: hellos are hellos; a stray datagram does not end the DHCP probe, a reply from another
-address is not the server's; CRL/AIA over https trust the estate's roots. (WS-MAN bodies in a foreign namespace:
+host is not the server's (in a network namespace of the test's own, where addresses are not all loopback); CRL/AIA
+over https trust the estate's roots. (WS-MAN bodies in a foreign namespace:
 ``test_no_tracebacks.py``.)
 
 The false pass: S2-CLIENT-SENDING-HELLO passed for a client whose address had sent only an HTTP GET to the hello
@@ -9,7 +10,12 @@ for it (and show those packets as evidence), until a real hello arrives.
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import shutil
 import socket
+import subprocess
+import threading
 import time
 import uuid
 
@@ -93,42 +99,103 @@ def _ack(request: bytes) -> bytes:
                                          (dhcp.OPT_DOMAIN_NAME, b"hostile.test")])
 
 
-def test_stray_datagrams_and_a_reply_from_another_address_do_not_end_the_dhcp_probe():
-    impostor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    impostor.bind(("127.112.91.9", 0))
-
-    def server(sock, data, peer, srv):
-        sock.sendto(b"\x02not dhcp at all", peer)                       # a malformed datagram first
-        forged = bytearray(_ack(data))
-        forged[-13:-1] = b"evil.example"                                # a reply from another address
-        impostor.sendto(bytes(forged), peer)
-        other = bytearray(_ack(data))
-        other[4:8] = b"\x00\x00\x00\x01"                                # a reply for another transaction
-        sock.sendto(bytes(other), peer)
-        time.sleep(0.1)
-        sock.sendto(_ack(data), peer)                                   # then the server's own answer
-
+@pytest.fixture(scope="module")
+def netns():
+    """A network namespace of our own whose ``lo`` also holds 10.114.0.1 (the DHCP server), .2 (the probe) and .9
+    (another host): addresses outside 127.0.0.0/8, where a reply's source address tells hosts apart."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2 to create a network namespace")
+    name = f"vpro14-{os.getpid()}"
     try:
-        with Udp(server, host="127.112.91.1") as srv:
-            t0 = time.monotonic()
-            reply = dhcp.inform(srv.host, client_address="127.112.91.2", port=srv.port, timeout=3)
-            seconds = time.monotonic() - t0
+        for argv in (["ip", "netns", "add", name], ["ip", "-n", name, "link", "set", "lo", "up"],
+                     *[["ip", "-n", name, "addr", "add", f"10.114.0.{i}/32", "dev", "lo"] for i in (1, 2, 9)]):
+            subprocess.run(argv, check=True, capture_output=True, timeout=10)
+        yield name
     finally:
-        impostor.close()
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+
+
+def in_netns(name: str, fn):
+    """``fn()`` on a thread that joined network namespace ``name`` (sockets made there belong to it)."""
+    out: dict = {}
+
+    def run():
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(fd)
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test
+            out["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(30)
+    assert not t.is_alive()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def test_stray_datagrams_and_a_reply_from_another_host_do_not_end_the_dhcp_probe(netns):
+    def scenario():
+        impostor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        impostor.bind(("10.114.0.9", 0))
+
+        def server(sock, data, peer, srv):
+            sock.sendto(b"\x02not dhcp at all", peer)                   # a malformed datagram first
+            forged = bytearray(_ack(data))
+            forged[-13:-1] = b"evil.example"                            # a reply from another host
+            impostor.sendto(bytes(forged), peer)
+            other = bytearray(_ack(data))
+            other[4:8] = b"\x00\x00\x00\x01"                            # a reply for another transaction
+            sock.sendto(bytes(other), peer)
+            time.sleep(0.1)
+            sock.sendto(_ack(data), peer)                               # then the server's own answer
+
+        try:
+            with Udp(server, host="10.114.0.1") as srv:
+                t0 = time.monotonic()
+                reply = dhcp.inform(srv.host, client_address="10.114.0.2", port=srv.port, timeout=3)
+                return reply, time.monotonic() - t0
+        finally:
+            impostor.close()
+
+    reply, seconds = in_netns(netns, scenario)
     assert reply.domain_name == "hostile.test" and reply.message_type == dhcp.DHCPACK
     assert seconds < 2
 
 
-def test_a_reply_only_from_another_address_is_no_answer():
-    impostor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    impostor.bind(("127.112.91.8", 0))
+def test_a_reply_only_from_another_host_is_no_answer(netns):
+    def scenario():
+        impostor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        impostor.bind(("10.114.0.9", 0))
+        try:
+            with Udp(lambda sock, data, peer, srv: impostor.sendto(_ack(data), peer), host="10.114.0.1") as srv:
+                with pytest.raises(dhcp.DhcpNoAnswer) as caught:
+                    dhcp.inform(srv.host, client_address="10.114.0.2", port=srv.port, timeout=1)
+                return caught.value
+        finally:
+            impostor.close()
+
+    error = in_netns(netns, scenario)
+    assert "10.114.0.9" in str(error) and "not the server" in str(error)
+
+
+def test_a_server_on_this_machine_may_answer_from_its_first_loopback_address():
+    """dnsmasq bound to the wildcard (the lab's) answers a DHCPINFORM sent to 127.N.0.12 from 127.0.0.1: one host."""
+    first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    first.bind(("127.0.0.1", 0))
     try:
-        with Udp(lambda sock, data, peer, srv: impostor.sendto(_ack(data), peer), host="127.112.91.3") as srv:
-            with pytest.raises(dhcp.DhcpNoAnswer) as caught:
-                dhcp.inform(srv.host, client_address="127.112.91.4", port=srv.port, timeout=1)
+        with Udp(lambda sock, data, peer, srv: first.sendto(_ack(data), peer), host="127.112.91.3") as srv:
+            reply = dhcp.inform(srv.host, client_address="127.112.91.4", port=srv.port, timeout=2)
     finally:
-        impostor.close()
-    assert "127.112.91.8" in str(caught.value) and "not the server" in str(caught.value)
+        first.close()
+    assert reply.domain_name == "hostile.test"
 
 
 # --------------------------------------------------------------------------- CRL/AIA over https
