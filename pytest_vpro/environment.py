@@ -65,6 +65,7 @@ DEFAULT_EXPECTED: dict[str, Any] = {
     "kerberos_token_limit_bytes": 4096,
     "crl_min_remaining_hours": 24,
     "power_policy_states": ["S0", "S3", "S4", "S5"],
+    "amt_legacy_tls_ciphers": "AES128-SHA:AES256-SHA",  # probes/tls.py: the legacy retry toward AMT ports
 }
 def _shipped_environments() -> Path:
     spec = importlib.util.find_spec("pytest_vpro.environments")  # a clone's environments/ under an editable install

@@ -91,6 +91,8 @@ class Facts:
             if session is not None and hasattr(session, "close"):
                 session.close()
 
+    _amt_negotiated = ""  # what the WS-MAN TLS session to this client used (amt_tls)
+
     #: set by FactsCache: a snapshot.Recorder (--facts-out) and a snapshot.Replay (--facts-in)
     recorder: Any = None
     replay: Any = None
@@ -122,7 +124,16 @@ class Facts:
         """
         if read not in AMT_READS:  # AmtDevice also has writes; facts only read (writes: probes/actions.py)
             raise ValueError(f"facts.amt reads only {', '.join(sorted(AMT_READS))}; not {read!r}")
-        return self._per_host(self._amt_channel, f"amt.{read}", lambda: getattr(self._amt_device(), read)())
+        return self._per_host(self._amt_channel, f"amt.{read}", lambda: self._noting_tls(self._amt_device(), read))
+
+    def _noting_tls(self, device, read: str) -> Any:
+        """``device.<read>()``, noting what its TLS session negotiated (:meth:`amt_tls`)."""
+        try:
+            return getattr(device, read)()
+        finally:
+            negotiated = getattr(getattr(device, "client", None), "negotiated", None)
+            if negotiated is not None:
+                self._amt_negotiated = str(negotiated)
 
     @property
     def _amt_channel(self) -> str:
@@ -140,7 +151,8 @@ class Facts:
             auth = KerberosAuth() if cred.kerberos else DigestAuth(cred.user, cred.password.resolve())
             port = self.env.expected["ports"]["amt_https"]
             client = WsmanClient(f"https://{self.target.name}:{port}/wsman", auth=auth,
-                                 ca_bundle=self.env.pki.get("trusted_roots"), timeout=self.env.timeouts["read"])
+                                 ca_bundle=self.env.pki.get("trusted_roots"), timeout=self.env.timeouts["read"],
+                                 legacy_ciphers=self._legacy_ciphers)
             return AmtDevice(client)
         return self.get("amt.session", connect)
 
@@ -478,10 +490,26 @@ class Facts:
     # ------------------------------------------------------------------ TLS
     def peer_certificate(self, host: str, port: int):
         """The certificate ``host:port`` presents (read, not trusted: the checks judge it), or ProbeError."""
+        return self.peer_tls(host, port).certificate
+
+    def peer_tls(self, host: str, port: int):
+        """:class:`~pytest_vpro.probes.net.TlsPeer` of ``host:port``: the certificate it presents and what the
+        handshake used (legacy settings toward an AMT port that refused the modern ones)."""
         from .probes import net  # noqa: PLC0415
 
-        return self._per_host(host, f"tls.{host}:{port}", lambda: net.peer_certificate(
-            host, port, timeout=self.env.timeouts["connect"]))
+        return self._per_host(host, f"tls.peer.{host}:{port}", lambda: net.peer_tls(
+            host, port, timeout=self.env.timeouts["connect"], legacy_ciphers=self._legacy_ciphers))
+
+    def amt_tls(self) -> str:
+        """What this client's WS-MAN session over TLS used ("TLS 1.0, AES128-SHA (legacy fallback)"), once it
+        has answered; "" before, or when the session is not over TLS."""
+        return self._amt_negotiated
+
+    @property
+    def _legacy_ciphers(self) -> str:
+        from .probes import tls  # noqa: PLC0415
+
+        return tls.ciphers_of(self.env)
 
     # ------------------------------------------------------------------ provisioning requests (stages 2 and 3)
     hello_capture: Any = None  # the run's passive hello listener (--hello-listen), set on the estate by FactsCache
@@ -617,9 +645,9 @@ class Facts:
             return AmtDevice(WsmanClient(f"https://{self.target.name}:{port}/wsman",
                                          auth=NegotiateAuth(self.console_credentials(), self.env.site.realm),
                                          ca_bundle=self.env.pki.get("trusted_roots"),
-                                         timeout=self.env.timeouts["read"]))
+                                         timeout=self.env.timeouts["read"], legacy_ciphers=self._legacy_ciphers))
         return self._per_host(self._amt_channel, f"console_amt.{read}",
-                              lambda: getattr(self.get("console_amt.session", connect), read)())
+                              lambda: self._noting_tls(self.get("console_amt.session", connect), read))
 
     def amt_login(self, user: str, password: str) -> bool:
         """One Digest Get of AMT_GeneralSettings on 16993 as ``user``: True if accepted, False if refused (401).
@@ -630,7 +658,8 @@ class Facts:
         def attempt():
             port = self.env.expected["ports"]["amt_https"]
             client = WsmanClient(f"https://{self.target.name}:{port}/wsman", auth=DigestAuth(user, password),
-                                 ca_bundle=self.env.pki.get("trusted_roots"), timeout=self.env.timeouts["read"])
+                                 ca_bundle=self.env.pki.get("trusted_roots"), timeout=self.env.timeouts["read"],
+                                 legacy_ciphers=self._legacy_ciphers)
             try:
                 AmtDevice(client).general_settings()
                 return True
@@ -654,7 +683,7 @@ class Facts:
                 if login else None
             return webui_probe.get(url, ca_bundle=self.env.pki.get("trusted_roots"),
                                    timeout=self.env.timeouts["read"], auth=auth,
-                                   connect_timeout=self.env.timeouts["connect"])
+                                   connect_timeout=self.env.timeouts["connect"], legacy_ciphers=self._legacy_ciphers)
         return self._per_host(self.target.name, f"webui.{page}.{login}", fetch)
 
     def console_user(self) -> dict[str, Any]:

@@ -151,6 +151,8 @@ class DeviceSpec:
     latency_ms: float = 0.0
     tls_cert: str = ""
     tls_key: str = ""
+    #: "modern" (TLS 1.2+) or "legacy" (TLS 1.0 only, AES-CBC-SHA: AMT 3.2.1-6.x; docs/protocols.md "TLS")
+    tls_profile: str = "modern"
     send_hellos: bool = True
     provision_server: tuple[str, int] | None = None
     hello_interval: float = 1.0
@@ -795,7 +797,7 @@ class AmtSimulator(BackgroundService):
             self.server.add(address, self.http_port, endpoint(self.http_port))
             if s.tls_cert and s.tls_key:
                 self.server.add(address, self.https_port, endpoint(self.https_port),
-                                server_ssl_context(s.tls_cert, s.tls_key))
+                                server_ssl_context(s.tls_cert, s.tls_key, s.tls_profile))
 
     async def _start_redirection(self, dev: Device) -> None:
         """The redirection listener (SOL/IDER, TLS on 16995) of a provisioned device whose
@@ -813,7 +815,7 @@ class AmtSimulator(BackgroundService):
             await RedirectionSession(dev, writer, negotiate).run(reader)
 
         self._redirection.append(await asyncio.start_server(
-            session, s.address, self.redirection_port, ssl=server_ssl_context(s.tls_cert, s.tls_key),
+            session, s.address, self.redirection_port, ssl=server_ssl_context(s.tls_cert, s.tls_key, s.tls_profile),
             reuse_address=True))
 
     def set_latency(self, fqdn: str, latency_ms: float) -> None:

@@ -582,10 +582,27 @@ def _challenges(ep: WsmanEndpoint, denied: Denied, base: Mapping[str, str]) -> C
     return h
 
 
-def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """A TLS server context for one device (TLS 1.2+)."""
+#: What AMT firmware of the guide's time offers (docs/protocols.md "TLS"): TLS 1.0 only, RSA key exchange,
+#: AES-CBC-SHA (0x002F, 0x0035). (Real firmware also lacks RFC 5746 secure renegotiation; an OpenSSL server always
+#: has it, so the lab cannot show that part: the client's OP_LEGACY_SERVER_CONNECT is sourced, not lab-proven.)
+LEGACY_PROTOCOL, LEGACY_CIPHERS = "TLSv1", "AES128-SHA:AES256-SHA"
+
+
+def server_ssl_context(cert_file: str, key_file: str, profile: str = "modern") -> ssl.SSLContext:
+    """A TLS server context for one device: ``modern`` (TLS 1.2+), or ``legacy``, the TLS of AMT 3.2.1-6.x
+    (:data:`LEGACY_CIPHERS` over TLS 1.0 only; security level 0, which SHA-1 certificates need too)."""
+    import warnings  # noqa: PLC0415
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if profile == "legacy":
+        ctx.set_ciphers(f"{LEGACY_CIPHERS}:@SECLEVEL=0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1
+    elif profile == "modern":
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    else:
+        raise ValueError(f"TLS profile must be modern or legacy, not {profile!r}")
     ctx.load_cert_chain(cert_file, key_file)
     return ctx
 

@@ -32,6 +32,7 @@ from .. import catalog
 from ..facts import run_record_path
 from . import deadline
 from . import redirection as redir
+from . import tls
 from .errors import MalformedReply, ProbeError, Unreachable
 
 #: The SMS Provider method that deletes a client's provisioning data. SCCM 2007's own WMI method is not
@@ -90,7 +91,8 @@ def _console_device(facts, env):
     port = env.expected["ports"]["amt_https"]
     return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
                                  auth=NegotiateAuth(facts.console_credentials(), env.site.realm),
-                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"]))
+                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
+                                 legacy_ciphers=tls.ciphers_of(env)))
 
 
 def _wait_for(device, state: int, seconds: float) -> tuple[int | None, float, str]:
@@ -198,6 +200,7 @@ class RedirectionResult:
     reboot: str = ""                       # the power request that restarted the host
     sol_text: str = ""                     # what SOL showed while it booted
     ider_reads: list[int] = field(default_factory=list)  # sectors the client read from the image
+    tls: str = ""                          # what the redirection TLS session used (probes/tls.py)
 
     @property
     def bios_seen(self) -> bool:
@@ -224,8 +227,10 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
     sessions = {}
     try:
         for kind, start, name in ((redir.SOL, redir.START_SOL, "sol"), (redir.IDER, redir.START_IDER, "ider")):
-            conn = _Redirection(client.name, port, env.pki.get("trusted_roots"), timeout)
+            conn = _Redirection(client.name, port, env.pki.get("trusted_roots"), timeout,
+                                tls.ciphers_of(env))
             sessions[name] = conn
+            result.tls = str(conn.negotiated)
             token = facts.console_credentials().token(facts.amt_spn())[1]  # one AP-REQ per session (no replays)
             setattr(result, name, conn.open(kind, token, start))
         if result.sol != "started" or result.ider != "started":
@@ -262,32 +267,24 @@ class _Redirection:
     TLS record keeps one read going; the deadline shuts the socket instead. A message that is not in the
     protocol's layout, or larger than :attr:`redirection.Reader.MAX`, is a :class:`MalformedReply`."""
 
-    def __init__(self, host: str, port: int, ca_bundle: str | None, timeout: float) -> None:
+    def __init__(self, host: str, port: int, ca_bundle: str | None, timeout: float,
+                 legacy_ciphers: str = tls.DEFAULT_LEGACY_CIPHERS) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        ctx = ssl.create_default_context(cafile=ca_bundle)
-        limit = deadline.Deadline(2 * timeout, f"redirection {host}:{port}")
+        attempts = 2 if tls.may_fall_back(port) else 1  # a refused modern handshake is tried once more, legacy
+        limit = deadline.Deadline(2 * timeout * attempts, f"redirection {host}:{port}")
         with limit:
-            try:
-                raw = deadline.connect(host, port, timeout, limit)
+            try:  # verified; a device that refuses the modern handshake is asked once with the legacy settings
+                self.sock, self.negotiated = tls.connect(host, port, cafile=ca_bundle, timeout=timeout,
+                                                         ciphers=legacy_ciphers, limit=limit)
             except (TimeoutError, socket.timeout):
                 raise Unreachable(host, port, timeout) from None
-            except OSError as exc:
+            except (ssl.SSLError, OSError) as exc:
                 if limit.expired:
                     raise limit.too_late(host, port) from None
+                if isinstance(exc, ssl.SSLError):
+                    raise ProbeError(f"TLS to {host}:{port} failed: {tls.reason(exc)}") from None
                 raise Unreachable(host, port, timeout, "connection refused" if isinstance(exc, ConnectionRefusedError)
                                   else exc.strerror or str(exc)) from None
-            limit.watch_copy(raw)
-            try:
-                self.sock = ctx.wrap_socket(raw, server_hostname=host)
-            except (ssl.SSLError, OSError) as exc:
-                raw.close()
-                if limit.expired:
-                    raise limit.too_late(host, port) from None
-                if isinstance(exc, TimeoutError):  # the ssl module bounds a whole handshake by the timeout
-                    raise Unreachable(host, port, timeout) from None
-                if isinstance(exc, ssl.SSLError):
-                    raise ProbeError(f"TLS to {host}:{port} failed: {exc.reason or exc}") from None
-                raise Unreachable(host, port, timeout, exc.strerror or str(exc)) from None
         self.frames = redir.Reader()
         self.pending: list[redir.Message] = []
 
@@ -438,7 +435,8 @@ def _digest_device(facts, env):
     port = env.expected["ports"]["amt_https"]
     return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
                                  auth=DigestAuth(cred.user, cred.password.resolve()),
-                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"]))
+                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
+                                 legacy_ciphers=tls.ciphers_of(env)))
 
 
 __all__ = ["power_cycle", "sol_ider_session", "unprovision", "NotPermitted", "PowerCycle", "PowerStep",

@@ -146,27 +146,43 @@ def is_ipv4_only(host: str, resolver: Resolver) -> bool:
     return False
 
 
-def peer_certificate(host: str, port: int, timeout: float):
-    """The leaf certificate ``host:port`` presents in its TLS handshake, as a ``cryptography`` certificate.
+@dataclass(frozen=True)
+class TlsPeer:
+    """What a TLS handshake with ``host:port`` showed: the leaf certificate and what the session used
+    (:class:`pytest_vpro.probes.tls.Negotiated` as text, e.g. "TLS 1.0, AES128-SHA (legacy fallback)")."""
+
+    certificate: object  # cryptography.x509.Certificate
+    negotiated: str
+
+
+def peer_certificate(host: str, port: int, timeout: float, *, legacy_ciphers: str | None = None):
+    """The leaf certificate ``host:port`` presents in its TLS handshake, as a ``cryptography`` certificate."""
+    return peer_tls(host, port, timeout, legacy_ciphers=legacy_ciphers).certificate
+
+
+def peer_tls(host: str, port: int, timeout: float, *, legacy_ciphers: str | None = None) -> TlsPeer:
+    """The leaf certificate ``host:port`` presents in its TLS handshake, and what the handshake used.
 
     This reads the certificate in order to judge it (issuer, dates, name, self-signed): the handshake is made
     without trusting it and nothing is sent over the connection, no credential and no request. Every call that
     sends data verifies TLS (WsmanClient, requests with ``verify=``); this is the only unverified handshake, on
-    purpose, and it is named for what it does.
+    purpose, and it is named for what it does. Toward an AMT port a device that refuses the modern handshake is
+    asked once more with the legacy settings (:mod:`pytest_vpro.probes.tls`).
     """
     import ssl  # noqa: PLC0415
 
     from cryptography import x509  # noqa: PLC0415
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE  # inspect only: see the docstring
-    limit = deadline.Deadline(2 * timeout, f"TLS handshake {host}:{port}")  # connect + a handshake a byte at a time
+    from . import tls  # noqa: PLC0415
+
+    attempts = 2 if tls.may_fall_back(port) else 1  # a refused modern handshake is tried once more, legacy
+    limit = deadline.Deadline(2 * timeout * attempts, f"TLS handshake {host}:{port}")  # connect + a slow handshake
     try:
-        with limit, deadline.connect(host, port, timeout, limit) as raw:
-            limit.watch_copy(raw)
-            with ctx.wrap_socket(raw, server_hostname=host) as tls:
-                der = tls.getpeercert(binary_form=True)
+        with limit:
+            sock, negotiated = tls.connect(host, port, cafile=None, timeout=timeout, inspect_only=True,
+                                           ciphers=legacy_ciphers or tls.DEFAULT_LEGACY_CIPHERS, limit=limit)
+            with sock:
+                der = sock.getpeercert(binary_form=True)
     except (TimeoutError, socket.timeout):
         raise Unreachable(host, port, timeout) from None
     except ConnectionRefusedError:
@@ -179,4 +195,4 @@ def peer_certificate(host: str, port: int, timeout: float):
         raise Unreachable(host, port, timeout, exc.strerror or str(exc)) from None
     if not der:
         raise MalformedReply(f"{host}:{port} presented no certificate")
-    return x509.load_der_x509_certificate(der)
+    return TlsPeer(x509.load_der_x509_certificate(der), str(negotiated))

@@ -28,7 +28,7 @@ import defusedxml.ElementTree as SafeET
 import requests
 from defusedxml import DefusedXmlException
 
-from pytest_vpro.probes import deadline, errors, httpclient
+from pytest_vpro.probes import deadline, errors, httpclient, tls
 
 # --- namespaces (DSP0226 annex A; notes "Namespaces in the envelope") -----------------
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
@@ -497,6 +497,9 @@ class WsmanClient:
 
     ``ca_bundle`` is the path of the CA certificates that verify the server (required
     for https; ``None`` only for plain http). ``timeout`` bounds connect and each read.
+    Toward an AMT port over https, a device that refuses the modern handshake is asked once more with the
+    legacy settings of :mod:`pytest_vpro.probes.tls` (``legacy_ciphers``); :attr:`negotiated` says what the
+    session used.
     """
 
     def __init__(
@@ -509,6 +512,7 @@ class WsmanClient:
         session: requests.Session | None = None,
         max_bytes: int = 4_000_000,
         transcript: Transcript | None = None,
+        legacy_ciphers: str = tls.DEFAULT_LEGACY_CIPHERS,
     ):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
@@ -532,6 +536,11 @@ class WsmanClient:
         # session, and AMT firmware serves only a few connections; callers on other threads queue here.
         self._one_at_a_time = threading.Lock()
         self._worker: deadline.Worker | None = None
+        self.legacy_ciphers = legacy_ciphers
+        self._amt_tls = parts.scheme == "https" and tls.may_fall_back(self.port)
+        self._tls_prefix = f"https://{parts.netloc}/"
+        self._legacy = self._amt_tls and tls.remembered(self.host, self.port)
+        self.negotiated: tls.Negotiated | None = None
 
     @classmethod
     def for_amt(cls, host: str, *, tls: bool = True, **kwargs) -> "WsmanClient":
@@ -553,7 +562,7 @@ class WsmanClient:
         # its socket when it passes (probes/deadline.py); if the exchange still has not ended shortly after (a
         # Kerberos token stuck in the KDC), its thread is abandoned and its session discarded.
         # One long-lived worker per client: requests' Digest state (nonce, count) is per thread.
-        seconds = 2 * self.timeout
+        seconds = 2 * self.timeout * (2 if self._amt_tls and not self._legacy else 1)  # a legacy retry too
         limit = deadline.Deadline(seconds, f"WS-MAN {self.url}")
         box: dict[str, Any] = {}
         session = self.session
@@ -587,28 +596,53 @@ class WsmanClient:
             self.transcript.record(resp.request, resp.status_code, resp.headers, body)
         return self._interpret(resp, body)
 
+    def _tls_adapter(self, session: requests.Session) -> tls.RecordingAdapter | None:
+        """The adapter of ``session`` toward this AMT port, with the current (modern or legacy) settings."""
+        if not self._amt_tls:
+            return None
+        adapter = session.adapters.get(self._tls_prefix)
+        if not isinstance(adapter, tls.RecordingAdapter) or adapter.legacy != self._legacy:
+            adapter = tls.RecordingAdapter(self.ca_bundle, legacy=self._legacy, ciphers=self.legacy_ciphers)
+            session.mount(self._tls_prefix, adapter)
+        return adapter
+
     def _send(self, session: requests.Session, envelope: bytes) -> requests.Response:
         headers = {"Content-Type": "application/soap+xml; charset=utf-8"}
-        try:
-            return session.post(
-                self.url, data=envelope, headers=headers, auth=self._requests_auth,
-                verify=self.ca_bundle if self.url.startswith("https") else True,
-                timeout=(self.timeout, self.timeout), stream=True, allow_redirects=False,
-            )
-        except requests.exceptions.SSLError as exc:
-            raise TlsError(self.url, _tls_reason(exc)) from None
-        except requests.exceptions.ConnectTimeout:
-            raise Unreachable(self.host, self.port, self.timeout) from None
-        except requests.exceptions.ReadTimeout:
-            raise Unreachable(self.host, self.port, self.timeout) from None
-        except requests.exceptions.ConnectionError as exc:
-            raise Unreachable(self.host, self.port, self.timeout, _conn_reason(exc)) from None
-        except errors.ProbeError:
-            raise
-        except (requests.exceptions.RequestException, ValueError, UnicodeError) as exc:
-            # headers, chunking or encodings requests cannot read, a challenge it chokes on
-            raise MalformedReply(f"{self.host}:{self.port} answered with something that is not a valid HTTP reply "
-                                 f"({_first_line(exc)})") from None
+        modern_refusal = None
+        while True:
+            adapter = self._tls_adapter(session)
+            try:
+                resp = session.post(
+                    self.url, data=envelope, headers=headers, auth=self._requests_auth,
+                    verify=self.ca_bundle if self.url.startswith("https") else True,
+                    timeout=(self.timeout, self.timeout), stream=True, allow_redirects=False,
+                )
+            except requests.exceptions.SSLError as exc:
+                if adapter is not None and not self._legacy and tls.refused_modern(exc):
+                    modern_refusal = tls.reason(exc)
+                    self._legacy = True  # one retry, with the legacy settings (probes/tls.py)
+                    continue
+                if modern_refusal is not None:
+                    raise TlsError(self.url, f"modern handshake: {modern_refusal}; legacy fallback "
+                                             f"({self.legacy_ciphers}, TLS 1.0 and later): {tls.reason(exc)}") from None
+                raise TlsError(self.url, _tls_reason(exc)) from None
+            except requests.exceptions.ConnectTimeout:
+                raise Unreachable(self.host, self.port, self.timeout) from None
+            except requests.exceptions.ReadTimeout:
+                raise Unreachable(self.host, self.port, self.timeout) from None
+            except requests.exceptions.ConnectionError as exc:
+                raise Unreachable(self.host, self.port, self.timeout, _conn_reason(exc)) from None
+            except errors.ProbeError:
+                raise
+            except (requests.exceptions.RequestException, ValueError, UnicodeError) as exc:
+                # headers, chunking or encodings requests cannot read, a challenge it chokes on
+                raise MalformedReply(f"{self.host}:{self.port} answered with something that is not a valid HTTP "
+                                     f"reply ({_first_line(exc)})") from None
+            if adapter is not None and adapter.negotiated is not None:
+                self.negotiated = adapter.negotiated
+                if adapter.legacy:
+                    tls.remember(self.host, self.port)
+            return resp
 
     def _read_bounded(self, resp: requests.Response) -> bytes:
         declared = resp.headers.get("Content-Length")
@@ -723,7 +757,8 @@ def _tls_reason(exc: BaseException) -> str:
                 inner = _tls_reason(arg)
                 if inner:
                     return inner
-        cur = cur.__cause__ or cur.__context__ or getattr(cur, "reason", None)
+        why = getattr(cur, "reason", None)  # urllib3's wrapped exception; ssl.SSLError's is a string
+        cur = cur.__cause__ or cur.__context__ or (why if isinstance(why, BaseException) else None)
     text = str(exc)
     return text[:300]
 

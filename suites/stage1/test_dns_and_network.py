@@ -137,11 +137,12 @@ def test_service_point_reaches_amt_ports(client, env, facts, evidence):
     closed = judge(states)
     expect(not closed, found="; ".join(closed), expected=f"TCP {ports['amt_http']} and {ports['amt_https']} open")
     try:
-        cert = facts.peer_certificate(facts.address(), ports["amt_https"])
+        peer = facts.peer_tls(facts.address(), ports["amt_https"])
     except ProbeError as exc:
         expect(False, found=f"no TLS handshake on {ports['amt_https']}: {exc}", expected="a TLS handshake")
-    evidence.attach(f"TLS on {ports['amt_https']}", {"subject": cert.subject.rfc4514_string(),
-                                                      "issuer": cert.issuer.rfc4514_string()})
+    evidence.attach(f"TLS on {ports['amt_https']}", {"subject": peer.certificate.subject.rfc4514_string(),
+                                                      "issuer": peer.certificate.issuer.rfc4514_string(),
+                                                      "negotiated": peer.negotiated})
 
 
 @pytest.mark.check("S1-PORTS-CONSOLE-TO-AMT")

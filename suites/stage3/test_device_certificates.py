@@ -116,8 +116,9 @@ def test_amt_321_does_not_serve_a_self_signed_certificate(client, env, facts, ev
     parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
     if parts != (3, 2, 1):
         not_applicable(f"AMT {version} ({where}), not 3.2.1")
-    cert = facts.peer_certificate(client.fqdn, env.expected["ports"]["amt_https"])
-    evidence.attach("TLS certificate", certs.summary(cert))
+    peer = facts.peer_tls(client.fqdn, env.expected["ports"]["amt_https"])
+    cert = peer.certificate
+    evidence.attach("TLS certificate", {**certs.summary(cert), "negotiated": peer.negotiated})
     expect(not certs.is_self_signed(cert), found=f"AMT 3.2.1 ({where}) presents a self-signed certificate "
                                                  f"({cert.subject.rfc4514_string()})",
            expected="a certificate issued by the enterprise CA (firmware "
@@ -129,12 +130,13 @@ def test_client_presents_an_enterprise_web_server_certificate(client, env, facts
     port = env.expected["ports"]["amt_https"]
     provisioned = cmlog.provisioned(facts.client_events())
     try:
-        cert = facts.peer_certificate(client.fqdn, port)
+        peer = facts.peer_tls(client.fqdn, port)
     except ProbeError:
         if not provisioned:
             not_applicable("not provisioned by the site yet: the certificate is issued during provisioning")
         raise
-    evidence.attach("TLS certificate", certs.summary(cert))
+    cert = peer.certificate
+    evidence.attach("TLS certificate", {**certs.summary(cert), "negotiated": peer.negotiated})
     if not provisioned and certs.is_self_signed(cert):
         not_applicable("not provisioned by the site yet: the ME presents its own self-signed certificate until then")
     problems = []

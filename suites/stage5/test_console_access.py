@@ -41,7 +41,8 @@ def _console_entries(facts):
 def test_console_connects_with_kerberos(client, facts, evidence):
     settings = facts.console_amt("general_settings")
     evidence.attach("AMT_GeneralSettings as the console user", {"host": settings.fqdn,
-                                                                "digest_realm": settings.digest_realm})
+                                                                "digest_realm": settings.digest_realm,
+                                                                "tls": facts.amt_tls()})
     expect(settings.host_name, found="AMT_GeneralSettings without a host name",
            expected="the client's general settings")
 
