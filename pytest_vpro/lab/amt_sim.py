@@ -55,6 +55,7 @@ from pytest_vpro.lab.wsman_server import (
     amt_digest_realm, destination_unreachable, invalid_representation, invalid_selectors, server_ssl_context,
 )
 from pytest_vpro.probes import redirection as redir
+from pytest_vpro.probes.amt import realm_exists, sid_to_wire
 from pytest_vpro.probes.hello import (VERSION_PKI, VERSION_PSK, Hello, MalformedHello, encode_hello, hello_or_error,
                                       receive_hello)
 from pytest_vpro.probes.wsman import EndpointReference, resource_uri
@@ -114,7 +115,10 @@ def scheme_by(key: str) -> PowerScheme:
 
 @dataclass
 class AclEntry:
-    """A user ACL entry: a Kerberos SID (or a digest user name) and its realms (notes: ACL realms)."""
+    """A user ACL entry: a Kerberos SID (or a digest user name) and its realms (docs/protocols.md "ACL").
+
+    ``kerberos_sid`` is written here as text (S-1-...); the device sends it as real firmware does, the base64
+    of the binary SID, and leaves out the realms its version does not have (20, 21 before AMT 4.0)."""
 
     kerberos_sid: str = ""
     digest_user: str = ""
@@ -493,11 +497,12 @@ class Device:
         except (ValueError, IndexError):
             return {"ReturnValue": RV_INVALID_PARAMETER}
         out: dict[str, Any] = {}
-        if entry.kerberos_sid:
-            out["KerberosUserSid"] = entry.kerberos_sid
+        if entry.kerberos_sid:  # the binary SID, base64 (AMT_AuthorizationService MOF: a Base64 uint8[])
+            out["KerberosUserSid"] = sid_to_wire(entry.kerberos_sid)
         else:
             out["DigestUsername"] = entry.digest_user
-        out.update({"AccessPermission": str(entry.access), "Realms": [str(r) for r in entry.realms],
+        realms = [r for r in entry.realms if realm_exists(r, self.spec.version_tuple)]  # 20/21 only from 4.0
+        out.update({"AccessPermission": str(entry.access), "Realms": [str(r) for r in realms],
                     "ReturnValue": RV_OK})
         return out
 

@@ -16,8 +16,57 @@ PROVISIONING_STATES = {0: "pre-provisioning", 1: "in provisioning", 2: "post-pro
 POWER_STATES = {2: "on", 4: "sleep (S3)", 5: "power cycle", 6: "off-hard", 7: "hibernate (S4)", 8: "off-soft (S5)"}
 REDIRECTION_STATES = {32768: (False, False), 32769: (False, True), 32770: (True, False), 32771: (True, True)}
 HASH_TYPES = {1: "SHA-1", 2: "SHA-256", 3: "SHA-384"}  # (unconfirmed): numbering of the hello packet
+#: AMT_AuthorizationService realm ValueMap (docs/protocols.md "ACL").
 ACL_REALMS = {2: "redirection", 3: "PT administration", 4: "hardware asset", 5: "remote control", 6: "storage",
-              7: "event manager", 12: "network time", 13: "general info", 20: "audit log", 21: "ACL"}
+              7: "event manager", 8: "storage admin", 9: "agent presence local", 10: "agent presence remote",
+              11: "circuit breaker", 12: "network time", 13: "general info", 14: "firmware update", 15: "EIT",
+              16: "local UN", 17: "endpoint access control", 18: "endpoint access control admin",
+              19: "event log reader", 20: "audit log", 21: "ACL", 23: "DT", 24: "local system"}
+#: Realms a firmware release introduced: 20 (audit log) and 21 (ACL) from AMT 4.0, 23 from 5.1.
+REALMS_SINCE = {20: (4, 0), 21: (4, 0), 23: (5, 1)}
+
+
+def realm_exists(realm: int, version: tuple[int, ...]) -> bool:
+    """Whether AMT ``version`` has ``realm`` at all (an AMT 3.2.1 ACL entry cannot hold realm 20 or 21)."""
+    return tuple(version[:2]) >= REALMS_SINCE.get(realm, (0,))
+
+
+class SidError(ValueError):
+    """A ``KerberosUserSid`` that is not the base64 of a binary SID."""
+
+
+def sid_from_wire(value: str) -> str:
+    """``KerberosUserSid`` as AMT sends it (base64 of a binary SID, MS-DTYP 2.4.2.2) -> ``S-1-5-21-...``.
+
+    Layout: revision (1 byte, 1), sub-authority count (1 byte, at most 15), identifier authority (6 bytes,
+    big-endian), then count sub-authorities (u32, little-endian)."""
+    try:
+        data = base64.b64decode(value.strip(), validate=True)
+    except (ValueError, TypeError):
+        raise SidError(f"KerberosUserSid {value[:60]!r} is not base64") from None
+    if len(data) < 8:
+        raise SidError(f"KerberosUserSid of {len(data)} bytes is shorter than a SID header (8)")
+    revision, count = data[0], data[1]
+    if revision != 1 or count > 15 or len(data) != 8 + 4 * count:
+        raise SidError(f"KerberosUserSid {data.hex()} is not a SID (revision {revision}, {count} sub-authorities, "
+                       f"{len(data)} bytes)")
+    authority = int.from_bytes(data[2:8], "big")
+    subs = [int.from_bytes(data[8 + 4 * i: 12 + 4 * i], "little") for i in range(count)]
+    return "-".join(["S", str(revision), str(authority), *map(str, subs)])
+
+
+def sid_to_wire(sid: str) -> str:
+    """``S-1-5-21-...`` -> base64 of its binary form (what AMT stores and sends; the inverse of
+    :func:`sid_from_wire`)."""
+    parts = sid.strip().split("-")
+    if len(parts) < 3 or parts[0].upper() != "S" or not all(p.isdigit() for p in parts[1:]):
+        raise SidError(f"{sid!r} is not a SID in S-1-... form")
+    revision, authority, *subs = (int(p) for p in parts[1:])
+    if len(subs) > 15 or authority >= 1 << 48 or any(s >= 1 << 32 for s in subs):
+        raise SidError(f"{sid!r} does not fit a binary SID")
+    data = bytes([revision, len(subs)]) + authority.to_bytes(6, "big") + b"".join(s.to_bytes(4, "little")
+                                                                                   for s in subs)
+    return base64.b64encode(data).decode("ascii")
 
 
 class AmtCallFailed(WsmanError):
@@ -166,10 +215,12 @@ class KerberosSettings:
 @dataclass(frozen=True)
 class AclEntry:
     handle: int
-    kerberos_sid: str
+    kerberos_sid: str          # S-1-... decoded from the wire; "" for a digest entry or an undecodable value
     digest_user: str
     realms: tuple[int, ...]
     access: int | None
+    kerberos_sid_wire: str = ""  # KerberosUserSid as sent (base64 of the binary SID)
+    sid_problem: str = ""        # why kerberos_sid_wire did not decode
 
     @property
     def realm_names(self) -> tuple[str, ...]:
@@ -330,9 +381,15 @@ class AmtDevice:
         entries = []
         for h in handles[:limit]:
             e = self._call("AMT_AuthorizationService", "GetUserAclEntryEx", {"Handle": h})
-            entries.append(AclEntry(h, str(e.get("KerberosUserSid") or ""), str(e.get("DigestUsername") or ""),
+            wire, sid, problem = str(e.get("KerberosUserSid") or "").strip(), "", ""
+            if wire:
+                try:
+                    sid = sid_from_wire(wire)
+                except SidError as exc:
+                    problem = str(exc)
+            entries.append(AclEntry(h, sid, str(e.get("DigestUsername") or ""),
                                     tuple(r for r in (_int(v) for v in _list(e.get("Realms"))) if r is not None),
-                                    _int(e.get("AccessPermission"))))
+                                    _int(e.get("AccessPermission")), wire, problem))
         return entries
 
     def ethernet_settings(self) -> list[EthernetPort]:

@@ -30,6 +30,12 @@ def _realm_names(realms) -> str:
     return ", ".join(f"{r} {ACL_REALMS.get(r, '?')}" for r in realms)
 
 
+def _who(entry) -> str:
+    if entry.sid_problem:
+        return f"an undecodable SID ({entry.sid_problem})"
+    return entry.kerberos_sid or entry.digest_user
+
+
 def _console_entries(facts):
     """The device's ACL entries whose Kerberos SID is the console user's or one of its groups'."""
     user = facts.console_user()
@@ -117,9 +123,10 @@ def test_console_user_has_the_realms_it_needs(client, facts, evidence):
 def test_console_user_is_in_the_amt_acl(client, facts, evidence):
     user, entries = _console_entries(facts)
     acl = facts.amt("acl_entries")
-    evidence.attach("AMT user ACL", [{"handle": e.handle, "sid": e.kerberos_sid, "digest_user": e.digest_user,
-                                      "realms": list(e.realms)} for e in acl])
-    expect(entries, found=f"{len(acl)} entries ({', '.join(e.kerberos_sid or e.digest_user for e in acl)}), none for "
+    evidence.attach("AMT user ACL", [{"handle": e.handle, "sid": e.kerberos_sid, "KerberosUserSid": e.kerberos_sid_wire,
+                                      "digest_user": e.digest_user, "realms": list(e.realms),
+                                      **({"problem": e.sid_problem} if e.sid_problem else {})} for e in acl])
+    expect(entries, found=f"{len(acl)} entries ({', '.join(_who(e) for e in acl)}), none for "
                           f"{user['account']} ({user['sid']}) or its {len(user['groups'])} groups",
            expected="a Kerberos entry for the console user or a group it is in")
 

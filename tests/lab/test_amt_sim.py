@@ -1,6 +1,7 @@
 """The AMT device simulator on net 92, checked by our WS-MAN client and by an independent one (PyPI ``amt``)."""
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import json
@@ -137,6 +138,9 @@ def test_tls_digest_reads_every_class(estate, pki):
     [acl] = dev.acl_entries()
     assert acl.kerberos_sid == "S-1-5-21-1-2-3-1105" and acl.realm_names == (
         "PT administration", "remote control", "general info")
+    # on the wire, as AMT sends it: the base64 of the binary SID (1, 5 sub-authorities, authority 5, LE words)
+    assert acl.kerberos_sid_wire == base64.b64encode(bytes.fromhex(
+        "010500000000000515000000010000000200000003000000" "51040000")).decode() and not acl.sid_problem
     assert -35 < dev.clock().offset_s < -25
 
 
