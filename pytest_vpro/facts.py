@@ -407,14 +407,30 @@ class Facts:
         return [self.estate.get(f"tcp.{host}:{p}", lambda p=p: net.probe_tcp(host, p, timeout)) for p in ports]
 
     def download(self, url: str) -> bytes:
-        """A CDP or AIA URL's content (HTTP GET within connect + read timeout, no redirect followed; https
-        verified against the public roots and the estate's ``pki.trusted_roots``), once per run; raises
-        :class:`~pytest_vpro.probes.x509.CrlProblem` (unreachable, HTTP status, redirected, unsupported scheme)."""
+        """A CDP or AIA URL's content, once per run: HTTP GET within connect + read timeout, no redirect followed,
+        https verified against the public roots and the estate's ``pki.trusted_roots``; or for an ``ldap:`` URL
+        (AD CS writes ``ldap:///CN=...,CN=CDP,CN=Public Key Services,...``) the attribute read from the estate's
+        directory with ``credentials.ldap`` (:meth:`ldap_search`, bounded by its timeouts). Raises
+        :class:`~pytest_vpro.probes.x509.CrlProblem` (unreachable, HTTP status, redirected, not found,
+        unsupported scheme)."""
         from .probes import httpclient, x509 as x509_probe  # noqa: PLC0415
 
-        return self.estate.get(f"http.{url}", lambda: x509_probe.download(
+        kind = "ldap" if url.lower().startswith("ldap:") else "http"
+        return self.estate.get(f"{kind}.{url}", lambda: x509_probe.download(
             url, timeout=self.env.timeouts["read"], connect_timeout=self.env.timeouts["connect"],
-            verify=httpclient.public_and(self.env.pki.get("trusted_roots"))))
+            verify=httpclient.public_and(self.env.pki.get("trusted_roots")), ldap_read=self._read_ldap_location))
+
+    def _read_ldap_location(self, location) -> list[bytes]:
+        """The values of an LDAP URL's attribute (:class:`~pytest_vpro.probes.x509.LdapLocation`): from the
+        estate's directory for ``ldap:///``, from the host the URL names otherwise (the same credential)."""
+        attributes = (location.attribute,)
+        if location.host:
+            entries = self.ldap_search_on(location.host, location.dn, location.filter, attributes)
+        else:
+            entries = self.ldap_search(location.dn, location.filter, attributes, scope=location.scope)
+        wanted = location.attribute.lower()
+        return [v for e in entries for k, vs in e["raw_attributes"].items() if k.split(";")[0].lower() == wanted
+                for v in vs]
 
     def dns_records(self, name: str, rtype: str, servers: tuple[str, ...] | list[str] | None = None) -> list[str]:
         """``rtype`` records of ``name`` ([] on NXDOMAIN or no answer) from the estate's DNS servers, or from

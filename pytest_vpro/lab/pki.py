@@ -23,6 +23,13 @@ has its own serial, subject, SAN and validity), never private keys.
 Faults are data (:class:`PkiFaults`): an issuing CA with a 4096-bit key, an expired issuing CA,
 CRLs published already expired, a provisioning certificate without the AMT OID and/or OU, or
 without serverAuth.
+
+A PKI of 2008 (``signature_hash="sha1"``, ``ldap_config_dn``; the lab's ``era: 2009``): every certificate and
+CRL signed with SHA-1, as a Windows Server 2003/2008 CA signed them, and every CDP and AIA extension listing the
+``ldap:///`` location first (AD CS's defaults, docs/protocols.md "PKI"), then the http:// one. ``cryptography``
+does not sign with SHA-1: :func:`sign` lets it sign with SHA-256, then puts sha1WithRSAEncryption into the TBS
+and signs those bytes again with the CA's key (RFC 5280 §4.1.1.2-3, §5.1.1.2-3). The ldap:/// objects are
+published into the lab's directory by :func:`pytest_vpro.lab.estate.build` (``on_publish`` for the CRLs).
 """
 from __future__ import annotations
 
@@ -32,10 +39,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 AMT_PROVISIONING_OID = x509.ObjectIdentifier("2.16.840.1.113741.1.2.3")
@@ -61,6 +70,58 @@ class PkiFaults:
     provisioning_key_bits: int | None = None   # e.g. 4096: the provisioning certificate's own key too long
     expired_provisioning: bool = False         # the provisioning certificate's notAfter in the past
     revocation_refused: bool = False           # revoke() is refused (the requester may not manage certificates)
+
+
+#: AlgorithmIdentifier DER of sha256WithRSAEncryption and sha1WithRSAEncryption (RFC 4055 §5, RFC 3279 §2.2.1),
+#: both with NULL parameters: the same length, so swapping them keeps every length field of the TBS.
+SHA256_WITH_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
+SHA1_WITH_RSA = bytes.fromhex("300d06092a864886f70d0101050500")
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _tlv(tag: int, content: bytes) -> bytes:
+    return bytes([tag]) + _der_length(len(content)) + content
+
+
+def _content(der: bytes, offset: int) -> tuple[int, int]:
+    """(offset of the content, its length) of the DER element at ``offset``."""
+    first = der[offset + 1]
+    if first < 0x80:
+        return offset + 2, first
+    n = first & 0x7F
+    return offset + 2 + n, int.from_bytes(der[offset + 2: offset + 2 + n], "big")
+
+
+def resign_sha1(der: bytes, key: rsa.RSAPrivateKey) -> bytes:
+    """A certificate or CRL (DER, signed sha256WithRSAEncryption by ``key``) signed sha1WithRSAEncryption instead."""
+    outer, _ = _content(der, 0)
+    start, length = _content(der, outer)
+    tbs = der[outer:start + length]
+    at = tbs.find(SHA256_WITH_RSA)
+    if not 0 < at < 48:
+        raise ValueError("not a sha256WithRSAEncryption certificate or CRL")
+    tbs = tbs[:at] + SHA1_WITH_RSA + tbs[at + len(SHA1_WITH_RSA):]
+    signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA1())
+    return _tlv(0x30, tbs + SHA1_WITH_RSA + _tlv(0x03, b"\0" + signature))
+
+
+def sign(builder, key, hash_name: str = "sha256"):
+    """``builder.sign(key, SHA-256)``, or the same object signed with SHA-1 (``hash_name="sha1"``, RSA keys)."""
+    signed = builder.sign(key, hashes.SHA256())
+    if hash_name == "sha256":
+        return signed
+    if hash_name != "sha1" or not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError(f"the lab signs with sha256, or sha1 with an RSA key, not {hash_name}")
+    der = resign_sha1(signed.public_bytes(serialization.Encoding.DER), key)
+    if isinstance(signed, x509.CertificateRevocationList):
+        return x509.load_der_x509_crl(der)
+    return x509.load_der_x509_certificate(der)
 
 
 def _now() -> dt.datetime:
@@ -98,7 +159,16 @@ class LabPKI:
     def __init__(self, dir: Path, *, domain: str = "vprolab.test",
                  crl_base_url: str = "http://ca01.vprolab.test/pki", key_bits: int = 2048,
                  site_server: str = "sccm01", device_key_pool: int = 4,
-                 faults: PkiFaults = PkiFaults()) -> None:
+                 faults: PkiFaults = PkiFaults(), signature_hash: str = "sha256",
+                 ldap_config_dn: str | None = None, ca_host: str = "ca01",
+                 on_publish: Callable[[str, bytes], None] | None = None) -> None:
+        """``signature_hash``: "sha256", or "sha1" (a PKI of 2008). ``ldap_config_dn``: the forest's configuration
+        naming context; given, CDP and AIA list the ldap:/// location (on ``ca_host``) before the http:// one.
+        ``on_publish(ca_name, crl_der)``: called for every CRL written (to publish it into the directory)."""
+        self.signature_hash = signature_hash
+        self.ldap_config_dn = ldap_config_dn
+        self.ca_host = ca_host
+        self.on_publish = on_publish
         self.dir = Path(dir)
         self.domain = domain
         self.crl_base_url = crl_base_url.rstrip("/")
@@ -177,9 +247,8 @@ class LabPKI:
                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                 .add_extension(self._ca_usage(), critical=True)
                 .add_extension(ski, critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-                .sign(key, hashes.SHA256()))
-        return key, cert
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False))
+        return key, sign(cert, key, self.signature_hash)
 
     def _make_issuing(self):
         key, now = self._new_key(self.faults.issuing_key_bits), _now()
@@ -190,9 +259,8 @@ class LabPKI:
         cert = (self._builder(_name(ISSUING_CA_NAME), key, self.root_cert, start, end,
                               crl="root.crl", aia="root.crt")
                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(self._ca_usage(), critical=True)
-                .sign(self.root_key, hashes.SHA256()))
-        return key, cert
+                .add_extension(self._ca_usage(), critical=True))
+        return key, sign(cert, self.root_key, self.signature_hash)
 
     def issuing_variant(self, *, new_key: bool = False, expired: bool = False) -> x509.Certificate:
         """Another certificate of the issuing CA, signed by the root, not used by anything the lab issues: renewed
@@ -201,10 +269,10 @@ class LabPKI:
         key = self._new_key() if new_key else self.issuing_key
         start, end = (now - dt.timedelta(days=1830), now - dt.timedelta(days=5)) if expired \
             else (now - _BACKDATE, now + dt.timedelta(days=1825))
-        return (self._builder(_name(ISSUING_CA_NAME), key, self.root_cert, start, end, crl="root.crl", aia="root.crt")
-                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-                .add_extension(self._ca_usage(), critical=True)
-                .sign(self.root_key, hashes.SHA256()))
+        return sign(self._builder(_name(ISSUING_CA_NAME), key, self.root_cert, start, end, crl="root.crl",
+                                  aia="root.crt")
+                    .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                    .add_extension(self._ca_usage(), critical=True), self.root_key, self.signature_hash)
 
     def _builder(self, subject: x509.Name, key, issuer: x509.Certificate, start, end,
                  *, crl: str, aia: str) -> x509.CertificateBuilder:
@@ -217,11 +285,33 @@ class LabPKI:
                 .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
                                critical=False)
                 .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                    full_name=[x509.UniformResourceIdentifier(self.url(crl))], relative_name=None,
-                    reasons=None, crl_issuer=None)]), critical=False)
+                    full_name=[x509.UniformResourceIdentifier(u) for u in self._locations(issuer, crl, "cdp")],
+                    relative_name=None, reasons=None, crl_issuer=None)]), critical=False)
                 .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                    x509.AuthorityInformationAccessOID.CA_ISSUERS,
-                    x509.UniformResourceIdentifier(self.url(aia)))]), critical=False))
+                    x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(u))
+                    for u in self._locations(issuer, aia, "aia")]), critical=False))
+
+    def ldap_cdp_dn(self, ca_name: str) -> str:
+        """Where AD CS publishes ``ca_name``'s CRL: ``CN=<CA>,CN=<CA host>,CN=CDP,CN=Public Key Services,...``."""
+        return f"CN={ca_name},CN={self.ca_host},CN=CDP,CN=Public Key Services,CN=Services,{self.ldap_config_dn}"
+
+    def ldap_aia_dn(self, ca_name: str) -> str:
+        """Where AD CS publishes ``ca_name``'s certificate: ``CN=<CA>,CN=AIA,CN=Public Key Services,...``."""
+        return f"CN={ca_name},CN=AIA,CN=Public Key Services,CN=Services,{self.ldap_config_dn}"
+
+    def _locations(self, issuer: x509.Certificate, file: str, kind: str) -> list[str]:
+        """The CDP (``kind`` "cdp") or AIA URLs of a certificate ``issuer`` signs: the http:// file, and before
+        it, in a PKI with ``ldap_config_dn``, the ldap:/// object as AD CS writes it (spaces as %20)."""
+        http = self.url(file)
+        if not self.ldap_config_dn:
+            return [http]
+        ca = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        if kind == "cdp":
+            ldap = (f"ldap:///{quote(self.ldap_cdp_dn(ca), safe='=,')}?certificateRevocationList?base?"
+                    "objectClass=cRLDistributionPoint")
+        else:
+            ldap = f"ldap:///{quote(self.ldap_aia_dn(ca), safe='=,')}?cACertificate?base?objectClass=certificationAuthority"
+        return [ldap, http]
 
     def _leaf(self, fqdn: str, key, ekus: list[x509.ObjectIdentifier], *, ou: str | None,
               days: int = 365, expired: bool = False) -> x509.Certificate:
@@ -238,7 +328,7 @@ class LabPKI:
                    .add_extension(x509.SubjectAlternativeName([x509.DNSName(fqdn)]), critical=False))
         if ekus:
             builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
-        return builder.sign(self.issuing_key, hashes.SHA256())
+        return sign(builder, self.issuing_key, self.signature_hash)
 
     def _make_provisioning(self):
         f = self.faults
@@ -327,8 +417,11 @@ class LabPKI:
                            .add_extension(x509.CRLReason(x509.ReasonFlags(entry["reason"])), critical=False)
                            .build())
                 builder = builder.add_revoked_certificate(revoked)
-            crl = builder.sign(key, hashes.SHA256())
+            crl = sign(builder, key, self.signature_hash)
             _write_atomic(path, crl.public_bytes(serialization.Encoding.DER))
+            if self.on_publish is not None:
+                self.on_publish(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+                                crl.public_bytes(serialization.Encoding.DER))
 
     def revoked_serials(self, ca: str = "issuing") -> set[int]:
         return {r["serial"] for r in self._state()["revoked"] if r["ca"] == ca}

@@ -1,11 +1,18 @@
 """Certificate and CRL facts for the checks (guide Stage 1 and 3, notes "Provisioning certificate rules").
 
-Pure functions over ``cryptography`` objects, plus :func:`fetch_crl`, the one network call
-(HTTP GET with a timeout and a size bound). References: RFC 5280 §4.1.2.5 (validity),
+Pure functions over ``cryptography`` objects, plus :func:`download` / :func:`fetch_crl`, the network
+calls (HTTP GET, or an LDAP read of an ``ldap:///`` location, each with a timeout and a size bound).
+References: RFC 5280 §4.1.2.5 (validity),
 §4.2.1.9 (basicConstraints), §4.2.1.12 (extendedKeyUsage), §4.2.1.13 (cRLDistributionPoints),
-§4.2.2.1 (authorityInfoAccess), §5 (CRLs), §6 (path validation).
+§4.2.2.1 (authorityInfoAccess), §5 (CRLs), §6 (path validation); RFC 4516 (LDAP URLs).
 
-AMT's provisioning certificate rules (notes/amt-protocol.md): EKU serverAuth plus the Intel
+SHA-1: the enterprise PKI of the guide's time signs with SHA-1 (Windows Server 2003/2008 CAs; AMT accepts SHA-1
+roots until ME 15/16; docs/protocols.md "PKI"). ``cryptography`` refuses SHA-1 in ``verify_directly_issued_by``
+and in its path verifier, so signatures are checked here with the issuer's public key over the TBS bytes, and a
+path with a SHA-1 signature is validated by :func:`verify_chain`'s own RFC 5280 §6 walk. A SHA-1 signature is a
+fact (:func:`signature_hash`, in :func:`summary`), never by itself a failure.
+
+AMT's provisioning certificate rules (docs/protocols.md): EKU serverAuth plus the Intel
 AMT OID 2.16.840.1.113741.1.2.3, or the subject OU exactly ``Intel(R) Client Setup
 Certificate`` (case-sensitive); every key in the chain at most 2048 bits; all dates valid;
 the leaf's domain suffix equal to the client's DNS suffix; the chain ending at a root whose
@@ -16,12 +23,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 import requests
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -38,7 +48,8 @@ UTC = dt.timezone.utc
 
 class CrlProblem(ProbeError):
     """A CRL (or an AIA certificate) could not be used; ``kind`` is one of unreachable, http-status,
-    too-large, redirected, tls, unsupported, unparsable, expired, not-yet-valid, bad-signature."""
+    too-large, redirected, tls, unsupported, unparsable, not-found (an LDAP location without the object or the
+    value), expired, not-yet-valid, bad-signature."""
 
     def __init__(self, kind: str, url: str, detail: str) -> None:
         super().__init__(f"{kind}: {url}: {detail}")
@@ -65,14 +76,46 @@ def _ext(cert: x509.Certificate | x509.CertificateRevocationList, cls):
         return None
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
+def signature_hash(obj: x509.Certificate | x509.CertificateRevocationList) -> str:
+    """The hash of ``obj``'s signature, lower case ("sha1", "sha256"), or the algorithm's name when it has none
+    that ``cryptography`` knows (Ed25519: "ed25519")."""
     try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+        algorithm = obj.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        algorithm = None
+    if algorithm is not None:
+        return algorithm.name
+    return getattr(obj.signature_algorithm_oid, "_name", None) or obj.signature_algorithm_oid.dotted_string
+
+
+def is_sha1_signed(obj: x509.Certificate | x509.CertificateRevocationList) -> bool:
+    return signature_hash(obj) == "sha1"
+
+
+def signed_by(obj: x509.Certificate | x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    """True when ``issuer``'s key made ``obj``'s signature (a certificate or a CRL), SHA-1 included: the
+    signature checked over the TBS bytes with the issuer's public key (RFC 5280 §4.1.1.3, §5.1.1.3)."""
+    tbs = obj.tbs_certificate_bytes if isinstance(obj, x509.Certificate) else obj.tbs_certlist_bytes
+    try:
+        key = issuer.public_key()
+        algorithm, params = obj.signature_hash_algorithm, obj.signature_algorithm_parameters
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(obj.signature, tbs, params, algorithm)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(obj.signature, tbs, params)
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(obj.signature, tbs)
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(obj.signature, tbs, algorithm)
+        else:
+            return False
+    except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
         return False
     return True
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    return cert.issuer == issuer.subject and signed_by(cert, issuer)
 
 
 def is_self_signed(cert: x509.Certificate) -> bool:
@@ -201,6 +244,7 @@ def summary(cert: x509.Certificate) -> dict:
         "is_ca": is_ca(cert),
         "ekus": [oid.dotted_string for oid in ekus(cert)],
         "dns_names": dns_names(cert),
+        "signature": signature_hash(cert),
         "cdp": cdp_urls(cert),
         "aia": aia_urls(cert),
         "sha1": fingerprint(cert, "sha1"),
@@ -228,20 +272,62 @@ def check_crl(crl: x509.CertificateRevocationList, *, url: str = "<crl>",
         raise CrlProblem("not-yet-valid", url, f"thisUpdate {crl.last_update_utc.isoformat()}")
     if crl.next_update_utc is not None and crl.next_update_utc < now:
         raise CrlProblem("expired", url, f"nextUpdate {crl.next_update_utc.isoformat()}")
-    if issuer is not None and (crl.issuer != issuer.subject
-                               or not crl.is_signature_valid(issuer.public_key())):
+    if issuer is not None and (crl.issuer != issuer.subject or not signed_by(crl, issuer)):
         raise CrlProblem("bad-signature", url, f"not signed by {issuer.subject.rfc4514_string()}")
+
+
+@dataclass(frozen=True)
+class LdapLocation:
+    """An LDAP URL of a CDP or AIA (RFC 4516): ``ldap://[host[:port]]/dn?attribute?scope?filter``. AD CS writes
+    ``ldap:///CN=<CA>,CN=<host>,CN=CDP,CN=Public%20Key%20Services,...?certificateRevocationList?base?
+    objectClass=cRLDistributionPoint``; no host means "the directory of the estate"."""
+
+    host: str
+    dn: str
+    attribute: str
+    scope: str
+    filter: str
+
+
+def parse_ldap_url(url: str) -> LdapLocation:
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "ldap":
+        raise CrlProblem("unsupported", url, "not an ldap:// URL")
+    fields = (parts.query.split("?") + ["", "", ""])[:3] if parts.query else ["", "", ""]
+    attribute = unquote(fields[0]).split(",")[0].split(";")[0].strip()
+    dn = unquote(parts.path.lstrip("/"))
+    if not dn or not attribute:
+        raise CrlProblem("unsupported", url, "an ldap:// location needs a DN and an attribute (RFC 4516)")
+    scope = (fields[1] or "base").lower()
+    if scope not in ("base", "one", "sub"):
+        raise CrlProblem("unsupported", url, f"unknown LDAP scope {scope!r}")
+    ldap_filter = unquote(fields[2]) or "(objectClass=*)"
+    if not ldap_filter.startswith("("):
+        ldap_filter = f"({ldap_filter})"
+    return LdapLocation(unquote(parts.netloc), dn, attribute, {"sub": "subtree"}.get(scope, scope), ldap_filter)
+
+
+#: ``read(location) -> list[bytes]``: the values of ``location.attribute`` (the caller's directory connection,
+#: e.g. :meth:`pytest_vpro.facts.Facts.download`); raises ProbeError.
+LdapReader = Callable[[LdapLocation], list]
 
 
 def download(url: str, timeout: float = 5.0, *, max_bytes: int = MAX_CRL_BYTES,
              session: requests.Session | None = None, connect_timeout: float | None = None,
-             verify: bool | str = True) -> bytes:
+             verify: bool | str = True, ldap_read: LdapReader | None = None) -> bytes:
     """GET a CDP or AIA URL within one deadline (connect + whole reply) and a size bound, never following a
-    redirect; raises :class:`CrlProblem` (unreachable, http-status, too-large, redirected, tls, unparsable, or
-    unsupported for a scheme other than http/https, e.g. ldap://). ``verify``: the CA bundle an https location
-    is verified against (the estate's ``pki.trusted_roots``), or True for the system's."""
+    redirect; raises :class:`CrlProblem` (unreachable, http-status, too-large, redirected, tls, unparsable,
+    not-found, or unsupported for a scheme other than http/https/ldap). ``verify``: the CA bundle an https
+    location is verified against (the estate's ``pki.trusted_roots``), or True for the system's.
+
+    ``ldap://`` locations are read through ``ldap_read`` (the estate's directory, its credentials and timeouts);
+    without one they are unsupported."""
+    if url.lower().startswith("ldap://"):
+        if ldap_read is None:
+            raise CrlProblem("unsupported", url, "ldap locations are read only with the directory's credentials")
+        return _read_ldap(url, ldap_read, max_bytes)
     if not url.lower().startswith(("http://", "https://")):
-        raise CrlProblem("unsupported", url, "only http and https locations are fetched")
+        raise CrlProblem("unsupported", url, "only http, https and ldap locations are fetched")
     try:
         reply = httpclient.get(url, timeout=timeout, connect_timeout=connect_timeout, max_bytes=max_bytes,
                                verify=verify, proxies=httpclient.proxies_for(url), session=session)
@@ -261,15 +347,33 @@ def download(url: str, timeout: float = 5.0, *, max_bytes: int = MAX_CRL_BYTES,
     return reply.body
 
 
+def _read_ldap(url: str, read: LdapReader, max_bytes: int) -> bytes:
+    location = parse_ldap_url(url)
+    try:
+        values = read(location)
+    except CrlProblem:
+        raise
+    except ProbeError as exc:
+        kind = "not-found" if type(exc).__name__ == "NoSuchObject" else "unreachable"
+        raise CrlProblem(kind, url, str(exc)) from None
+    values = [bytes(v) for v in values or [] if v]
+    if not values:
+        raise CrlProblem("not-found", url, f"{location.dn} has no {location.attribute}")
+    if len(values[0]) > max_bytes:
+        raise CrlProblem("too-large", url, f"more than {max_bytes} bytes")
+    return values[0]
+
+
 def fetch_crl(url: str, timeout: float = 5.0, *, issuer: x509.Certificate | None = None,
               now: dt.datetime | None = None, max_bytes: int = MAX_CRL_BYTES,
-              session: requests.Session | None = None) -> x509.CertificateRevocationList:
+              session: requests.Session | None = None,
+              ldap_read: LdapReader | None = None) -> x509.CertificateRevocationList:
     """GET a CRL (DER or PEM), bounded in time and size, and check dates (and signature).
 
     HTTPS URLs are verified (requests' default); lab and AD CS CRLs are plain HTTP per
     RFC 5280 §4.2.1.13.
     """
-    crl = parse_crl(download(url, timeout, max_bytes=max_bytes, session=session), url)
+    crl = parse_crl(download(url, timeout, max_bytes=max_bytes, session=session, ldap_read=ldap_read), url)
     check_crl(crl, url=url, issuer=issuer, now=now)
     return crl
 
@@ -378,11 +482,16 @@ def verify_chain(leaf: x509.Certificate, chain: Sequence[x509.Certificate],
     ``permit_all`` because what the leaf must carry (serverAuth, AMT OID, OU) is judged by
     the checks themselves, and a provisioning certificate may legally lack serverAuth. Key
     sizes above 2048 bits pass here: AMT's limit is the separate :func:`key_bits` check.
+    A path with a SHA-1 signature, which that verifier refuses, is validated by :func:`_walk_path` instead.
     Revocation is not checked here (see :func:`fetch_crl`). Returns the validated chain,
     leaf first; raises :class:`ChainProblem`.
     """
+    now = now or dt.datetime.now(UTC)
+    path = build_chain(leaf, [c for c in chain if c != leaf] + list(roots))
+    if any(is_sha1_signed(c) for c in path if not is_self_signed(c)):
+        return _walk_path(path, roots, now)
     builder = (verification.PolicyBuilder().store(verification.Store(list(roots)))
-               .time(now or dt.datetime.now(UTC))
+               .time(now)
                .extension_policies(ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
                                    ee_policy=verification.ExtensionPolicy.permit_all()))
     try:
@@ -390,3 +499,31 @@ def verify_chain(leaf: x509.Certificate, chain: Sequence[x509.Certificate],
     except verification.VerificationError as exc:
         raise ChainProblem(str(exc)) from None
     return list(verified.chain)
+
+
+def _walk_path(path: list[x509.Certificate], roots: Sequence[x509.Certificate],
+               now: dt.datetime) -> list[x509.Certificate]:
+    """RFC 5280 §6.1 over a path :func:`build_chain` found (signatures checked there, SHA-1 included): the top is
+    one of ``roots``; every certificate within its dates; every issuer a CA (basicConstraints cA, keyCertSign
+    when keyUsage is present) within its pathLenConstraint."""
+    top = path[-1]
+    der = serialization.Encoding.DER
+    anchors = {r.public_bytes(der) for r in roots}
+    if top.public_bytes(der) not in anchors:
+        raise ChainProblem(f"{common_name(top) or top.subject.rfc4514_string()} was issued by "
+                           f"{top.issuer.rfc4514_string()}, which is not among the trusted roots")
+    for cert in path:
+        for problem in validity_problems(cert, now):
+            raise ChainProblem(f"{common_name(cert) or cert.subject.rfc4514_string()}: {problem}")
+    for below, issuer in enumerate(path[1:]):
+        name = common_name(issuer) or issuer.subject.rfc4514_string()
+        bc = _ext(issuer, x509.BasicConstraints)
+        if not (bc and bc.ca):
+            raise ChainProblem(f"{name} issued a certificate but is not a CA (basicConstraints)")
+        usage = _ext(issuer, x509.KeyUsage)
+        if usage is not None and not usage.key_cert_sign:
+            raise ChainProblem(f"{name} may not sign certificates (keyUsage without keyCertSign)")
+        if bc.path_length is not None and below > bc.path_length:
+            raise ChainProblem(f"{name} allows {bc.path_length} CA(s) below it (pathLenConstraint), the path has "
+                               f"{below}")
+    return path
