@@ -1,6 +1,6 @@
 """Simulated Intel AMT devices: the device model, hello sender, a hello listener and a runner.
 
-Behaviour follows ``notes/amt-protocol.md``; WS-MAN transport and auth come from
+Behaviour follows ``docs/protocols.md``; WS-MAN transport and auth come from
 :mod:`pytest_vpro.lab.wsman_server`. One process (one event loop) serves many devices,
 each on its own loopback address, port 16992 (HTTP) and, with a certificate, 16993 (TLS).
 
@@ -89,7 +89,7 @@ POWER_SCHEMES: tuple[PowerScheme, ...] = (
     PowerScheme("Intel(r) AMT Power Scheme 5", "Mobile: ON in S0, ME Wake in S3, S4-S5 (AC only)",
                 "00000000-0000-4000-8000-000000000005", frozenset({"S0", "S3", "S4", "S5"})),
 )
-#: CIM power states (notes "power state") -> ACPI sleep state the host is in.
+#: CIM power states (docs/protocols.md, "Classes the checks read") -> ACPI sleep state the host is in.
 POWER_TO_SSTATE = {2: "S0", 4: "S3", 7: "S4", 8: "S5", 6: "S5"}
 #: RequestPowerStateChange: requested state -> (states it may be requested from, resulting state).
 POWER_TRANSITIONS: dict[int, tuple[frozenset[int], int]] = {
@@ -115,7 +115,8 @@ def scheme_by(key: str) -> PowerScheme:
 
 @dataclass
 class AclEntry:
-    """A user ACL entry: a Kerberos SID (or a digest user name) and its realms (docs/protocols.md "ACL").
+    """A user ACL entry: a Kerberos SID (or a digest user name) and its realms (docs/protocols.md, "Classes the
+    checks read").
 
     ``kerberos_sid`` is written here as text (S-1-...); the device sends it as real firmware does, the base64
     of the binary SID, and leaves out the realms its version does not have (20, 21 before AMT 4.0)."""
@@ -509,7 +510,7 @@ class Device:
 
 # --- hellos ---------------------------------------------------------------------------
 def hello_for(device: Device, retry_count: int) -> bytes:
-    """The hello this device sends now (notes: "The hello packet")."""
+    """The hello this device sends now (docs/protocols.md, "The hello packet")."""
     s = device.spec
     if s.hello_mode.upper() == "PSK":
         pid = (s.pid.encode() + b"\0" * 8)[:8] if s.pid else hashlib.sha256(s.uuid.encode()).digest()[:8]

@@ -1,6 +1,6 @@
 """Writers for the two Configuration Manager 2007 log formats, and the texts the lab's site server logs.
 
-Formats (``notes/amt-protocol.md``, "Configuration Manager 2007 logs"):
+Formats (``docs/protocols.md``, "Configuration Manager 2007 logs"):
 
 * site-server SMS format, e.g. ``AMTOPMGR.LOG``::
 
@@ -14,7 +14,7 @@ Formats (``notes/amt-protocol.md``, "Configuration Manager 2007 logs"):
 ``bias`` is the Windows time-zone bias in minutes *west* of UTC (``TIME_ZONE_INFORMATION.Bias``: local time
 plus bias = UTC), so UTC-7 is written ``+420`` and UTC+1 ``-60``. Lines end with CRLF as Windows writes them.
 
-No public source gives SCCM's exact AMTOPMGR.LOG wording (notes file): every text in
+No public source gives SCCM's exact AMTOPMGR.LOG wording (docs/protocols.md): every text in
 :data:`AMTOPMGR_MESSAGES` is a plausible guess, *(unconfirmed)*, kept as data in this one table. The parser in
 :mod:`pytest_vpro.probes.cmlog` matches these texts by default, and an environment file's ``log_patterns``
 adds the wording a real site uses.

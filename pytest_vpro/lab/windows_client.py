@@ -27,7 +27,7 @@ appended to the JSONL ``calls`` file, so an empty (absent) calls file proves tha
 Sources: Microsoft WMI class documentation (Win32_OperatingSystem, Win32_TimeZone, Win32_SystemDriver,
 Win32_PnPEntity ``ConfigManagerErrorCode``: 0 working, 22 disabled, 28 no driver installed); the guide (MEI
 formerly HECI driver "installed and started", agent 4.0.6221.1000 = SP1, policy "downloaded and enabled" seen in
-OOBMGMT.LOG); ``notes/amt-protocol.md`` (CCM log format). Every name no public source confirms is in the one
+OOBMGMT.LOG); ``docs/protocols.md`` (CCM log format). Every name no public source confirms is in the one
 table :data:`UNCONFIRMED`, the log texts in :data:`OOBMGMT_MESSAGES`.
 
 Run as a process: ``python -m pytest_vpro.lab.windows_client --spec clients.json [--calls calls.jsonl]`` (a JSON

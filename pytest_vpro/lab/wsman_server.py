@@ -2,7 +2,7 @@
 
 Spec: DMTF DSP0226 (WS-Management 1.0), SOAP 1.2 (and its HTTP binding: Sender faults
 answer 400, Receiver faults 500), WS-Transfer/WS-Enumeration 2004/09; the AMT dialect in
-``notes/amt-protocol.md``. Envelopes are parsed leniently, by local name: both the
+``docs/protocols.md``. Envelopes are parsed leniently, by local name: both the
 ``a:``/``w:`` style of the open-source AMT clients and the ``s:``/``wsa:``/``wsman:`` style
 of PyPI ``amt`` are accepted, with or without ``mustUnderstand``.
 
@@ -229,7 +229,7 @@ class Denied(Exception):
 
 
 def amt_digest_realm(seed: str) -> str:
-    """AMT's realm form ``Digest:`` + 32 hex digits (notes file), derived from ``seed`` (the device UUID)."""
+    """AMT's realm form ``Digest:`` + 32 hex digits (docs/protocols.md), derived from ``seed`` (the device UUID)."""
     return "Digest:" + hashlib.md5(seed.encode()).hexdigest().upper()
 
 
@@ -322,7 +322,7 @@ class NegotiateAcceptor:
     ticket for another device fails. MIT krb5 does not tell the SPNs of one account apart
     (``HTTP/fqdn:16992`` and ``:16993`` share the account's key), and neither, presumably, does AMT.
     Tokens larger than ``max_token_bytes`` (decoded) are refused with HTTP 400, modelling
-    AMT's ~4 KB ticket limit (notes file; the exact status real firmware sends is
+    AMT's ~4 KB ticket limit (docs/protocols.md; the exact status real firmware sends is
     *(unconfirmed)*), so a client can tell "ticket too big" (400) from "not accepted" (401).
     """
 

@@ -1,6 +1,6 @@
 """Typed reads (and a few clearly separated writes) of an Intel AMT device over WS-MAN.
 
-Classes, properties and value meanings come from ``notes/amt-protocol.md`` ("Classes
+Classes, properties and value meanings come from ``docs/protocols.md`` ("Classes
 the checks read"); every read returns a small dataclass so checks never see XML.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ PROVISIONING_STATES = {0: "pre-provisioning", 1: "in provisioning", 2: "post-pro
 POWER_STATES = {2: "on", 4: "sleep (S3)", 5: "power cycle", 6: "off-hard", 7: "hibernate (S4)", 8: "off-soft (S5)"}
 REDIRECTION_STATES = {32768: (False, False), 32769: (False, True), 32770: (True, False), 32771: (True, True)}
 HASH_TYPES = {1: "SHA-1", 2: "SHA-256", 3: "SHA-384"}  # (unconfirmed): numbering of the hello packet
-#: AMT_AuthorizationService realm ValueMap (docs/protocols.md "ACL").
+#: AMT_AuthorizationService realm ValueMap (docs/protocols.md, "Classes the checks read").
 ACL_REALMS = {2: "redirection", 3: "PT administration", 4: "hardware asset", 5: "remote control", 6: "storage",
               7: "event manager", 8: "storage admin", 9: "agent presence local", 10: "agent presence remote",
               11: "circuit breaker", 12: "network time", 13: "general info", 14: "firmware update", 15: "EIT",

@@ -1,6 +1,6 @@
 """Parse Configuration Manager 2007 logs (``AMTOPMGR.LOG``, ``OOBMGMT.LOG``) and find per-client events.
 
-Both formats of ``notes/amt-protocol.md`` ("Configuration Manager 2007 logs"):
+Both formats of ``docs/protocols.md`` ("Configuration Manager 2007 logs"):
 
 * SMS (site server): ``message  $$<COMPONENT><MM-DD-YYYY HH:MM:SS.mmm+bias><thread=N (0xHEX)>``; a message may
   span several lines, the trailer closes the entry;

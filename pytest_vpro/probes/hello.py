@@ -1,6 +1,6 @@
 """The AMT "hello" packet a device sends to its provisioning server on TCP 9971.
 
-Byte layout from ``notes/amt-protocol.md`` ("The hello packet"), integers little-endian:
+Byte layout from ``docs/protocols.md`` ("The hello packet"), integers little-endian:
 
 ====== ==== =====================================================================
 offset size field

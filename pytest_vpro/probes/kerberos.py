@@ -6,7 +6,7 @@ HTTP ``Negotiate`` with exactly those credentials.
   a command line. MIT krb5 keeps the TGT (and the service tickets got with it) in a private in-memory ticket
   cache of these credentials, so the caller's own cache is neither used nor changed, and nothing is written to
   disk. (Storing them into a named cache with ``gss_store_cred_into`` lost the cache now and then under load.)
-* AMT's service principal carries the port: ``HTTP/<fqdn>:16993@<REALM>`` (notes/amt-protocol.md), imported as a
+* AMT's service principal carries the port: ``HTTP/<fqdn>:16993@<REALM>`` (docs/protocols.md), imported as a
   Kerberos principal name, not a host-based service (no DNS canonicalization of ``fqdn:16993``).
 * :class:`NegotiateAuth` gives ``requests`` (and so :class:`~pytest_vpro.probes.wsman.WsmanClient`) an
   ``Authorization: Negotiate`` header with a Kerberos token made with these credentials (RFC 4559); with

@@ -2,7 +2,7 @@
 
 What the out of band checks read from AD: the OU the site server publishes AMT accounts in and the site server's
 rights on it (a security descriptor), the AMT accounts and their SPNs, certificate template objects, and the
-console user's group memberships (the ~4 KB Kerberos ticket limit of AMT). See notes/amt-protocol.md, "Active
+console user's group memberships (the ~4 KB Kerberos ticket limit of AMT). See docs/protocols.md, "Active
 Directory objects for AMT".
 
 Binding (RFC 4513): Kerberos (SASL GSSAPI, RFC 4752, with the caller's ticket cache) or a simple bind with a
@@ -647,7 +647,7 @@ def token_size_estimate(groups_by_kind: Mapping[str, int]) -> int:
     ``d``: domain-local groups, universal groups of other domains and SID history entries (keys
     ``domain_local``, ``universal_other_domain``, ``sid_history``; ``unresolved`` groups are counted here too,
     the conservative side). ``s``: global groups and universal groups of the user's own domain (``global``,
-    ``universal_same_domain``). notes/amt-protocol.md: AMT accepts tickets up to about 4 KB.
+    ``universal_same_domain``). docs/protocols.md: AMT accepts tickets up to about 4 KB.
     """
     d = s = 0
     for kind, count in groups_by_kind.items():

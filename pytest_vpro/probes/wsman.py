@@ -2,7 +2,7 @@
 
 Spec: DMTF DSP0226 (WS-Management 1.0) over SOAP 1.2, WS-Addressing 2004/08,
 WS-Transfer and WS-Enumeration 2004/09; the AMT dialect is described in
-``notes/amt-protocol.md`` ("WS-Management on AMT").
+``docs/protocols.md`` ("WS-Management on AMT").
 
 Transport and authentication come from maintained libraries: ``requests`` (keep-alive
 sessions, TLS verified against a caller-given CA bundle), ``requests.auth.HTTPDigestAuth``
@@ -30,7 +30,7 @@ from defusedxml import DefusedXmlException
 
 from pytest_vpro.probes import deadline, errors, httpclient, tls
 
-# --- namespaces (DSP0226 annex A; notes "Namespaces in the envelope") -----------------
+# --- namespaces (DSP0226 annex A; docs/protocols.md "WS-Management on AMT") -----------------
 NS_SOAP = "http://www.w3.org/2003/05/soap-envelope"
 NS_WSA = "http://schemas.xmlsoap.org/ws/2004/08/addressing"
 NS_WSMAN = "http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd"
@@ -41,7 +41,7 @@ ANONYMOUS = NS_WSA + "/role/anonymous"
 
 
 class ENDPOINT:
-    """Resource URI prefixes and WS-Transfer/Enumeration action URIs (notes file)."""
+    """Resource URI prefixes and WS-Transfer/Enumeration action URIs (docs/protocols.md)."""
 
     AMT = "http://intel.com/wbem/wscim/1/amt-schema/1/"
     CIM = "http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/"
@@ -64,7 +64,7 @@ PATH = "/wsman"
 
 
 def resource_uri(class_name: str) -> str:
-    """Full resource URI for an AMT_/CIM_/IPS_ class name (notes: "Resource URI prefixes").
+    """Full resource URI for an AMT_/CIM_/IPS_ class name (docs/protocols.md, "WS-Management on AMT").
 
     A value that already looks like a URI is returned unchanged.
     """
@@ -110,7 +110,7 @@ class AuthFailed(WsmanError):
 
 
 class KerberosTokenTooLarge(AuthFailed):
-    """The device refused our Negotiate token as too big (AMT's ~4 KB ticket limit, notes file).
+    """The device refused our Negotiate token as too big (AMT's ~4 KB ticket limit, docs/protocols.md).
 
     Modelled as HTTP 400 to a request that carried a Negotiate header; what real AMT
     firmware answers is *(unconfirmed)*.
@@ -233,8 +233,8 @@ def _read_challenge_body(r: requests.Response, limit: int) -> None:
 class KerberosAuth:
     """Kerberos through SPNEGO ``Negotiate``, using the caller's ticket cache.
 
-    AMT's SPN carries the port: ``HTTP/fqdn:16993`` (notes: "Kerberos to AMT uses the SPN
-    with the port"). ``requests_kerberos`` (via pyspnego) names the target as the GSSAPI
+    AMT's SPN carries the port: ``HTTP/fqdn:16993`` (docs/protocols.md, "Kerberos to AMT":
+    the SPN carries the port). ``requests_kerberos`` (via pyspnego) names the target as the GSSAPI
     host-based service ``service@host``; passing ``hostname_override="fqdn:port"`` makes
     that ``HTTP@fqdn:16993``, which MIT krb5 imports as the principal
     ``HTTP/fqdn:16993@<realm>`` (realm from krb5.conf's domain_realm or the referral realm).
@@ -343,7 +343,7 @@ def build_envelope(
     body: str = "",
     timeout_s: float = 60,
 ) -> bytes:
-    """A request envelope in the ``a:``/``w:`` prefix style of the notes' sample Get."""
+    """A request envelope in the ``a:``/``w:`` prefix style of AMT's own replies (docs/protocols.md)."""
     message_id = message_id or f"uuid:{uuid.uuid4()}"
     sel = ""
     if selectors:

@@ -1,4 +1,4 @@
-"""Certificate and CRL facts for the checks (guide Stage 1 and 3, notes "Provisioning certificate rules").
+"""Certificate and CRL facts for the checks (guide Stage 1 and 3, docs/protocols.md "Provisioning certificate rules").
 
 Pure functions over ``cryptography`` objects, plus :func:`download` / :func:`fetch_crl`, the network
 calls (HTTP GET, or an LDAP read of an ``ldap:///`` location, each with a timeout and a size bound).
@@ -7,8 +7,8 @@ References: RFC 5280 §4.1.2.5 (validity),
 §4.2.2.1 (authorityInfoAccess), §5 (CRLs), §6 (path validation); RFC 4516 (LDAP URLs).
 
 SHA-1: the enterprise PKI of the guide's time signs with SHA-1 (Windows Server 2003/2008 CAs; AMT accepts SHA-1
-roots until ME 15/16; docs/protocols.md "PKI"). ``cryptography`` refuses SHA-1 in ``verify_directly_issued_by``
-and in its path verifier, so signatures are checked here with the issuer's public key over the TBS bytes, and a
+roots until ME 15/16; docs/protocols.md, "X.509, the enterprise PKI"). ``cryptography`` refuses SHA-1 in
+``verify_directly_issued_by`` and in its path verifier, so signatures are checked here with the issuer's public key over the TBS bytes, and a
 path with a SHA-1 signature is validated by :func:`verify_chain`'s own RFC 5280 §6 walk. A SHA-1 signature is a
 fact (:func:`signature_hash`, in :func:`summary`), never by itself a failure.
 

@@ -23,7 +23,7 @@ from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro.probes import cmlog
 from pytest_vpro.probes.errors import ProbeError
 
-LAST_RETRY = 14         # a hello's retry count runs 0-14 (notes, "The hello packet"): 14 is the last hello
+LAST_RETRY = 14         # a hello's retry count runs 0-14 (docs/protocols.md, "The hello packet"): 14 is the last hello
 POLICY_WINDOW_H = 25    # the guide: agents may take up to 25 hours to see the in-band provisioning setting
 
 

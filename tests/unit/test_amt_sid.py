@@ -1,6 +1,7 @@
-"""Issue 16, item 2: AMT_AuthorizationService's KerberosUserSid is the base64 of a binary SID (MS-DTYP 2.4.2.2).
+"""Issue 16, item 2: AMT_AuthorizationService's KerberosUserSid is the base64 of a binary SID (MS-DTYP
+2.4.2.2).
 
-The worked vectors (docs/protocols.md "ACL") follow the layout MeshCommander's GetSidString decodes: revision,
+The worked vectors (docs/protocols.md, "Classes the checks read") follow the layout MeshCommander's GetSidString decodes: revision,
 sub-authority count, a 48-bit big-endian identifier authority, then little-endian u32 sub-authorities. ldap3's own
 SID formatter (an independent reading of MS-DTYP, the one the LDAP probe uses for objectSid) must agree.
 """

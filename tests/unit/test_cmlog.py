@@ -22,7 +22,7 @@ UUID = "4c4c4544-0031-3910-8051-b4c04f4e3258"
 FIELDS = {"fqdn": "pc0001.vprolab.test", "uuid": UUID, "ip": "10.1.2.3", "mode": "PKI", "retry": 2,
           "reason": "TLS handshake failed: certificate chain not trusted"}
 
-# Hand-written in the shapes of the notes file (and of Trace32 screenshots), not produced by our writer.
+# Hand-written in the shapes docs/protocols.md describes (and of Trace32 screenshots), not produced by our writer.
 SMS_SAMPLE = ("SMS_EXECUTIVE started SMS_AMT_OPERATION_MANAGER as thread ID 3196 (0xC7C)."
               "  $$<SMS_AMT_OPERATION_MANAGER><06-26-2015 14:24:33.329+420><thread=3196 (0xC7C)>")
 CCM_SAMPLE = ('<![LOG[AMT Provisioning: Sending ZTC request to the site]LOG]!><time="14:24:33.329+420" '

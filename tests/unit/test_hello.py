@@ -1,4 +1,4 @@
-"""The hello packet (notes/amt-protocol.md, "The hello packet"): golden bytes, bad input, round trip."""
+"""The hello packet (docs/protocols.md, "The hello packet"): golden bytes, bad input, round trip."""
 from __future__ import annotations
 
 import uuid
