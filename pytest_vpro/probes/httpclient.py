@@ -258,7 +258,8 @@ def tls_reason(exc: BaseException) -> str:
                 inner = tls_reason(arg)
                 if inner and not inner.startswith("HTTPS"):
                     return inner
-        cur = cur.__cause__ or cur.__context__ or getattr(cur, "reason", None)
+        why = getattr(cur, "reason", None)  # urllib3's wrapped exception; an ssl.SSLError's is a string
+        cur = cur.__cause__ or cur.__context__ or (why if isinstance(why, BaseException) else None)
     match = re.search(r"certificate verify failed: ([^(\]]+)", str(exc))
     return f"certificate verify failed: {match.group(1).strip()}" if match else _first_line(exc)
 
