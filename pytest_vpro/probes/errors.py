@@ -42,3 +42,9 @@ class Redirected(ProbeError):
         where = location or "(no Location header)"
         super().__init__(f"{url} answered HTTP {status}, redirecting to {where}; redirects are not followed")
         self.url, self.status, self.location = url, status, location
+
+
+class Undecided(ProbeError):
+    """The fact depends on a wire detail no public source gives (docs/protocols.md lists them; each is a setting),
+    and that detail did not fit this target: the check cannot decide. The engine reports it visibly, as skipped
+    with "cannot decide", and it does not close the stage gate."""

@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 
 from . import deadline, httpclient
-from .errors import ProbeError
+from .errors import ProbeError, Undecided
 
 #: The AMT ports: WS-MAN/WebUI (16992 plain, 16993 TLS), redirection (16994 plain, 16995 TLS).
 AMT_PORTS = frozenset({16992, 16993, 16994, 16995})
@@ -43,6 +43,8 @@ REFUSALS = frozenset({
 #: X.509 verify results that only the security level causes: a SHA-1 signature (68) or a short key (66, 67) in
 #: the chain. Trust, dates and names are judged the same on the legacy attempt.
 LEVEL_ONLY_VERIFY_CODES = frozenset({66, 67, 68})
+LEVEL_ONLY_VERIFY_MESSAGES = ("EE certificate key too weak", "CA certificate key too weak",
+                              "CA signature digest algorithm too weak")
 PROTOCOL_NAMES = {"TLSv1": "TLS 1.0", "TLSv1.1": "TLS 1.1", "TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3",
                   "SSLv3": "SSL 3.0"}
 
@@ -63,7 +65,26 @@ class Negotiated:
 
 
 class HandshakeRefused(ssl.SSLError):
-    """Neither the modern nor the legacy handshake completed; the text names both reasons."""
+    """Neither the modern nor the legacy handshake completed, the legacy one on a certificate it could not
+    verify: a finding. The text names both reasons."""
+
+
+class LegacyRefused(Undecided):
+    """The device refused the modern handshake and the legacy one too, not on its certificate (no shared suite or
+    protocol): the legacy suites have no public source (``expected.amt_legacy_tls_ciphers``), so nothing is
+    decided about the device."""
+
+    def __init__(self, where: str, modern: str, legacy: str, ciphers: str) -> None:
+        super().__init__(f"TLS to {where}: the device refused the modern handshake ({modern}) and the legacy one "
+                         f"({legacy}) with the suites {ciphers} over TLS 1.0 and later; which suites AMT 3.2.1-6.x "
+                         "offers has no public source: add the device's to expected.amt_legacy_tls_ciphers")
+        self.where, self.modern, self.legacy, self.ciphers = where, modern, legacy, ciphers
+
+
+def verification_failed(exc: BaseException) -> bool:
+    """True when ``exc`` is (or wraps) a certificate verification failure: a finding, whatever the suites."""
+    return any(isinstance(e, ssl.SSLCertVerificationError) for e in _ssl_errors(exc)) or \
+        "certificate verify failed" in str(exc).lower()
 
 
 def ciphers_of(env) -> str:
@@ -147,7 +168,9 @@ def refused_modern(exc: BaseException) -> bool:
             continue
         if isinstance(err, ssl.SSLEOFError) or (err.reason or "") in REFUSALS:
             return True
-    return False
+    text = str(exc)  # a wrapper that kept only OpenSSL's words: "[SSL: UNSUPPORTED_PROTOCOL] ..."
+    return any(f"[SSL: {name}]" in text for name in REFUSALS) or "EOF occurred in violation of protocol" in text \
+        or any(words in text for words in LEVEL_ONLY_VERIFY_MESSAGES)
 
 
 def reason(exc: BaseException) -> str:
@@ -194,6 +217,9 @@ def connect(host: str, port: int, *, cafile: str | None, timeout: float, inspect
             raw.close()
             err = exc if isinstance(exc, ssl.SSLError) else ssl.SSLEOFError(str(exc))
             if legacy:
+                modern = reason(first) if first is not None else "not tried again: it was refused earlier in this run"
+                if inspect_only or not verification_failed(err):
+                    raise LegacyRefused(f"{host}:{port}", modern, reason(err), ciphers) from None
                 if first is None:
                     raise
                 raise HandshakeRefused(f"modern handshake: {reason(first)}; legacy fallback ({ciphers}, TLS 1.0 "
@@ -232,5 +258,6 @@ class RecordingAdapter(httpclient._Adapter):
 
 
 __all__ = ["AMT_PORTS", "DEFAULT_LEGACY_CIPHERS", "OP_LEGACY_SERVER_CONNECT", "Negotiated", "HandshakeRefused",
+           "LegacyRefused", "verification_failed",
            "ciphers_of", "client_context", "inspection_context", "refused_modern", "reason", "connect", "RecordingAdapter", "may_fall_back",
            "remembered", "remember", "forget"]

@@ -63,6 +63,8 @@ def get(url: str, *, ca_bundle: str | None, timeout: float, auth: requests.auth.
             if amt_tls and not legacy and tls.refused_modern(exc):
                 modern_refusal, legacy = exc.reason, True
                 continue
+            if modern_refusal is not None and not tls.verification_failed(exc):
+                raise tls.LegacyRefused(parts.netloc, modern_refusal, exc.reason, legacy_ciphers) from None
             if modern_refusal is not None:
                 raise ProbeError(f"TLS to {url} failed: modern handshake: {modern_refusal}; legacy fallback "
                                  f"({legacy_ciphers}, TLS 1.0 and later): {exc.reason}") from None

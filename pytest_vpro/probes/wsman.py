@@ -125,6 +125,11 @@ class TlsError(WsmanError):
         super().__init__(f"TLS to {url} failed: {reason}")
 
 
+class LegacyTlsRefused(tls.LegacyRefused, WsmanError):
+    """No handshake with the modern settings nor with the legacy suites (which have no public source): the
+    checks that need this device cannot decide (:class:`pytest_vpro.probes.errors.Undecided`)."""
+
+
 class SoapFault(WsmanError):
     """A SOAP 1.2 fault (DSP0226 section 14)."""
 
@@ -622,6 +627,9 @@ class WsmanClient:
                     modern_refusal = tls.reason(exc)
                     self._legacy = True  # one retry, with the legacy settings (probes/tls.py)
                     continue
+                if modern_refusal is not None and not tls.verification_failed(exc):
+                    raise LegacyTlsRefused(f"{self.host}:{self.port}", modern_refusal, tls.reason(exc),
+                                           self.legacy_ciphers) from None
                 if modern_refusal is not None:
                     raise TlsError(self.url, f"modern handshake: {modern_refusal}; legacy fallback "
                                              f"({self.legacy_ciphers}, TLS 1.0 and later): {tls.reason(exc)}") from None
@@ -797,5 +805,5 @@ __all__ = [
     "ENDPOINT", "resource_uri", "WsmanClient", "DigestAuth", "KerberosAuth", "Transcript", "Exchange",
     "EndpointReference", "Instance", "Reply", "build_envelope", "parse_envelope", "properties_xml",
     "element_to_instance", "WsmanError", "Unreachable", "AuthFailed", "KerberosTokenTooLarge", "TlsError",
-    "SoapFault", "MalformedReply", "HttpStatusError",
+    "SoapFault", "MalformedReply", "HttpStatusError", "LegacyTlsRefused",
 ]

@@ -22,8 +22,8 @@ from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.amt_sim import AmtSimulator, DeviceSpec
 from pytest_vpro.probes import actions, net, tls, webui
 from pytest_vpro.probes.amt import AmtDevice
-from pytest_vpro.probes.errors import MalformedReply
-from pytest_vpro.probes.wsman import DigestAuth, TlsError, WsmanClient
+from pytest_vpro.probes.errors import MalformedReply, Undecided
+from pytest_vpro.probes.wsman import DigestAuth, LegacyTlsRefused, TlsError, WsmanClient
 
 PLAN = AddressPlan(116)
 DOMAIN = "vprolab.test"
@@ -118,9 +118,15 @@ def test_the_legacy_suite_list_is_the_environments(estate, pki, fresh):
     assert str(client.negotiated) == "TLS 1.0, AES256-SHA (legacy fallback)"
     tls.forget()
     refused = _wsman(pki, 0, legacy_ciphers="CAMELLIA128-SHA")  # a suite this device does not offer
-    with pytest.raises(TlsError) as err:
+    with pytest.raises(LegacyTlsRefused) as err:  # the suites have no public source: nothing is decided
         AmtDevice(refused).general_settings()
-    assert "modern handshake: " in str(err.value) and "legacy fallback (CAMELLIA128-SHA" in str(err.value)
+    assert isinstance(err.value, Undecided)
+    assert "the device refused the modern handshake (" in str(err.value)
+    assert "with the suites CAMELLIA128-SHA" in str(err.value) and "expected.amt_legacy_tls_ciphers" in str(err.value)
+    with pytest.raises(tls.LegacyRefused):
+        net.peer_tls(PLAN.client(0), 16993, timeout=5, legacy_ciphers="CAMELLIA128-SHA")
+    with pytest.raises(tls.LegacyRefused):
+        webui.get(f"https://{PLAN.client(0)}:16993/", ca_bundle=pki["ca"], timeout=5, legacy_ciphers="CAMELLIA128-SHA")
 
 
 def test_verification_is_unchanged_on_the_legacy_attempt(estate, pki, fresh):
