@@ -32,6 +32,12 @@ OPERATORS_GROUP = "AMT Administrators"  # the console user's group, holding the 
 AMT_USER = "admin"
 SITE_SERVER_ACCOUNT = "SCCM01$"
 SYSTEM_CERTIFICATES = r"SOFTWARE\Microsoft\SystemCertificates"  # HKLM\...\<store>\Certificates\<SHA-1>\Blob
+CONFIGURATION_DN = "CN=Configuration," + ",".join(f"DC={p}" for p in DOMAIN.split("."))
+#: ``era``: "modern" (the default), or "2009", the estate of the guide's time (docs/lab.md "A lab of 2009").
+ERAS = ("modern", "2009")
+#: The firmware of a 2009 estate, client by client in turn (AMT 3.2.1 the first Configuration Manager 2007 could
+#: manage natively, then 4.x and 5.x desktops and laptops).
+ERA_2009_AMT_VERSIONS = ("3.2.1", "4.1.3", "5.0.20")
 
 
 class DescriptionError(ValueError):
@@ -49,10 +55,23 @@ class Description:
     amt_version: str = "6.2.10"
     state_dir: str = ".lab"
     dhcp_port: int = 67  # 0: any free UDP port, so several labs (tests) can run beside each other
+    era: str = "modern"  # or "2009": SHA-1 PKI with ldap:/// locations first, AMT 3.2.1/4.x/5.x speaking TLS 1.0
     faults: list[dict[str, Any]] = field(default_factory=list)
 
     def client_name(self, index: int) -> str:
         return f"pc{index + 1:04d}"
+
+    @property
+    def of_2009(self) -> bool:
+        return self.era == "2009"
+
+    def amt_version_of(self, index: int) -> str:
+        """Client ``index``'s firmware: ``amt_version``, or in a 2009 estate 3.2.1, 4.x and 5.x in turn."""
+        return ERA_2009_AMT_VERSIONS[index % len(ERA_2009_AMT_VERSIONS)] if self.of_2009 else self.amt_version
+
+    @property
+    def signature_hash(self) -> str:
+        return "sha1" if self.of_2009 else "sha256"
 
 
 def load_description(path: Path) -> tuple[Description, Path]:
@@ -66,6 +85,9 @@ def load_description(path: Path) -> tuple[Description, Path]:
     if unknown:
         raise DescriptionError(f"{path}: lab: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     desc = Description(**lab)
+    desc.era = str(desc.era)  # YAML reads era: 2009 as a number
+    if desc.era not in ERAS:
+        raise DescriptionError(f"{path}: lab.era must be one of {', '.join(ERAS)}, found {desc.era!r}")
     if not 1 <= desc.clients <= 50_000:
         raise DescriptionError(f"{path}: lab.clients must be between 1 and 50000, found {desc.clients}")
     try:
@@ -158,7 +180,7 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
     plan = lab.plan
     clients = plan_clients(desc, plan)
     planted = plant_faults(desc, clients)
-    ctx = faults.Context(plan=plan, state=state, clients=clients)
+    ctx = faults.Context(plan=plan, state=state, clients=clients, era=desc.era)
     faults.apply("plan", planted, ctx)
     secrets_dir = state / "secrets"
     secrets_dir.mkdir(mode=0o700, exist_ok=True)
@@ -171,11 +193,13 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         t0 = time.monotonic()
         faults.apply("pki", planted, ctx)
         pki = LabPKI(state / "pki", domain=DOMAIN, crl_base_url=f"http://{HOSTS['ca']}.{DOMAIN}/pki",
-                     site_server=HOSTS["site_server"], faults=PkiFaults(**ctx.pki))
+                     site_server=HOSTS["site_server"], faults=PkiFaults(**ctx.pki), signature_hash=desc.signature_hash,
+                     ldap_config_dn=CONFIGURATION_DN if desc.of_2009 else None, ca_host=HOSTS["ca"],
+                     infrastructure_ca=desc.of_2009)
         device_certs = {c.fqdn: pki.issue_web_server_cert(c.fqdn) for c in clients if c.provisioned}
         pki.publish_crl()
-        log(f"PKI: root, issuing CA, provisioning certificate, {len(device_certs)} device certificates "
-            f"({time.monotonic() - t0:.1f} s)")
+        log(f"PKI ({desc.signature_hash.upper()}): root, issuing CA, provisioning certificate, {len(device_certs)} "
+            f"device certificates ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
         dc = SambaDC(state / "samba", plan.dc, admin_password=creds["admin"], domain=DOMAIN, netbios=NETBIOS,
@@ -190,6 +214,10 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         t0 = time.monotonic()
         faults.apply("directory_setup", planted, ctx, dc=dc, lab_pki=pki)
         _populate_directory(dc, plan, clients, creds, ctx.directory, pki)
+        if desc.of_2009:  # AD CS publishes every CRL into CN=CDP as well; so does the lab, from now on
+            for crl_path in (pki.root_crl_path, pki.issuing_crl_path):
+                _publish_crl_in_directory(dc, pki, crl_path.read_bytes())
+            pki.on_publish = lambda ca, der: _publish_crl_in_directory(dc, pki, der, ca)
         keytab = state / "amt" / "devices.keytab"
         keytab.parent.mkdir(exist_ok=True)
         spns = [spn for c in clients if c.provisioned for spn in dc.amt_spns(c.fqdn)]
@@ -290,6 +318,16 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
     del site_server_dn
 
 
+def _publish_crl_in_directory(dc, pki, der: bytes, ca: str | None = None) -> None:
+    """A CRL in ``CN=<CA>,CN=<CA host>,CN=CDP,CN=Public Key Services,...``, where the ldap:/// CDP points."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID
+
+    if ca is None:
+        ca = x509.load_der_x509_crl(der).issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    dc.publish_crl(pki.ldap_cdp_dn(ca), der)
+
+
 def _publish_ca_certificates(dc, pki) -> None:
     """The enterprise PKI in AD as AD CS publishes it: the root in Certification Authorities, both CA
     certificates in AIA (where Windows clients and the checks find the whole chain)."""
@@ -308,6 +346,7 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
     from .amt_sim import AclEntry, AmtSimulator, DeviceSpec  # noqa: PLC0415
 
     root_hash = bytes.fromhex(pki.root_sha256())
+    root_sha1 = bytes.fromhex(pki.root_sha1())
     console_sid = dc.sid_of(CONSOLE_USER)
     specs = []
     setup_key = None
@@ -315,11 +354,15 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
         cert, key = device_certs.get(c.fqdn, ("", ""))
         if not c.provisioned:  # AMT in setup listens on 16993 for the provisioning server, with its own certificate
             setup_key = setup_key or _setup_key(state)
-            cert, key = _setup_certificate(state, c.fqdn, setup_key), setup_key
+            cert, key = _setup_certificate(state, c.fqdn, setup_key, desc.signature_hash), setup_key
+        version = desc.amt_version_of(c.index)
+        # SHA-256 hashes only from AMT 6.0 (docs/protocols.md, "The hello packet"): older firmware lists SHA-1
+        hashes = [(2, "VPROLAB Root CA", root_hash, True, False)] if _at_least(version, 6) \
+            else [(1, "VPROLAB Root CA", root_sha1, True, False)]
         specs.append(DeviceSpec(
-            fqdn=c.fqdn, address=c.address, uuid=c.uuid, amt_version=desc.amt_version,
+            fqdn=c.fqdn, address=c.address, uuid=c.uuid, amt_version=version,
             provisioning_state=2 if c.provisioned else 0, provisioning_mode=1,
-            hashes=[(2, "VPROLAB Root CA", root_hash, True, False)],
+            hashes=hashes, tls_profile="legacy" if desc.of_2009 else "modern",
             digest_user=AMT_USER, digest_password=creds["amt"], kerberos_realm=REALM,
             kerberos_keytab=str(keytab) if c.provisioned else "",
             kerberos_spns=[f"HTTP/{c.fqdn}:16992", f"HTTP/{c.fqdn}:16993"] if c.provisioned else [],
@@ -331,6 +374,11 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
             if c.wireless_address else []))  # WPA2 802.1X, CCMP (AES), PEAPv0/EAP-MSCHAPv2
     plant(specs)
     return AmtSimulator(specs, state_file=state / "amt" / "calls.jsonl").start()
+
+
+def _at_least(version: str, major: int) -> bool:
+    head = version.split(".")[0]
+    return head.isdigit() and int(head) >= major
 
 
 def _setup_key(state: Path) -> Path:
@@ -347,19 +395,21 @@ def _setup_key(state: Path) -> Path:
     return path
 
 
-def _setup_certificate(state: Path, fqdn: str, key_path: Path) -> Path:
+def _setup_certificate(state: Path, fqdn: str, key_path: Path, signature_hash: str = "sha256") -> Path:
     """The self-signed certificate a device in setup (pre-provisioning) presents on 16993: the provisioning server
     connects there after a hello, and it is AMT that checks the other side (the provisioning certificate)."""
     from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.x509.oid import NameOID
+
+    from .pki import sign
 
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn.split(".")[0])])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=3650)).sign(key, hashes.SHA256()))
+    cert = sign(x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+                .not_valid_after(now + dt.timedelta(days=3650)), key, signature_hash)
     path = key_path.parent / f"{fqdn}.pem"
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return path
@@ -381,14 +431,14 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
     from .site_server import SMS_PERMISSIONS, ClientRecord, SiteServerSimulator, SiteServerSpec
 
     fqdn = f"{HOSTS['site_server']}.{DOMAIN}"
-    cert, key = pki.issue_web_server_cert(fqdn)
+    cert, key = pki.issue_infrastructure_cert(fqdn)
     keytab = state / "site" / "winrm.keytab"
     keytab.parent.mkdir(exist_ok=True)
     dc.export_keytab(keytab, [f"HTTP/{fqdn}"])
     records = [ClientRecord(fqdn=c.fqdn, uuid=c.uuid, address=c.address, resource_id=16777216 + c.index,
                             client=1 if c.provisioning == "in_band" else 0,
                             client_version="4.00.6221.1000" if c.provisioning == "in_band" else "",
-                            amt_full_version=desc.amt_version, imported_oob=c.provisioning == "out_of_band",
+                            amt_full_version=desc.amt_version_of(c.index), imported_oob=c.provisioning == "out_of_band",
                             provisioned=c.provisioned) for c in clients]
     spec = SiteServerSpec(
         address=plan.site_server, fqdn=fqdn, site_code=SITE_CODE, clients=records,
@@ -442,7 +492,7 @@ def _start_ca_host(plan: AddressPlan, pki, dc, creds: dict[str, str], planted: d
     from .pki import ISSUING_CA_NAME
 
     fqdn = f"{HOSTS['ca']}.{DOMAIN}"
-    cert, key = pki.issue_web_server_cert(fqdn)
+    cert, key = pki.issue_infrastructure_cert(fqdn)
     spec = CaHostSpec(address=plan.ca, fqdn=fqdn, ca_name=ISSUING_CA_NAME, domain_sid=dc.domain_sid,
                       site_server_sid=dc.sid_of(SITE_SERVER_ACCOUNT), tls_cert=str(cert), tls_key=str(key),
                       basic_users={"Administrator": creds["admin"]}, **planted)
@@ -465,7 +515,8 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
         lab._started("client-smb", files.stop)
     specs = []
     for c in in_band:
-        cert, key = device_certs.get(c.fqdn) or pki.issue_web_server_cert(c.fqdn)
+        cert, key = (pki.issue_infrastructure_cert(c.fqdn) if pki.infrastructure_ca
+                     else device_certs.get(c.fqdn) or pki.issue_web_server_cert(c.fqdn))
         specs.append(WindowsClientSpec(
             fqdn=c.fqdn, address=c.address, uuid=c.uuid, site_code=SITE_CODE,
             management_point=f"{HOSTS['site_server']}.{DOMAIN}", site_server=f"{HOSTS['site_server']}.{DOMAIN}",
@@ -492,7 +543,7 @@ def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
     from .windows_client import WindowsClientSpec
 
     fqdn = f"{HOSTS['console']}.{DOMAIN}"
-    cert, key = pki.issue_web_server_cert(fqdn)
+    cert, key = pki.issue_infrastructure_cert(fqdn)
     root_store = r"HKLM\SOFTWARE\Microsoft\SystemCertificates\ROOT\Certificates"
     registry: dict[str, dict[str, Any]] = {"HKLM\\" + KB908209_KEY: {"iexplore.exe": 1}}
     for ca in (pki.root_cert, pki.issuing_cert):
@@ -509,7 +560,8 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
     # The estate's trust anchors: the lab PKI's root, and the CA Samba made for the DC's LDAPS certificate (on a
     # real estate the enterprise CA issues that one too).
     trusted = state / "trusted_roots.pem"
-    trusted.write_bytes(pki.root_path.read_bytes() + dc_ca.read_bytes())
+    trusted.write_bytes(pki.root_path.read_bytes() + dc_ca.read_bytes()
+                        + (pki.infrastructure_root_path.read_bytes() if pki.infrastructure_ca else b""))
     env = {
         "name": "lab",
         "site": {"name": "Lab", "code": SITE_CODE, "domain": DOMAIN, "realm": REALM,

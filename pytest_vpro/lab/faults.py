@@ -75,6 +75,7 @@ class Context:
     ca_host: dict[str, Any] = field(default_factory=dict)      # CaHostSpec(..., **ca_host), set at site_server
     firewall: list[tuple[str, int]] = field(default_factory=list)  # (address, port) whose SYNs are dropped
     lab_pki: Any = None                                         # LabPKI, from the directory_setup stage on
+    era: str = "modern"                                         # the description's era ("2009": SHA-1 signatures)
     windows: list[Any] = field(default_factory=list)            # WindowsClientSpec of the in-band clients
     console: Any = None                                         # WindowsClientSpec of the console host
 
@@ -307,20 +308,23 @@ def _log_failed_provisioning(ctx: Context, record: Any, *, reason: str) -> None:
 
 
 def _self_signed(ctx: Context, spec: Any) -> None:
-    """AMT 3.2.1 firmware serves a certificate it made itself: self-signed, not from the enterprise CA."""
+    """AMT 3.2.1 firmware serves a certificate it made itself: self-signed, not from the enterprise CA (signed with
+    SHA-1 in a lab of 2009)."""
     from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
+
+    from .pki import sign
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spec.fqdn)])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(spec.fqdn)]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = sign(x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+                .not_valid_after(now + dt.timedelta(days=3650))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(spec.fqdn)]), critical=False),
+                key, "sha1" if ctx.era == "2009" else "sha256")
     folder = ctx.state / "amt" / "self-signed"
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / f"{spec.fqdn}.pem", folder / f"{spec.fqdn}.key.pem"
@@ -460,7 +464,7 @@ fault("hostname_mismatch", "The ME's host name (AMT_GeneralSettings.HostName) di
 # -- provisioning requests (stage 2) and their outcome (stage 3) ------------------------------------------------
 def _log_hello_sequence(ctx: Context, record: Any, *, hours: float) -> None:
     """The hello lines of a device that sent its whole sequence, retry 0 to 14, less and less often over the 6
-    hours after it was turned on ``hours`` ago (notes: "It repeats for about 6 hours, less and less often")."""
+    hours after it was turned on ``hours`` ago (a lab assumption: about 6 hours, less and less often)."""
     from .site_server import THREADS  # noqa: PLC0415
 
     start = dt.datetime.now().astimezone() - dt.timedelta(hours=hours)
@@ -626,6 +630,20 @@ fault("expired_issuing_ca", "The issuing CA's certificate expired yesterday (eve
       fails=("S3-ISSUING-CA-CHAIN-DATES-VALID", "S3-PROV-CERT-CHAIN-DATES-VALID", "S3-CLIENT-AMT-WEB-SERVER-CERT"))
 fault("expired_crl", "The CRLs served over HTTP are expired (nextUpdate yesterday), also when re-published.",
       scope="site", pki=_option("pki", expired_crl=True), fails=("S3-CA-CRL-AIA-AVAILABLE",))
+
+
+def _crl_not_in_directory(ctx: Context, target: None) -> None:
+    from .pki import ISSUING_CA_NAME  # noqa: PLC0415
+
+    if ctx.era != "2009":
+        raise DescriptionError("crl_not_in_directory needs a lab of era 2009: only its certificates name ldap:/// CDPs")
+    ctx.dc.delete(ctx.lab_pki.ldap_cdp_dn(ISSUING_CA_NAME))
+    ctx.lab_pki.on_publish = None  # nor is it published again after a revocation
+
+
+fault("crl_not_in_directory", "A lab of era 2009 only: the issuing CA's CRL is not in the directory (its ldap:/// "
+      "CDP object under CN=CDP is deleted and never re-published), while the http:// copy is served.",
+      scope="site", directory=_crl_not_in_directory, fails=("S3-CA-CRL-AIA-AVAILABLE",))
 fault("prov_cert_no_amt_marker", "The provisioning certificate has neither the AMT OID 2.16.840.1.113741.1.2.3 "
       "nor the 'Intel(R) Client Setup Certificate' OU.", scope="site",
       pki=_option("pki", provisioning_amt_oid=False, provisioning_ou=False), fails=("S3-PROV-CERT-AMT-OID-OR-OU",))

@@ -10,7 +10,7 @@ an authorityInfoAccess caIssuers URL (§4.2.2.1) pointing at files this module p
 :attr:`LabPKI.publish_dir`, which the lab's HTTP server serves at ``crl_base_url``. CRLs are
 v2 CRLs with a CRL number and authority key identifier (§5.2.1, §5.2.3), DER encoded.
 
-The provisioning certificate follows notes/amt-protocol.md "Provisioning certificate rules":
+The provisioning certificate follows docs/protocols.md "Provisioning certificate rules":
 serverAuth plus the Intel AMT OID 2.16.840.1.113741.1.2.3 in the EKU and the OU
 ``Intel(R) Client Setup Certificate``, key at most 2048 bits.
 
@@ -26,8 +26,8 @@ without serverAuth.
 
 A PKI of 2008 (``signature_hash="sha1"``, ``ldap_config_dn``; the lab's ``era: 2009``): every certificate and
 CRL signed with SHA-1, as a Windows Server 2003/2008 CA signed them, and every CDP and AIA extension listing the
-``ldap:///`` location first (AD CS's defaults, docs/protocols.md "PKI"), then the http:// one. ``cryptography``
-does not sign with SHA-1: :func:`sign` lets it sign with SHA-256, then puts sha1WithRSAEncryption into the TBS
+``ldap:///`` location first (AD CS's defaults, docs/protocols.md, "X.509, the enterprise PKI"), then the http://
+one. ``cryptography`` does not sign with SHA-1: :func:`sign` lets it sign with SHA-256, then puts sha1WithRSAEncryption into the TBS
 and signs those bytes again with the CA's key (RFC 5280 §4.1.1.2-3, §5.1.1.2-3). The ldap:/// objects are
 published into the lab's directory by :func:`pytest_vpro.lab.estate.build` (``on_publish`` for the CRLs).
 """
@@ -161,10 +161,13 @@ class LabPKI:
                  site_server: str = "sccm01", device_key_pool: int = 4,
                  faults: PkiFaults = PkiFaults(), signature_hash: str = "sha256",
                  ldap_config_dn: str | None = None, ca_host: str = "ca01",
-                 on_publish: Callable[[str, bytes], None] | None = None) -> None:
+                 on_publish: Callable[[str, bytes], None] | None = None, infrastructure_ca: bool = False) -> None:
         """``signature_hash``: "sha256", or "sha1" (a PKI of 2008). ``ldap_config_dn``: the forest's configuration
         naming context; given, CDP and AIA list the ldap:/// location (on ``ca_host``) before the http:// one.
-        ``on_publish(ca_name, crl_der)``: called for every CRL written (to publish it into the directory)."""
+        ``on_publish(ca_name, crl_der)``: called for every CRL written (to publish it into the directory).
+        ``infrastructure_ca``: the lab's WinRM servers get their TLS certificates from a separate SHA-256 CA
+        (:meth:`issue_infrastructure_cert`; a lab simplification of a 2008 PKI, see docs/lab.md)."""
+        self.infrastructure_ca = infrastructure_ca
         self.signature_hash = signature_hash
         self.ldap_config_dn = ldap_config_dn
         self.ca_host = ca_host
@@ -367,13 +370,47 @@ class LabPKI:
         _write_atomic(cert_path, _cert_pem(cert) + _cert_pem(self.issuing_cert))
         return cert_path, key_path
 
+    # ------------------------------------------------------------------ the lab's own servers
+    infrastructure_root_path = property(lambda self: self.dir / "infrastructure-root.pem")
+
+    def issue_infrastructure_cert(self, fqdn: str, *, days: int = 365) -> tuple[Path, Path]:
+        """The TLS certificate of a lab server that is not AMT (WinRM of the site server, the CA host, the
+        console host, in-band PCs): :meth:`issue_web_server_cert`, or with ``infrastructure_ca`` one from the
+        SHA-256 ``VPROLAB Infrastructure TLS CA``, so that what the 2009 PKI changes stays where it is modelled."""
+        if not self.infrastructure_ca:
+            return self.issue_web_server_cert(fqdn, days=days)
+        key, ca = self._load_or_make("infrastructure-root", self._make_infrastructure_root)
+        leaf_key, key_path = self._device_key(fqdn)
+        now = _now()
+        cert = (x509.CertificateBuilder().subject_name(_name(fqdn)).issuer_name(ca.subject)
+                .public_key(leaf_key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - _BACKDATE).not_valid_after(now + dt.timedelta(days=days))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(fqdn)]), critical=False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+                .sign(key, hashes.SHA256()))
+        cert_path = self.dir / "devices" / f"{fqdn}.infrastructure.pem"
+        _write_atomic(cert_path, _cert_pem(cert) + _cert_pem(ca))
+        return cert_path, key_path
+
+    def _make_infrastructure_root(self):
+        key, now = self._new_key(), _now()
+        name = _name("VPROLAB Infrastructure TLS CA")
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - _BACKDATE).not_valid_after(now + dt.timedelta(days=3650))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(self._ca_usage(), critical=True)
+                .sign(key, hashes.SHA256()))
+        return key, cert
+
     # ------------------------------------------------------------------ revocation
     def revoke(self, serial: int, reason: x509.ReasonFlags = x509.ReasonFlags.superseded,
                *, ca: str = "issuing") -> None:
         """Record ``serial`` as revoked by ``ca`` ("issuing" or "root"); call :meth:`publish_crl`.
 
         Un-provisioning revokes the client's web server certificate with reason superseded
-        (notes/amt-protocol.md).
+        (docs/protocols.md).
         """
         if ca not in ("issuing", "root"):
             raise ValueError(f"ca must be 'issuing' or 'root', not {ca!r}")

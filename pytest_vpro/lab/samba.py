@@ -10,7 +10,7 @@ Sources:
   (``interfaces``, ``bind interfaces only``, ``server services``, ``tls *``, ``dns forwarder``).
 - MS-ADTS 6.1.1.2 (computer objects), MS-DTYP 2.5.1 (SDDL), MS-DNSP 2.3.2.1 (dnsProperty),
   2.3.2.2 (dnsRecord), 2.2.2.2.2 (DNS_COUNT_NAME), 2.2.2.2.4 (record data).
-- notes/amt-protocol.md, "Active Directory objects for AMT" and "Provisioning certificate rules".
+- docs/protocols.md, "Active Directory objects for AMT" and "Provisioning certificate rules".
 
 Secrets: the administrator password is handed to Samba's tools on stdin (see ``_TOOL_WITH_SECRET``) and to ldap3
 in memory; it never appears on a command line, in a log line or in an exception message.
@@ -610,7 +610,7 @@ class SambaDC(ChildProcess):
 
     @staticmethod
     def amt_spns(fqdn: str, ports: Iterable[int] = (16992, 16993)) -> list[str]:
-        """``HTTP/<fqdn>:<port>`` per port (notes/amt-protocol.md, "Active Directory objects for AMT")."""
+        """``HTTP/<fqdn>:<port>`` per port (docs/protocols.md, "Active Directory objects for AMT")."""
         return [f"HTTP/{fqdn}:{port}" for port in ports]
 
     def add_amt_account(self, fqdn: str, *, ou_dn: str | None = None, name: str | None = None,
@@ -648,7 +648,7 @@ class SambaDC(ChildProcess):
         return sd_to_sddl(self.security_descriptor(dn), self.domain_sid)
 
     # ---------------------------------------------------------------------------------------------------------
-    # Certificate templates (notes/amt-protocol.md, "Provisioning certificate rules")
+    # Certificate templates (docs/protocols.md, "Provisioning certificate rules")
     # ---------------------------------------------------------------------------------------------------------
     @property
     def templates_dn(self) -> str:
@@ -720,6 +720,23 @@ class SambaDC(ChildProcess):
         return self._add(dn, "certificationAuthority", {"cACertificate": [ca_certificate],
                                                          "authorityRevocationList": [b"\x00"],
                                                          "certificateRevocationList": [b"\x00"]})
+
+    def publish_crl(self, dn: str, crl: bytes) -> str:
+        """A CRL at ``dn`` (``CN=<CA>,CN=<CA host>,CN=CDP,CN=Public Key Services,CN=Services,<config>``) as AD CS
+        publishes it: a ``cRLDistributionPoint`` whose ``certificateRevocationList`` is the DER CRL; published
+        again, the value is replaced."""
+        parents = dn.split(",", 1)[1]
+        chain = []
+        while parents.lower() != self.config_dn.lower() and parents.upper().startswith("CN="):
+            chain.append(parents)
+            parents = parents.split(",", 1)[1]
+        for parent in reversed(chain):
+            if not self.exists(parent):
+                self._add(parent, "container", {})
+        if self.exists(dn):
+            self.conn.modify(dn, {"certificateRevocationList": [(ldap3.MODIFY_REPLACE, [crl])]})
+            return dn
+        return self._add(dn, "cRLDistributionPoint", {"certificateRevocationList": [crl]})
 
     # ---------------------------------------------------------------------------------------------------------
     # DNS

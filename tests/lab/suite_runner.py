@@ -20,12 +20,13 @@ CHECKS = catalog.load()
 
 
 def run_suite(tmp_path: Path, faults: list[dict], clients: int = 8, *, net: int, in_band_every: int = 0,
-              canaries: int = 0, unprovisioned: int = 0, args: tuple[str, ...] = ()
+              canaries: int = 0, unprovisioned: int = 0, args: tuple[str, ...] = (), era: str = "modern"
               ) -> dict[tuple[str, str], tuple[str, str]]:
-    """Start a lab with ``faults``, run the suite against it, stop it; {(check, target): (outcome, message)}."""
+    """Start a lab with ``faults``, run the suite against it, stop it; {(check, target): (outcome, message)}.
+    ``era``: the lab description's era ("2009": the estate of the guide's time)."""
     description = tmp_path / "lab.yaml"
     description.write_text(f"lab: {{clients: {clients}, net: {net}, in_band_every: {in_band_every}, canaries: {canaries}, "
-                           f"unprovisioned: {unprovisioned}, dhcp_port: 0, state_dir: state, "
+                           f"unprovisioned: {unprovisioned}, dhcp_port: 0, state_dir: state, era: '{era}', "
                            f"faults: {faults!r}}}\n".replace("'", '"'))
     try:
         return run_pytest_on(description, tmp_path / "reports", *args)

@@ -123,8 +123,8 @@ def test_unknown_environment_name(pytester):
     result = pytester.runpytest_subprocess("--env", "prod")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: --env prod: no environments/prod.yaml in {pytester.path}, in the current "
-                                 "folder or installed with pytest-vpro; --env finds: example, lab, sample; or give "
-                                 "the path of an environment file (--env=PATH)"])
+                                 "folder or installed with pytest-vpro; --env finds: example, lab, lab-2009, sample; "
+                                 "or give the path of an environment file (--env=PATH)"])
 
 
 def test_a_check_with_an_unknown_id_or_in_the_wrong_stage_is_refused(pytester, monkeypatch):

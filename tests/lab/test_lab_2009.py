@@ -1,0 +1,146 @@
+"""Issue 16, item 9: the lab can be 2009, and the suite passes its healthy estate and still catches its faults.
+
+``era: "2009"`` builds the estate of the guide's time (docs/lab.md "A lab of 2009"): a SHA-1 PKI whose CDP and AIA
+list ldap:/// (published in Samba's directory) before http://, AMT 3.2.1, 4.x and 5.x firmware serving only TLS 1.0
+with the RSA AES-CBC-SHA suites, binary SIDs in every ACL entry. The suite runs against it as a user runs it
+(``pytest --env <lab description>``); the evidence of its verdicts (the run's verdict store) shows what it met.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+import yaml
+
+from suite_runner import assert_fails, assert_gated, assert_healthy, run_pytest_on, verdicts
+from pytest_vpro.lab import manager
+
+NET = 117
+CA, SP = "ca01.vprolab.test", "sccm01.vprolab.test"
+TOUCHED = ("S1-PORTS-SERVICE-POINT-TO-AMT", "S3-CLIENT-AMT-WEB-SERVER-CERT", "S5-OOB-CONSOLE-CONNECTS",
+           "S5-OOB-CONSOLE-SYSTEM-STATUS", "S6-WEBUI-CONNECTS", "S6-WEBUI-LOGIN", "S5-AMT-REALMS-ENABLED",
+           "S5-CONSOLE-USER-IN-AMT-ACL", "S5-SOL-IDER-SESSION")
+SITE_TOUCHED = (("S3-CA-CRL-AIA-AVAILABLE", CA), ("PRE-CA-KEY-LENGTH-2048", CA), ("S1-PROV-CERT-CHAIN-INSTALLED", SP),
+                ("S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT", SP), ("S3-ISSUING-CA-CHAIN-DATES-VALID", SP),
+                ("S3-PROV-CERT-CHAIN-DATES-VALID", SP))
+
+
+def PC(n: int) -> str:
+    return f"pc{n:04d}.vprolab.test"
+
+
+def _run(tmp_path: Path, faults: list, clients: int, *args: str, **lab) -> tuple[dict, Path]:
+    """The suite against a 2009 lab; (verdicts, the run's folder)."""
+    description = tmp_path / "lab.yaml"
+    description.write_text(json.dumps({"lab": {"era": "2009", "clients": clients, "net": NET, "dhcp_port": 0,
+                                               "state_dir": "state", "faults": faults, **lab}}))
+    try:
+        results = run_pytest_on(description, tmp_path / "reports", *args)
+    finally:
+        manager.down(tmp_path / "state")
+    return results, (tmp_path / "reports" / "latest").resolve()
+
+
+def _evidence(run: Path, test: str, target: str) -> str:
+    with sqlite3.connect(run / "verdicts.sqlite") as db:
+        rows = db.execute("SELECT evidence FROM verdicts WHERE nodeid LIKE ?", (f"%::{test}[{target}]",)).fetchall()
+    assert rows, (test, target)
+    return rows[0][0]
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    """Six clients (pc0001 and pc0004 AMT 3.2.1, pc0002/5 4.1.3, pc0003/6 5.0.20; pc0003 and pc0006 in band),
+    pc0001 a canary: every stage, disruptive ones included (SOL/IDER over TLS 1.0, un-provisioning)."""
+    return _run(tmp_path_factory.mktemp("lab-2009"), [], 6, "--allow-disruptive", in_band_every=3, canaries=1)
+
+
+def test_the_healthy_2009_estate_passes(healthy):
+    results, _run_dir = healthy
+    for n in range(1, 7):
+        assert_healthy(results, PC(n))
+    for target in (CA, SP, "dc01.vprolab.test", "vprolab.test", "dhcp01.vprolab.test", "console01.vprolab.test"):
+        assert_healthy(results, target)
+    for check in TOUCHED:
+        assert results[(check, PC(1))][0] == "passed", (check, results[(check, PC(1))])
+    for check, target in SITE_TOUCHED:
+        assert results[(check, target)][0] == "passed", (check, results[(check, target)])
+    for n in (1, 4):  # AMT 3.2.1 with its enterprise certificate: the self-signed check applies, and passes
+        assert results[("S3-AMT-321-SELF-SIGNED-CERT", PC(n))][0] == "passed"
+    assert "AMT 4.1.3" in results[("S3-AMT-321-SELF-SIGNED-CERT", PC(2))][1]  # not applicable, visibly
+    for check in ("S7-UNPROVISION-COMPLETES", "S7-WEB-SERVER-CERT-REVOKED"):
+        assert results[(check, PC(1))][0] == "passed", (check, results[(check, PC(1))])
+
+
+def test_the_evidence_says_what_the_estate_of_2009_needed(healthy):
+    _results, run = healthy
+    for n in range(1, 7):
+        tls = _evidence(run, "test_service_point_reaches_amt_ports", PC(n))
+        assert "TLS 1.0, AES128-SHA (legacy fallback)" in tls, tls
+    assert "TLS 1.0, AES128-SHA (legacy fallback)" in _evidence(run, "test_console_connects_with_kerberos", PC(2))
+    assert "TLS 1.0, AES128-SHA (legacy fallback)" in _evidence(run, "test_webui_answers", PC(3))
+    assert "TLS 1.0, AES128-SHA (legacy fallback)" in _evidence(run, "test_sol_shows_bios_and_ider_boots_the_client",
+                                                                PC(1))
+    cert = json.loads(json.loads(_evidence(run, "test_client_presents_an_enterprise_web_server_certificate",
+                                           PC(5)))[0]["body"])
+    assert cert["signature"] == "sha1"
+    assert cert["cdp"][0].startswith("ldap:///CN=VPROLAB%20Issuing%20CA,CN=ca01,CN=CDP")
+    seen = _evidence(run, "test_crls_and_ca_certificates_are_published", CA)
+    assert "ldap:///CN=VPROLAB%20Issuing%20CA,CN=ca01,CN=CDP" in seen and "ldap:///CN=VPROLAB%20Root%20CA,CN=AIA" in seen
+    acl = json.loads(json.loads(_evidence(run, "test_console_user_is_in_the_amt_acl", PC(4)))[0]["body"])
+    assert acl[0]["sid"].startswith("S-1-5-21-") and acl[0]["KerberosUserSid"].startswith("AQUAAAAAAAUVAAAA")
+
+
+def test_client_faults_are_still_caught_in_2009(tmp_path):
+    results, _run_dir = _run(tmp_path, [{"fault": "console_user_not_in_acl", "client": 2},
+                                        {"fault": "amt_321", "client": 3}], 4)
+    assert_fails(results, "S5-CONSOLE-USER-IN-AMT-ACL", PC(2), r"1 entries \(S-1-5-21-[\d-]+-500\), none for amtadmin")
+    assert_fails(results, "S5-AMT-REALMS-ENABLED", PC(2), "no ACL entry for amtadmin or its groups on the device")
+    assert_fails(results, "S3-AMT-321-SELF-SIGNED-CERT", PC(3), r"AMT 3\.2\.1 .* presents a self-signed certificate")
+    assert_fails(results, "S3-CLIENT-AMT-WEB-SERVER-CERT", PC(3), "does not chain to a trusted root")
+    failed = tuple(c for (c, t), (outcome, _m) in results.items() if t == PC(3) and outcome == "failed")
+    assert_gated(results, PC(3), failed, 3)  # as on a modern lab: WS-MAN, verified, refuses the self-signed cert
+    for n in (1, 4):
+        assert_healthy(results, PC(n))
+
+
+def test_pki_faults_are_still_caught_in_2009(tmp_path):
+    results, _run_dir = _run(tmp_path, ["expired_crl", "crl_not_in_directory", "service_point_expired_issuing_ca"],
+                             1, "--stage", "3")
+    assert_fails(results, "S3-CA-CRL-AIA-AVAILABLE", CA, r"expired: http://ca01.vprolab.test/pki/\w+.crl")
+    assert_fails(results, "S3-CA-CRL-AIA-AVAILABLE", CA, r"not-found: ldap:///CN=VPROLAB%20Issuing%20CA,CN=ca01,CN=CDP")
+    assert_fails(results, "S3-ISSUING-CA-CHAIN-DATES-VALID", SP, "VPROLAB Issuing CA: expired on")
+    assert results[("S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT", SP)][0] == "passed"
+
+
+def test_stage_1_pki_faults_are_still_caught_in_2009(tmp_path):
+    results, _run_dir = _run(tmp_path, ["issuing_ca_4096", "service_point_missing_intermediate"], 1)
+    assert_fails(results, "PRE-CA-KEY-LENGTH-2048", CA, "4096 bits")
+    assert_fails(results, "S1-PROV-CERT-CHAIN-INSTALLED", SP, "no issuer of sccm01.vprolab.test in the Intermediate")
+
+
+def test_legacy_suites_a_device_does_not_offer_leave_its_checks_undecided(tmp_path):
+    """The 3.2.1-6.x suite list has no public source: an estate whose devices offer none of
+    expected.amt_legacy_tls_ciphers gets "cannot decide", visibly, and no closed gate, not a failed client."""
+    description = tmp_path / "lab.yaml"
+    description.write_text(json.dumps({"lab": {"era": "2009", "clients": 2, "net": NET, "dhcp_port": 0,
+                                               "state_dir": "state", "in_band_every": 0}}))
+    state = tmp_path / "state"
+    info = manager.up(description, state=state, log=lambda line: None)
+    try:
+        env = yaml.safe_load(Path(info["environment_file"]).read_text())
+        env["expected"] = {"amt_legacy_tls_ciphers": "CAMELLIA128-SHA"}
+        changed = Path(info["environment_file"]).with_name("environment-camellia.yaml")  # beside it: same paths
+        changed.write_text(yaml.safe_dump(env, sort_keys=False))
+        results = run_pytest_on(changed, tmp_path / "reports", "--stage", "2")
+    finally:
+        manager.down(state)
+    outcome, message = results[("S1-PORTS-SERVICE-POINT-TO-AMT", PC(1))]
+    assert outcome == "skipped" and message.startswith("cannot decide: TLS to "), message
+    assert "with the suites CAMELLIA128-SHA" in message and "expected.amt_legacy_tls_ciphers" in message
+    for n in (1, 2):
+        assert not [k for k, v in results.items() if k[1] == PC(n) and v[0] in ("failed", "error")], n
+        assert not [k for k, v in results.items() if k[1] == PC(n) and "gated:" in v[1]], n
+    assert results[("S1-PORTS-CONSOLE-TO-AMT", PC(1))][0] == "passed"  # TCP: decided without TLS
