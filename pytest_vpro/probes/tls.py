@@ -118,7 +118,7 @@ def client_context(cafile: str | None, *, legacy: bool = False,
     """A verified client context: Python's defaults (TLS 1.2+, certificates checked against ``cafile``, host
     names checked), or the same with the legacy settings of the module docstring."""
     ctx = ssl.create_default_context(cafile=cafile)
-    return _legacy(ctx, ciphers) if legacy else ctx
+    return _legacy(ctx, ciphers) if legacy else _modern(ctx)
 
 
 def inspection_context(*, legacy: bool = False, ciphers: str = DEFAULT_LEGACY_CIPHERS) -> ssl.SSLContext:
@@ -127,7 +127,15 @@ def inspection_context(*, legacy: bool = False, ciphers: str = DEFAULT_LEGACY_CI
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    return _legacy(ctx, ciphers) if legacy else ctx
+    return _legacy(ctx, ciphers) if legacy else _modern(ctx)
+
+
+def _modern(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    # A Python built --with-ssl-default-suites=openssl (Debian's python3) leaves the minimum version to OpenSSL
+    # (it reads MINIMUM_SUPPORTED): TLS 1.2 is said here, so that the modern attempt is the same on every build.
+    if ctx.minimum_version < ssl.TLSVersion.TLSv1_2:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
 
 
 def _legacy(ctx: ssl.SSLContext, ciphers: str) -> ssl.SSLContext:

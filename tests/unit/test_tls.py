@@ -10,7 +10,7 @@ from pytest_vpro.probes import tls
 from pytest_vpro.probes.errors import ProbeError
 
 
-def test_the_modern_context_is_pythons_default():
+def test_the_modern_context_verifies_and_asks_for_tls_1_2_on_every_python_build():
     ctx = tls.client_context(None)
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
