@@ -174,10 +174,13 @@ def refused_modern(exc: BaseException) -> bool:
             if getattr(err, "verify_code", None) in LEVEL_ONLY_VERIFY_CODES:
                 return True
             continue
-        if isinstance(err, ssl.SSLEOFError) or (err.reason or "") in REFUSALS:
+        # a close during the handshake: an EOF, or a close_notify (SSLZeroReturnError), which a Python 3.11.2 asyncio
+        # server (Debian's) sends where 3.11.7 drops the connection
+        if isinstance(err, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or (err.reason or "") in REFUSALS:
             return True
     text = str(exc)  # a wrapper that kept only OpenSSL's words: "[SSL: UNSUPPORTED_PROTOCOL] ..."
     return any(f"[SSL: {name}]" in text for name in REFUSALS) or "EOF occurred in violation of protocol" in text \
+        or "TLS/SSL connection has been closed (EOF)" in text \
         or any(words in text for words in LEVEL_ONLY_VERIFY_MESSAGES)
 
 

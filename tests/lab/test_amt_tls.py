@@ -168,7 +168,8 @@ def test_no_fallback_toward_a_port_that_is_not_amt(pki, fresh):
                              ca_bundle=pki["ca"], timeout=5)
         with pytest.raises(TlsError) as err:
             AmtDevice(client).general_settings()
-        assert "legacy" not in str(err.value) and "protocol" in str(err.value).lower()
+        text = str(err.value).lower()  # the refusal is an alert, or (a Python 3.11.2 asyncio server) a close_notify
+        assert "legacy" not in text and ("protocol" in text or "closed" in text)
         with pytest.raises(MalformedReply, match="no TLS handshake"):
             net.peer_tls(spec.address, 18993, timeout=5)
         assert not tls.remembered(spec.address, 18993)
