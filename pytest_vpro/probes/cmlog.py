@@ -13,10 +13,14 @@ of the file is skipped and counted (``skipped``, ``overlong``, ``truncated``).
 
 The event patterns are ONE table, :data:`EVENT_PATTERNS`: regular expressions with the named groups ``fqdn``,
 ``uuid``, ``ip``, ``reason``, ``mode`` (PKI/PSK) and ``retry`` (a hello's retry count); the client-log events
-(``policy_*`` of OOBMGMT.LOG) name no client: a client's own log is that client's. The default texts are the
-lab's (:mod:`pytest_vpro.lab.cmlog`, :mod:`pytest_vpro.lab.windows_client`), all *(unconfirmed)*: no public source
-gives SCCM's exact wording. An environment file's ``log_patterns``
-(``{event: [regex, ...]}``) is tried before the defaults and may add events of its own.
+(``policy_*`` of OOBMGMT.LOG) name no client: a client's own log is that client's. Where a public post quotes a
+real line, the default pattern follows its wording (:data:`SOURCED`, docs/protocols.md); every other default is the
+lab's text (:mod:`pytest_vpro.lab.cmlog`, :mod:`pytest_vpro.lab.windows_client`), *(unconfirmed)*: its absence
+proves nothing (:func:`decisive`). An environment file's ``log_patterns`` (``{event: [regex, ...]}``) is tried
+before the defaults and may add events of its own.
+
+Site-server logs roll over: when ``X.LOG`` is full it is copied to ``X.lo_`` (the previous history is
+overwritten) and a new ``X.LOG`` starts (:func:`history_path`); a reader wants both, the history first.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import datetime as dt
 import io
 import re
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator, Mapping
+from typing import IO, Any, Iterable, Iterator, Mapping
 
 MAX_LINE = 16384
 MAX_ENTRY_LINES = 50
@@ -208,9 +212,11 @@ _FQDN = r"(?P<fqdn>[A-Za-z0-9][A-Za-z0-9._-]*)"
 _UUID = r"(?P<uuid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})"
 _IP = r"(?P<ip>\d{1,3}(?:\.\d{1,3}){3})"
 
-#: event -> regexes, tried in this order (first match wins per line). They match the lab's texts
-#: (``lab/cmlog.py`` AMTOPMGR_MESSAGES), which are guesses: ALL *(unconfirmed)*. No looser "generic" patterns on
-#: purpose: they caught lines such as "invalid hello packet from ..." as hellos; a site adds its real wording.
+#: event -> regexes, tried in this order (first match wins per line). Those of :data:`SOURCED` follow real lines;
+#: the others match the lab's texts (``lab/cmlog.py`` AMTOPMGR_MESSAGES), guesses *(unconfirmed)*: no public post
+#: quotes SCCM's lines for hellos, ZTC requests, the provisioning stages or un-provisioning (docs/protocols.md).
+#: No looser "generic" patterns on purpose: they caught lines such as "invalid hello packet from ..." as hellos;
+#: a site adds its real wording (log_patterns).
 EVENT_PATTERNS: dict[str, list[str]] = {
     "hello_received": [
         rf"Received hello packet \(out of band\) from {_IP}: AMT device UUID {_UUID} \({_FQDN}\)"
@@ -247,6 +253,14 @@ EVENT_PATTERNS: dict[str, list[str]] = {
     "provisioning_certificate_rejected": [
         rf"Provisioning certificate CN={_FQDN} \(thumbprint [^)]*\) rejected: (?P<reason>.*)",
     ],
+    # quoted from real AMTOPMGR.LOG files (SOURCED): the provisioning certificate nearing its end, and unloaded
+    "provisioning_certificate_expiring": [
+        (r"Error: The provisioning certificate with the thumbprint (?P<reason>[0-9A-Fa-f]{40} will expire in \d+ "
+         r"day\(s\))"),
+    ],
+    "provisioning_certificate_unloaded": [
+        r"Remove unused provision certificate with hash (?P<reason>[0-9A-Fa-f]{40}) from memory",
+    ],
     # OOBMGMT.LOG, the in-band client's agent (windows_client.OOBMGMT_MESSAGES)
     "policy_downloaded": [r"AMT auto provisioning policy downloaded from site"],
     "policy_enabled": [r"AMT auto provisioning is enabled in policy"],
@@ -259,6 +273,26 @@ EVENT_PATTERNS: dict[str, list[str]] = {
 
 
 GROUPS = frozenset({"fqdn", "uuid", "ip", "reason", "mode", "retry"})
+
+#: Events whose default pattern follows a real line quoted in public, with where (docs/protocols.md has them all).
+SOURCED: dict[str, str] = {
+    "provisioning_certificate_expiring": "Intel vPro Expert Center blog, 'Expired GoDaddy vPro provisioning "
+                                         "certificate in a SCCM environment' (2009-12-15)",
+    "provisioning_certificate_unloaded": "the same post",
+}
+
+
+def decisive(event: str, extra: Mapping[str, Any] | None = None) -> bool:
+    """Whether a log without an ``event`` line shows that the event did not happen: its default pattern follows a
+    public quote (:data:`SOURCED`), or the environment file's ``log_patterns`` give the site's own wording for it.
+    Otherwise the wording is a guess, and a site that words it differently would have no matching line."""
+    return event in SOURCED or bool((extra or {}).get(event))
+
+
+def history_path(path: str) -> str:
+    """The rolled-over history of a Configuration Manager log: ``Logs/AMTOPMGR.LOG`` -> ``Logs/AMTOPMGR.lo_``."""
+    stem, dot, _ext = path.rpartition(".")
+    return f"{stem if dot else path}.lo_"
 
 
 @dataclass(frozen=True)
@@ -391,4 +425,4 @@ def trace(events: Iterable[Event], limit: int = 200) -> str:
 
 
 __all__ = ["LogLine", "LogReader", "read_log", "parse_entry", "parse_text", "Event", "EVENT_PATTERNS", "GROUPS",
-           "compile_patterns", "match_event", "events", "client_events", "provisioned", "trace", "MAX_LINE"]
+           "SOURCED", "decisive", "history_path", "compile_patterns", "match_event", "events", "client_events", "provisioned", "trace", "MAX_LINE"]

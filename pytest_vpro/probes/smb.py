@@ -20,6 +20,7 @@ Bounds smbprotocol does not have, added here:
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import socket
 import struct
@@ -34,6 +35,10 @@ from .errors import MalformedReply, ProbeError, ReplyTooLarge, Unreachable, too_
 SMB_PORT = 445
 #: The largest SMB2 message: MS-SMB2 2.1, the Direct TCP StreamProtocolLength is 3 bytes.
 MAX_MESSAGE = 0xFFFFFF
+
+
+class FileMissing(ProbeError):
+    """The share answered and has no such file (a log's ``.lo_`` history before its first rollover)."""
 
 
 def smbprotocol_client():
@@ -206,7 +211,7 @@ def _failure(exc: Exception, host: str, port: int, name: str, user: str | None, 
     if limit is not None and limit.expired:
         return limit.too_late(host, port)
     if isinstance(exc, SMBOSError):
-        return ProbeError(f"{name}: {exc.strerror}")
+        return (FileMissing if exc.errno == errno.ENOENT else ProbeError)(f"{name}: {exc.strerror}")
     if isinstance(exc, SMBAuthenticationError):
         return ProbeError(f"SMB logon to {host} as {user or 'the Kerberos ticket'} failed: {exc}")
     if isinstance(exc, SMBResponseException):
