@@ -14,10 +14,11 @@ Formats (``docs/protocols.md``, "Configuration Manager 2007 logs"):
 ``bias`` is the Windows time-zone bias in minutes *west* of UTC (``TIME_ZONE_INFORMATION.Bias``: local time
 plus bias = UTC), so UTC-7 is written ``+420`` and UTC+1 ``-60``. Lines end with CRLF as Windows writes them.
 
-No public source gives SCCM's exact AMTOPMGR.LOG wording (docs/protocols.md): every text in
-:data:`AMTOPMGR_MESSAGES` is a plausible guess, *(unconfirmed)*, kept as data in this one table. The parser in
-:mod:`pytest_vpro.probes.cmlog` matches these texts by default, and an environment file's ``log_patterns``
-adds the wording a real site uses.
+No public post quotes SCCM's AMTOPMGR.LOG lines for hellos, ZTC requests, the provisioning stages or
+un-provisioning (docs/protocols.md): every text in :data:`AMTOPMGR_MESSAGES` is a plausible guess,
+*(unconfirmed)*, kept as data in this one table; the parser in :mod:`pytest_vpro.probes.cmlog` matches them by
+default, and its checks never take their absence as proof. The lines real logs show for the provisioning
+certificate (near its end, unloaded once expired) are quoted in :mod:`pytest_vpro.lab.site_server`.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any
 SMS_COMPONENT = "SMS_AMT_OPERATION_MANAGER"
 
 #: event -> message template (str.format fields: fqdn, uuid, ip, mode, retry, reason, thumbprint). ALL
-#: *(unconfirmed)*.
+#: *(unconfirmed)*: the lab's own wording.
 AMTOPMGR_MESSAGES: dict[str, str] = {
     "hello_received": "AMT Provision Worker: Received hello packet (out of band) from {ip}: AMT device UUID {uuid}"
                       " ({fqdn}), {mode} mode, retry {retry}",
@@ -119,13 +120,32 @@ class CmLogWriter:
 
     Each line is written with one ``write`` and flushed at once (line-buffered), under a per-file lock shared
     by every writer of the same path in this process. UTF-8, CRLF line endings.
+
+    It rolls over as Configuration Manager's logs do (docs/protocols.md): :meth:`rotate` copies the log to its
+    history, the same name with the extension ``.lo_`` (replacing the previous history), and starts it empty;
+    with ``max_bytes``, a line that would take the log past that size first rotates it.
     """
 
-    def __init__(self, path: str | Path, *, fmt: str = "sms", component: str = SMS_COMPONENT, file: str = ""):
+    def __init__(self, path: str | Path, *, fmt: str = "sms", component: str = SMS_COMPONENT, file: str = "",
+                 max_bytes: int = 0):
         if fmt not in ("sms", "ccm"):
             raise ValueError(f"log format must be 'sms' or 'ccm', not {fmt!r}")
         self.path, self.fmt, self.component, self.file = Path(path), fmt, component, file
+        self.max_bytes = max_bytes
         self._lock = _lock_for(self.path)
+
+    @property
+    def history(self) -> Path:
+        """``AMTOPMGR.LOG`` -> ``AMTOPMGR.lo_``."""
+        return self.path.with_suffix(".lo_")
+
+    def rotate(self) -> None:
+        with self._lock:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        if self.path.exists():
+            os.replace(self.path, self.history)
 
     def __repr__(self) -> str:
         return f"CmLogWriter({str(self.path)!r}, fmt={self.fmt!r}, component={self.component!r})"
@@ -141,6 +161,9 @@ class CmLogWriter:
                          type_=type_)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.max_bytes and self.path.exists() and \
+                    self.path.stat().st_size + len(text.encode()) + 2 > self.max_bytes:
+                self._rotate()
             with self.path.open("a", encoding="utf-8", newline="", buffering=1) as fh:
                 fh.write(text + "\r\n")
         return text

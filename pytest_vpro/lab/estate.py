@@ -456,6 +456,7 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
         tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
         kerberos_keytab=str(keytab), kerberos_realm=REALM, dns_servers=[plan.dc],
         provisioning_certificate_cn=pki_probe.common_name(pki.provisioning_cert) or "",
+        provisioning_certificate_not_after=pki.provisioning_cert.not_valid_after_utc.isoformat(),
         log_dir=str(dc.share_dirs[f"SMS_{SITE_CODE}"] / "Logs"), calls_file=str(state / "site" / "calls.jsonl"))
     # The computer's certificate stores: the provisioning certificate (with its key) in Personal, its issuing CA
     # in Intermediate Certification Authorities, the root in Trusted Root Certification Authorities.

@@ -482,10 +482,12 @@ def _computer_account_only(ctx: Context, c: ClientPlan) -> None:
 
 
 def _not_provisioned_by_site(ctx: Context, record: Any) -> None:
-    """The site has no record of provisioning the client: no history lines, AMTStatus not provisioned."""
+    """The site has no record of provisioning the client: no history lines; its discovery found the ME provisioned
+    with credentials the site does not know: AMTStatus 1, "detected" (the documented status of a computer provisioned
+    outside Configuration Manager)."""
     from .site_server import AMT_STATUS  # noqa: PLC0415
 
-    record.provisioned, record.amt_status, record.ztc_requested = False, AMT_STATUS["not_provisioned"], False
+    record.provisioned, record.amt_status, record.ztc_requested = False, AMT_STATUS["detected"], False
 
 
 fault("hellos_exhausted", "The client is not provisioned and has sent its whole hello sequence (retry 0 to 14, in "
@@ -497,13 +499,14 @@ fault("hellos_exhausted", "The client is not provisioned and has sent its whole 
       fails=("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", "S2-CLIENT-SENDING-HELLO"))
 fault("me_provisioned_elsewhere", "The ME holds a provisioning record the site did not make (another provisioning "
       "server, or one from before the site was rebuilt): post-provisioning, so it sends no hellos, while the site "
-      "never provisioned it (no AMTOPMGR.LOG lines, SMS_R_System.AMTStatus not provisioned, no AMT object).",
+      "never provisioned it (no AMTOPMGR.LOG lines, no AMT object; SMS_R_System.AMTStatus 1, detected).",
       scope="client", needs="provisioned", directory=_computer_account_only,
       site_server=_not_provisioned_by_site,
       fails=("S2-ME-UNPROVISIONED", "S2-AMTOPMGR-HELLO-RECEIVED", "S2-CLIENT-SENDING-HELLO"))
 fault("small_business_mode", "The ME was set up in Small Business mode in MEBx (post-provisioning, "
       "AMT_SetupAndConfigurationService.ProvisioningMode 2): it sends no hellos, and the site never provisioned it "
-      "(no AMTOPMGR.LOG lines, no AMT object).", scope="client", needs="provisioned",
+      "(no AMTOPMGR.LOG lines, no AMT object; SMS_R_System.AMTStatus 1, detected).", scope="client",
+      needs="provisioned",
       directory=_computer_account_only, device=_set(provisioning_mode=2),
       site_server=_not_provisioned_by_site,
       fails=("S2-ME-ENTERPRISE-PKI-OR-PSK", "S2-ME-UNPROVISIONED", "S2-AMTOPMGR-HELLO-RECEIVED",
@@ -1149,8 +1152,8 @@ def _not_discovered(ctx: Context, record: Any) -> None:
     record.amt_status, record.amt_full_version = AMT_STATUS["unknown"], ""
 
 
-fault("mc_not_discovered", "Discover Management Controllers never ran for the client: SMS_R_System.AMTStatus is 0 "
-      "(unknown) and AMTFullVersion is empty, so the console offers no power control.", scope="client",
+fault("mc_not_discovered", "Discover Management Controllers never ran for the client: SMS_R_System.AMTStatus is "
+      "null (unknown) and AMTFullVersion is empty, so the console offers no power control.", scope="client",
       needs="provisioned", site_server=_not_discovered,
       fails=("S4-MC-DISCOVERED", "S4-DIGEST-CREDENTIALS-RANDOMIZED"))
 fault("power_off_ignored", "The device answers RequestPowerStateChange(8) with ReturnValue 0 and the host stays "

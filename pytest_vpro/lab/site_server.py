@@ -15,7 +15,13 @@ What it serves (docs/lab.md; the guide's Stages 1-3 and 7):
   appends the "hello received" line to ``<log_dir>/AMTOPMGR.LOG`` (SMS format, :mod:`pytest_vpro.lab.cmlog`).
   The lab sets ``log_dir`` to the ``Logs`` folder of the directory Samba shares as ``SMS_<CODE>``.
 * **History**: at start, on an empty log, the lines a real log would already hold for provisioned clients
-  (hello or ZTC request, provisioning started, first and second stage completed), stamped in the past.
+  (hello or ZTC request, provisioning started, first and second stage completed), stamped in the past; the
+  ``history_rolled_over`` earliest clients were provisioned before the log last rolled over, so their lines are
+  only in ``AMTOPMGR.lo_`` (a real site's log keeps one history file). Past ``log_max_bytes`` the log rolls over
+  as it grows. A provisioning certificate near or past its end gets the lines real logs show for it.
+* **SMS_R_System.AMTStatus** as the site sets it: null (unknown) until it knows a client's AMT (a hello from the
+  imported client, an in-band ZTC request), then 2 (not provisioned), 3 once provisioned; the in-band agents'
+  hardware inventory in ``SMS_G_System_AMT_AGENT`` (ProvisionState 0 or 2).
 * **Un-provision action** (lab-only, see below): calls the pluggable callbacks in the order the real site
   server works (WS-MAN ``Unprovision`` on the device, revoke the web server certificate and publish the CRL,
   delete the AD object), writes the un-provisioning lines, and appends the call to the JSONL ``calls`` file.
@@ -75,6 +81,17 @@ HIVE_NUMBERS = {"HKCR": 0x80000000, "HKCU": 0x80000001, "HKLM": 0x80000002, "HKU
                 "HKEY_LOCAL_MACHINE": 0x80000002, "HKEY_USERS": 0x80000003, "HKEY_CURRENT_CONFIG": 0x80000005}
 THREADS = {"hello": 3196, "provision": 2712, "clear": 4020}  # SMS log thread ids of the simulated workers
 
+# --- documented (docs/protocols.md, "Configuration Manager 2007") ------------------------------------------------
+#: SMS_R_System.AMTStatus ("About the AMT Status and Out of Band Management", ConfigMgr 2007 SP1+); unknown is null.
+AMT_STATUS = {"unknown": None, "not_supported": 0, "detected": 1, "not_provisioned": 2, "provisioned": 3}
+#: The hardware inventory class of the agent's SMS_AMTObject on the site, and the ProvisionState values (0 factory
+#: setup mode, 1 setup mode, 2 operational mode) the Intel vPro Expert Center post gives.
+AMT_INVENTORY_CLASS = "SMS_G_System_AMT_AGENT"
+#: The provisioning certificate lines real AMTOPMGR.LOG files show (Intel vPro Expert Center, 2009-12-15).
+CERTIFICATE_EXPIRING = ("Error: The provisioning certificate with the thumbprint {thumbprint} will expire in {days} "
+                        "day(s). Please ensure that this certificate is renewed. (CertID = 1)")
+CERTIFICATE_UNLOADED = "Remove unused provision certificate with hash {thumbprint} from memory."
+
 # --- names no public source confirms: ALL (unconfirmed), kept in this one table --------------------------------
 #: SMS_SCI_Component SMS_AMT_OPERATION_MANAGER ``Props`` (setting -> PropertyName, field) and ``PropLists``.
 OOB_PROPS: dict[str, tuple[str, str]] = {
@@ -86,9 +103,6 @@ OOB_PROPS: dict[str, tuple[str, str]] = {
     "provisioning_certificate_thumbprint": ("AMT Provisioning Certificate Thumbprint", "Value1"),
 }
 OOB_PROP_LISTS: dict[str, str] = {"realms_enabled": "AMT Enabled Realms"}  # setting -> PropertyListName
-#: SMS_R_System.AMTStatus numbers, in the order the console's "AMT Status" column lists them.
-AMT_STATUS = {"unknown": 0, "not_supported": 1, "detected": 2, "not_provisioned": 3, "provisioned": 4,
-              "externally_provisioned": 5}
 OOB_IMPORT_AGENT = "Out of Band Management Controller Import"  # SMS_R_System.AgentName of imported computers
 UNPROVISION_CLASS, UNPROVISION_METHOD = "VPRO_Lab", "Unprovision"  # lab-only: SCCM's own method is unknown
 WINRM_STACK_KEY = r"SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"  # value "StackVersion"
@@ -116,7 +130,7 @@ IPSEC_GPO_KEY = r"SOFTWARE\Policies\Microsoft\Windows\IPSec\GPTIPSECPolicy"  # D
 IPSEC_LOCAL_KEY = r"SOFTWARE\Policies\Microsoft\Windows\IPSec\Policy\Local"  # ActivePolicy
 UNCONFIRMED = {
     "SMS_SCI_Component Props names": OOB_PROPS, "SMS_SCI_Component PropLists names": OOB_PROP_LISTS,
-    "SMS_R_System.AMTStatus values": AMT_STATUS, "SMS_R_System.AgentName for OOB import": OOB_IMPORT_AGENT,
+    "SMS_R_System.AgentName for OOB import": OOB_IMPORT_AGENT,
     "SMS_CollectionSettings.AMTAutoProvisionEnabled": "property name",
     "un-provision method": f"{UNPROVISION_CLASS}.{UNPROVISION_METHOD}(Fqdn) in root/sms/site_<CODE>, lab-only",
     "WinRM version registry value": WINRM_STACK_KEY + r"\StackVersion",
@@ -126,7 +140,10 @@ UNCONFIRMED = {
     "network discovery component and its enable property": NETWORK_DISCOVERY,
     "IPsec policy registry values": f"{IPSEC_GPO_KEY}\\DSIPSECPolicyPath, {IPSEC_LOCAL_KEY}\\ActivePolicy",
     "Server header": "Microsoft-HTTPAPI/1.0 (Windows Server 2003 HTTP.sys)",
+    "days before expiry when AMTOPMGR.LOG starts warning of the provisioning certificate": "CERT_WARNING_DAYS",
+    "SMS_G_System_AMT_AGENT.ResourceID": "the key every SMS_G_System_* inventory class has",
 }
+CERT_WARNING_DAYS = 30  # the post shows the warning 4 days before and "daily"; when it starts is not known
 
 #: Appendix A of the guide (seed 000), with the Windows Server 2003 service pack that already includes a fix.
 APPENDIX_A: dict[str, str | None] = {
@@ -165,14 +182,24 @@ class ClientRecord:
     provisioned: bool = False
     provisioning_mode: str = "PKI"       # PKI or PSK
     provisioned_at: str = ""             # ISO time of the history lines; default a day before start
-    amt_status: int | None = None        # default from provisioned
+    #: SMS_R_System.AMTStatus, or "auto" (:meth:`status`)
+    amt_status: int | None | str = "auto"
     ztc_requested: bool = True           # in-band and not provisioned: its agent's ZTC request reached the site
+    hello_heard: bool = False            # a hello of this imported client reached the service point
 
     def __post_init__(self) -> None:
         self.fqdn = self.fqdn.lower()
         self.uuid = str(uuidlib.UUID(str(self.uuid)))
-        if self.amt_status is None:
-            self.amt_status = AMT_STATUS["provisioned" if self.provisioned else "not_provisioned"]
+
+    def status(self) -> int | None:
+        """SMS_R_System.AMTStatus now: as set, or by default 3 once provisioned, 2 (not provisioned, can be) once
+        the site knows its AMT (a hello heard, an in-band ZTC request), else null: unknown until then."""
+        if self.amt_status != "auto":
+            return self.amt_status  # type: ignore[return-value]
+        if self.provisioned:
+            return AMT_STATUS["provisioned"]
+        known = self.hello_heard or (self.client and self.ztc_requested)
+        return AMT_STATUS["not_provisioned"] if known else AMT_STATUS["unknown"]
 
     @property
     def netbios(self) -> str:
@@ -250,7 +277,12 @@ class SiteServerSpec:
     calls_file: str = ""
     callbacks: dict[str, str] = field(default_factory=dict)  # process mode: hook name -> "module:function"
     history_age_s: float = 86400.0
+    #: how many of the provisioned clients, the earliest, were provisioned before AMTOPMGR.LOG last rolled over:
+    #: their lines are only in the history file, AMTOPMGR.lo_ (a real site's log holds about 1 MB)
+    history_rolled_over: int = 1
+    log_max_bytes: int = 0                      # AMTOPMGR.LOG rolls over to AMTOPMGR.lo_ past this size (0: never)
     provisioning_certificate_cn: str = ""       # the out of band component's certificate, logged as accepted
+    provisioning_certificate_not_after: str = ""  # ISO time; near or past it, the log's real warning lines
 
     def __post_init__(self) -> None:
         self.fqdn = self.fqdn.lower()
@@ -596,6 +628,9 @@ class SiteServerProvider:
                 "SMS_SCI_Component": lambda: [self._oob_component()] + ([self._network_discovery()]
                                                                          if s.network_discovery else []),
                 "SMS_R_System": lambda: [self._system(c) for c in s.clients],
+                AMT_INVENTORY_CLASS: lambda: [{  # the agents' hardware inventory of SMS_AMTObject
+                    "ResourceID": c.resource_id, "AMT": c.amt_full_version,
+                    "ProvisionState": 2 if c.provisioned else 0} for c in s.clients if c.client],
                 "SMS_Collection": lambda: [{
                     "CollectionID": col["CollectionID"], "Name": col["Name"], "Comment": col.get("Comment", ""),
                     "MemberCount": len(col.get("members", []))} for col in s.collections],
@@ -663,7 +698,7 @@ class SiteServerProvider:
         return {"ResourceId": c.resource_id, "Name": c.netbios, "NetbiosName": c.netbios,
                 "ResourceNames": [c.fqdn], "SMBIOSGUID": c.uuid.upper(),
                 "IPAddresses": [c.address] if c.address else [],
-                "Client": c.client, "ClientVersion": c.client_version or None, "AMTStatus": c.amt_status,
+                "Client": c.client, "ClientVersion": c.client_version or None, "AMTStatus": c.status(),
                 "AMTFullVersion": c.amt_full_version, "AgentName": agents, "Active": 1, "Obsolete": 0,
                 "ResourceType": 5, "ResourceDomainORWorkgroup": self.spec.fqdn.split(".", 2)[1].upper()}
 
@@ -806,7 +841,7 @@ class SiteServerSimulator(BackgroundService):
         path = calls_file or spec.calls_file
         self.calls_file = Path(path) if path else None
         self.calls: list[dict[str, Any]] = []
-        self.log = CmLogWriter(Path(spec.log_dir) / LOG_NAME) if spec.log_dir else None
+        self.log = CmLogWriter(Path(spec.log_dir) / LOG_NAME, max_bytes=spec.log_max_bytes) if spec.log_dir else None
         self.provider = SiteServerProvider(spec, self)
         self.server: WinrmServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -853,23 +888,47 @@ class SiteServerSimulator(BackgroundService):
             return
         base = dt.datetime.now().astimezone() - dt.timedelta(seconds=self.spec.history_age_s)
         rows = []
-        if self.spec.provisioning_certificate_cn:
-            self.log.event("provisioning_certificate_accepted", when=base - dt.timedelta(minutes=10),
-                           thread=THREADS["provision"], fqdn=self.spec.provisioning_certificate_cn,
-                           thumbprint=self.spec.oob.get("provisioning_certificate_thumbprint", "").upper())
+        provisioned = [c for c in self.spec.clients if c.provisioned]
+        rolled = {c.fqdn for c in provisioned[:max(0, self.spec.history_rolled_over)]}
         for i, c in enumerate(self.spec.clients):
             if not c.provisioned:
                 if c.client and c.ztc_requested:
                     rows.append((base + dt.timedelta(minutes=5 * i), "ztc_request", "hello", c, {}))
                 continue
             t0 = dt.datetime.fromisoformat(c.provisioned_at).astimezone() if c.provisioned_at \
-                else base + dt.timedelta(minutes=5 * i)
+                else base + dt.timedelta(minutes=5 * i) - dt.timedelta(days=30 if c.fqdn in rolled else 0)
             first = ("ztc_request", {}) if c.client else ("hello_received", {"retry": 0})
             steps = [(first[0], 0, "hello", first[1]), ("provisioning_started", 2, "provision", {}),
                      ("first_stage_completed", 15, "provision", {}), ("second_stage_completed", 40, "provision", {})]
             rows += [(t0 + dt.timedelta(seconds=s), ev, th, c, extra) for ev, s, th, extra in steps]
-        for when, ev, th, c, extra in sorted(rows, key=lambda r: r[0]):
+        rows.sort(key=lambda r: r[0])
+        if self.spec.provisioning_certificate_cn:  # configured before any client was provisioned
+            self.log.event("provisioning_certificate_accepted",
+                           when=(rows[0][0] if rows else base) - dt.timedelta(minutes=10),
+                           thread=THREADS["provision"], fqdn=self.spec.provisioning_certificate_cn,
+                           thumbprint=self.spec.oob.get("provisioning_certificate_thumbprint", "").upper())
+        last_rolled = max((n for n, r in enumerate(rows) if r[3].fqdn in rolled), default=-1)
+        for n, (when, ev, th, c, extra) in enumerate(rows):
             self._event(ev, c, when=when, thread=th, **extra)
+            if n == last_rolled:
+                self.log.rotate()  # the log rolled over: what it held so far is only in AMTOPMGR.lo_ now
+        self._certificate_warnings()
+
+    def _certificate_warnings(self) -> None:
+        """The daily lines a real AMTOPMGR.LOG shows for a provisioning certificate near its end, and once it has
+        expired (wording: CERTIFICATE_EXPIRING, CERTIFICATE_UNLOADED)."""
+        if not self.spec.provisioning_certificate_not_after or self.log is None:
+            return
+        end = dt.datetime.fromisoformat(self.spec.provisioning_certificate_not_after).astimezone()
+        now = dt.datetime.now().astimezone()
+        thumbprint = str(self.spec.oob.get("provisioning_certificate_thumbprint", "")).upper()
+        days = (end - now).days
+        if now >= end:
+            self.log.write(CERTIFICATE_UNLOADED.format(thumbprint=thumbprint), when=now - dt.timedelta(minutes=1),
+                           thread=THREADS["provision"])
+        elif days <= CERT_WARNING_DAYS:
+            self.log.write(CERTIFICATE_EXPIRING.format(thumbprint=thumbprint, days=days),
+                           when=now - dt.timedelta(minutes=1), thread=THREADS["provision"], type_=3)
 
     # -- the un-provision action --
     def unprovision(self, fqdn: str, *, principal: str = "") -> int:
@@ -922,6 +981,8 @@ class SiteServerSimulator(BackgroundService):
                     retry=hello.retry_count, fqdn=client.fqdn if client and client.imported_oob else "")
         if client is None or not client.imported_oob:
             self._event("hello_not_imported", thread="hello", ip=peer, uuid=str(hello.uuid))
+        else:
+            client.hello_heard = True  # the site now knows its AMT: AMTStatus 2 (not provisioned, can be)
 
     # -- life cycle --
     def _endpoint(self, tls: bool) -> WsmanEndpoint:

@@ -14,11 +14,8 @@ import pytest
 from pytest_vpro.checks import expect
 from pytest_vpro.probes import actions
 from pytest_vpro.probes.amt import POWER_STATES
+from pytest_vpro.sccm import PROVISIONED, amt_status_text, as_int
 
-#: SMS_R_System.AMTStatus "Provisioned", in the order the console's AMT Status column lists the values
-#: (0 unknown, 1 not supported, 2 detected, 3 not provisioned, 4 provisioned, 5 externally provisioned):
-#: *(unconfirmed)*, as in the lab's site server.
-AMT_STATUS_PROVISIONED = 4
 #: Intel's factory MEBx password: what "the known pre-provisioning MEBx password" is unless the environment
 #: names the site's own (credentials.mebx).
 FACTORY_MEBX_PASSWORD = "admin"
@@ -41,11 +38,12 @@ def test_client_is_discovered_as_a_management_controller(client, facts, evidence
     evidence.attach("SMS_R_System", {"Name": system.get("Name"), "ResourceId": system["ResourceId"],
                                      "AMTStatus": system.get("AMTStatus"),
                                      "AMTFullVersion": system.get("AMTFullVersion"), "collections": collections})
-    problems = [f"AMTStatus {system.get('AMTStatus')}"] if system.get("AMTStatus") != AMT_STATUS_PROVISIONED else []
+    status = as_int(system.get("AMTStatus"))
+    problems = [amt_status_text(status)] if status != PROVISIONED else []
     problems += ["AMTFullVersion empty"] if not system.get("AMTFullVersion") else []
     problems += ["member of no collection"] if not collections else []
     expect(not problems, found=", ".join(problems),
-           expected=f"AMTStatus {AMT_STATUS_PROVISIONED} (provisioned), AMTFullVersion set, in a collection")
+           expected=f"{amt_status_text(PROVISIONED)}, AMTFullVersion set, in a collection")
 
 
 @pytest.mark.check("S4-POWER-DOWN")
@@ -83,6 +81,6 @@ def test_mebx_password_no_longer_opens_amt(client, env, facts, evidence):
                                        "AMTStatus": system and system.get("AMTStatus")})
     expect(not accepted, found=f"the {'site MEBx' if mebx else 'factory MEBx'} password still opens {user} on "
                                f"{client.name}:16993", expected="refused (401): provisioning replaced it")
-    expect(system and system.get("AMTStatus") == AMT_STATUS_PROVISIONED,
-           found=f"SMS_R_System.AMTStatus {system and system.get('AMTStatus')}",
-           expected=f"{AMT_STATUS_PROVISIONED} (provisioned by the site, which holds the randomized credential)")
+    status = as_int(system.get("AMTStatus")) if system else None
+    expect(status == PROVISIONED, found=amt_status_text(status) if system else f"no SMS_R_System for {client.name}",
+           expected=f"{amt_status_text(PROVISIONED)}: provisioned by the site, which holds the randomized credential")

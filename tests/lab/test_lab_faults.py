@@ -103,9 +103,9 @@ def ldapsearch(info, base: str, ldap_filter: str, *attrs: str, scope: str = "sub
     return out.stdout
 
 
-def amtopmgr_log(info) -> str:
+def amtopmgr_log(info, name: str = "AMTOPMGR.LOG") -> str:
     out = run(["smbclient", f"//{PLAN.dc}/SMS_LAB", "-U", "Administrator", "-s", info["dc"]["smb_conf"],
-               "-c", "get Logs/AMTOPMGR.LOG -"], input=info["dc"]["admin_password"] + "\n")
+               "-c", f"get Logs/{name} -"], input=info["dc"]["admin_password"] + "\n")
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -292,7 +292,10 @@ class TestClientFaults:
         assert ("Provisioning failed for AMT device pc0021.vprolab.test, UUID "
                 f"{lab_a['clients'][20]['uuid']}. Reason: planted by the lab") in text      # provisioning_failed
         assert "Second stage provisioning completed successfully for AMT device pc0021" not in text
-        assert "Second stage provisioning completed successfully for AMT device pc0001" in text
+        assert "Second stage provisioning completed successfully for AMT device pc0008" in text
+        assert "pc0001" not in text  # provisioned before the log rolled over: only in its history
+        assert "Second stage provisioning completed successfully for AMT device pc0001" in amtopmgr_log(
+            lab_a, "AMTOPMGR.lo_")
 
     def test_site_server_over_winrm(self, lab_a):
         wmi = site_wmi(lab_a)

@@ -78,9 +78,16 @@ def winrm(site) -> WinRM:
         yield w
 
 
+def _log_lines(path: Path) -> list:
+    if not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        return list(LogReader(fh))
+
+
 def _log_events(site) -> dict:
-    with open(site.log_path, "rb") as fh:
-        return events(LogReader(fh))
+    """AMTOPMGR.LOG's events after its history's (AMTOPMGR.lo_), as the checks read them."""
+    return events(_log_lines(site.log.history) + _log_lines(site.log_path))
 
 
 # --- WMI classes --------------------------------------------------------------------------------------------------
@@ -135,7 +142,7 @@ def test_out_of_band_component_settings(winrm):
 
 def test_collections_and_systems(winrm):
     systems = {s["ResourceNames"][0]: s for s in winrm.enumerate("SMS_R_System", SITE)}
-    assert systems["pc0001.vprolab.test"]["Client"] == 0 and systems["pc0001.vprolab.test"]["AMTStatus"] == 4
+    assert systems["pc0001.vprolab.test"]["Client"] == 0 and systems["pc0001.vprolab.test"]["AMTStatus"] == 3
     assert systems["pc0001.vprolab.test"]["SMBIOSGUID"] == UUIDS[0].upper()
     assert systems["pc0002.vprolab.test"]["AMTFullVersion"] == "3.2.1"
     assert systems["pc0003.vprolab.test"]["ClientVersion"] == "4.00.6221.1000"
@@ -163,9 +170,11 @@ def test_wql_filter(winrm):
                                                 "WHERE Name LIKE 'sms[_]%' AND NOT State <> 'Running'")
     assert rows == [{"Name": "SMS_EXECUTIVE", "State": "Running"},
                     {"Name": "SMS_SITE_COMPONENT_MANAGER", "State": "Running"}]
-    provisioned = winrm.enumerate("SMS_R_System", SITE, wql="SELECT * FROM SMS_R_System WHERE AMTStatus = 4 "
+    provisioned = winrm.enumerate("SMS_R_System", SITE, wql="SELECT * FROM SMS_R_System WHERE AMTStatus = 3 "
                                                             "AND (Client = 0 OR ClientVersion IS NULL)")
     assert [s["Name"] for s in provisioned] == ["PC0001"]
+    unknown = winrm.enumerate("SMS_R_System", SITE, wql="SELECT Name FROM SMS_R_System WHERE AMTStatus IS NULL")
+    assert unknown in ([{"Name": "PC0002"}], [])  # null until its first hello (test_hello_packet_appears_as_event)
     assert winrm.enumerate("Win32_QuickFixEngineering", wql="select * from Win32_QuickFixEngineering "
                                                             "where HotFixID = 'kb899900'") == []
     with pytest.raises(SoapFault, match="CannotProcessFilter"):
@@ -218,6 +227,22 @@ def test_history_lines_for_provisioned_clients(site):
     assert "pc0002.vprolab.test" not in evs
 
 
+def test_the_earliest_client_was_provisioned_before_the_log_rolled_over(site):
+    """history_rolled_over (default 1): pc0001's lines are only in AMTOPMGR.lo_, the others' in AMTOPMGR.LOG."""
+    old, current = (events(_log_lines(path)) for path in (site.log.history, site.log_path))
+    assert site.log.history.name == "AMTOPMGR.lo_"
+    assert [e.kind for e in old["pc0001.vprolab.test"]] == [
+        "hello_received", "provisioning_started", "first_stage_completed", "second_stage_completed"]
+    assert "pc0003.vprolab.test" not in old and "pc0003.vprolab.test" in current
+    assert {e.kind for e in current.get("pc0001.vprolab.test", [])} <= {"unprovision_started", "unprovision_completed"}
+
+
+def test_hardware_inventory_of_in_band_clients(winrm):
+    (row,) = winrm.enumerate("SMS_G_System_AMT_AGENT", SITE)  # pc0003, the only one with the agent
+    (pc3,) = winrm.enumerate("SMS_R_System", SITE, wql="SELECT ResourceId FROM SMS_R_System WHERE Name = 'PC0003'")
+    assert (str(row["ResourceID"]), str(row["ProvisionState"])) == (str(pc3["ResourceId"]), "2")
+
+
 def _send_hello(payload: bytes, source: str) -> None:
     with socket.create_connection((PLAN.site_server, 9971), timeout=5, source_address=(source, 0)) as s:
         s.sendall(payload)
@@ -239,6 +264,7 @@ def test_hello_packet_appears_as_event(site):
                                 if e.kind == "hello_received"])
     assert hellos and hellos[-1].fqdn == "pc0002.vprolab.test" and hellos[-1].ip == PLAN.client(1)
     assert "retry 3" in hellos[-1].line.message
+    assert site.spec.client("pc0002.vprolab.test").status() == 2  # the site knows its AMT now: not provisioned
 
 
 def test_hello_from_unknown_device_and_garbage(site):
@@ -265,7 +291,7 @@ def test_unprovision_action_calls_hooks_logs_and_records(site, tls):
         ("Unprovision", {"Fqdn": "pc0001.vprolab.test"}, 0, USER)]
     w = WinRM(site.winrm_url(tls=True), auth=BasicAuth(USER, PASSWORD), ca_bundle=tls["ca"], timeout=5)
     assert w.enumerate("SMS_R_System", SITE, wql="SELECT AMTStatus FROM SMS_R_System WHERE Name = 'PC0001'") == [
-        {"AMTStatus": 3}]
+        {"AMTStatus": 2}]  # not provisioned: the site can provision it again
     assert client.invoke(wmi_uri(UNPROVISION_CLASS, SITE), UNPROVISION_METHOD, {"Fqdn": "nope.test"})[
         "ReturnValue"] == "5"
 

@@ -197,3 +197,50 @@ def test_several_writers_in_threads_never_interleave(tmp_path):
         lines = list(reader)
     assert len(lines) == 600 and reader.skipped == reader.truncated == 0
     assert len(events(lines)) == 600
+
+
+# Real AMTOPMGR.LOG lines, as the Intel vPro Expert Center post "Expired GoDaddy vPro provisioning certificate in a
+# SCCM environment" (2009-12-15) quotes them from Trace32 (message, component, time, thread), in the file's format.
+QUOTED = (
+    "Error: The provisioning certificate with the thumbprint 55B7AF313A725CA10BB47A382494A3BD2927D1FB will expire in "
+    "4 day(s). Please ensure that this certificate is renewed. (CertID = 1)"
+    "  $$<SMS_AMT_OPERATION_MANAGER><11-19-2009 11:35:01.000+300><thread=2880 (0xB40)>\r\n"
+    "Remove unused provision certificate with hash 55B7AF313A725CA10BB47A382494A3BD2927D1FB from memory."
+    "  $$<SMS_AMT_OPERATION_MANAGER><11-23-2009 11:35:05.000+300><thread=2700 (0xA8C)>\r\n")
+
+
+def test_publicly_quoted_lines_are_recognised_and_their_absence_is_decisive():
+    from pytest_vpro.probes.cmlog import SOURCED, decisive
+
+    (expiring, unloaded) = events(parse_text(QUOTED))[""]
+    assert (expiring.kind, expiring.reason) == ("provisioning_certificate_expiring",
+                                                "55B7AF313A725CA10BB47A382494A3BD2927D1FB will expire in 4 day(s)")
+    assert (unloaded.kind, unloaded.reason) == ("provisioning_certificate_unloaded",
+                                                "55B7AF313A725CA10BB47A382494A3BD2927D1FB")
+    assert expiring.line.component == "SMS_AMT_OPERATION_MANAGER" and expiring.line.thread == 2880
+    assert set(SOURCED) == {"provisioning_certificate_expiring", "provisioning_certificate_unloaded"}
+    assert decisive("provisioning_certificate_expiring") and not decisive("hello_received")
+    assert decisive("hello_received", {"hello_received": [r"Hello from (?P<uuid>\S+)"]})
+
+
+def test_the_lab_writes_the_quoted_certificate_lines_word_for_word():
+    from pytest_vpro.lab.site_server import CERTIFICATE_EXPIRING, CERTIFICATE_UNLOADED
+
+    quoted = [ln.message for ln in parse_text(QUOTED)]
+    thumbprint = "55B7AF313A725CA10BB47A382494A3BD2927D1FB"
+    assert quoted == [CERTIFICATE_EXPIRING.format(thumbprint=thumbprint, days=4),
+                      CERTIFICATE_UNLOADED.format(thumbprint=thumbprint)]
+
+
+def test_writer_rolls_over_to_the_lo_history(tmp_path):
+    log = CmLogWriter(tmp_path / "AMTOPMGR.LOG", max_bytes=400)
+    for retry in range(6):
+        log.event("hello_received", fqdn="pc0001.vprolab.test", uuid=UUID, ip="10.0.0.1", mode="PKI", retry=retry)
+    assert log.history == tmp_path / "AMTOPMGR.lo_"
+    assert log.path.stat().st_size <= 400 and log.history.stat().st_size <= 400
+    kept = [e.retry for es in events(parse_text(log.history.read_bytes() + log.path.read_bytes())).values()
+            for e in es]
+    assert kept == sorted(kept) and kept[-1] == 5 and kept[0] > 0  # older history was overwritten, as SCCM does
+    log.rotate()
+    assert not log.path.exists() and [e.retry for es in events(parse_text(log.history.read_bytes())).values()
+                                      for e in es] == [5]
