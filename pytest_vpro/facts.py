@@ -467,7 +467,8 @@ class Facts:
 
     # ------------------------------------------------------------------ Configuration Manager logs over SMB
     def site_log_events(self, fresh: bool = False) -> dict[str, list]:
-        """The out of band service point's ``AMTOPMGR.LOG`` read once over SMB, as events per client key.
+        """The out of band service point's ``AMTOPMGR.LOG`` and its rolled-over history (``AMTOPMGR.lo_``, read
+        first, if there is one) read once over SMB, as events per client key.
 
         The server with the ``oob_service_point`` role names ``log_share`` (default ``SMS_<code>``),
         ``log_path`` (default ``Logs/AMTOPMGR.LOG``) and optionally ``smb_host`` (where the share is served,
@@ -480,16 +481,30 @@ class Facts:
         share = server.extra.get("log_share") or f"SMS_{self.env.site.code}"
         path = server.extra.get("log_path") or "Logs/AMTOPMGR.LOG"
         host = server.extra.get("smb_host") or server.name
-        read = lambda: cmlog.events(self._read_log(host, share, path), self.env.log_patterns)  # noqa: E731
+        read = lambda: cmlog.events(self._read_log_and_history(host, share, path),  # noqa: E731
+                                    self.env.log_patterns)
         if fresh:
             with _FRESH_LOG_LOCK:  # one SMB read at a time: smbclient's pooled session runs out of credits
                 return read()
         return self.estate._per_host(host, "log.amtopmgr", read)
 
     def client_log_lines(self, path: str = "Windows/System32/CCM/Logs/OOBMGMT.LOG", share: str = "C$") -> list:
-        """This in-band client's own Configuration Manager log (default ``OOBMGMT.LOG``), as parsed lines."""
+        """This in-band client's own Configuration Manager log (default ``OOBMGMT.LOG``) after its rolled-over
+        history (``OOBMGMT.lo_``, if any), as parsed lines."""
         host = self.target.name
-        return self._per_host(host, f"log.{share}.{path}", lambda: list(self._read_log(host, share, path)))
+        return self._per_host(host, f"log.{share}.{path}",
+                              lambda: list(self._read_log_and_history(host, share, path)))
+
+    def _read_log_and_history(self, host: str, share: str, path: str):
+        """The lines of ``path``'s history file (``.lo_``), if it has one, then of ``path`` itself."""
+        from .probes import cmlog  # noqa: PLC0415
+        from .probes.smb import FileMissing
+
+        try:
+            yield from self._read_log(host, share, cmlog.history_path(path))
+        except FileMissing:
+            pass  # the log has not rolled over yet
+        yield from self._read_log(host, share, path)
 
     def _read_log(self, host: str, share: str, path: str):
         from .probes import cmlog  # noqa: PLC0415
@@ -578,6 +593,27 @@ class Facts:
         return cmlog.client_events(events, fqdn=t.name, uuid=getattr(t, "uuid", None),
                                    ip=getattr(t, "address", None),
                                    index=self.derived("log.amtopmgr.by_name", events, cmlog.index_by_name))
+
+    def provisioning_status(self) -> Any:
+        """This client's provisioning as the site holds it (``SMS_R_System.AMTStatus``; for an in-band client the
+        hardware inventory's ``SMS_G_System_AMT_AGENT``), with its AMTOPMGR.LOG events, current and rotated, and
+        its ME's own state read on demand: a :class:`pytest_vpro.sccm.ProvisioningStatus`."""
+        from . import sccm  # noqa: PLC0415
+        from .probes import cmlog
+
+        resource = self.sms_resource()
+        inventory = None
+        if resource is not None and getattr(self.target, "provisioning", "") == "in_band":
+            try:  # an inventory class the site does not collect is no finding here: the other sources remain
+                rows = self.site_wmi(sccm.INVENTORY_CLASS)
+            except ProbeError:
+                rows = []
+            rid = str(resource.get("ResourceId"))
+            inventory = next((r for r in rows if str(r.get("ResourceID")) == rid), None)
+        return sccm.ProvisioningStatus(
+            resource=resource, inventory=inventory, events=self.client_events(),
+            decisive=lambda event: cmlog.decisive(event, self.env.log_patterns),
+            read_me=lambda: self.amt("provisioning"))
 
     def sms_resource(self) -> dict[str, Any] | None:
         """This client's ``SMS_R_System`` resource at the site (by FQDN in ResourceNames, else by NetBIOS name),

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .probes import cmlog
-from .probes.errors import ProbeError
+from .probes.errors import ProbeError, Undecided
 
 #: SMS_R_System.AMTStatus (ConfigMgr 2007 SP1+, "About the AMT Status and Out of Band Management"); null: unknown.
 AMT_STATUS = {0: "not supported", 1: "detected", 2: "not provisioned", 3: "provisioned"}
@@ -77,6 +77,8 @@ class ProvisioningStatus:
                 self._me = self.read_me()
             except ProbeError as exc:
                 self._me = exc
+        if isinstance(self._me, Undecided):  # a detail with no public source did not fit: the check cannot decide
+            raise self._me
         return self._me
 
     def me_state(self) -> int | None:

@@ -7,14 +7,16 @@ Windows driver manager)"; "... check the SCCM agent is installed and assigned to
 Band Service Point installed (check using Configuration Manager on the client)"; "... check the SCCM automatic
 provisioning policy has been downloaded by the SCCM agent and is enabled (check using OOBMGMT.LOG file on client)".
 
-Read-only: WMI over WinRM on the client and on the SMS Provider, OOBMGMT.LOG over SMB. Out of band clients: not
-applicable.
+Read-only: WMI over WinRM on the client and on the SMS Provider, OOBMGMT.LOG (with its rolled-over history,
+``OOBMGMT.lo_``) over SMB. No public post quotes the agent's policy lines: the agent's lines are judged as they
+read, and their absence alone decides nothing (the site's own record, or the check says it cannot decide). Out of
+band clients: not applicable.
 """
 import re
 
 import pytest
 
-from pytest_vpro.checks import expect, not_applicable
+from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro.probes import cmlog
 from pytest_vpro.probes.errors import ProbeError
 
@@ -87,11 +89,22 @@ def test_agent_is_assigned_to_a_site_with_the_service_point(client, facts, evide
 @pytest.mark.check("S2-INBAND-POLICY-DOWNLOADED")
 def test_agent_downloaded_the_enabled_provisioning_policy(client, env, facts, evidence):
     _in_band_only(client)
-    lines = facts.client_log_lines()
+    lines = facts.client_log_lines()  # OOBMGMT.LOG after its rolled-over history (OOBMGMT.lo_)
     policy = [e for es in cmlog.events(lines, env.log_patterns).values() for e in es if e.kind.startswith("policy_")]
-    evidence.attach("OOBMGMT.LOG", "\n".join(f"{ln.time}  {ln.message}" for ln in lines[-50:]) or "(empty)")
+    evidence.attach("OOBMGMT.LOG and its history (.lo_)",
+                    "\n".join(f"{ln.time}  {ln.message}" for ln in lines[-50:]) or "(empty)")
     last = policy[-1] if policy else None
-    expect(any(e.kind == "policy_downloaded" for e in policy) and last.kind == "policy_enabled",
-           found=f"{last.line.message!r} ({last.time})" if last else
-                 f"no automatic provisioning policy line in OOBMGMT.LOG ({len(lines)} lines)",
-           expected="the automatic provisioning policy downloaded and enabled")
+    if last is not None:  # the agent's own lines, judged as they read
+        expect(any(e.kind == "policy_downloaded" for e in policy) and last.kind == "policy_enabled",
+               found=f"{last.line.message!r} ({last.time})", expected="the automatic provisioning policy downloaded "
+                                                                      "and enabled")
+        return
+    found = f"no automatic provisioning policy line in OOBMGMT.LOG or its history ({len(lines)} lines)"
+    status = facts.provisioning_status()
+    status.attach(evidence)
+    if done := status.by_site() or status.me_provisioned():  # in-band provisioning starts from the policy
+        cannot_decide(f"{found}, but the client is provisioned ({done}): its policy may have rolled out of the log")
+    if not cmlog.decisive("policy_downloaded", env.log_patterns):
+        cannot_decide(f"{found}; {status.state_text()}; the agent's policy lines have no public wording: give the "
+                      "site's in the environment file (log_patterns.policy_downloaded, policy_enabled)")
+    expect(False, found=found, expected="the automatic provisioning policy downloaded and enabled")

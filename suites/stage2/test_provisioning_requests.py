@@ -9,19 +9,23 @@ provisioning; ... clients send hello packets at a decreasing frequency the longe
 eventually stop sending hello packets; ... SCCM agents may take up to 25-hours to recognize the automatic in-band
 provisioning setting".
 
-AMTOPMGR.LOG is read once per run over SMB (``facts.site_log_events``); each check attaches the client's lines, as
-Trace32 would show them. The hello packets themselves are heard only with the opt-in passive listener
-(``--hello-listen ADDR:PORT``, ``facts.hellos()``); without it the hello checks judge from the log. A client the
-log shows provisioned (second stage completed, not un-provisioned since) no longer sends requests: the rows about
-requests are not applicable to it.
+What the site and the ME hold comes first (``facts.provisioning_status()``, :mod:`pytest_vpro.sccm`): a client SCCM
+reports provisioned (SMS_R_System.AMTStatus 3) sends no more requests, so the rows about requests do not apply to
+it; an ME provisioned outside the site (AMTStatus 1 "detected", or post-provisioning while the site does not count
+it as its own) sends none either. AMTOPMGR.LOG, read with its rolled-over history (``.lo_``), is the evidence of
+the requests, attached as Trace32 would show the client's lines. No public post quotes SCCM's hello or ZTC lines,
+so a missing line decides nothing unless the environment file gives the site's wording (``log_patterns``): the
+check then says it cannot decide. The hello packets themselves are heard only with the opt-in passive listener
+(``--hello-listen ADDR:PORT``, ``facts.hellos()``).
 """
 import datetime as dt
 
 import pytest
 
-from pytest_vpro.checks import expect, not_applicable
+from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro.probes import cmlog
-from pytest_vpro.probes.errors import ProbeError, Undecided
+from pytest_vpro.probes.errors import ProbeError
+from pytest_vpro.sccm import DETECTED, NOT_PROVISIONED, NOT_SUPPORTED, amt_status_text, when
 
 LAST_RETRY = 14         # a hello's retry count runs 0-14 (docs/protocols.md, "The hello packet"): 14 is the last hello
 POLICY_WINDOW_H = 25    # the guide: agents may take up to 25 hours to see the in-band provisioning setting
@@ -32,10 +36,10 @@ def _who(client) -> str:
     return f"{client.fqdn} ({ids})" if ids else client.fqdn
 
 
-def _log(facts, evidence) -> list:
-    events = facts.client_events()
-    evidence.attach("AMTOPMGR.LOG", cmlog.trace(events))
-    return events
+def _status(facts, evidence):
+    status = facts.provisioning_status()
+    status.attach(evidence)
+    return status
 
 
 def _heard(facts, evidence) -> list | None:
@@ -49,67 +53,112 @@ def _heard(facts, evidence) -> list | None:
     return heard
 
 
-def _when(e) -> str:
-    return f"{e.time:%Y-%m-%d %H:%M:%S}" if e.time else "(no time)"
+def _no_hello(status, found: str) -> None:
+    """No hello line for the client: fail on what the site or the ME show, else say the log cannot decide."""
+    elsewhere = status.elsewhere()
+    expect(not elsewhere, found=f"{found}; {elsewhere}: a provisioned ME sends no hellos",
+           expected="an un-provisioned ME sending hellos to the service point, or the site's own provisioning")
+    expect(status.resource is not None, found=f"{found}; the site has no SMS_R_System resource for it",
+           expected="the client imported (the service point discards hellos of unknown UUIDs)")
+    site = status.amt_status
+    expect(site is not None, found=f"{found}; {amt_status_text(None)}: it never contacted the out of band service "
+                                   "point", expected="hellos received (AMTStatus 2 once the service point knows it)")
+    expect(site != NOT_SUPPORTED, found=f"{found}; {amt_status_text(site)}: its AMT network interface is closed "
+                                        "(the out of band provisioning time limit expired)",
+           expected="an ME still open for provisioning, sending hellos")
+    if not status.decisive("hello_received"):
+        cannot_decide(f"{found}; {amt_status_text(site)}; SCCM's hello line has no public wording: give the "
+                      "site's in the environment file (log_patterns.hello_received), or listen (--hello-listen)")
+    expect(False, found=found, expected="a hello line for the client's UUID or address (log_patterns.hello_received)")
 
 
 @pytest.mark.check("S2-AMTOPMGR-HELLO-RECEIVED")
 def test_site_server_logged_hellos_from_the_client(client, facts, evidence):
     if client.provisioning != "out_of_band":
         not_applicable("an in-band client sends ZTC requests (S2-AMTOPMGR-ZTC-REQUEST-RECEIVED)")
-    events = _log(facts, evidence)
-    hellos = [e for e in events if e.kind == "hello_received"]
-    if not hellos and (done := cmlog.provisioned(events)):
-        not_applicable(f"provisioned ({_when(done)}): its hellos are no longer in AMTOPMGR.LOG")
-    expect(hellos, found=f"no hello packet from {_who(client)} in AMTOPMGR.LOG ({len(events)} lines name it)",
-           expected="a 'hello packet received' line for the client's UUID or address")
+    status = _status(facts, evidence)
+    if status.log("hello_received"):
+        return
+    if done := status.by_site():
+        not_applicable(f"provisioned ({done}): it sends no more hellos")
+    _no_hello(status, f"no hello packet from {_who(client)} in AMTOPMGR.LOG or its history "
+                      f"({len(status.events)} lines name it)")
+
+
+def _agent_policy(facts, env, evidence) -> list:
+    """The automatic provisioning policy lines of the client's OOBMGMT.LOG (and its history); [] if unreadable."""
+    try:
+        lines = facts.client_log_lines()
+    except ProbeError as exc:
+        evidence.attach("OOBMGMT.LOG", f"not read: {exc}")
+        return []
+    evidence.attach("OOBMGMT.LOG and its history (.lo_)",
+                    "\n".join(f"{ln.time}  {ln.message}" for ln in lines[-50:]) or "(empty)")
+    return [e for es in cmlog.events(lines, env.log_patterns).values() for e in es if e.kind.startswith("policy_")]
 
 
 @pytest.mark.check("S2-AMTOPMGR-ZTC-REQUEST-RECEIVED")
-def test_site_server_logged_a_ztc_request_from_the_client(client, facts, evidence):
+def test_site_server_logged_a_ztc_request_from_the_client(client, env, facts, evidence):
     if client.provisioning != "in_band":
         not_applicable("an out of band client sends hellos (S2-AMTOPMGR-HELLO-RECEIVED)")
-    events = _log(facts, evidence)
-    requests = [e for e in events if e.kind == "ztc_request"]
-    if not requests and (done := cmlog.provisioned(events)):
-        not_applicable(f"provisioned ({_when(done)}): its ZTC request is no longer in AMTOPMGR.LOG")
-    expect(requests, found=f"no ZTC provisioning request from {_who(client)} in AMTOPMGR.LOG "
-                           f"({len(events)} lines name it)",
-           expected="a 'ZTC provisioning request received' line for the client")
+    status = _status(facts, evidence)
+    if status.log("ztc_request"):
+        return
+    if done := status.by_site():
+        not_applicable(f"provisioned ({done}): its agent requests no more provisioning")
+    found = f"no ZTC provisioning request from {_who(client)} in AMTOPMGR.LOG or its history"
+    policy = _agent_policy(facts, env, evidence)
+    last = policy[-1] if policy else None
+    expect(not last or last.kind not in ("policy_missing", "policy_disabled"),
+           found=f"{found}; its agent logged {last.line.message!r} ({when(last)})" if last else "",
+           expected="the agent's request, sent once it has the enabled automatic provisioning policy")
+    elsewhere = status.elsewhere()
+    expect(not elsewhere, found=f"{found}; {elsewhere}: the agent requests provisioning only for an un-provisioned "
+                                "ME", expected="an un-provisioned ME whose agent requests provisioning")
+    if not status.decisive("ztc_request"):
+        cannot_decide(f"{found}; {status.state_text()}; SCCM's ZTC request line has no public wording: give the "
+                      "site's in the environment file (log_patterns.ztc_request)")
+    expect(False, found=found, expected="a ZTC provisioning request line for the client (log_patterns.ztc_request)")
 
 
 @pytest.mark.check("S2-ME-UNPROVISIONED")
 def test_me_is_unprovisioned(client, facts, evidence):
-    events = _log(facts, evidence)
-    if done := cmlog.provisioned(events):
-        not_applicable(f"already provisioned by the site (second stage completed {_when(done)})")
+    status = _status(facts, evidence)
+    if done := status.by_site():
+        not_applicable(f"already provisioned by the site ({done})")
     # only an un-provisioned ME sends hellos, and the in-band agent requests provisioning only for one
-    if any(e.kind in ("hello_received", "ztc_request") for e in events):
+    if status.log("hello_received", "ztc_request") or any(s.hello is not None for s in _heard(facts, evidence) or []):
         return
-    if any(s.hello is not None for s in _heard(facts, evidence) or []):
+    me = status.me()  # the ME's own word first
+    if not isinstance(me, ProbeError):
+        expect(me.state in (0, 1), found=f"the ME is {me.state_name} (ProvisioningState {me.state}) but the site "
+                                         f"never provisioned it ({amt_status_text(status.amt_status)})",
+               expected="pre-provisioning or in provisioning (ProvisioningState 0 or 1)")
         return
-    try:
-        state = facts.amt("provisioning")
-    except Undecided:  # a detail with no public source did not fit: cannot decide
-        raise
-    except ProbeError as exc:
-        expect(False, found=f"no hello or ZTC request from {_who(client)}, and AMT does not answer ({exc})",
-               expected="a hello or ZTC request (only an un-provisioned ME sends one), or ProvisioningState 0 or 1")
-    evidence.attach("AMT_SetupAndConfigurationService", {"ProvisioningState": state.state,
-                                                         "ProvisioningMode": state.mode})
-    expect(state.state in (0, 1), found=f"the ME is {state.state_name} (ProvisioningState {state.state}) but the site "
-                                        "never provisioned it (no completed provisioning in AMTOPMGR.LOG)",
-           expected="pre-provisioning or in provisioning (ProvisioningState 0 or 1)")
+    evidence.attach("AMT", f"no answer over WS-MAN: {me}")
+    expect(status.amt_status != DETECTED, found=f"{amt_status_text(DETECTED)}: the ME was provisioned outside the "
+                                                "site, with credentials it does not know",
+           expected="an un-provisioned ME")
+    expect(status.inventory_state != 2, found="the hardware inventory reports the ME provisioned "
+                                              "(SMS_G_System_AMT_AGENT.ProvisionState 2), but the site never "
+                                              f"provisioned it ({amt_status_text(status.amt_status)})",
+           expected="ProvisionState 0 or 1 (factory setup or setup mode)")
+    # SCCM's "not provisioned" is the site's own word that the ME can be provisioned
+    expect(status.amt_status == NOT_PROVISIONED or status.inventory_state in (0, 1),
+           found=f"no hello or ZTC request from {_who(client)}, AMT does not answer ({me}), and "
+                 f"{amt_status_text(status.amt_status)}",
+           expected="a hello or ZTC request (only an un-provisioned ME sends one), ProvisioningState 0 or 1, or "
+                    "AMTStatus 2 (not provisioned)")
 
 
 @pytest.mark.check("S2-ME-ENTERPRISE-PKI-OR-PSK")
 def test_me_is_in_enterprise_mode_with_pki_or_psk(client, facts, evidence):
     if client.provisioning != "out_of_band":
         not_applicable("in-band clients: MEBx screen (manual attestation)")
-    events = _log(facts, evidence)
-    done = cmlog.provisioned(events)
+    status = _status(facts, evidence)
+    done = status.by_site()
     if not done:  # a hello is sent only in Enterprise mode; its version says PKI (3) or PSK (2)
-        logged = [e for e in events if e.kind == "hello_received"]
+        logged = status.log("hello_received")
         mode = next((e.mode for e in reversed(logged) if e.mode), None)
         if mode is None:
             heard = [s.hello for s in _heard(facts, evidence) or [] if s.hello is not None]
@@ -138,37 +187,37 @@ def test_me_is_in_enterprise_mode_with_pki_or_psk(client, facts, evidence):
 def test_client_is_sending_hellos(client, facts, evidence):
     if client.provisioning != "out_of_band":
         not_applicable("an in-band client's agent requests provisioning (S2-AMTOPMGR-ZTC-REQUEST-RECEIVED)")
-    events = _log(facts, evidence)
-    done = cmlog.provisioned(events)
-    if done:
-        not_applicable(f"provisioned ({_when(done)}): a provisioned ME sends no hellos")
+    status = _status(facts, evidence)
+    if done := status.by_site():
+        not_applicable(f"provisioned ({done}): a provisioned ME sends no hellos")
     heard = _heard(facts, evidence)
     if heard is not None:
         capture = facts.hello_listener()
         expect(heard, found=f"no hello from {_who(client)} on {capture.where} within {capture.wait_s:g} s of "
                             "listening", expected="hello packets (version 2/3, the client's UUID)")
         return
-    hellos = [e for e in events if e.kind == "hello_received"]
-    expect(hellos, found=f"no hello from {_who(client)} in AMTOPMGR.LOG (the run has no hello listener)",
-           expected="hello packets received by the site server")
+    hellos = status.log("hello_received")
+    if not hellos:
+        _no_hello(status, f"no hello from {_who(client)} in AMTOPMGR.LOG or its history (the run has no hello "
+                          "listener)")
     last = hellos[-1]
     expect(last.retry is None or last.retry < LAST_RETRY,
-           found=f"its last hello ({_when(last)}) had retry count {last.retry}, the last of the sequence; none since",
+           found=f"its last hello ({when(last)}) had retry count {last.retry}, the last of the sequence; none since",
            expected="hellos still being sent (retry count below 14)")
 
 
 @pytest.mark.check("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING")
 def test_client_is_within_its_provisioning_request_window(client, env, facts, evidence):
-    events = _log(facts, evidence)
-    if done := cmlog.provisioned(events):
-        not_applicable(f"provisioned ({_when(done)})")
+    status = _status(facts, evidence)
+    if done := status.by_site():
+        not_applicable(f"provisioned ({done})")
     if client.provisioning == "out_of_band":
         heard = [s.hello for s in _heard(facts, evidence) or [] if s.hello is not None]
-        logged = [e for e in events if e.kind == "hello_received"]
+        logged = status.log("hello_received")
         if heard:
             retry, seen = heard[-1].retry_count, "heard now"
         elif logged:
-            retry, seen = logged[-1].retry, f"logged {_when(logged[-1])}"
+            retry, seen = logged[-1].retry, f"logged {when(logged[-1])}"
         else:
             not_applicable("no hello from the client to judge (S2-CLIENT-SENDING-HELLO)")
         if retry is None:
@@ -177,7 +226,7 @@ def test_client_is_within_its_provisioning_request_window(client, env, facts, ev
                                          "is exhausted",
                expected=f"a retry count below {LAST_RETRY} (hellos still due)")
         return
-    if any(e.kind == "ztc_request" for e in events):
+    if status.log("ztc_request"):
         return  # the agent has requested provisioning
     lines = facts.client_log_lines()
     agent = [e for es in cmlog.events(lines, env.log_patterns).values() for e in es]

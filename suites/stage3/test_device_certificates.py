@@ -128,7 +128,7 @@ def test_amt_321_does_not_serve_a_self_signed_certificate(client, env, facts, ev
 @pytest.mark.check("S3-CLIENT-AMT-WEB-SERVER-CERT")
 def test_client_presents_an_enterprise_web_server_certificate(client, env, facts, evidence):
     port = env.expected["ports"]["amt_https"]
-    provisioned = cmlog.provisioned(facts.client_events())
+    provisioned = facts.provisioning_status().by_site()
     try:
         peer = facts.peer_tls(client.fqdn, port)
     except ProbeError:

@@ -8,54 +8,61 @@ responsible for client provisioning using 'Import Out of Band Management Control
 using SCCM Console) and the Intel ME hostname matches the client OS hostname"; "Check Intel ME Admin credentials
 are known by SCCM (check Provisioning and Discovery accounts in Intel AMT Component configuration in SCCM Console).
 Normally this only needs doing if MEBX credentials have changed from default admin/admin".
+
+"Provisioning completed" is what SCCM records (``SMS_R_System.AMTStatus`` 3, set when the site provisions the client;
+null until Discover Management Controllers runs, when the site's own log shows it) and the ME confirms
+(ProvisioningState 2). AMTOPMGR.LOG, with its rolled-over history (``.lo_``), tells the story of the last attempt
+(started, failed with a reason, first and second stage) for a client that is not provisioned; a client provisioned
+before the log rolled over needs no line at all.
 """
 import pytest
 
 from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro.probes import cmlog
 from pytest_vpro.probes.errors import ProbeError
+from pytest_vpro.sccm import PROVISIONED, amt_status_text, when
 
 OOB_COMPONENT = "SMS_AMT_OPERATION_MANAGER"
 MEBX_DEFAULT = ("admin", "admin")
 
 
-def _when(e) -> str:
-    return f"{e.time:%Y-%m-%d %H:%M:%S}" if e.time else "(no time)"
-
-
-def _log(facts, evidence) -> list:
-    events = facts.client_events()
-    evidence.attach("AMTOPMGR.LOG", cmlog.trace(events))
-    return events
+def _log_story(status, client) -> str:
+    """What AMTOPMGR.LOG (and its history) shows of the client's last provisioning attempt."""
+    events = status.events
+    starts = [i for i, e in enumerate(events) if e.kind == "provisioning_started"]
+    if not starts:
+        requests = status.log("hello_received", "ztc_request")
+        return (f"no provisioning started for {client.fqdn} in AMTOPMGR.LOG or its history ({len(requests)} hellos "
+                f"or ZTC requests{', the last ' + when(requests[-1]) if requests else ''})")
+    attempt = events[starts[-1]:]
+    failed = [e for e in attempt if e.kind == "provisioning_failed"]
+    if failed:
+        return f"provisioning failed ({when(failed[-1])}): {failed[-1].reason}"
+    undone = [e for e in attempt if e.kind == "unprovision_completed"]
+    if undone:
+        return f"provisioned, then un-provisioned ({when(undone[-1])})"
+    stages = {e.kind for e in attempt}
+    missing = [k.replace("_", " ") for k in ("first_stage_completed", "second_stage_completed") if k not in stages]
+    return (f"provisioning started ({when(events[starts[-1]])}), then no {' and no '.join(missing)}" if missing
+            else f"first and second stage provisioning completed ({when(attempt[-1])})")
 
 
 @pytest.mark.check("S3-AMTOPMGR-PROVISIONING-COMPLETED")
 def test_site_server_logged_provisioning_completed(client, facts, evidence):
-    events = _log(facts, evidence)
-    starts = [i for i, e in enumerate(events) if e.kind == "provisioning_started"]
-    requests = [e for e in events if e.kind in ("hello_received", "ztc_request")]
-    expect(starts, found=f"no provisioning started for {client.fqdn} in AMTOPMGR.LOG ({len(requests)} hellos or "
-                         f"ZTC requests{', the last ' + _when(requests[-1]) if requests else ''})",
-           expected="'provisioning started', then first and second stage completed")
-    attempt = events[starts[-1]:]
-    failed = [e for e in attempt if e.kind == "provisioning_failed"]
-    expect(not failed, found=f"provisioning failed ({_when(failed[-1])}): {failed[-1].reason}" if failed else "",
-           expected="first and second stage provisioning completed")
-    stages = {e.kind: e for e in attempt}
-    missing = [k.replace("_", " ") for k in ("first_stage_completed", "second_stage_completed") if k not in stages]
-    expect(not missing, found=f"provisioning started ({_when(events[starts[-1]])}), then no {' and no '.join(missing)}",
-           expected="first and second stage provisioning completed")
-    undone = [e for e in attempt if e.kind == "unprovision_completed"]
-    expect(not undone, found=f"provisioned, then un-provisioned ({_when(undone[-1])})" if undone else "",
-           expected="provisioned")
-    try:  # WS-MAN confirms, when the ME answers (a TLS or network problem is another check's finding)
-        state = facts.amt("provisioning")
-    except ProbeError as exc:
-        evidence.attach("AMT", f"not confirmed over WS-MAN: {exc}")
+    status = facts.provisioning_status()
+    status.attach(evidence)
+    site, logged = status.amt_status, cmlog.provisioned(status.events)
+    # SCCM's record first; before Discover Management Controllers sets it (null), the site's own log
+    expect(status.resource is not None and (site == PROVISIONED or (site is None and logged)),
+           found=f"{_log_story(status, client)}; {amt_status_text(site) if status.resource else 'no SMS_R_System'}",
+           expected=f"{amt_status_text(PROVISIONED)}, after first and second stage provisioning completed")
+    me = status.me()  # WS-MAN confirms, when the ME answers (a TLS or network problem is another check's finding)
+    if isinstance(me, ProbeError):
+        evidence.attach("AMT", f"not confirmed over WS-MAN: {me}")
         return
-    evidence.attach("AMT", {"ProvisioningState": state.state, "state": state.state_name})
-    expect(state.state == 2, found=f"AMTOPMGR.LOG says completed but the ME is {state.state_name} "
-                                   f"(ProvisioningState {state.state})", expected="post-provisioning (2)")
+    expect(me.state == 2, found=f"{amt_status_text(site) if site is not None else _log_story(status, client)}, but "
+                                f"the ME is {me.state_name} (ProvisioningState {me.state})",
+           expected="post-provisioning (2)")
 
 
 @pytest.mark.check("S3-OOB-CLIENT-NO-SCCM-AGENT")
@@ -98,7 +105,7 @@ def test_me_host_name_matches_the_os(client, facts, evidence):
     try:
         settings = facts.amt("general_settings")
     except ProbeError:
-        if not cmlog.provisioned(facts.client_events()):
+        if not facts.provisioning_status().by_site():
             not_applicable("not provisioned by the site yet: AMT answers WS-MAN once provisioned")
         raise
     me = settings.fqdn.lower()

@@ -5,7 +5,8 @@ Three labs (net 105, then two on net 106):
 
 * **clients**: one fault per client, stages 2 and 3, the whole suite (so a failing client's later stages show as
   gated); two clients are left un-provisioned and healthy, to show the request rows pass for a client awaiting
-  provisioning; the checks judge the hellos from AMTOPMGR.LOG (no listener).
+  provisioning; the checks judge the hellos from SMS_R_System.AMTStatus, the ME and AMTOPMGR.LOG (no listener);
+  pc0001 was provisioned before the log rolled over (its lines only in AMTOPMGR.lo_) and passes.
 * **listener**: ``--hello-listen`` on the console's address, where ProvisionServer is pointed: a client sending
   hellos passes S2-CLIENT-SENDING-HELLO from what the listener heard, a silent one fails it (both have an old hello
   in AMTOPMGR.LOG, from a failed provisioning, so the log alone would pass them).
@@ -30,10 +31,15 @@ def pc(n: int) -> str:
     return f"pc{n:04d}.vprolab.test"
 
 
+@pytest.fixture(scope="module")
+def clients_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("provisioning-clients")
+
+
 # 17 clients: every 4th in band (4, 8, 12, 16); 16 and 17 not provisioned yet (and healthy).
 @pytest.fixture(scope="module")
-def clients(tmp_path_factory):
-    return run_suite(tmp_path_factory.mktemp("provisioning-clients"), [
+def clients(clients_dir):
+    return run_suite(clients_dir, [
         {"fault": "me_provisioned_elsewhere", "client": 2}, {"fault": "small_business_mode", "client": 3},
         {"fault": "mei_driver_stopped", "client": 4}, {"fault": "hellos_exhausted", "client": 5},
         {"fault": "hostname_mismatch", "client": 6}, {"fault": "amt_object_disabled", "client": 7},
@@ -101,6 +107,21 @@ def test_provisioned_clients_are_reported_as_provisioned(clients):
     for check in ("S2-AMTOPMGR-HELLO-RECEIVED", "S2-ME-ENTERPRISE-PKI-OR-PSK", "S3-AMTOPMGR-PROVISIONING-COMPLETED"):
         assert clients[(check, pc(1))][0] == "passed", check
     assert clients[("S3-THIRD-LEVEL-DOMAIN-TRUSTED", pc(1))][0] == "skipped"  # vprolab.test: second level
+
+
+def test_a_client_provisioned_before_the_log_rolled_over_passes_stages_2_and_3(clients, clients_dir):
+    """pc0001 was provisioned before AMTOPMGR.LOG last rolled over: its lines are only in AMTOPMGR.lo_. The checks
+    read the history too, and judge from SMS_R_System.AMTStatus 3 and the ME first, so it passes as before."""
+    (history,) = clients_dir.glob("state/**/Logs/AMTOPMGR.lo_")
+    current = history.with_suffix(".LOG")
+    assert "pc0001.vprolab.test" in history.read_text() and "pc0001" not in current.read_text()
+    assert "pc0002.vprolab.test" in current.read_text()  # the others' lines: in the current file
+    for check in ("S2-AMTOPMGR-HELLO-RECEIVED", "S2-ME-ENTERPRISE-PKI-OR-PSK", "S3-AMTOPMGR-PROVISIONING-COMPLETED"):
+        assert clients[(check, pc(1))][0] == "passed", (check, clients[(check, pc(1))])
+    for check in ("S2-ME-UNPROVISIONED", "S2-CLIENT-SENDING-HELLO"):
+        outcome, message = clients[(check, pc(1))]
+        assert outcome == "skipped" and "provisioned (SMS_R_System.AMTStatus 3 (provisioned))" in message, message
+    assert_healthy(clients, pc(1))
 
 
 def test_hellos_heard_by_the_listener(tmp_path):
