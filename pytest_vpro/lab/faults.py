@@ -305,6 +305,7 @@ def _log_failed_provisioning(ctx: Context, record: Any, *, reason: str) -> None:
                        **fields)
     ctx.site.log.event("provisioning_failed", when=when + dt.timedelta(seconds=9), thread=THREADS["provision"],
                        reason=reason, **fields)
+    record.hello_heard = True  # the site knows its AMT from that hello: AMTStatus 2, not provisioned
 
 
 def _self_signed(ctx: Context, spec: Any) -> None:
@@ -472,6 +473,7 @@ def _log_hello_sequence(ctx: Context, record: Any, *, hours: float) -> None:
         when = start + dt.timedelta(hours=6) * ((2 ** retry - 1) / (2 ** 14 - 1))
         ctx.site.log.event("hello_received", when=when, thread=THREADS["hello"], fqdn=record.fqdn,
                            uuid=record.uuid, ip=record.address, mode=record.provisioning_mode, retry=retry)
+    record.hello_heard = True  # the site knows its AMT from those hellos: AMTStatus 2, not provisioned
 
 
 def _computer_account_only(ctx: Context, c: ClientPlan) -> None:
