@@ -135,7 +135,8 @@ def test_twenty_of_two_hundred_clients_unreachable(tmp_path):
         figures.setdefault("findings", 0)
         figures["findings"] += len(failed)
     changed = {k: (only[k][0], v[0]) for k, v in results.items() if k in only and only[k][0] != v[0]}
-    assert changed == {}, changed  # other clients' (and the site's) verdicts are unchanged
+    why = {f"{k[0]} {k[1]}": {"healthy run": only[k][1][:600], "with dropped": results[k][1][:600]} for k in changed}
+    assert changed == {}, json.dumps(why, indent=1)  # other clients' (and the site's) verdicts are unchanged
     # The 20 extra clients add ~10 % more tests, each with pytest's own per-test cost (JUnit, Allure): scale the
     # healthy run by the test count. What remains may be two timeouts, not one per check, plus 20 % of the run
     # for a shared machine's noise: far below the ~20 s one timeout per check of 20 clients would cost.
