@@ -4,7 +4,7 @@ Probe level (fast, xdist group): many hanging devices read at once finish within
 ones beside them still answer. Run level (``lab`` marker, serial group): a 200-client lab on net 113 where 20
 clients' AMT ports drop every SYN (the lab's ``amt_ports_filtered``), against the same lab's 180 other clients
 alone: each dropped client has its finding naming the timeout, its later checks skip as gated, the other clients'
-verdicts are unchanged, and the run is at most two timeouts longer. Timeouts come from the environment file's
+verdicts are unchanged, and the run is at most four connect timeouts longer. Timeouts come from the environment file's
 ``timeouts:`` (defaults: ``environment.DEFAULT_TIMEOUTS``).
 """
 from __future__ import annotations
@@ -73,7 +73,10 @@ def test_timeouts_are_configurable_with_defaults(tmp_path):
 NET = 113
 CLIENTS = 200
 DROPPED = list(range(10, CLIENTS + 1, 10))  # 20 clients: pc0010, pc0020, ... pc0200
-CONNECT, READ = 1.0, 2.0
+# A filtered port costs its connect timeout, so that is the one kept short. Reads keep the default: every lab
+# client's C$ is one shared smbd, which forks a process per session and, on a busy 2-core machine, took over 2 s
+# to answer some negotiates (CI, 2 Dec): a lab artefact, not the estate's, that flipped healthy verdicts.
+CONNECT, READ = 1.0, envmod.DEFAULT_TIMEOUTS["read"]
 CALL_LOGS = ("amt/calls.jsonl", "site/calls.jsonl", "clients/calls.jsonl")  # as tests/lab/test_read_only.py
 
 
@@ -138,9 +141,10 @@ def test_twenty_of_two_hundred_clients_unreachable(tmp_path):
     why = {f"{k[0]} {k[1]}": {"healthy run": only[k][1][:600], "with dropped": results[k][1][:600]} for k in changed}
     assert changed == {}, json.dumps(why, indent=1)  # other clients' (and the site's) verdicts are unchanged
     # The 20 extra clients add ~10 % more tests, each with pytest's own per-test cost (JUnit, Allure): scale the
-    # healthy run by the test count. What remains may be two timeouts, not one per check, plus 20 % of the run
-    # for a shared machine's noise: far below the ~20 s one timeout per check of 20 clients would cost.
+    # healthy run by the test count. What remains may be four connect timeouts (4 s: the two dropped ports' checks
+    # run in parallel with everything else), not one per check, plus 20 % of the run for a shared machine's noise:
+    # far below the ~20 s one timeout per check of 20 clients would cost.
     scaled = wall_healthy * len(results) / len(only)
     figures["wall_healthy_scaled_s"] = round(scaled, 1)
-    assert wall_all - scaled <= 2 * READ + 0.2 * wall_healthy, figures
+    assert wall_all - scaled <= 4 * CONNECT + 0.2 * wall_healthy, figures
     print(json.dumps(figures))  # the figures of docs/reliability.md (pytest -s)
