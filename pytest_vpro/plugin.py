@@ -302,6 +302,7 @@ class ControllerSession:
         selection = runs.read_selection(self.run)
         selection.problems[:0] = self.run.env.inventory_problems  # e.g. a directory that did not answer
         self.recorder.expected = selection.targets
+        self.recorder.problems = list(selection.problems)
         self.run.notes.extend(selection.problems)
         if selection.problems and exitstatus == pytest.ExitCode.OK:  # a green run on nothing is not green
             session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -13,6 +13,7 @@ import io
 import json
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -79,6 +80,7 @@ class FleetRecorder:
         self.env, self.checks = env, checks
         self.results: dict[str, Result] = {}
         self.expected: dict[str, int] | None = None  # checks selected per target key; None: not known
+        self.problems: list[str] = []  # what was missing from the selection or the inventory (never "ready")
 
     def record(self, report) -> None:
         props = dict(report.user_properties)
@@ -128,8 +130,7 @@ class FleetRecorder:
                     lines = [line.strip() for line in r.message.splitlines()]
                     finding = lines[1] if len(lines) > 1 and not gated else (lines[0] if lines else "")
                     break
-            passed = [r.stage for r in results if r.outcome == "passed"]
-            furthest = (blocked_at - 1) if blocked_at else max(passed, default=0)
+            furthest = furthest_stage_passed(results, blocked_at)
             wanted = None if self.expected is None else self.expected.get(client.key, 0)
             if blocker is not None:
                 status = "gated" if blocker[1] != client.name else "failed"
@@ -154,11 +155,44 @@ class FleetRecorder:
                                  r["first_failing_check"], r["client"]))
         return rows
 
+    def impact(self) -> dict[str, dict[str, int]]:
+        """Per failed check: the targets it failed and the results it gated (skipped because of it), so the
+        reports can order failures by what they block."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.results.values():
+            if r.outcome == "failed":
+                out.setdefault(r.check, {"failed": 0, "gated": 0})["failed"] += 1
+            elif r.outcome == "skipped" and (m := GATED_RE.search(r.message)):
+                out.setdefault(m.group("check"), {"failed": 0, "gated": 0})["gated"] += 1
+        return out
+
+    def verdict(self, run, rows: list[dict[str, object]] | None = None) -> tuple[bool, str]:
+        """The change manager's line: ready for rollout only if the run was complete, had no problem with its
+        selection or inventory, and every client is "ok" with no site-wide failure."""
+        rows = self.fleet_rows() if rows is None else rows
+        status = Counter(str(r["status"]) for r in rows)
+        clients = {c.key for c in self.env.clients}
+        site_failed = {r.check for r in self.results.values() if r.outcome == "failed" and r.target not in clients}
+        counts = (f"{status['ok']} of {plural(len(rows), 'client')} ok, {status['failed']} failed, "
+                  f"{status['gated']} gated, {status['not checked']} not checked"
+                  + (f"; {plural(len(site_failed), 'site-wide check')} failed" if site_failed else ""))
+        ready = bool(rows) and run.complete and not self.problems and status["ok"] == len(rows) and not site_failed
+        why = "" if ready else (" (the run was interrupted)" if not run.complete else
+                                " (the selection or inventory had problems: see the notes)" if self.problems else "")
+        stages = self.stage_counts()
+        unverified = [str(stage) for stage, c in stages.items() if c["skipped"] == c["targets"]]
+        if unverified:
+            counts += f"; not verified: stage {', '.join(unverified)} (every check skipped)"
+        if missing := [str(stage) for stage in STAGE_TITLES if stage not in stages]:
+            counts += f"; not checked: stage {', '.join(missing)} (not selected)"
+        return ready, f"{'READY' if ready else 'NOT READY'} for rollout{why}: {counts}"
+
     def summary_lines(self, run) -> list[str]:
         counts = self.stage_counts()
         env = self.env
-        lines = [f"pytest-vpro fleet summary: environment {env.name}, {len(env.clients)} clients, "
-                 f"{len(env.servers)} servers" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else ""),
+        lines = [f"pytest-vpro fleet summary: environment {env.name}, {plural(len(env.clients), 'client')}, "
+                 f"{plural(len(env.servers), 'server')}" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else ""),
+                 self.verdict(run)[1],
                  f"{'stage':<6}{'':<52}{'targets':>8}{'passed':>8}{'failed':>8}{'skipped':>8}"]
         for stage, c in counts.items():
             lines.append(f"{stage:<6}{STAGE_TITLES[stage]:<52}{c['targets']:>8}{c['passed']:>8}{c['failed']:>8}"
@@ -183,12 +217,68 @@ class FleetRecorder:
         writer.writeheader()
         writer.writerows(rows)
         (run.dir / "fleet.csv").write_text(buf.getvalue())
+        ready, verdict = self.verdict(run, rows)
         summary = {"environment": self.env.name, "stages": self.stage_counts(), "clients": len(self.env.clients),
-                   "complete": run.complete}
+                   "complete": run.complete, "ready": ready, "verdict": verdict}
         (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))
         results_dir = run.dir / "allure-results"
         if results_dir.is_dir():
             _allure_fleet_result(results_dir, rows, summary, fields)
+            write_allure_metadata(results_dir, self.env)
+
+
+def furthest_stage_passed(results: list[Result], blocked_at: int | None) -> int:
+    """The last stage of an unbroken run of passed stages, in stage order over the stages the client was checked
+    in. A stage passed if none of its checks failed or was gated and at least one passed: a stage whose checks were
+    all skipped (disruptive not allowed, manual not attested, cannot decide) is not passed, and ends the run."""
+    outcomes: dict[int, set[str]] = {}
+    for r in results:
+        gated = r.outcome == "skipped" and GATED_RE.search(r.message)
+        outcomes.setdefault(r.stage, set()).add("failed" if gated else r.outcome)
+    furthest = 0
+    for stage in sorted(outcomes):
+        if (blocked_at is not None and stage >= blocked_at) or "failed" in outcomes[stage] \
+                or "passed" not in outcomes[stage]:
+            break
+        furthest = stage
+    return furthest
+
+
+def plural(n: int, word: str) -> str:
+    """``1 client``, ``2 clients``, ``1,000 clients``."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+#: Allure's Categories tab: the first category a result matches is its one (allurereport.org/docs/categories,
+#: how-it-works-categories-file). Messages are pytest-vpro's own: gating.py, checks.py, the probes' findings.
+ALLURE_CATEGORIES = [
+    {"name": "Gated by an earlier failure", "matchedStatuses": ["skipped"], "messageRegex": "(?s).*gated: .*"},
+    {"name": "Manual check not attested", "matchedStatuses": ["skipped"],
+     "messageRegex": "(?s).*manual check (not attested|attestation too old).*"},
+    {"name": "Cannot decide (no trusted source settles it)", "matchedStatuses": ["skipped"],
+     "messageRegex": "(?s).*cannot decide: .*"},
+    {"name": "Disruptive check not run", "matchedStatuses": ["skipped"], "messageRegex": "(?s).*disruptive check.*"},
+    {"name": "Estate did not answer", "matchedStatuses": ["failed", "broken"],
+     "messageRegex": "(?si).*(no answer|no complete answer|did not answer|unreachable|did not resolve|timed out|"
+                     "timeout|connection refused|closed the connection).*"},
+    {"name": "Check failures", "matchedStatuses": ["failed"]},
+    {"name": "Unexpected errors in check code", "matchedStatuses": ["broken"]},
+]
+
+
+def write_allure_metadata(results_dir: Path, env: Environment) -> None:
+    """``categories.json`` and ``environment.properties`` (Allure's Environment panel) in the results folder."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    try:
+        ours = version("pytest-vpro")
+    except PackageNotFoundError:
+        ours = "unknown (not installed)"
+    (results_dir / "categories.json").write_text(json.dumps(ALLURE_CATEGORIES, indent=1))
+    props = {"environment": env.name, "site": f"{env.site.site_name or env.site.code} ({env.site.code}), "
+                                             f"domain {env.site.name}",
+             "clients": len(env.clients), "servers": len(env.servers), "pytest-vpro": ours}
+    (results_dir / "environment.properties").write_text(
+        "".join(f"{k}={str(v).replace(chr(10), ' ')}\n" for k, v in props.items()))
 
 
 def _allure_fleet_result(results_dir: Path, rows: list[dict[str, object]], summary: dict, fields: list[str]) -> None:

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 RENDER_TIMEOUT_S = 600
+SINGLE_FILE_MAX_RESULTS = 2_000  # about 8 KB of HTML a result: the lab's 1,581 made 13 MB
 
 
 def find_cli() -> str | None:
@@ -48,4 +49,29 @@ def render(run) -> Path | None:
     if proc.returncode != 0:
         run.notes.append(f"Allure report not rendered: allure exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
         return None
+    _single_file(run, cli, title, results)
     return out
+
+
+def _single_file(run, cli: str, title: str, results: Path) -> None:
+    """``allure-report/index.html`` opened from disk shows nothing (the browser refuses its data files), so a
+    run small enough also gets ``allure-report.html``, Allure's single-file mode (``--single-file``), which opens
+    from disk; a larger one gets the ``allure open`` command that serves the folder."""
+    count = sum(1 for _ in results.glob("*-result.json"))
+    if count > SINGLE_FILE_MAX_RESULTS:
+        run.notes.append(f"interactive: {cli} open {run.dir / 'allure-report'} ({count:,} results: too many for "
+                         f"one file; allure-report/index.html does not open from disk)")
+        return
+    tmp = run.dir / ".allure-single"
+    try:
+        proc = subprocess.run([cli, "generate", "--clean", "--single-file", "--name", title, "-o", str(tmp),
+                               str(results)], capture_output=True, text=True, timeout=RENDER_TIMEOUT_S)
+        if proc.returncode == 0 and (tmp / "index.html").is_file():
+            (tmp / "index.html").replace(run.dir / "allure-report.html")
+            run.notes.append(f"interactive: {run.dir / 'allure-report.html'} (opens from disk)")
+        else:
+            run.notes.append(f"allure-report.html not written: allure exited {proc.returncode}")
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        run.notes.append(f"allure-report.html not written: {exc}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -85,6 +85,7 @@ def merge(out: Path, runs: list[Path]) -> Path:
             raise ValueError(f"{run_dir}: {len(overlap)} tests already in another run, e.g. {sorted(overlap)[0]}")
         recorder.results.update(part)
         selection = read_selection(run_dir)
+        recorder.problems.extend(p for p in selection.problems if p not in recorder.problems)
         if selection.targets is not None:
             expected = recorder.expected if recorder.expected is not None else {}
             for key, count in selection.targets.items():

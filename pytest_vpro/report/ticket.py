@@ -3,8 +3,10 @@
 Allure's single-file mode embeds every test result: 100,000 results (1,000 clients) make a 370 MB file that takes
 a minute and 3.6 GB to render. A ticket needs less, so this file holds, in plain HTML with no script:
 
-* in full: the run (environment, shard, complete or not), the stage funnel, every failed check with its
-  targets, finding and corrective action, and the fleet table (one row per client);
+* in full: the verdict line (ready or not ready for rollout, with the counts), the run (environment, shard,
+  complete or not), the stage funnel as a chart (inline SVG: no script, so it opens from a ticket's attachment)
+  and as a table, every failed check with its targets, finding and corrective action, ordered by stage and then
+  by what it blocks, and the fleet table (one row per client, wrapped to the page);
 * summarised: evidence (attached for the first few targets of each failing check, each attachment cut at a few
   KB), passed checks (counted per check) and skips (counted per reason).
 
@@ -19,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..catalog import Check
-from .fleet import STAGE_TITLES, FleetRecorder
+from .fleet import STAGE_TITLES, FleetRecorder, plural
 
 EVIDENCE_TARGETS_PER_CHECK = 10
 EVIDENCE_BYTES = 4_000
@@ -28,7 +30,11 @@ MAX_BYTES = 20_000_000  # the ticket file's budget; failures beyond it are count
 CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:2px 6px;vertical-align:top;text-align:left}th{background:#f3f3f3}
 .failed{color:#b00}.ok{color:#070}.gated{color:#a60}pre{white-space:pre-wrap;margin:0;font-size:12px}
-details{margin:.2em 0}summary{cursor:pointer}h2{border-bottom:1px solid #ddd}"""
+details{margin:.2em 0}summary{cursor:pointer}h2{border-bottom:1px solid #ddd}
+.verdict{font-size:18px;font-weight:bold;padding:.5em 1em;border:2px solid}.verdict.ready{color:#070;border-color:#070}
+.verdict.notready{color:#b00;border-color:#b00}table.fleet{table-layout:fixed;width:100%}
+table.fleet td,table.fleet th{overflow-wrap:anywhere}"""
+FUNNEL_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e"}
 
 
 def _e(value: object) -> str:
@@ -57,16 +63,19 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title><style>{CSS}</style>"
              f"</head><body><h1>{_e(title)}</h1>"]
     outcomes = Counter(r.outcome for r in results.values())
-    parts.append(f"<p>Environment <b>{_e(run.env.name)}</b>: {len(run.env.clients)} clients, "
-                 f"{len(run.env.servers)} servers" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else "")
-                 + f". Started {_e(run.started)}. {len(results)} results: {outcomes.get('passed', 0)} passed, "
+    parts.append(f"<p>Environment <b>{_e(run.env.name)}</b>: {plural(len(run.env.clients), 'client')}, "
+                 f"{plural(len(run.env.servers), 'server')}" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else "")
+                 + f". Started {_e(run.started)}. {plural(len(results), 'result')}: {outcomes.get('passed', 0)} passed, "
                  f"{outcomes.get('failed', 0)} failed, {outcomes.get('skipped', 0)} skipped."
                  + ("" if run.complete else " <b class='failed'>The run was interrupted: results are incomplete."
                                             "</b>")
                  + " The full interactive report (every result and attachment) is <code>allure-report/</code> "
                    "beside this file.</p>")
 
-    parts.append("<h2>Stage funnel</h2><table><tr><th>stage</th><th></th><th>targets</th><th>passed</th>"
+    ready, verdict = recorder.verdict(run)
+    parts.insert(1, f"<p class='verdict {'ready' if ready else 'notready'}'>{_e(verdict)}</p>")
+    parts.append("<h2>Stage funnel</h2>" + funnel_svg(counts))
+    parts.append("<table><tr><th>stage</th><th></th><th>targets</th><th>passed</th>"
                  "<th>failed</th><th>skipped or gated</th></tr>")
     for stage, c in counts.items():
         parts.append(f"<tr><td>{stage}</td><td>{_e(STAGE_TITLES[stage])}</td><td>{c['targets']}</td>"
@@ -78,13 +87,21 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
     for nodeid, r in results.items():
         if r.outcome == "failed":
             failed.setdefault(r.check, []).append((nodeid, r))
-    parts.append(f"<h2>Failed checks ({sum(len(v) for v in failed.values())} failures in {len(failed)} checks)</h2>")
+    impact = recorder.impact()
+    parts.append(f"<h2>Failed checks ({plural(sum(len(v) for v in failed.values()), 'failure')} in "
+                 f"{plural(len(failed), 'check')}, by stage and by what they block)</h2>")
     size = sum(len(p) for p in parts)
     left_out = 0
-    for check_id in sorted(failed, key=lambda c: (checks[c].test_stage if c in checks else 0, c)):
+    def order(c: str) -> tuple:
+        blocks = impact.get(c, {"failed": 0, "gated": 0})
+        return (checks[c].test_stage if c in checks else 0, -(blocks["failed"] + blocks["gated"]), c)
+
+    for check_id in sorted(failed, key=order):
         check = checks.get(check_id)
         rows = sorted(failed[check_id], key=lambda x: x[1].target)
-        head = (f"<h3>{_e(check_id)}: {_e(check.title if check else '')} ({len(rows)} targets)</h3>"
+        gated = impact.get(check_id, {}).get("gated", 0)
+        head = (f"<h3>{_e(check_id)}: {_e(check.title if check else '')} ({plural(len(rows), 'target')}"
+                + (f"; {plural(gated, 'later result')} gated by it" if gated else "") + ")</h3>"
                 f"<p><b>Corrective action:</b> {_e(check.corrective_action if check else '')}</p><table>"
                 "<tr><th>target</th><th>finding</th></tr>")
         parts.append(head)
@@ -111,7 +128,7 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
     fleet_rows = recorder.fleet_rows()
     fields = ["client", "provisioning", "canary", "furthest_stage_passed", "status", "first_failing_check",
               "failing_target", "finding", "corrective_action"]
-    parts.append(f"<h2>Fleet table ({len(fleet_rows)} clients)</h2><table><tr>"
+    parts.append(f"<h2>Fleet table ({plural(len(fleet_rows), 'client')})</h2><table class='fleet'><tr>"
                  + "".join(f"<th>{_e(f)}</th>" for f in fields) + "</tr>")
     for r in fleet_rows:
         parts.append("<tr>" + "".join(f"<td class='{_e(r['status']) if f == 'status' else ''}'>{_e(r[f])}</td>"
@@ -131,6 +148,36 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
     out = run.dir / "report.html"
     out.write_text("".join(parts), encoding="utf-8")
     return out
+
+
+def funnel_svg(counts: dict[int, dict[str, int]], width: int = 640) -> str:
+    """The stage funnel as an inline SVG bar chart: one bar per stage, its targets split into passed, failed and
+    skipped or gated, scaled to the stage with the most targets. Plain SVG, no script."""
+    if not counts:
+        return "<p>(no checks ran)</p>"
+    label_w, bar_h, gap = 200, 18, 6
+    most = max(c["targets"] for c in counts.values()) or 1
+    height = len(counts) * (bar_h + gap) + 24
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' role='img' width='{width}' height='{height}' "
+           f"viewBox='0 0 {width} {height}' font-family='sans-serif' font-size='12'>"
+           "<title>Stage funnel: targets passed, failed and skipped per stage</title>"]
+    for i, (stage, c) in enumerate(counts.items()):
+        y, x = i * (bar_h + gap), label_w
+        out.append(f"<text x='0' y='{y + 13}'>{stage}. {_e(STAGE_TITLES[stage][:28])}</text>")
+        for key in ("passed", "failed", "skipped"):
+            w = (width - label_w - 60) * c[key] / most
+            if w > 0:
+                out.append(f"<rect x='{x:.1f}' y='{y}' width='{w:.1f}' height='{bar_h}' fill='{FUNNEL_COLOURS[key]}'>"
+                           f"<title>stage {stage}: {c[key]} {key}</title></rect>")
+            x += w
+        out.append(f"<text x='{x + 4:.1f}' y='{y + 13}'>{c['passed']}/{c['targets']}</text>")
+    y = len(counts) * (bar_h + gap) + 12
+    for j, (key, colour) in enumerate(FUNNEL_COLOURS.items()):
+        out.append(f"<rect x='{label_w + j * 110}' y='{y}' width='10' height='10' fill='{colour}'/>"
+                   f"<text x='{label_w + j * 110 + 14}' y='{y + 10}'>{'skipped or gated' if key == 'skipped' else key}"
+                   "</text>")
+    out.append("</svg>")
+    return "".join(out)
 
 
 def _skip_reason(message: str) -> str:

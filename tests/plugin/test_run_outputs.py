@@ -30,8 +30,16 @@ def test_a_run_writes_its_reports(pytester, monkeypatch):
     assert rows[0]["first_failing_check"] == "T1-CLIENT" and rows[0]["furthest_stage_passed"] == "0"
     assert rows[0]["corrective_action"] == "fix the client in stage 1"
     result.stdout.fnmatch_lines(["*pytest-vpro fleet summary: environment sample, 5 clients, 2 servers*",
+                                 "NOT READY for rollout: 0 of 5 clients ok, 5 failed, 0 gated, 0 not checked*",
                                  "1 *Installation pre-requisites met*7*6*1*0*", "fleet table: *fleet.csv"])
     assert json.loads((run_dir / "run.json").read_text())["complete"] is True
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["ready"] is False and summary["verdict"].startswith("NOT READY for rollout")
+    categories = json.loads((run_dir / "allure-results" / "categories.json").read_text())
+    assert [c["name"] for c in categories][:2] == ["Gated by an earlier failure", "Manual check not attested"]
+    props = (run_dir / "allure-results" / "environment.properties").read_text().splitlines()
+    assert "environment=sample" in props and "clients=5" in props
+    assert any(line.startswith("pytest-vpro=") for line in props)
 
 
 def test_evidence_reaches_allure(pytester, monkeypatch):
@@ -71,6 +79,10 @@ def test_html_report_and_history(pytester, monkeypatch):
     ticket = (one / "report.html").read_text()
     for section in ("Stage funnel", "Failed checks", "Fleet table", "Passed checks", "Skipped"):
         assert f"<h2>{section}" in ticket
+    assert "class='verdict ready'>READY for rollout: 5 of 5 clients ok" in ticket and "<svg" in ticket
+    assert "not checked: stage 2, 3, 4, 5, 6, 7 (not selected)" in ticket  # --stage 1: said, not implied
+    assert "(1 targets)" not in ticket
+    assert (one / "allure-report.html").is_file()  # Allure's single-file mode: opens from disk
     assert "<script" not in ticket and "pc01.sample.test" in ticket  # self-contained, names the fleet
     assert (one / "allure-report" / "index.html").exists()  # the full interactive report beside it
     assert (one / "allure-report" / "history" / "history.json").exists()
