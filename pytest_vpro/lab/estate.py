@@ -563,7 +563,8 @@ def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
     # The root from AD (the Enterprise store autoenrollment fills); the subordinate CA, which the guide wants in
     # Trusted Root too, from the console hosts' Group Policy object (Public Key Policies).
     registry[store_key("ROOT", pki.root_cert)] = {"Blob": pki_probe.make_store_blob(pki.root_cert)}
-    registry[store_key("ROOT", pki.issuing_cert, "group policy")] = {"Blob": pki_probe.make_store_blob(pki.issuing_cert)}
+    registry[store_key("ROOT", pki.issuing_cert, "group policy")] = {
+        "Blob": pki_probe.make_store_blob(pki.issuing_cert)}
     return WindowsClientSpec(
         fqdn=fqdn, address=plan.console, site_code="", agent_installed=False, mei_installed=False,
         hotfixes=["KB936059"], files=[rf"{CONSOLE_SYSTEM32}\msxml6.dll", rf"{CONSOLE_SYSTEM32}\telnet.exe"],

@@ -857,7 +857,8 @@ fault("console_winrm_1_0", "The console host has WinRM 1.0: stack version 1.0, n
       windows=_console(_console_winrm_1_0), fails=("PRE-WINRM-CONSOLE",))
 fault("console_root_store_incomplete", "The console hosts' Group Policy object (Public Key Policies, Trusted Root "
       "Certification Authorities) no longer lists the issuing (subordinate) CA: the console host's Trusted Root "
-      "store holds the root CA (from AD, its Enterprise store) but not the issuing CA.", scope="site", windows=_console(_root_store_without_subordinates),
+      "store holds the root CA (from AD, its Enterprise store) but not the issuing CA.", scope="site",
+      windows=_console(_root_store_without_subordinates),
       fails=("S5-MULTITIER-PKI-CONSOLE-ROOT-STORE",))
 fault("console_no_kb908209_registry", "The console host lacks KB908209's registry entry (iexplore.exe under "
       "FEATURE_INCLUDE_PORT_IN_SPN_KB908209).", scope="site",

@@ -35,7 +35,8 @@ def test_the_trusted_root_store_is_read_from_every_physical_store_windows_opens(
         ("group policy", r"HKLM\SOFTWARE\Policies\Microsoft\SystemCertificates\Root\Certificates"),
         ("enterprise", r"HKLM\SOFTWARE\Microsoft\EnterpriseCertificates\Root\Certificates")}
     assert [p.location for p in certs.physical_stores("ca")] == ["registry", "group policy", "enterprise"]
-    assert [p.key for p in certs.physical_stores("MY")] == [r"HKLM\SOFTWARE\Microsoft\SystemCertificates\MY\Certificates"]
+    assert [p.key for p in certs.physical_stores("MY")] == [
+        r"HKLM\SOFTWARE\Microsoft\SystemCertificates\MY\Certificates"]
     assert [p.key for p in certs.physical_stores("NTAuth")] == [
         r"HKLM\SOFTWARE\Microsoft\EnterpriseCertificates\NTAuth\Certificates"]
     assert certs.physical_stores("TrustedPeople")[0].key.endswith(r"SystemCertificates\TrustedPeople\Certificates")
