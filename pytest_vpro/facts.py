@@ -447,14 +447,34 @@ class Facts:
         return self.estate.get(f"dns.{where}.{rtype}.{name.lower()}", lambda: _answered(lookup))
 
     def certificate_store(self, host: Server, store: str) -> dict[str, Any]:
-        """The computer certificate store ``store`` (``MY`` Personal, ``CA`` Intermediate, ``ROOT`` Trusted Root)
-        of ``host``, read from its registry over WinRM: ``{thumbprint: certificate}``; a ``Blob`` that does not
-        parse is ``{thumbprint: ValueError}``."""
+        """The computer's logical certificate store ``store`` (``MY`` Personal, ``CA`` Intermediate, ``ROOT``
+        Trusted Root, ``TRUST``, ``NTAUTH``) of ``host`` as Windows opens it: every physical store behind it
+        (:func:`~pytest_vpro.probes.x509.physical_stores`: the computer's own, Group Policy's, the Enterprise
+        one autoenrollment downloads from the directory), read from its registry over WinRM:
+        ``{thumbprint: certificate}``; a ``Blob`` that does not parse is ``{thumbprint: ValueError}``.
+        :meth:`certificate_store_origins` says which physical store holds each."""
+        out: dict[str, Any] = {}
+        for _store, certificates in self.physical_certificate_stores(host, store):
+            for thumbprint, cert in certificates.items():
+                if thumbprint not in out or isinstance(out[thumbprint], ValueError):
+                    out[thumbprint] = cert
+        return out
+
+    def certificate_store_origins(self, host: Server, store: str) -> dict[str, list[str]]:
+        """``{thumbprint: [title of each physical store holding it, ...]}`` of the logical store ``store``, e.g.
+        ``["Trusted Root Certification Authorities (Enterprise)"]``."""
+        out: dict[str, list[str]] = {}
+        for physical, certificates in self.physical_certificate_stores(host, store):
+            for thumbprint in certificates:
+                out.setdefault(thumbprint, []).append(physical.title)
+        return out
+
+    def physical_certificate_stores(self, host: Server, store: str) -> list[tuple[Any, dict[str, Any]]]:
+        """``[(PhysicalStore, {thumbprint: certificate or ValueError}), ...]`` behind the logical store ``store``
+        of ``host``, each read once per run (an absent key is an empty store)."""
         from .probes import x509 as x509_probe  # noqa: PLC0415
 
-        key = rf"HKLM\SOFTWARE\Microsoft\SystemCertificates\{store}\Certificates"
-
-        def read():
+        def read(key: str) -> dict[str, Any]:
             out: dict[str, Any] = {}
             for thumbprint in self.registry_subkeys(host, key) or []:
                 blob = self.registry(host, rf"{key}\{thumbprint}", "Blob", "binary")
@@ -463,7 +483,9 @@ class Facts:
                 except ValueError as exc:
                     out[thumbprint.upper()] = exc
             return out
-        return self.estate.get(f"certstore.{host.name}.{store}", read)
+        return [(physical, self.estate.get(f"certstore.{host.name}.{physical.key.lower()}",
+                                           lambda key=physical.key: read(key)))
+                for physical in x509_probe.physical_stores(store)]
 
     # ------------------------------------------------------------------ Configuration Manager logs over SMB
     def site_log_events(self, fresh: bool = False) -> dict[str, list]:

@@ -39,6 +39,20 @@ ERAS = ("modern", "2009")
 #: manage natively, then 4.x and 5.x desktops and laptops).
 ERA_2009_AMT_VERSIONS = ("3.2.1", "4.1.3", "5.0.20")
 
+#: Where a domain member's logical stores come from, by default: the Trusted Root store's enterprise root from AD
+#: (the Enterprise store), Personal and Intermediate from the computer's own registry stores.
+STORE_LOCATION = {"ROOT": "enterprise", "MY": "registry", "CA": "registry"}
+
+
+def store_key(store: str, cert, location: str | None = None) -> str:
+    r"""The registry key of ``cert`` in the physical store of ``location`` (default :data:`STORE_LOCATION`)
+    behind the computer's logical ``store`` (``HKLM\...\<store>\Certificates\<SHA-1>``)."""
+    from ..probes import x509 as pki_probe  # noqa: PLC0415
+
+    location = location or STORE_LOCATION.get(store.upper(), "registry")
+    physical = next(p for p in pki_probe.physical_stores(store) if p.location == location)
+    return f"{physical.key}\\{pki_probe.fingerprint(cert, 'sha1').upper()}"
+
 
 class DescriptionError(ValueError):
     pass
@@ -458,12 +472,12 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
         provisioning_certificate_cn=pki_probe.common_name(pki.provisioning_cert) or "",
         provisioning_certificate_not_after=pki.provisioning_cert.not_valid_after_utc.isoformat(),
         log_dir=str(dc.share_dirs[f"SMS_{SITE_CODE}"] / "Logs"), calls_file=str(state / "site" / "calls.jsonl"))
-    # The computer's certificate stores: the provisioning certificate (with its key) in Personal, its issuing CA
-    # in Intermediate Certification Authorities, the root in Trusted Root Certification Authorities.
+    # The computer's certificate stores as a domain member has them: the provisioning certificate (with its key)
+    # in Personal and its issuing CA in Intermediate Certification Authorities, where importing the PFX with its
+    # chain puts them (the computer's own stores); the root in Trusted Root Certification Authorities from the
+    # Enterprise store, which autoenrollment downloads from AD's Certification Authorities container.
     for store, cert_ in (("MY", pki.provisioning_cert), ("CA", pki.issuing_cert), ("ROOT", pki.root_cert)):
-        thumbprint = pki_probe.fingerprint(cert_, "sha1").upper()
-        spec.registry[rf"HKLM\{SYSTEM_CERTIFICATES}\{store}\Certificates\{thumbprint}"] = {
-            "Blob": pki_probe.make_store_blob(cert_)}
+        spec.registry[store_key(store, cert_)] = {"Blob": pki_probe.make_store_blob(cert_)}
     plant(spec)
     # The service point reaches devices by FQDN over TLS (16993), resolving through the estate's DNS.
     ConnectionRouting(Resolver([plan.dc], timeout=3.0), [DOMAIN]).install()
@@ -545,11 +559,12 @@ def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
 
     fqdn = f"{HOSTS['console']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
-    root_store = r"HKLM\SOFTWARE\Microsoft\SystemCertificates\ROOT\Certificates"
     registry: dict[str, dict[str, Any]] = {"HKLM\\" + KB908209_KEY: {"iexplore.exe": 1}}
-    for ca in (pki.root_cert, pki.issuing_cert):
-        registry[f"{root_store}\\{pki_probe.fingerprint(ca, 'sha1').upper()}"] = {
-            "Blob": pki_probe.make_store_blob(ca)}
+    # The root from AD (the Enterprise store autoenrollment fills); the subordinate CA, which the guide wants in
+    # Trusted Root too, from the console hosts' Group Policy object (Public Key Policies).
+    registry[store_key("ROOT", pki.root_cert)] = {"Blob": pki_probe.make_store_blob(pki.root_cert)}
+    registry[store_key("ROOT", pki.issuing_cert, "group policy")] = {
+        "Blob": pki_probe.make_store_blob(pki.issuing_cert)}
     return WindowsClientSpec(
         fqdn=fqdn, address=plan.console, site_code="", agent_installed=False, mei_installed=False,
         hotfixes=["KB936059"], files=[rf"{CONSOLE_SYSTEM32}\msxml6.dll", rf"{CONSOLE_SYSTEM32}\telnet.exe"],

@@ -367,6 +367,22 @@ def _wrong_ptr(ctx: Context, c: ClientPlan, points_to: str | None) -> None:
 fault("wrong_ptr", "The client's PTR record names another host (a stale record).", scope="client",
       directory=_wrong_ptr, params={"points_to": Param(None, str, "the name the PTR returns (default old-<fqdn>)")},
       fails=("S3-CLIENT-NAME-RESOLUTION-FWD-REV",))
+def _windows_name_underscore(ctx: Context, c: ClientPlan) -> None:
+    """The PC's Windows name has an underscore: its DNS client registers that name (A) and the DHCP server the
+    PTR of its lease to it; the administrator's static A record of the inventory name stays."""
+    host, _, domain = c.fqdn.partition(".")
+    registered = f"{host[:2]}_{host[2:]}.{domain}"
+    name, zone = _reverse(ctx, c)
+    ctx.dc.add_dns_record(registered.removesuffix("." + ctx.dc.domain), "A", c.address)
+    ctx.dc.delete_dns_record(name, "PTR", c.fqdn, zone)
+    ctx.dc.add_dns_record(name, "PTR", registered, zone)
+
+
+fault("dns_name_underscore", "The PC was named with an underscore in Windows (PC_0005): it registered "
+      "pc_0005.<domain> in DNS (A) and the DHCP server the PTR record of its address to that name; the inventory, "
+      "AD and AMT know it as pc0005, whose static A record stays.", scope="client",
+      directory=_windows_name_underscore,
+      fails=("S3-CLIENT-FQDN-VALID-CHARACTERS", "S3-CLIENT-NAME-RESOLUTION-FWD-REV"))
 fault("no_amt_object", "The client's AMT account object is deleted from the AMT container (the device keeps its "
       "keys, the KDC has no principal for its SPNs).", scope="client", needs="provisioned",
       directory=lambda ctx, c: ctx.dc.delete(_amt_object_dn(ctx, c)),
@@ -461,6 +477,11 @@ fault("hostname_mismatch", "The ME's host name (AMT_GeneralSettings.HostName) di
       device=lambda ctx, d, host_name: setattr(d, "host_name", host_name or f"{d.fqdn.split('.')[0]}-me"),
       fails=("S3-ME-HOSTNAME-MATCHES-OS",))
 
+fault("me_hostname_underscore", "A technician typed the ME's host name in MEBx with an underscore (pc0007 becomes "
+      "pc_0007, AMT_GeneralSettings.HostName) before provisioning; the OS and DNS keep pc0007.", scope="client",
+      needs="provisioned",
+      device=lambda ctx, d: setattr(d, "host_name", (lambda h: f"{h[:2]}_{h[2:]}")(d.fqdn.split(".")[0])),
+      fails=("S3-CLIENT-FQDN-VALID-CHARACTERS", "S3-ME-HOSTNAME-MATCHES-OS"))
 
 # -- provisioning requests (stage 2) and their outcome (stage 3) ------------------------------------------------
 def _log_hello_sequence(ctx: Context, record: Any, *, hours: float) -> None:
@@ -806,9 +827,11 @@ def _console_winrm_1_0(w: Any) -> None:
 
 
 def _root_store_without_subordinates(w: Any) -> None:
+    """The console hosts' Group Policy object no longer lists the subordinate CA: its Group Policy store drops it."""
     from ..probes import x509 as certs  # noqa: PLC0415
 
-    for path in [p for p, v in w.registry.items() if "\\ROOT\\CERTIFICATES\\" in p.upper() and "Blob" in v]:
+    prefix = (certs.STORE_LOCATIONS["group policy"] + "\\Root\\Certificates\\").upper()
+    for path in [p for p, v in w.registry.items() if p.upper().startswith(prefix) and "Blob" in v]:
         cert = certs.parse_store_blob(w.registry[path]["Blob"])
         if cert.subject != cert.issuer:  # not self-signed: a subordinate CA
             del w.registry[path]
@@ -832,8 +855,10 @@ fault("no_telnet_client", "The console host has no Telnet client (no telnet.exe 
       windows=_console(_no_telnet), fails=("S5-CONSOLE-TELNET-CLIENT",))
 fault("console_winrm_1_0", "The console host has WinRM 1.0: stack version 1.0, no KB936059.", scope="site",
       windows=_console(_console_winrm_1_0), fails=("PRE-WINRM-CONSOLE",))
-fault("console_root_store_incomplete", "The console host's Trusted Root store holds the root CA but not the "
-      "issuing (subordinate) CA.", scope="site", windows=_console(_root_store_without_subordinates),
+fault("console_root_store_incomplete", "The console hosts' Group Policy object (Public Key Policies, Trusted Root "
+      "Certification Authorities) no longer lists the issuing (subordinate) CA: the console host's Trusted Root "
+      "store holds the root CA (from AD, its Enterprise store) but not the issuing CA.", scope="site",
+      windows=_console(_root_store_without_subordinates),
       fails=("S5-MULTITIER-PKI-CONSOLE-ROOT-STORE",))
 fault("console_no_kb908209_registry", "The console host lacks KB908209's registry entry (iexplore.exe under "
       "FEATURE_INCLUDE_PORT_IN_SPN_KB908209).", scope="site",
@@ -1007,13 +1032,15 @@ fault("ca_host_firewalled", "The CA host's firewall drops TCP 135 (RPC endpoint 
       fails=("S1-CA-ENTERPRISE-ISSUING-CA-AVAILABLE",))
 
 
-def _empty_store(store: str) -> Callable[..., None]:
-    """A site_server step: the service point's computer certificate ``store`` (MY, CA, ROOT) holds nothing."""
+def _empty_store(store: str, locations: tuple[str, ...] = ("registry", "group policy", "enterprise")
+                 ) -> Callable[..., None]:
+    """A site_server step: the service point's computer certificate ``store`` (MY, CA, ROOT) holds nothing in
+    the physical stores of ``locations`` (its own, Group Policy's, the Enterprise one from AD)."""
     def step(ctx: Context, target: None) -> None:
-        from .estate import SYSTEM_CERTIFICATES  # noqa: PLC0415
+        from ..probes import x509 as x509_probe  # noqa: PLC0415
 
-        prefix = f"HKLM\\{SYSTEM_CERTIFICATES}\\{store}\\Certificates\\".lower()
-        for key in [k for k in ctx.site_spec.registry if k.lower().startswith(prefix)]:
+        prefixes = tuple(p.key.lower() + "\\" for p in x509_probe.physical_stores(store) if p.location in locations)
+        for key in [k for k in ctx.site_spec.registry if k.lower().startswith(prefixes)]:
             del ctx.site_spec.registry[key]
     return step
 
@@ -1046,6 +1073,12 @@ fault("issuing_ca_renewed", "The issuing CA renewed its certificate with a new k
 fault("service_point_expired_issuing_ca", "The service point's Intermediate store holds an older certificate of the "
       "issuing CA (same name and key) that has expired, and not the current one.", scope="site",
       site_server=_stale_ca_on_service_point, fails=("S3-ISSUING-CA-CHAIN-DATES-VALID",))
+fault("service_point_root_not_downloaded", "The service point's Trusted Root store lacks the enterprise root: its "
+      "Enterprise store, which autoenrollment fills from AD's Certification Authorities container, was never "
+      "refreshed (Group Policy 'Certificate Services Client - Auto-Enrollment' set to 'Do not enroll certificates "
+      "automatically' before the server joined), and nobody imported the root by hand.", scope="site",
+      site_server=_empty_store("ROOT"),
+      fails=("S1-PROV-CERT-CHAIN-INSTALLED", "S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT"))
 fault("provisioning_cert_not_installed", "The provisioning certificate is not in the service point's computer "
       "Personal store.", scope="site", site_server=_empty_store("MY"),
       fails=("S1-PROV-CERT-CHAIN-INSTALLED",))

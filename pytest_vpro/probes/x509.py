@@ -25,6 +25,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import requests
@@ -430,13 +431,58 @@ def chain_via_aia(cert: x509.Certificate, fetch, max_depth: int = 6) -> tuple[li
 
 CERT_CERT_PROP_ID = 32  # the encoded certificate itself
 
+#: Where a computer's physical certificate stores are in its registry (docs/protocols.md, "Windows certificate
+#: stores"): the computer's own (CERT_SYSTEM_STORE_LOCAL_MACHINE), the ones Group Policy writes
+#: (CERT_SYSTEM_STORE_LOCAL_MACHINE_GROUP_POLICY, wincrypt.h CERT_GROUP_POLICY_SYSTEM_STORE_REGPATH) and the ones
+#: autoenrollment downloads from the directory (CERT_SYSTEM_STORE_LOCAL_MACHINE_ENTERPRISE).
+STORE_LOCATIONS = {
+    "registry": r"HKLM\SOFTWARE\Microsoft\SystemCertificates",
+    "group policy": r"HKLM\SOFTWARE\Policies\Microsoft\SystemCertificates",
+    "enterprise": r"HKLM\SOFTWARE\Microsoft\EnterpriseCertificates",
+}
+#: The physical stores Windows opens for a computer's logical (system) store, as (location, store name):
+#: "System Store Locations", CERT_SYSTEM_STORE_LOCAL_MACHINE (MY .Default; Root .Default .AuthRoot .GroupPolicy
+#: .Enterprise [.SmartCard, not in the registry]; Trust and CA .Default .GroupPolicy .Enterprise); NTAuth is the
+#: Enterprise store autoenrollment fills from the forest's NTAuthCertificates object.
+LOGICAL_STORES = {
+    "MY": (("registry", "MY"),),
+    "ROOT": (("registry", "ROOT"), ("registry", "AuthRoot"), ("group policy", "Root"), ("enterprise", "Root")),
+    "CA": (("registry", "CA"), ("group policy", "CA"), ("enterprise", "CA")),
+    "TRUST": (("registry", "Trust"), ("group policy", "Trust"), ("enterprise", "Trust")),
+    "NTAUTH": (("enterprise", "NTAuth"),),
+}
+#: The names the Certificates snap-in shows, and its names of the locations.
+STORE_TITLES = {"MY": "Personal", "ROOT": "Trusted Root Certification Authorities",
+                "AUTHROOT": "Third-Party Root Certification Authorities",
+                "CA": "Intermediate Certification Authorities", "TRUST": "Enterprise Trust", "NTAUTH": "NTAuth"}
+LOCATION_TITLES = {"registry": "Local Computer", "group policy": "Group Policy", "enterprise": "Enterprise"}
+
+
+class PhysicalStore(NamedTuple):
+    location: str  # a key of STORE_LOCATIONS
+    name: str      # the store's key name there (ROOT, Root, CA, ...)
+    key: str       # the registry key holding its certificates, one subkey (the SHA-1 thumbprint) each
+
+    @property
+    def title(self) -> str:
+        """As the Certificates snap-in's physical view names it: ``Trusted Root Certification Authorities
+        (Group Policy)``."""
+        return f"{STORE_TITLES.get(self.name.upper(), self.name)} ({LOCATION_TITLES[self.location]})"
+
+
+def physical_stores(store: str) -> list[PhysicalStore]:
+    """The physical stores behind the computer's logical store ``store`` (MY, ROOT, CA, TRUST, NTAUTH; any other
+    name: the computer's registry store of that name alone), in the order Windows lists them."""
+    parts = LOGICAL_STORES.get(store.upper(), (("registry", store),))
+    return [PhysicalStore(where, name, rf"{STORE_LOCATIONS[where]}\{name}\Certificates") for where, name in parts]
+
 
 def parse_store_blob(blob: bytes) -> x509.Certificate:
     """The certificate in a Windows registry certificate store ``Blob`` value
-    (``HKLM\\SOFTWARE\\Microsoft\\SystemCertificates\\<store>\\Certificates\\<SHA-1>``): a sequence of
-    properties, each ``u32 id, u32 reserved (1), u32 length, value`` little-endian (the serialized store
-    element of ``CertSerializeCertificateStoreElement``; MS-GPEF, "certificate blob"), one of which, id 32, is
-    the DER certificate."""
+    (``<store location>\\<store>\\Certificates\\<SHA-1>``, :func:`physical_stores`): the serialized store
+    element (``CertSerializeCertificateStoreElement``), a sequence of properties, each ``u32 id, u32 reserved
+    (1), u32 length, value`` little-endian, one of which, id 32, is the DER certificate (docs/protocols.md,
+    "Windows certificate stores": Wine's crypt32 ``serialize.c`` and ``regstore.c``)."""
     offset = 0
     while offset + 12 <= len(blob):
         prop_id, _reserved, length = struct.unpack_from("<III", blob, offset)

@@ -154,25 +154,51 @@ def test_issuing_ca_chain_keys_are_at_most_2048_bits(server, env, facts, evidenc
     expect(not problems, found="; ".join(problems), expected="every parent CA certificate reachable through AIA")
 
 
+def stores_read(store) -> str:
+    """The physical stores a logical store was read from, for a finding: "Trusted Root Certification Authorities
+    (Local Computer, Group Policy, Enterprise)"."""
+    locations = dict.fromkeys(certs.LOCATION_TITLES[p.location] for p in certs.physical_stores(store))
+    return f"{certs.STORE_TITLES.get(store.upper(), store)} ({', '.join(locations)})"
+
+
+def found_in(facts, server, stores, cert) -> str:
+    """Where on ``server`` ``cert`` is, among the logical ``stores``: "Trusted Root Certification Authorities
+    (Enterprise)", or "nowhere"."""
+    thumbprint = certs.fingerprint(cert, "sha1").upper()
+    where = [t for store in stores for t in facts.certificate_store_origins(server, store).get(thumbprint, [])]
+    return ", ".join(where) or "nowhere"
+
+
+def store_evidence(facts, server, stores) -> dict:
+    """Every certificate of the logical ``stores`` of ``server`` by physical store: title, registry key,
+    thumbprint and subject (or why its Blob did not parse)."""
+    return {f"{physical.title}: {physical.key}": {t: c.subject.rfc4514_string() if isinstance(c, x509.Certificate)
+                                                  else str(c) for t, c in held.items()}
+            for store in stores for physical, held in facts.physical_certificate_stores(server, store)}
+
+
 @pytest.mark.check("S1-PROV-CERT-CHAIN-INSTALLED")
 def test_provisioning_certificate_and_chain_are_on_the_service_point(server, env, facts, evidence):
     props = {p.get("PropertyName"): p for c in facts.site_wmi("SMS_SCI_Component")
              if c.get("ComponentName") == "SMS_AMT_OPERATION_MANAGER" for p in c.get("Props") or []}
     thumbprint = str((props.get(THUMBPRINT_PROP) or {}).get("Value1") or "").replace(" ", "").upper()
     stores = {name: facts.certificate_store(server, name) for name in ("MY", "CA", "ROOT")}
-    evidence.attach("certificate stores", {name: {t: certs.common_name(c) if isinstance(c, x509.Certificate)
-                                                  else str(c) for t, c in store.items()}
-                                           for name, store in stores.items()})
+    evidence.attach("certificate stores", store_evidence(facts, server, ("MY", "CA", "ROOT")))
     expect(thumbprint, found=f"no {THUMBPRINT_PROP} in the out of band management component",
            expected="the provisioning certificate selected in the out of band management component")
     leaf = stores["MY"].get(thumbprint)
     expect(isinstance(leaf, x509.Certificate), found=f"the provisioning certificate {thumbprint} is not in "
-                                                     f"{server.name}'s Personal store",
+                                                     f"{server.name}'s {stores_read('MY')} store",
            expected="the provisioning certificate in the computer's Personal store")
     pool = [c for name in ("CA", "ROOT") for c in stores[name].values() if isinstance(c, x509.Certificate)]
     chain = certs.build_chain(leaf, pool)
+    evidence.attach("chain on the service point", [{**certs.summary(c), "found in": found_in(
+        facts, server, ("MY", "CA", "ROOT"), c)} for c in chain])
     roots = {certs.fingerprint(c, "sha1").upper() for c in stores["ROOT"].values() if isinstance(c, x509.Certificate)}
     complete = certs.is_self_signed(chain[-1]) and certs.fingerprint(chain[-1], "sha1").upper() in roots
-    expect(complete, found=" <- ".join(certs.common_name(c) or "?" for c in chain)
-           + f": no issuer of {certs.common_name(chain[-1])} in the Intermediate or Trusted Root stores",
+    top = chain[-1]
+    missing = (f"{certs.common_name(top)} (in {found_in(facts, server, ('CA',), top)}) is self-signed and not in "
+               f"{stores_read('ROOT')}" if certs.is_self_signed(top)
+               else f"no issuer of {certs.common_name(top)} in {stores_read('CA')} or {stores_read('ROOT')}")
+    expect(complete, found=" <- ".join(certs.common_name(c) or "?" for c in chain) + f": {missing}",
            expected="a complete chain to a root in the Trusted Root Certification Authorities store")

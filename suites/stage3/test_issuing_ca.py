@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from pytest_vpro.checks import expect
 from pytest_vpro.probes import x509 as certs
 
+from ..stage1.test_pki import found_in, store_evidence, stores_read
+
 SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
 CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT = 0x1  # msPKI-Certificate-Name-Flag (MS-CRTD 2.28)
 
@@ -37,16 +39,15 @@ def chain_on(server, env, facts, evidence) -> list[x509.Certificate]:
     issuing = issuing_ca_certificate(env, facts)
     stores = {name: facts.certificate_store(server, name) for name in ("CA", "ROOT")}
     held = [c for store in stores.values() for c in store.values() if isinstance(c, x509.Certificate)]
-    evidence.attach("certificate stores", {name: {t: c.subject.rfc4514_string() if isinstance(c, x509.Certificate)
-                                                  else str(c) for t, c in store.items()}
-                                           for name, store in stores.items()})
+    evidence.attach("certificate stores", store_evidence(facts, server, ("CA", "ROOT")))
     copies = sorted((c for c in held if c.subject == issuing.subject and same_key(c, issuing)),
                     key=lambda c: bool(certs.validity_problems(c)))
     expect(copies, found=f"the issuing CA {certs.common_name(issuing)} ({certs.fingerprint(issuing, 'sha1')}, as "
-                         f"AD publishes it) is not in {server.name}'s Intermediate or Trusted Root stores",
+                         f"AD publishes it) is not in {server.name}'s {stores_read('CA')} or {stores_read('ROOT')}",
            expected="the issuing CA certificate in the service point's computer certificate stores")
     chain = certs.build_chain(copies[0], held)
-    evidence.attach("issuing CA chain on the service point", [certs.summary(c) for c in chain])
+    evidence.attach("issuing CA chain on the service point", [
+        {**certs.summary(c), "found in": found_in(facts, server, ("CA", "ROOT"), c)} for c in chain])
     return chain
 
 
@@ -83,9 +84,11 @@ def test_issuing_ca_chain_is_on_the_service_point(server, env, facts, evidence):
     roots = {certs.fingerprint(c, "sha1").upper() for c in facts.certificate_store(server, "ROOT").values()
              if isinstance(c, x509.Certificate)}
     top = chain[-1]
+    missing = (f"{certs.common_name(top)} (in {found_in(facts, server, ('CA',), top)}) is self-signed and not in "
+               f"{stores_read('ROOT')}" if certs.is_self_signed(top)
+               else f"the issuer of {certs.common_name(top)} is not in {stores_read('CA')} or {stores_read('ROOT')}")
     expect(certs.is_self_signed(top) and certs.fingerprint(top, "sha1").upper() in roots,
-           found=" <- ".join(certs.common_name(c) or "?" for c in chain)
-           + f": the issuer of {certs.common_name(top)} is not in the Intermediate or Trusted Root stores",
+           found=" <- ".join(certs.common_name(c) or "?" for c in chain) + f": {missing}",
            expected="a complete chain from the issuing CA to a root in Trusted Root Certification Authorities")
 
 

@@ -17,7 +17,7 @@ before the log rolled over needs no line at all.
 """
 import pytest
 
-from pytest_vpro.checks import expect, not_applicable
+from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro.probes import cmlog
 from pytest_vpro.probes.errors import ProbeError
 from pytest_vpro.sccm import PROVISIONED, amt_status_text, when
@@ -100,8 +100,45 @@ def test_out_of_band_client_is_imported(client, facts, evidence):
            expected="a member of a collection (imported, collection membership updated)")
 
 
+def os_name_of(client, env, facts) -> tuple[str | None, str]:
+    """The OS's FQDN of an out of band client as the estate records it, and where from: the computer account
+    the OS keeps in the directory (``dNSHostName``, from the global catalog; not the site's AMT object in the
+    AMT container), else the site's record (``SMS_R_System.ResourceNames``); ``(None, why)`` if neither has it."""
+    host = client.fqdn.split(".", 1)[0].upper()[:15]
+    amt_ou = (env.site.amt_container or "").lower()
+    gaps = []
+    try:
+        computers = facts.derived("gc.computers.by_host", facts.forest_computers(), _by_host)
+        own = sorted(name for name, dn in computers.get(host, []) if not (amt_ou and dn.lower().endswith(amt_ou)))
+        if own:
+            return own[0], f"the computer account {host}$ (dNSHostName)"
+        gaps.append(f"no computer account {host} outside {env.site.amt_container or 'the AMT container'}")
+    except ProbeError as exc:
+        gaps.append(f"the global catalog did not answer: {exc}")
+    try:
+        resource = facts.sms_resource()
+    except ProbeError as exc:
+        return None, "; ".join(gaps + [f"the SMS Provider did not answer: {exc}"])
+    if resource is None:
+        return None, "; ".join(gaps + [f"no SMS_R_System resource for {client.fqdn}"])
+    names = [str(n).lower() for n in resource.get("ResourceNames") or []]
+    if not names:
+        return None, "; ".join(gaps + [f"SMS_R_System {resource.get('ResourceId')} has no ResourceNames"])
+    name = client.fqdn.lower() if client.fqdn.lower() in names else names[0]
+    return name, f"SMS_R_System {resource.get('ResourceId')} ResourceNames"
+
+
+def _by_host(computers: dict[str, list[str]]) -> dict[str, list[tuple[str, str]]]:
+    """``{HOST (upper case, 15 characters): [(dNSHostName, DN), ...]}`` of the forest's computer objects."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for name, dns in computers.items():
+        for dn in dns:
+            out.setdefault(name.split(".", 1)[0].upper()[:15], []).append((name, dn))
+    return out
+
+
 @pytest.mark.check("S3-ME-HOSTNAME-MATCHES-OS")
-def test_me_host_name_matches_the_os(client, facts, evidence):
+def test_me_host_name_matches_the_os(client, env, facts, evidence):
     try:
         settings = facts.amt("general_settings")
     except ProbeError:
@@ -113,9 +150,12 @@ def test_me_host_name_matches_the_os(client, facts, evidence):
         system = facts.wmi(client, "Win32_ComputerSystem")[0]
         os_name, source = f"{system.get('DNSHostName')}.{system.get('Domain')}".lower(), "Win32_ComputerSystem"
     else:
-        os_name, source = client.fqdn.lower(), "the inventory"
+        os_name, source = os_name_of(client, env, facts)
     evidence.attach("names", {"AMT_GeneralSettings": {"HostName": settings.host_name,
-                                                      "DomainName": settings.domain_name}, source: os_name})
+                                                      "DomainName": settings.domain_name},
+                              "OS": {"name": os_name, "from": source}, "the inventory": client.fqdn})
+    if os_name is None:
+        cannot_decide(f"the OS's name of {client.fqdn} is recorded nowhere the check can read: {source}")
     expect(me == os_name, found=f"ME {settings.host_name}.{settings.domain_name}, OS {os_name} ({source})",
            expected="the ME's host name and domain equal to the OS's")
 

@@ -24,10 +24,10 @@ from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro.probes import x509 as certs
 from pytest_vpro.probes.wsman import SoapFault
 
+from ..stage1.test_pki import store_evidence, stores_read
+
 #: Where Windows keeps the WinRM stack version (unconfirmed: the lab's, pytest_vpro.lab.site_server.WINRM_STACK_KEY).
 WINRM_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"
-ROOT_STORES = (r"HKLM\SOFTWARE\Microsoft\SystemCertificates\ROOT\Certificates",            # Local Computer
-               r"HKLM\SOFTWARE\Policies\Microsoft\SystemCertificates\Root\Certificates")   # from Group Policy
 PUBLIC_KEY_SERVICES = "CN=Public Key Services,CN=Services,CN=Configuration"
 
 
@@ -105,10 +105,12 @@ def test_console_trusts_every_enterprise_ca(server, env, facts, evidence):
            expected="the enterprise PKI's CA certificates in AD")
     if all(c.subject == c.issuer for c in cas):
         not_applicable("a single-tier PKI: no subordinate CA")
-    stored = {name.upper() for key in ROOT_STORES for name in facts.registry_subkeys(server, key) or []}
+    stored = facts.certificate_store_origins(server, "ROOT")  # the computer's, Group Policy's and Enterprise's
     evidence.attach("CA certificates", {certs.common_name(c): certs.fingerprint(c, "sha1").upper() for c in cas})
-    evidence.attach("Trusted Root thumbprints on the console host", sorted(stored))
+    evidence.attach("Trusted Root stores on the console host", store_evidence(facts, server, ("ROOT",)))
+    evidence.attach("where each CA certificate is", {certs.common_name(c): ", ".join(
+        stored.get(certs.fingerprint(c, "sha1").upper(), [])) or "nowhere" for c in cas})
     missing = [certs.common_name(c) for c in cas if certs.fingerprint(c, "sha1").upper() not in stored]
-    expect(not missing, found=f"{', '.join(missing)} not in {server.name}'s Trusted Root store",
+    expect(not missing, found=f"{', '.join(missing)} not in {server.name}'s {stores_read('ROOT')}",
            expected="the root and every subordinate CA certificate in Local Computer > Trusted Root "
                     "Certification Authorities")

@@ -78,3 +78,23 @@ def test_an_issuing_ca_key_over_2048_bits_fails_stage_1_and_gates_everything(tmp
 def test_an_expired_provisioning_certificate_fails_the_chain_dates(tmp_path):
     results = run_suite(tmp_path, [{"fault": "expired_provisioning_cert"}], clients=1, net=NET)
     assert_fails(results, "S3-PROV-CERT-CHAIN-DATES-VALID", "sccm01.vprolab.test", "expired")
+
+
+def test_names_are_judged_as_dns_and_amt_hold_them(tmp_path):
+    """The inventory says pc0002 and pc0003; DNS holds pc_0002 (the PC's Windows name, registered with its PTR),
+    and pc0003's ME calls itself pc_0003 (typed in MEBx): the name check fails both, naming where the name is."""
+    results = run_suite(tmp_path, [{"fault": "dns_name_underscore", "client": 2},
+                                   {"fault": "me_hostname_underscore", "client": 3}],
+                        clients=4, net=NET, args=("--stage", "3"))
+    assert_fails(results, "S3-CLIENT-FQDN-VALID-CHARACTERS", "pc0002.vprolab.test",
+                 r"pc_0002\.vprolab\.test \(DNS PTR 127\.101\.1\.2\) contains '_'")
+    assert_fails(results, "S3-CLIENT-NAME-RESOLUTION-FWD-REV", "pc0002.vprolab.test",
+                 r"PTR 127\.101\.1\.2 -> pc_0002\.vprolab\.test")
+    assert_fails(results, "S3-CLIENT-FQDN-VALID-CHARACTERS", "pc0003.vprolab.test",
+                 r"pc_0003\.vprolab\.test \(AMT_GeneralSettings HostName\.DomainName\) contains '_'")
+    assert_fails(results, "S3-ME-HOSTNAME-MATCHES-OS", "pc0003.vprolab.test",
+                 r"ME pc_0003\.vprolab\.test, OS pc0003\.vprolab\.test \(SMS_R_System \d+ ResourceNames\)")
+    for healthy in ("pc0001.vprolab.test", "pc0004.vprolab.test"):
+        assert_healthy(results, healthy)
+        assert results[("S3-CLIENT-FQDN-VALID-CHARACTERS", healthy)][0] == "passed"
+        assert results[("S3-ME-HOSTNAME-MATCHES-OS", healthy)][0] == "passed"

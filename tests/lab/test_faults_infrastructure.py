@@ -30,7 +30,8 @@ def test_site_faults_fail_their_stage_1_checks(tmp_path):
     assert_fails(results, "S1-CA-ISSUE-MANAGE-PERMISSION", CA, "sccm01.vprolab.test without Issue and Manage")
     assert_fails(results, "PRE-CA-AUTO-APPROVE", CA, "requires CA certificate manager approval")
     assert "RequestDisposition 0x100" in results[("PRE-CA-AUTO-APPROVE", CA)][1]
-    assert_fails(results, "S1-PROV-CERT-CHAIN-INSTALLED", SP, "is not in sccm01.vprolab.test's Personal store")
+    assert_fails(results, "S1-PROV-CERT-CHAIN-INSTALLED", SP,
+                 r"is not in sccm01.vprolab.test's Personal \(Local Computer\) store")
     assert_fails(results, "S1-PORT-9971-AMT-TO-SERVICE-POINT", SP, r"127\.104\.0\.11:9971 filtered after \d+ ms")
     assert_fails(results, "PRE-DNS-REQUIRED-NO-WINS", SITE, r"DNS servers 127\.104\.0\.99: .*no DNS answer")
     assert_fails(results, "S1-CA-ENTERPRISE-ISSUING-CA-AVAILABLE", CA,
@@ -38,6 +39,19 @@ def test_site_faults_fail_their_stage_1_checks(tmp_path):
     assert_fails(results, "PRE-CLIENT-VPRO-SUPPORTED-AMT", "pc0002.vprolab.test",
                  r"AMT 3\.0\.0 \(from SMS_R_System.AMTFullVersion\), not natively supported, and no WS-MAN translator")
     assert_healthy(results, "pc0001.vprolab.test")
+
+
+def test_a_root_missing_from_every_trusted_root_store_fails_the_service_points_chains(tmp_path):
+    """The root reaches the service point only from AD (its Enterprise store); never downloaded, the chain stops at
+    the issuing CA, and the finding names every physical store read."""
+    results = run_suite(tmp_path, ["service_point_root_not_downloaded"], clients=1, net=NET, args=("--stage", "3"))
+    assert_fails(results, "S1-PROV-CERT-CHAIN-INSTALLED", SP,
+                 r"no issuer of VPROLAB Issuing CA in Intermediate Certification Authorities \(Local Computer, Group "
+                 r"Policy, Enterprise\) or Trusted Root Certification Authorities \(Local Computer, Group Policy, "
+                 r"Enterprise\)")
+    assert_gated(results, "pc0001.vprolab.test", "S1-PROV-CERT-CHAIN-INSTALLED", 1)
+    outcome, message = results[("S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT", SP)]
+    assert outcome == "skipped" and "gated: S1-PROV-CERT-CHAIN-INSTALLED failed" in message
 
 
 def test_an_unpublished_ca_fails_the_enterprise_ca_checks(tmp_path):

@@ -72,6 +72,9 @@ def test_the_healthy_2009_estate_passes(healthy):
     assert "AMT 4.1.3" in results[("S3-AMT-321-SELF-SIGNED-CERT", PC(2))][1]  # not applicable, visibly
     for check in ("S7-UNPROVISION-COMPLETES", "S7-WEB-SERVER-CERT-REVOKED"):
         assert results[(check, PC(1))][0] == "passed", (check, results[(check, PC(1))])
+    for n in range(1, 7):  # names judged as DNS and AMT hold them, the OS's from the site's record
+        for check in ("S3-CLIENT-FQDN-VALID-CHARACTERS", "S3-ME-HOSTNAME-MATCHES-OS"):
+            assert results[(check, PC(n))][0] == "passed", (check, n, results[(check, PC(n))])
 
 
 def test_the_evidence_says_what_the_estate_of_2009_needed(healthy):
@@ -89,6 +92,13 @@ def test_the_evidence_says_what_the_estate_of_2009_needed(healthy):
     assert cert["cdp"][0].startswith("ldap:///CN=VPROLAB%20Issuing%20CA,CN=ca01,CN=CDP")
     seen = _evidence(run, "test_crls_and_ca_certificates_are_published", CA)
     assert "ldap:///CN=VPROLAB%20Issuing%20CA,CN=ca01,CN=CDP" in seen and "ldap:///CN=VPROLAB%20Root%20CA,CN=AIA" in seen
+    chain = _evidence(run, "test_provisioning_certificate_and_chain_are_on_the_service_point", SP)
+    assert "Trusted Root Certification Authorities (Enterprise)" in chain, chain  # the root, from AD
+    assert "Intermediate Certification Authorities (Local Computer)" in chain, chain
+    console = _evidence(run, "test_console_trusts_every_enterprise_ca", "console01.vprolab.test")
+    assert "Trusted Root Certification Authorities (Group Policy)" in console, console  # the subordinate CA
+    names = _evidence(run, "test_client_fqdn_uses_only_valid_characters", PC(2))
+    assert "AMT_GeneralSettings HostName.DomainName" in names and "DNS PTR" in names, names
     acl = json.loads(json.loads(_evidence(run, "test_console_user_is_in_the_amt_acl", PC(4)))[0]["body"])
     assert acl[0]["sid"].startswith("S-1-5-21-") and acl[0]["KerberosUserSid"].startswith("AQUAAAAAAAUVAAAA")
 
@@ -118,7 +128,8 @@ def test_pki_faults_are_still_caught_in_2009(tmp_path):
 def test_stage_1_pki_faults_are_still_caught_in_2009(tmp_path):
     results, _run_dir = _run(tmp_path, ["issuing_ca_4096", "service_point_missing_intermediate"], 1)
     assert_fails(results, "PRE-CA-KEY-LENGTH-2048", CA, "4096 bits")
-    assert_fails(results, "S1-PROV-CERT-CHAIN-INSTALLED", SP, "no issuer of sccm01.vprolab.test in the Intermediate")
+    assert_fails(results, "S1-PROV-CERT-CHAIN-INSTALLED", SP, r"no issuer of sccm01.vprolab.test in Intermediate "
+                 r"Certification Authorities \(Local Computer, Group Policy, Enterprise\)")
 
 
 def test_legacy_suites_a_device_does_not_offer_leave_its_checks_undecided(tmp_path):
