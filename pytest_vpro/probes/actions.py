@@ -435,9 +435,9 @@ class _Redirection:
                              f"{self.timeout:g} s" + (f" (got {m.name or hex(m.command)})" if m else ""))
         return m
 
-    def open(self, kind: bytes, token: bytes) -> str:
-        """StartRedirectionSession, Kerberos authentication, then StartSOLRedirection, or for IDE-R OpenSession
-        and the device enabled for the next reboot: 'started' or why not."""
+    def open(self, kind: bytes, token: bytes, auth_type: int = redir.AUTH_KERBEROS) -> str:
+        """StartRedirectionSession, authentication (Kerberos: ``token`` is the AP-REQ), then StartSOLRedirection,
+        or for IDE-R OpenSession and the device enabled for the next reboot: 'started' or why not."""
         name = "IDE-R" if kind == redir.IDER else "SOL"
         self.kind = kind
         self.send(redir.Message(redir.START_SESSION, session=kind))
@@ -445,9 +445,9 @@ class _Redirection:
         if reply.status != redir.STATUS_SUCCESS:
             why = {redir.STATUS_BUSY: "busy", redir.STATUS_UNSUPPORTED: "unsupported"}.get(reply.status, "refused")
             return f"{name} session refused by the device (status {reply.status}: {why}; redirection disabled?)"
-        self.send(redir.Message(redir.AUTHENTICATE, auth_type=redir.AUTH_KERBEROS, data=token))
+        self.send(redir.Message(redir.AUTHENTICATE, auth_type=auth_type, data=token))
         if self.expect(redir.AUTHENTICATE_REPLY).status != redir.STATUS_SUCCESS:
-            return f"{name} Kerberos authentication refused"
+            return f"{name} {'Kerberos ' if auth_type == redir.AUTH_KERBEROS else ''}authentication refused"
         if kind == redir.SOL:
             self.send_seq(redir.START_SOL, settings=redir.SOL_SETTINGS)
             if self.expect(redir.START_SOL_REPLY).status != redir.STATUS_SUCCESS:
