@@ -14,7 +14,7 @@ The console's view: WS-MAN over TLS 16993 and redirection over TLS 16995, as the
 """
 import pytest
 
-from pytest_vpro.checks import expect, not_applicable
+from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro.probes import actions
 from pytest_vpro.probes import ldap as ldap_probe
 from pytest_vpro.probes.amt import ACL_REALMS
@@ -67,6 +67,10 @@ def test_sol_shows_bios_and_ider_boots_the_client(client, env, facts, evidence):
     # reset; then the boot settings put back (probes/actions.py sol_ider_session)
     result = actions.sol_ider_session(client, env, facts)
     evidence.attach("SOL/IDER session", result.evidence())
+    if any(a.endswith("Kerberos authentication refused") for a in (result.sol, result.ider)):
+        cannot_decide(f"the redirection port refused the console user's Kerberos ticket (SOL: {result.sol}; IDER: "
+                      f"{result.ider}); which SPN and token form it expects has no full public source "
+                      "(docs/protocols.md, Redirection), so this is not proof that the client is wrong")
     expect(result.sol == "started" and result.ider == "started", found=f"SOL: {result.sol}; IDER: {result.ider}",
            expected="SOL and IDER sessions started on TLS 16995 as the console user")
     expect(result.boot_config == "set", found=f"boot configuration: {result.boot_config}",
