@@ -14,7 +14,8 @@ that a run without ``--allow-disruptive`` records no state-changing call anywher
 
 What they did is recorded per target in the run's record (:func:`pytest_vpro.facts.run_record`), which every
 process of the run reads: the un-provisioned client's certificate serial (read before un-provisioning), the
-outcome. A change that can be undone is undone (power back on) and what could not be is said.
+outcome. A change that can be undone is undone (power back on, the IDE-R boot settings put back) and what could
+not be is said.
 """
 from __future__ import annotations
 
