@@ -297,15 +297,25 @@ def _set_boot_configuration(device, result: RedirectionResult):
     changed. ``result.boot_config`` says "set" or why not."""
     from .amt import BOOT_READ_ONLY, ROLE_NEXT_SINGLE_USE  # noqa: PLC0415
 
+    from .wsman import SoapFault  # noqa: PLC0415
+
     try:
-        capabilities = device.boot_capabilities()
+        capabilities: dict | None = device.boot_capabilities()
+    except SoapFault as exc:  # a firmware without the class: no advance check (the boot itself still shows it)
+        capabilities = None
+        result.boot_steps.append(f"AMT_BootCapabilities not read ({exc}): IDE-R boot not checked in advance")
+    except ProbeError as exc:
+        result.boot_config = f"could not read AMT_BootCapabilities: {exc}"
+        return None
+    try:
         before = device.boot_settings()
     except ProbeError as exc:
-        result.boot_config = f"could not read the boot configuration: {exc}"
+        result.boot_config = f"could not read AMT_BootSettingData: {exc}"
         return None
-    result.boot_steps.append(f"AMT_BootCapabilities IDER={capabilities.get('IDER')}, "
-                             f"SOL={capabilities.get('SOL')}")
-    if not capabilities.get("IDER"):
+    if capabilities is not None:
+        result.boot_steps.append(f"AMT_BootCapabilities IDER={capabilities.get('IDER')}, "
+                                 f"SOL={capabilities.get('SOL')}")
+    if capabilities is not None and not capabilities.get("IDER"):
         result.boot_config = ("the BIOS does not offer IDE-R boot (AMT_BootCapabilities.IDER is not true): "
                               "not changed, not restarted")
         return None
