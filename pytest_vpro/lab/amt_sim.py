@@ -20,12 +20,16 @@ Modelling decisions (lab simplifications, each in one place):
    are not modelled).
  * ReturnValue numbers for refused calls follow CIM (0 ok, 2 unspecified error,
    5 invalid parameter); which number real firmware picks is *(unconfirmed)*.
- * Redirection (TLS 16995) speaks the subset of :mod:`pytest_vpro.probes.redirection`: a SOL
-   session sees the BIOS banner when the host boots (a power cycle or power on through WS-MAN);
-   an IDER session open at that moment is booted from: the device reads sector 0 of the
-   console's image and boots it if it carries the 0x55AA signature (real AMT boots from IDER
-   only when AMT_BootSettingData says so: not modelled). Kerberos on the redirection port takes a
-   ticket for the device's 16993 SPN *(unconfirmed)*.
+ * Redirection (TLS 16995) speaks the messages of :mod:`pytest_vpro.probes.redirection` (docs/protocols.md
+   "Redirection"). The host boots from IDE-R only as real firmware does: when the console set the boot
+   configuration before the reset (``AMT_BootSettingData.UseIDER`` and ``CIM_BootService.SetBootConfigRole``
+   role 1), the BIOS offers IDE-R boot (``AMT_BootCapabilities.IDER``) and an IDE-R session enabled the
+   device for the reboot; the BIOS then reads block 0 of the console's image (READ(10) in an IDE-R
+   command) and boots it if it carries the 0x55AA signature. SOL shows the BIOS only when ``UseSOL``
+   was set. After the boot the one-time options are cleared (``OptionsCleared``) and the role is
+   spent, as the boot settings' descriptions say. The BIOS's other ATAPI commands (INQUIRY, MODE
+   SENSE, ...) are not modelled. Kerberos on the redirection port takes a ticket for the device's
+   16993 SPN *(unconfirmed)*.
  * The WebUI (GET on 16993 ``/``, ``/logon.htm``, ``/index.htm``): ``/`` is public, the other
    pages need Digest or Kerberos like WS-MAN; a device whose WebUI is off answers 404 *(unconfirmed)*.
 
@@ -101,7 +105,34 @@ POWER_TRANSITIONS: dict[int, tuple[frozenset[int], int]] = {
     4: (frozenset({2}), 4),            # standby (S3)
     7: (frozenset({2}), 7),            # hibernate (S4)
 }
-RV_OK, RV_ERROR, RV_INVALID_PARAMETER = 0, 2, 5
+RV_OK, RV_ERROR, RV_INVALID_REFERENCE, RV_INVALID_PARAMETER = 0, 2, 4, 5
+#: AMT_BootSettingData as a device with no one-time option pending holds it: the capture GWM
+#: responses/amt/boot/settingdata/get.xml, without its UEFI-era properties (docs/lab.md: which firmware release
+#: added which property is not public here; the console Puts back what the device returned, so it does not matter)
+BOOT_SETTINGS_CLEARED = {
+    "BIOSPause": "false", "BIOSSetup": "false", "BootMediaIndex": "0", "ConfigurationDataReset": "false",
+    "ElementName": "Intel(r) AMT Boot Configuration Settings", "FirmwareVerbosity": "0",
+    "ForcedProgressEvents": "false", "IDERBootDevice": "0", "InstanceID": "Intel(r) AMT:BootSettingData 0",
+    "LockKeyboard": "false", "LockPowerButton": "false", "LockResetButton": "false", "LockSleepButton": "false",
+    "OptionsCleared": "true", "OwningEntity": "Intel(r) AMT", "ReflashBIOS": "false", "UseIDER": "false",
+    "UseSOL": "false", "UseSafeMode": "false", "UserPasswordBypass": "false",
+}
+BOOT_SETTINGS_READ_ONLY = frozenset({"OptionsCleared"})
+#: the one-time options the BIOS clears after the boot
+BOOT_FLAGS = ("BIOSPause", "BIOSSetup", "ConfigurationDataReset", "ForcedProgressEvents", "LockKeyboard",
+              "LockPowerButton", "LockResetButton", "LockSleepButton", "ReflashBIOS", "UseIDER", "UseSOL",
+              "UseSafeMode", "UserPasswordBypass")
+#: AMT_BootCapabilities (GWM responses/amt/boot/capabilities/get.xml); IDER follows DeviceSpec.bios_ider_boot
+BOOT_CAPABILITIES = {
+    "BIOSPause": "false", "BIOSReflash": "true", "BIOSSetup": "true", "ConfigurationDataReset": "false",
+    "ElementName": "Intel(r) AMT: Boot Capabilities", "ForceCDorDVDBoot": "true", "ForceDiagnosticBoot": "false",
+    "ForceHardDriveBoot": "true", "ForceHardDriveSafeModeBoot": "false", "ForcePXEBoot": "true",
+    "ForcedProgressEvents": "true", "IDER": "true", "InstanceID": "Intel(r) AMT:BootCapabilities 0",
+    "KeyboardLock": "true", "PowerButtonLock": "false", "ResetButtonLock": "false", "SOL": "true",
+    "SleepButtonLock": "false", "UserPasswordBypass": "true", "VerbosityQuiet": "false",
+    "VerbosityScreenBlank": "false", "VerbosityVerbose": "false",
+}
+BOOT_CONFIG_ID = "Intel(r) AMT: Boot Configuration 0"
 READ_ONLY_METHODS = {"GetLowAccuracyTimeSynch", "EnumerateUserAclEntries", "GetUserAclEntryEx"}
 
 
@@ -172,6 +203,7 @@ class DeviceSpec:
     wifi_profiles: list[dict[str, Any]] = field(default_factory=list)
     webui_enabled: bool = True           # the WebUI on 16993 (the site's "Enable Web UI", pushed at provisioning)
     power_off_ignored: bool = False      # RequestPowerStateChange(8/6) answers 0 but the host stays on
+    bios_ider_boot: bool = True          # the BIOS offers IDE-R boot (AMT_BootCapabilities.IDER); off in BIOS Setup
     #: a second password the admin account answers to (a MEBx password provisioning did not replace); "" none
     digest_also_accepts: str = field(default="", repr=False)
 
@@ -226,6 +258,9 @@ class Device:
             "SystemName": "Intel(r) AMT", "EnabledState": str(spec.redirection_state),
             "ListenerEnabled": "true" if spec.redirection_listener else "false", "AccessLog": [],
         }
+        self.boot_settings: dict[str, Any] = dict(BOOT_SETTINGS_CLEARED)
+        self.boot_next = False   # Boot Configuration 0 has the role of the next boot (SetBootConfigRole 1)
+        self.boot_source = ""    # ChangeBootOrder's source (InstanceID of a CIM_BootSourceSetting), "" none
 
     # -- helpers --
     @property
@@ -324,6 +359,14 @@ class Device:
                 "AuthenticationProtocol": str(p["protocol"]), "RoamingIdentity": "",
                 "ServerCertificateNameComparison": "2",
             } for p in s.wifi_profiles if p.get("protocol") is not None],
+            "AMT_BootSettingData": lambda: [dict(self.boot_settings)],
+            "AMT_BootCapabilities": lambda: [{**BOOT_CAPABILITIES, "IDER": "true" if s.bios_ider_boot else "false"}],
+            "CIM_BootConfigSetting": lambda: [{"ElementName": "Intel(r) AMT: Boot Configuration",
+                                               "InstanceID": BOOT_CONFIG_ID}],
+            "CIM_BootService": lambda: [{
+                "CreationClassName": "CIM_BootService", "ElementName": "Intel(r) AMT Boot Service", "EnabledState": "2",
+                "Name": "Intel(r) AMT Boot Service", "OperationalStatus": "0", "RequestedState": "12",
+                "SystemCreationClassName": "CIM_ComputerSystem", "SystemName": "Intel(r) AMT"}],
             "AMT_TimeSynchronizationService": lambda: [{
                 "CreationClassName": "AMT_TimeSynchronizationService", "ElementName": "Intel(r) AMT Time Synchronization Service",
                 "Name": "Intel(r) AMT Time Synchronization Service", "SystemCreationClassName": "CIM_ComputerSystem",
@@ -375,13 +418,24 @@ class Device:
 
     def put(self, req: WsmanRequest, properties: dict[str, Any]) -> ServerInstance:
         cls, instances = self._lookup(req)
-        targets = {"AMT_GeneralSettings": self.general, "AMT_RedirectionService": self.redirection}
+        targets = {"AMT_GeneralSettings": self.general, "AMT_RedirectionService": self.redirection,
+                   "AMT_BootSettingData": self.boot_settings}
         if cls not in targets:
             raise Fault("Sender", "wsa:ActionNotSupported", f"{cls} cannot be changed with Put")
         target = targets[cls]
         unknown = set(properties) - set(target)
         if unknown:
             raise invalid_representation(f"unknown properties for {cls}: {sorted(unknown)}")
+        if cls == "AMT_BootSettingData":
+            read_only = sorted(set(properties) & BOOT_SETTINGS_READ_ONLY)
+            if read_only:
+                raise invalid_representation(f"read-only properties of {cls}: {read_only}")
+            flags = [k for k, v in properties.items() if k in BOOT_FLAGS and str(v).lower() not in ("true", "false")]
+            if flags:
+                raise invalid_representation(f"{cls}: {flags} must be true or false")
+            properties = {k: str(v).lower() if k in BOOT_FLAGS else str(v) for k, v in properties.items()}
+            properties["OptionsCleared"] = "false" if any(properties.get(k, target.get(k)) == "true"
+                                                          for k in BOOT_FLAGS) else "true"
         if cls == "AMT_RedirectionService" and str(properties.get("EnabledState", "32771")) not in ("32768", "32769", "32770", "32771"):
             raise invalid_representation("EnabledState must be 32768..32771")
         changed = {k: v for k, v in properties.items() if target.get(k) != v}
@@ -423,28 +477,60 @@ class Device:
             return {"ReturnValue": RV_OK}  # accepted, and nothing happens
         boots = result == 2 and (wanted in (5, 10) or self.spec.power_state != 2)
         self.spec.power_state = result
-        if boots and any(x.started for x in self.sessions):
+        if boots:
             asyncio.get_running_loop().create_task(self.post())
         return {"ReturnValue": RV_OK}
 
-    # -- the host boots (BIOS POST) while redirection sessions are open --
+    def _m_CIM_BootConfigSetting_ChangeBootOrder(self, req, params) -> dict[str, Any]:
+        """No ``Source``: no forced boot device; a source: a ``CIM_BootSourceSetting`` reference (AMT 5.0 and
+        earlier take the parameter as ``source``: GWM ``cim/boot/configsetting.go``)."""
+        source = params.get("Source", params.get("source"))
+        if not source:
+            self.boot_source = ""
+            return {"ReturnValue": RV_OK}
+        if not isinstance(source, dict) or not source.get("Selectors", {}).get("InstanceID"):
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        self.boot_source = source["Selectors"]["InstanceID"]
+        return {"ReturnValue": RV_OK}
+
+    def _m_CIM_BootService_SetBootConfigRole(self, req, params) -> dict[str, Any]:
+        """Role 1 (IsNextSingleUse) or 32768 (IsNotNext) for ``Intel(r) AMT: Boot Configuration 0``."""
+        config = params.get("BootConfigSetting")
+        if not isinstance(config, dict) or config.get("Selectors", {}).get("InstanceID") != BOOT_CONFIG_ID:
+            return {"ReturnValue": RV_INVALID_REFERENCE}
+        role = str(params.get("Role", "")).strip()
+        if role not in ("1", "32768"):
+            return {"ReturnValue": RV_INVALID_PARAMETER}
+        self.boot_next = role == "1"
+        return {"ReturnValue": RV_OK}
+
+    # -- the host boots (BIOS POST) --
     async def post(self) -> None:
-        """What a console sees over SOL while the host boots; an open IDER session is booted from."""
-        sol = [x for x in self.sessions if x.started and x.kind == redir.SOL]
-        ider = next((x for x in self.sessions if x.started and x.kind == redir.IDER), None)
+        """The BIOS starts: it takes the one-time boot options (and clears them), shows its banner over SOL if
+        UseSOL was set, and boots from IDE-R if the console configured it and an IDE-R session serves it."""
+        settings, configured = dict(self.boot_settings), self.boot_next
+        self.boot_settings.update({k: "false" for k in BOOT_FLAGS}, IDERBootDevice="0", OptionsCleared="true")
+        self.boot_next = False  # the role was for this boot only
+        use_sol = configured and settings.get("UseSOL") == "true"
+        use_ider = configured and settings.get("UseIDER") == "true" and self.spec.bios_ider_boot
+        sol = [x for x in self.sessions if x.started and x.kind == redir.SOL] if use_sol else []
+        ider = next((x for x in self.sessions if x.started and x.kind == redir.IDER and x.ider_enabled), None)
 
         def say(text: str) -> None:
             for x in sol:
                 x.send_text(text)
         say(f"Intel(R) Active Management Technology {self.spec.amt_version}\r\n"
             "Press <CTRL-P> to enter the MEBx setup menu\r\nPress <F2> to enter BIOS Setup\r\n")
-        if ider is None:
-            say("Booting from hard disk...\r\n")
+        if not use_ider or ider is None:
+            why = ("no IDE-R boot requested" if not (configured and settings.get("UseIDER") == "true") else
+                   "IDE-R boot is disabled in BIOS Setup" if not self.spec.bios_ider_boot else "no IDE-R session")
+            say(f"Booting from hard disk... ({why})\r\n")
             return
-        sector = await ider.read_sector(0)
+        cdrom = settings.get("IDERBootDevice") == "1"
+        sector = await ider.read_block(0, cdrom)
         if len(sector) >= redir.SECTOR and sector[510:512] == b"\x55\xaa":
             label = sector[:510].split(b"\0", 1)[0].decode("ascii", "replace")
-            say(f"Booting from IDE-R CD-ROM: {label}\r\n")
+            say(f"Booting from IDE-R {'CD-ROM' if cdrom else 'floppy'}: {label}\r\n")
             self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address,
                           "op": "IDERBoot", "class": "AMT_RedirectionService", "params": {"label": label},
                           "return": RV_OK, "principal": ider.principal})
@@ -607,7 +693,8 @@ class RedirectionSession:
 
     StartRedirectionSession (SOL or IDER: refused when AMT_RedirectionService.EnabledState disables it),
     AuthenticateSession (query; user/password = the digest account; Kerberos = an AP-REQ for the 16993 SPN),
-    then StartSOLRedirection / StartIDERRedirection, recorded as state-changing calls like WS-MAN methods.
+    then StartSOLRedirection, or IDE-R OpenSession and DisableEnableFeatures (the device enabled for the next
+    reboot, or now); the starts are recorded as state-changing calls like WS-MAN methods.
     """
 
     def __init__(self, device: Device, writer: asyncio.StreamWriter, negotiate: NegotiateAcceptor | None):
@@ -615,28 +702,34 @@ class RedirectionSession:
         self.kind = b""
         self.principal = ""
         self.started = False
-        self.seq = 0
-        self._reads: dict[int, asyncio.Future] = {}
+        self.ider_enabled = False     # DisableEnableFeatures enabled the IDE-R device
+        self.seq = 0                  # the next sequence number the device sends
+        self._answer: asyncio.Future | None = None  # the console's answer to the command in flight
+        self._data = b""
 
     def send(self, m: redir.Message) -> None:
         if not self.writer.is_closing():
             self.writer.write(redir.encode(m))
 
-    def send_text(self, text: str) -> None:
+    def send_seq(self, command: int, **fields: Any) -> None:
+        self.send(redir.Message(command, seq=self.seq, **fields))
         self.seq += 1
-        self.send(redir.Message(redir.SOL_DATA_FROM_HOST, seq=self.seq, data=text.encode("ascii", "replace")))
 
-    async def read_sector(self, lba: int, timeout: float = 5.0) -> bytes:
-        self.seq += 1
-        future = asyncio.get_running_loop().create_future()
-        self._reads[self.seq] = future
-        self.send(redir.Message(redir.IDER_READ, seq=self.seq, lba=lba, count=1))
+    def send_text(self, text: str) -> None:
+        self.send_seq(redir.SOL_DATA_FROM_HOST, data=text.encode("ascii", "replace"))
+
+    async def read_block(self, lba: int, cdrom: bool, timeout: float = 5.0) -> bytes:
+        """What the BIOS does to read a block of the IDE-R device: an IDE-R command carrying READ(10); the
+        console answers with data (the last message marked completed) or a check condition (empty)."""
+        self._answer, self._data = asyncio.get_running_loop().create_future(), b""
+        self.send_seq(redir.IDER_COMMAND_WRITTEN, device=redir.DEVICE_CDROM if cdrom else redir.DEVICE_FLOPPY,
+                      cdb=redir.read10(lba, 1))
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await asyncio.wait_for(self._answer, timeout)
         except asyncio.TimeoutError:
             return b""
         finally:
-            self._reads.pop(self.seq, None)
+            self._answer = None
 
     async def run(self, reader: asyncio.StreamReader) -> None:
         frames = redir.Reader()
@@ -656,6 +749,12 @@ class RedirectionSession:
             self.device.sessions.discard(self)
             self.writer.close()
 
+    def _log_start(self, op: str) -> None:
+        s = self.device.spec
+        self.device._record({"ts": time.time(), "device": s.fqdn, "address": s.address, "op": op,
+                             "class": "AMT_RedirectionService", "params": {},
+                             "return": RV_OK if self.started else RV_ERROR, "principal": self.principal})
+
     def handle(self, m: redir.Message) -> bool:
         s, r = self.device.spec, redir
         if m.command == r.START_SESSION:
@@ -671,21 +770,40 @@ class RedirectionSession:
             self.principal = self._authenticate(m.auth_type, m.data)
             self.send(r.Message(r.AUTHENTICATE_REPLY, auth_type=m.auth_type,
                                 status=r.STATUS_SUCCESS if self.principal else r.STATUS_FAILURE))
-        elif m.command in (r.START_SOL, r.START_IDER):
-            wanted, reply = (r.SOL, r.START_SOL_REPLY) if m.command == r.START_SOL else (r.IDER, r.START_IDER_REPLY)
-            self.started = bool(self.principal) and self.kind == wanted
-            self.send(r.Message(reply, status=r.STATUS_SUCCESS if self.started else r.STATUS_FAILURE, seq=m.seq))
-            self.device._record({"ts": time.time(), "device": s.fqdn, "address": s.address,
-                                 "op": "StartSOLRedirection" if wanted == r.SOL else "StartIDERRedirection",
-                                 "class": "AMT_RedirectionService", "params": {},
-                                 "return": RV_OK if self.started else RV_ERROR, "principal": self.principal})
-        elif m.command == r.IDER_DATA:
-            future = self._reads.get(m.seq)
-            if future is not None and not future.done():
-                future.set_result(m.data)
-        elif m.command in (r.END_SOL, r.END_SESSION):
+        elif m.command == r.START_SOL:
+            self.started = bool(self.principal) and self.kind == r.SOL
+            self.send(r.Message(r.START_SOL_REPLY, status=r.STATUS_SUCCESS if self.started else r.STATUS_FAILURE))
+            self._log_start("StartSOLRedirection")
+        elif m.command == r.IDER_OPEN:
+            self.started = bool(self.principal) and self.kind == r.IDER
+            self._log_start("StartIDERRedirection")
+            if not self.started:
+                return False  # no public source shows a refusal message: the device drops the connection
+            self.send_seq(r.IDER_OPEN_REPLY, buffers=(8192, 8192))
+        elif m.command == r.IDER_FEATURES and self.started:
+            if m.feature == r.FEATURE_SET_REGISTER_STATE:
+                self.ider_enabled = bool(m.value & r.FEATURE_ENABLE)
+            self.send_seq(r.IDER_FEATURES_REPLY, feature=m.feature, value=1)
+        elif m.command == r.IDER_DATA_TO_HOST:
+            self._data += m.data
+            if m.attributes & 2 and self._answer is not None and not self._answer.done():
+                self._answer.set_result(self._data)
+        elif m.command == r.IDER_COMMAND_END:
+            if self._answer is not None and not self._answer.done():
+                self._answer.set_result(self._data if m.sense[0] == 0 else b"")
+        elif m.command == r.SOL_PING:
+            self.send_seq(r.SOL_PONG)
+        elif m.command == r.IDER_PING:
+            self.send_seq(r.IDER_PONG)
+        elif m.command == r.END_SOL:
+            self.send_seq(r.END_SOL_REPLY)
+            self.started = False
+        elif m.command == r.IDER_CLOSE:
+            self.send_seq(r.IDER_CLOSE_REPLY)
+            self.started = self.ider_enabled = False
+        elif m.command == r.END_SESSION:
             return False
-        return True  # SOL keyboard input (data to host) is accepted and dropped
+        return True  # SOL keyboard input (data to host), heartbeats, pongs: accepted and dropped
 
     def _authenticate(self, kind: int, data: bytes) -> str:
         s = self.device.spec

@@ -422,6 +422,9 @@ fault("sol_ider_disabled", "AMT_RedirectionService.EnabledState is 32768 (SOL an
       scope="client", params={"state": Param(32768, int, "EnabledState: 32768 none, 32769 IDER, 32770 SOL")},
       device=lambda ctx, d, state: setattr(d, "redirection_state", state),
       fails=("S5-SOL-IDER-ENABLED-IN-AMT", "S5-SOL-IDER-SESSION"))
+fault("ider_boot_off_in_bios", "IDE-R boot is switched off in the client's BIOS Setup: AMT_BootCapabilities.IDER "
+      "is false and the BIOS boots its hard disk whatever the console asks.", scope="client",
+      device=_set(bios_ider_boot=False), fails=("S5-SOL-IDER-SESSION",))
 fault("clock_skew", "The device's clock is off by `seconds`.", scope="client",
       params={"seconds": Param(600, (int, float), "device clock minus real time")},
       device=lambda ctx, d, seconds: setattr(d, "clock_offset_s", float(seconds)), fails=("S5-TIME-SYNCHRONIZED",))

@@ -22,6 +22,16 @@ ACL_REALMS = {2: "redirection", 3: "PT administration", 4: "hardware asset", 5: 
               11: "circuit breaker", 12: "network time", 13: "general info", 14: "firmware update", 15: "EIT",
               16: "local UN", 17: "endpoint access control", 18: "endpoint access control admin",
               19: "event log reader", 20: "audit log", 21: "ACL", 23: "DT", 24: "local system"}
+#: The one boot configuration AMT has (GWM responses/cim/boot/configsetting/get.xml; MeshCommander amt-0.2.0.js:212)
+BOOT_CONFIG = "Intel(r) AMT: Boot Configuration 0"
+#: SetBootConfigRole roles: 1 IsNextSingleUse, 32768 IsNotNext (SDK "Set or Disable Boot Configuration Settings for
+#: the Next Boot"); MeshCommander and Intel's PowerShell module send 1
+ROLE_NEXT_SINGLE_USE, ROLE_NOT_NEXT = 1, 32768
+#: AMT_BootSettingData properties a console must not Put back: read-only, reported by the device
+#: (MeshCommander index.html powerActionResponse1 deletes them before its Put)
+BOOT_READ_ONLY = frozenset({"WinREBootEnabled", "UEFILocalPBABootEnabled", "UEFIHTTPSBootEnabled",
+                            "SecureBootControlEnabled", "BootguardStatus", "OptionsCleared", "BIOSLastStatus",
+                            "UefiBootParametersArray", "RPEEnabled"})
 #: Realms a firmware release introduced: 20 (audit log) and 21 (ACL) from AMT 4.0, 23 from 5.1.
 REALMS_SINCE = {20: (4, 0), 21: (4, 0), 23: (5, 1)}
 
@@ -428,6 +438,30 @@ class AmtDevice:
         self._call("CIM_PowerManagementService", "RequestPowerStateChange",
                    {"PowerState": int(state), "ManagedElement": managed},
                    {"Name": "Intel(r) AMT Power Management Service"})
+
+    # -- the boot configuration (docs/protocols.md "The IDE-R boot configuration"): S5-SOL-IDER-SESSION only --
+    def boot_capabilities(self) -> dict[str, bool]:
+        """``AMT_BootCapabilities``: what the BIOS lets AMT do at the next boot (``IDER``, ``SOL``, ...)."""
+        return {k: _bool(v) for k, v in self._get("AMT_BootCapabilities").items() if str(v).lower() in ("true", "false")}
+
+    def boot_settings(self) -> Instance:
+        """``AMT_BootSettingData`` as the device holds it (the one-time options of the next boot)."""
+        return self._get("AMT_BootSettingData")
+
+    def put_boot_settings(self, settings: dict) -> Instance:
+        """Put ``AMT_BootSettingData`` (the properties the device returned, minus the read-only ones)."""
+        return self.client.put(resource_uri("AMT_BootSettingData"), settings)
+
+    def clear_boot_order(self) -> None:
+        """``CIM_BootConfigSetting.ChangeBootOrder`` with no ``Source``: no boot source forced."""
+        self._call("CIM_BootConfigSetting", "ChangeBootOrder", {}, {"InstanceID": BOOT_CONFIG})
+
+    def set_boot_config_role(self, role: int) -> None:
+        """``CIM_BootService.SetBootConfigRole``: 1 makes ``Intel(r) AMT: Boot Configuration 0`` the configuration
+        of the next boot only (IsNextSingleUse), 32768 takes that role away (IsNotNext)."""
+        config = EndpointReference(resource_uri("CIM_BootConfigSetting"), {"InstanceID": BOOT_CONFIG})
+        self._call("CIM_BootService", "SetBootConfigRole", {"BootConfigSetting": config, "Role": int(role)},
+                   {"Name": "Intel(r) AMT Boot Service"})
 
     def unprovision(self, mode: int = 1) -> None:
         """AMT_SetupAndConfigurationService.Unprovision(ProvisioningMode): back to pre-provisioning."""

@@ -14,7 +14,7 @@ The console's view: WS-MAN over TLS 16993 and redirection over TLS 16995, as the
 """
 import pytest
 
-from pytest_vpro.checks import expect, not_applicable
+from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro.probes import actions
 from pytest_vpro.probes import ldap as ldap_probe
 from pytest_vpro.probes.amt import ACL_REALMS
@@ -63,15 +63,26 @@ def test_console_reads_system_status(client, facts, evidence):
 
 @pytest.mark.check("S5-SOL-IDER-SESSION")
 def test_sol_shows_bios_and_ider_boots_the_client(client, env, facts, evidence):
+    # as a console does it: SOL and IDE-R sessions, the boot configuration (UseIDER, the next boot's role), a
+    # reset; then the boot settings put back (probes/actions.py sol_ider_session)
     result = actions.sol_ider_session(client, env, facts)
     evidence.attach("SOL/IDER session", result.evidence())
+    if any(a.endswith("Kerberos authentication refused") for a in (result.sol, result.ider)):
+        cannot_decide(f"the redirection port refused the console user's Kerberos ticket (SOL: {result.sol}; IDER: "
+                      f"{result.ider}); which SPN and token form it expects has no full public source "
+                      "(docs/protocols.md, Redirection), so this is not proof that the client is wrong")
     expect(result.sol == "started" and result.ider == "started", found=f"SOL: {result.sol}; IDER: {result.ider}",
            expected="SOL and IDER sessions started on TLS 16995 as the console user")
+    expect(result.boot_config == "set", found=f"boot configuration: {result.boot_config}",
+           expected="AMT_BootSettingData UseIDER and UseSOL set, and Boot Configuration 0 the next boot's "
+                    "(SetBootConfigRole 1), before the reset")
     expect(result.bios_seen, found=f"{result.reboot}; SOL showed {result.sol_text[-200:]!r}",
            expected="the BIOS start-up text over SOL")
-    expect(result.booted_from_image, found=f"sectors read over IDER: {result.ider_reads}; SOL: "
+    expect(result.booted_from_image, found=f"blocks read over IDER: {result.ider_reads}; SOL: "
                                            f"{result.sol_text.strip().splitlines()[-1:]}",
-           expected="the client boots from the IDE-R image (reads sector 0, 'Booting from IDE-R')")
+           expected="the client boots from the IDE-R image (reads block 0, 'Booting from IDE-R')")
+    expect(result.restored.startswith("yes"), found=f"boot settings after the test: {result.restored}",
+           expected="AMT_BootSettingData as it was before the test (UseIDER off)")
 
 
 @pytest.mark.check("S5-DC-REPLICATION")

@@ -75,6 +75,18 @@ def test_lab_a_healthy_canary_and_healthy_client_pass_every_stage(lab_a):
     assert lab_a[("S5-KERBEROS-TICKET-FOR-AMT", PC(9))][0] == "passed"  # the KDC issues; the device refuses
 
 
+def test_ide_r_boot_off_in_bios_fails_the_session_check_before_any_reset(tmp_path):
+    results = run_suite(tmp_path, [{"fault": "ider_boot_off_in_bios", "client": 1}], clients=2, canaries=2, net=NET,
+                        args=("--allow-disruptive", "--stage", "5"))
+    assert_fails(results, "S5-SOL-IDER-SESSION", PC(1), r"boot configuration: the BIOS does not offer IDE-R boot "
+                                                         r"\(AMT_BootCapabilities.IDER is not true\): not changed")
+    assert results[("S5-SOL-IDER-SESSION", PC(2))][0] == "passed", results[("S5-SOL-IDER-SESSION", PC(2))]
+    for target in (PC(1), PC(2)):
+        others = {k: v for k, v in results.items() if k[1] == target and v[0] in ("failed", "error")
+                  and k[0] != "S5-SOL-IDER-SESSION"}
+        assert not others, others
+
+
 def test_a_ca_that_cannot_revoke_leaves_the_serial_out_of_the_crl(tmp_path):
     results = run_suite(tmp_path, [{"fault": "ca_revocation_refused"}], clients=2, canaries=1, net=NET,
                         args=("--allow-disruptive",))

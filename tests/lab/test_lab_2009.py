@@ -99,6 +99,12 @@ def test_the_evidence_says_what_the_estate_of_2009_needed(healthy):
     assert "Trusted Root Certification Authorities (Group Policy)" in console, console  # the subordinate CA
     names = _evidence(run, "test_client_fqdn_uses_only_valid_characters", PC(2))
     assert "AMT_GeneralSettings HostName.DomainName" in names and "DNS PTR" in names, names
+    ider = json.loads(json.loads(_evidence(run, "test_sol_shows_bios_and_ider_boots_the_client", PC(1)))[0]["body"])
+    assert ider["boot_config"] == "set" and ider["boot_steps"][1:] == [  # AMT 3.2.1: the consoles' sequence
+        "ChangeBootOrder (no source): ok", "Put AMT_BootSettingData UseIDER=true IDERBootDevice=0 UseSOL=true: ok",
+        "SetBootConfigRole(1): ok", "ChangeBootOrder (no source): ok"], ider
+    assert ider["reboot"].startswith("RequestPowerStateChange(10) from PowerState 2: ReturnValue 0"), ider
+    assert ider["ider_reads"] == [0] and ider["restored"].startswith("yes: UseIDER=false"), ider
     acl = json.loads(json.loads(_evidence(run, "test_console_user_is_in_the_amt_acl", PC(4)))[0]["body"])
     assert acl[0]["sid"].startswith("S-1-5-21-") and acl[0]["KerberosUserSid"].startswith("AQUAAAAAAAUVAAAA")
 
@@ -114,6 +120,12 @@ def test_client_faults_are_still_caught_in_2009(tmp_path):
     assert_gated(results, PC(3), failed, 3)  # as on a modern lab: WS-MAN, verified, refuses the self-signed cert
     for n in (1, 4):
         assert_healthy(results, PC(n))
+
+
+def test_ide_r_boot_off_in_bios_is_caught_in_2009(tmp_path):
+    results, _run_dir = _run(tmp_path, [{"fault": "ider_boot_off_in_bios", "client": 1}], 1, "--allow-disruptive",
+                             "--stage", "5", canaries=1, in_band_every=0)
+    assert_fails(results, "S5-SOL-IDER-SESSION", PC(1), r"the BIOS does not offer IDE-R boot")
 
 
 def test_pki_faults_are_still_caught_in_2009(tmp_path):

@@ -83,7 +83,8 @@ def test_a_run_without_allow_disruptive_changes_nothing_even_with_faults(tmp_pat
     state = _lab(tmp_path, "clients: 6, canaries: 3, in_band_every: 3, faults: ["
                            "{fault: power_off_ignored, client: 1}, {fault: sol_ider_disabled, client: 2}, "
                            "{fault: amt_object_has_child, client: 3}, {fault: mc_not_discovered, client: 4}, "
-                           "{fault: clock_skew, client: 5, seconds: 900}, {fault: kerberos_disabled, client: 6}]")
+                           "{fault: clock_skew, client: 5, seconds: 900}, {fault: kerberos_disabled, client: 6}, "
+                           "{fault: ider_boot_off_in_bios, client: 3}]")
     try:
         before = snapshot(state)
         results = run_suite_on(state, tmp_path / "reports")
@@ -119,7 +120,9 @@ def test_allow_disruptive_passes_every_stage_and_changes_only_the_canaries(tmp_p
     amt_calls = after["calls"]["amt/calls.jsonl"]
     assert {c["device"] for c in amt_calls} == canaries
     assert {c["op"] for c in amt_calls} >= {"RequestPowerStateChange", "StartSOLRedirection", "StartIDERRedirection",
-                                            "IDERBoot", "Unprovision"}
+                                            "ChangeBootOrder", "Put", "SetBootConfigRole", "IDERBoot", "Unprovision"}
+    puts = {c["class"] for c in amt_calls if c["op"] == "Put"}
+    assert puts == {"AMT_BootSettingData"}, puts  # the boot configuration and its restore, nothing else
     assert sorted((c["op"], c["params"]["Fqdn"], c["return"]) for c in after["calls"]["site/calls.jsonl"]) == \
         [("Unprovision", fqdn, 0) for fqdn in sorted(canaries)]
     assert after["calls"]["clients/calls.jsonl"] == []

@@ -114,3 +114,34 @@ def test_captured_hello_packets_decode(name):
     assert (h.admin_credentials_set, h.version, h.retry_count, str(h.uuid)) == (admin, 3, retry, guid)
     assert len(h.hashes) == count and all(t == 2 and len(d) == 32 for t, d in h.hashes)  # SHA-256 only
     assert h.hashes[0][1].hex().startswith("c3846bf24b9e93ca64274c0ec67c1ecc5e024ffcacd2d74019350e81fe546ae4")
+
+
+# -- the IDE-R boot configuration (S5-SOL-IDER-SESSION): the calls a console makes, answered by captures
+BOOT_REPLIES = {
+    ("AMT_BootCapabilities", "Get"): G + "boot/capabilities/get.xml",
+    ("AMT_BootSettingData", "Get"): G + "boot/settingdata/get.xml",
+    ("AMT_BootSettingData", "Put"): G + "boot/settingdata/put.xml",
+    ("CIM_BootConfigSetting", "ChangeBootOrder"): C + "boot/configsetting/changebootorder.xml",
+    ("CIM_BootService", "SetBootConfigRole"): C + "boot/service/setbootconfigrole.xml",
+}
+
+
+def test_the_boot_configuration_of_an_ide_r_boot_against_captured_replies():
+    from pytest_vpro.probes import actions  # noqa: PLC0415
+    from pytest_vpro.probes.amt import BOOT_READ_ONLY  # noqa: PLC0415
+
+    with replaying(BOOT_REPLIES) as url:
+        device = AmtDevice(WsmanClient(url, auth=DigestAuth("admin", "not-sent"), ca_bundle=None, timeout=5))
+        capabilities = device.boot_capabilities()
+        assert capabilities["IDER"] and capabilities["SOL"] and not capabilities["BIOSPause"]
+        settings = device.boot_settings()
+        assert (settings["UseIDER"], settings["IDERBootDevice"], settings["OptionsCleared"]) == ("false", "0", "true")
+        assert settings["InstanceID"] == "Intel(r) AMT:BootSettingData 0"
+        assert settings["BIOSLastStatus"] == ["2", "0"]  # read-only, repeated: left out of the Put
+        result = actions.RedirectionResult()
+        before = actions._set_boot_configuration(device, result)
+    assert result.boot_config == "set", result.boot_steps
+    assert result.boot_steps[1:] == ["ChangeBootOrder (no source): ok",
+                                     "Put AMT_BootSettingData UseIDER=true IDERBootDevice=0 UseSOL=true: ok",
+                                     "SetBootConfigRole(1): ok", "ChangeBootOrder (no source): ok"]
+    assert before["UseIDER"] == "false" and BOOT_READ_ONLY & set(before)  # what the restore puts back, less these

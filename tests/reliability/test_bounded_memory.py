@@ -177,7 +177,7 @@ def test_a_redirection_message_announced_at_4_gib_is_refused_at_one_mib(tmp_path
     with Server(device, host=host, tls=ctx) as server:
         session = _Redirection(host, server.port, ca, 2)
         try:
-            got, seconds, peak = measured(lambda: session.open(redir.SOL, b"token", redir.START_SOL))
+            got, seconds, peak = measured(lambda: session.open(redir.SOL, b"token"))
         finally:
             session.close()
     assert isinstance(got, errors.MalformedReply) and "message too large" in str(got), f"{type(got).__name__}: {got}"

@@ -267,7 +267,7 @@ def test_a_redirection_answer_that_trickles_ends_at_its_deadline(tmp_path):
     with Server(device, host=host, tls=ctx) as server:
         session = _Redirection(host, server.port, ca, READ)
         try:
-            got, seconds = timed(lambda: session.open(redir.SOL, b"token", redir.START_SOL))
+            got, seconds = timed(lambda: session.open(redir.SOL, b"token"))
         finally:
             session.close()
     assert isinstance(got, errors.ProbeError) and seconds <= 2 * READ + SLACK, (got, seconds)

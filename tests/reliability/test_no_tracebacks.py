@@ -125,7 +125,7 @@ def test_a_redirection_command_that_does_not_exist_is_a_malformed_reply(tmp_path
         session = _Redirection(host, server.port, ca, 1)
         try:
             with pytest.raises(errors.MalformedReply, match="not in the protocol's layout"):
-                session.open(redir.SOL, b"token", redir.START_SOL)
+                session.open(redir.SOL, b"token")
         finally:
             session.close()
 
