@@ -120,8 +120,13 @@ def test_allow_disruptive_passes_every_stage_and_changes_only_the_canaries(tmp_p
     assert {c["device"] for c in amt_calls} == canaries
     assert {c["op"] for c in amt_calls} >= {"RequestPowerStateChange", "StartSOLRedirection", "StartIDERRedirection",
                                             "IDERBoot", "Unprovision"}
-    assert sorted((c["op"], c["params"]["Fqdn"], c["return"]) for c in after["calls"]["site/calls.jsonl"]) == \
-        [("Unprovision", fqdn, 0) for fqdn in sorted(canaries)]
+    # through the SMS Provider, as the console user: per canary Shutdown, WakeUp, FullUnprovision, DiscoveryBMC
+    site_calls = after["calls"]["site/calls.jsonl"]
+    assert {(c["class"], c["op"], c["principal"], c["return"]) for c in site_calls} == {
+        ("SMS_Collection", "AMTOperateForMachines", "amtadmin@VPROLAB.TEST", 0)}
+    ids = {c["params"]["ResourceIDs"][0] for c in site_calls}
+    assert len(ids) == len(canaries) and all(len(c["params"]["ResourceIDs"]) == 1 for c in site_calls)
+    assert sorted(c["params"]["Opcode"] for c in site_calls) == sorted([3, 1, 64, 8] * len(canaries))
     assert after["calls"]["clients/calls.jsonl"] == []
     gone = set(before["amt"]) - set(after["amt"])
     assert gone == {"CN=PC0001,OU=AMT,DC=vprolab,DC=test", "CN=PC0002,OU=AMT,DC=vprolab,DC=test"}
