@@ -7,8 +7,9 @@ snapshot again:
 
 * without --allow-disruptive, with faults planted (the failing checks must not "repair" anything), nothing changed;
 * with --allow-disruptive on a healthy lab with two canaries, every stage passes, and the only changes are the
-  canaries': their power cycles, SOL/IDER sessions and un-provisioning (their AMT objects gone, their certificates
-  revoked), nothing else.
+  canaries': their power cycles and un-provisioning, asked of the site server's SMS Provider
+  (SMS_Collection.AMTOperateForMachines as the console user, carried out by its service point: their AMT objects
+  gone, their certificates revoked), their SOL/IDER sessions, nothing else.
 
 And the guard itself: :mod:`pytest_vpro.probes.actions` refuses any caller but a disruptive check on a canary, no
 read-only code imports it, and ``facts`` reads AMT only.
@@ -83,7 +84,8 @@ def test_a_run_without_allow_disruptive_changes_nothing_even_with_faults(tmp_pat
     state = _lab(tmp_path, "clients: 6, canaries: 3, in_band_every: 3, faults: ["
                            "{fault: power_off_ignored, client: 1}, {fault: sol_ider_disabled, client: 2}, "
                            "{fault: amt_object_has_child, client: 3}, {fault: mc_not_discovered, client: 4}, "
-                           "{fault: clock_skew, client: 5, seconds: 900}, {fault: kerberos_disabled, client: 6}]")
+                           "{fault: clock_skew, client: 5, seconds: 900}, {fault: kerberos_disabled, client: 6}, "
+                           "{fault: client_in_unmanaged_collection, client: 2}, {fault: oob_service_point_stopped}]")
     try:
         before = snapshot(state)
         results = run_suite_on(state, tmp_path / "reports")
