@@ -35,7 +35,7 @@ What it serves (docs/lab.md; the guide's Stages 1-3 and 7):
   recorded, so an empty calls file proves a read-only run. With the service point stopped
   (``oob_service_point_running`` false) calls are accepted and queued and nothing happens, as on a real site.
 * **Registry** through ``StdRegProv``; on a 64-bit server (``os_architecture``) Configuration Manager's keys
-  are where a 32-bit program's writes land, ``HKLM\SOFTWARE\Wow6432Node\Microsoft\SMS\...``.
+  are where a 32-bit program's writes land, ``HKLM\\SOFTWARE\\Wow6432Node\\Microsoft\\SMS\\...``.
 
 Lab simplifications: the hello does not start a provisioning run (provisioned clients are data), nor does an
 un-provisioned client in an auto-provisioning collection get provisioned again; WinRM accepts plaintext SOAP
@@ -59,9 +59,9 @@ import hmac
 import importlib
 import json
 import logging
+import queue
 import re
 import sys
-import queue
 import threading
 import time
 import uuid as uuidlib
