@@ -19,6 +19,8 @@ from .environment import Client, Environment, Server, Target
 from .probes.errors import ProbeError, Unreachable
 
 
+#: Where 64-bit Windows keeps a 32-bit program's HKLM\SOFTWARE (WOW64 registry redirection).
+WOW64_SOFTWARE = r"SOFTWARE\Wow6432Node"
 #: The AmtDevice methods facts.amt() may call: reads only.
 AMT_READS = frozenset({"provisioning", "version", "general_settings", "power_state", "power_schemes",
                        "power_policy", "redirection", "certificate_hashes", "kerberos_settings", "acl_entries",
@@ -235,6 +237,20 @@ class Facts:
         hive, _, sub = key.partition("\\")
         return self.estate._per_host(host.name, f"reg.{host.name}.{key}.{value}.{kind}",
                                      lambda: self._winrm(host).registry_value(hive, sub, value, kind))
+
+    def sms_registry(self, host: Server | Client, subkey: str, value: str,
+                     kind: str = "string") -> tuple[str | int | None, str]:
+        """A value of Configuration Manager's own key ``SOFTWARE\\Microsoft\\SMS\\<subkey>`` and the key it was read
+        from. Configuration Manager 2007 is a 32-bit program, so on 64-bit Windows its keys are in the 32-bit view,
+        ``HKLM\\SOFTWARE\\Wow6432Node\\Microsoft\\SMS\\...``; a 64-bit reader (WinRM's StdRegProv) sees that view
+        there. That path is read first, then the native one (32-bit Windows has no Wow6432Node): docs/protocols.md,
+        "Registry views". (None, the native key) if neither holds it."""
+        keys = [rf"HKLM\{view}\Microsoft\SMS\{subkey}" for view in (WOW64_SOFTWARE, "SOFTWARE")]
+        for key in keys:
+            found = self.registry(host, key, value, kind)
+            if found is not None:
+                return found, key
+        return None, keys[-1]
 
     def registry_subkeys(self, host: Server | Client, key: str) -> list[str] | None:
         """Names of the subkeys of ``key`` on ``host`` (``StdRegProv.EnumKey``); None if the key is absent."""

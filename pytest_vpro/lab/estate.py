@@ -433,8 +433,11 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
                        creds: dict[str, str], plant: Callable[[Any], None] = lambda spec: None):
     """The Configuration Manager site server: WinRM, the service point on 9971, AMTOPMGR.LOG on the SMB share.
 
-    Its un-provision action does what the real one does, through the lab's own servers: ``Unprovision`` on the
-    device over WS-MAN, the device's web server certificate revoked in the next CRL, its AD object deleted.
+    Its out of band operations (``SMS_Collection.AMTOperateForMachines``) do what the real service point does,
+    through the lab's own servers: power requests and discovery over WS-MAN with the service point's AMT
+    credential; un-provisioning as ``Unprovision`` on the device, the device's web server certificate revoked in
+    the next CRL, its AD object deleted. It is a 64-bit Windows Server 2003 x64: Configuration Manager, a 32-bit
+    program, keeps its keys under ``SOFTWARE\\Wow6432Node``.
     """
     from cryptography import x509  # noqa: PLC0415
 
@@ -462,6 +465,8 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
              "provisioning_account": f"{NETBIOS}\\amtprov", "amt_container": f"OU=AMT,{dc.base_dn}",
              "certificate_template": "IntelAMTWebServer", "issuing_ca": f"ca01.{DOMAIN}\\VPROLAB Issuing CA",
              "provisioning_certificate_thumbprint": pki_probe.fingerprint(pki.provisioning_cert, "sha1")},
+        os_caption="Microsoft(R) Windows(R) Server 2003, Enterprise x64 Edition", os_architecture="64-bit",
+        memberships={f"{NETBIOS}\\{CONSOLE_USER}": [f"{NETBIOS}\\{OPERATORS_GROUP}"]},
         permissions=[  # the console user's group operates the clients' collection; Administrator everything
             {"UserName": f"{NETBIOS}\\Administrator", "rights": list(SMS_PERMISSIONS)},
             {"UserName": f"{NETBIOS}\\{OPERATORS_GROUP}", "InstanceKey": f"{SITE_CODE}00010", "rights": [
@@ -482,10 +487,21 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
     # The service point reaches devices by FQDN over TLS (16993), resolving through the estate's DNS.
     ConnectionRouting(Resolver([plan.dc], timeout=3.0), [DOMAIN]).install()
 
+    def device(record) -> AmtDevice:  # the service point's own credential, as it provisioned the device
+        return AmtDevice(WsmanClient.for_amt(record.fqdn, tls=True, auth=DigestAuth(AMT_USER, creds["amt"]),
+                                             ca_bundle=str(pki.root_path), timeout=10))
+
     def amt_unprovision(record) -> None:
-        client = WsmanClient.for_amt(record.fqdn, tls=True, auth=DigestAuth(AMT_USER, creds["amt"]),
-                                     ca_bundle=str(pki.root_path), timeout=10)
-        AmtDevice(client).unprovision()
+        device(record).unprovision()
+
+    def amt_power(record, state: int) -> None:
+        device(record).request_power_state(state)
+
+    def amt_discover(record) -> int | None:
+        try:
+            return device(record).provisioning().state
+        except Exception:  # noqa: BLE001 - no answer: not supported
+            return None
 
     def revoke_certificate(record) -> None:
         leaf = x509.load_pem_x509_certificate((pki.dir / "devices" / f"{record.fqdn}.pem").read_bytes())
@@ -497,7 +513,8 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
 
     return SiteServerSimulator(spec, hooks={"amt_unprovision": amt_unprovision,
                                             "revoke_certificate": revoke_certificate,
-                                            "delete_ad_object": delete_ad_object}).start()
+                                            "delete_ad_object": delete_ad_object, "amt_power": amt_power,
+                                            "amt_discover": amt_discover}).start()
 
 
 def _start_ca_host(plan: AddressPlan, pki, dc, creds: dict[str, str], planted: dict[str, Any]):

@@ -787,7 +787,7 @@ fault("realms_disabled", "The out of band component enables only `realms`, and e
 
 def _rtm(spec: Any) -> None:
     spec.site_version, spec.build_number, spec.service_pack = "4.00.5931.0000", 5931, ""
-    spec.registry[r"HKLM\SOFTWARE\Microsoft\SMS\Setup"]["Full Version"] = spec.site_version
+    spec.registry["HKLM\\" + spec.sms_key("Setup")]["Full Version"] = spec.site_version
 
 
 fault("sccm_rtm", "The site runs Configuration Manager 2007 RTM (4.00.5931.0000), before SP1.", scope="site",
@@ -1195,8 +1195,35 @@ fault("mc_not_discovered", "Discover Management Controllers never ran for the cl
       needs="provisioned", site_server=_not_discovered,
       fails=("S4-MC-DISCOVERED", "S4-DIGEST-CREDENTIALS-RANDOMIZED"))
 fault("power_off_ignored", "The device answers RequestPowerStateChange(8) with ReturnValue 0 and the host stays "
-      "on (power-off requests are accepted and ignored).", scope="client",
-      device=_set(power_off_ignored=True), fails=("S4-POWER-DOWN", "S4-POWER-UP"))
+      "on (power-off requests are accepted and ignored): the site's Shutdown is accepted and nothing happens.",
+      scope="client", device=_set(power_off_ignored=True), fails=("S4-POWER-DOWN", "S4-POWER-UP"))
+
+
+def _quarantined(ctx: Context, record: Any) -> None:
+    """An administrator moved the client into a collection of its own and gave the console user's group every
+    right there but "Manage management controllers" (it may look, not operate)."""
+    from .estate import NETBIOS, OPERATORS_GROUP  # noqa: PLC0415
+
+    spec = ctx.site_spec
+    for col in spec.collections:
+        col["members"] = [m for m in col.get("members", []) if m != record.fqdn]
+    col_id = f"{spec.site_code}00020"
+    spec.collections.append({"CollectionID": col_id, "Name": "vPro quarantine", "members": [record.fqdn],
+                             "amt_auto_provision": True})
+    spec.permissions.append({"UserName": f"{NETBIOS}\\{OPERATORS_GROUP}", "InstanceKey": col_id, "rights": [
+        "Read", "Read Resource", "Modify Collection Setting", "View management controllers"]})
+
+
+fault("client_in_unmanaged_collection", "The client was moved into a collection ('vPro quarantine') on which the "
+      "console user's group may view management controllers but not manage them: the SMS Provider refuses the "
+      "client's out of band operations (WBEM_E_ACCESS_DENIED).", scope="client", needs="provisioned",
+      site_server=_quarantined,
+      fails=("S4-POWER-DOWN", "S4-POWER-UP", "PRE-RIGHT-MANAGE-MANAGEMENT-CONTROLLERS"))
+fault("oob_service_point_stopped", "The out of band service point's component (SMS_AMT_OPERATION_MANAGER) was "
+      "stopped in Configuration Manager Service Manager: the SMS Provider accepts out of band operations "
+      "(ReturnValue 0) and queues them, and nothing performs them. (Lab: hellos are still logged.)", scope="site",
+      site_server=_site(lambda s: setattr(s, "oob_service_point_running", False)),
+      fails=("S4-POWER-DOWN", "S4-POWER-UP"))
 fault("mebx_password_kept", "Provisioning did not replace the MEBx password: the device's admin account still "
       "answers to Intel's factory MEBx password ('admin') over the network. (Lab: the account also keeps the "
       "service point's credential, so the other checks still read the device.)", scope="client",

@@ -22,15 +22,26 @@ What it serves (docs/lab.md; the guide's Stages 1-3 and 7):
 * **SMS_R_System.AMTStatus** as the site sets it: null (unknown) until it knows a client's AMT (a hello from the
   imported client, an in-band ZTC request), then 2 (not provisioned), 3 once provisioned; the in-band agents'
   hardware inventory in ``SMS_G_System_AMT_AGENT`` (ProvisionState 0 or 2).
-* **Un-provision action** (lab-only, see below): calls the pluggable callbacks in the order the real site
-  server works (WS-MAN ``Unprovision`` on the device, revoke the web server certificate and publish the CRL,
-  delete the AD object), writes the un-provisioning lines, and appends the call to the JSONL ``calls`` file.
-  Reads are never recorded, so an empty calls file proves a read-only run.
+* **Out of band operations** through the SMS Provider's documented methods (docs/protocols.md, "Out of band
+  operations"): ``SMS_Collection.AMTOperateForMachines(ResourceIDs[], Opcode)`` (a class method) and
+  ``AMTOperateForCollection(Opcode)`` (on a collection instance). The provider checks that the caller holds
+  "Manage management controllers" on the class or on a collection holding each resource (else the WMI access
+  denied error, ``WBEM_E_ACCESS_DENIED``), queues the operation and returns 0; the out of band service point's
+  worker then performs it against the devices through the pluggable hooks: WakeUp/Restart/Shutdown as a
+  ``RequestPowerStateChange`` on the device, DiscoveryBMC as a read of its ``ProvisioningState`` (which sets
+  ``AMTStatus``), Partial/FullUnprovision in the order the real site server works (WS-MAN ``Unprovision`` on the
+  device, revoke the web server certificate and publish the CRL, delete the AD object), with the
+  un-provisioning lines in the log. Every call is appended to the JSONL ``calls`` file; reads are never
+  recorded, so an empty calls file proves a read-only run. With the service point stopped
+  (``oob_service_point_running`` false) calls are accepted and queued and nothing happens, as on a real site.
+* **Registry** through ``StdRegProv``; on a 64-bit server (``os_architecture``) Configuration Manager's keys
+  are where a 32-bit program's writes land, ``HKLM\\SOFTWARE\\Wow6432Node\\Microsoft\\SMS\\...``.
 
-Lab simplifications: the hello does not start a provisioning run (provisioned clients are data); WinRM accepts
-plaintext SOAP after Negotiate on http (real WinRM wraps it in SPNEGO message encryption); the un-provision
-action runs synchronously (real SCCM queues it for its worker thread); ``Identify`` is not served (the core
-needs an Action header).
+Lab simplifications: the hello does not start a provisioning run (provisioned clients are data), nor does an
+un-provisioned client in an auto-provisioning collection get provisioned again; WinRM accepts plaintext SOAP
+after Negotiate on http (real WinRM wraps it in SPNEGO message encryption); group membership for the SMS
+permissions comes from the spec (``memberships``), not from the caller's token; a stopped service point still
+logs hellos (only the operations queue stops); ``Identify`` is not served (the core needs an Action header).
 
 Every name no public source confirms is in :data:`UNCONFIRMED` (and the texts in ``lab/cmlog.py``).
 
@@ -48,6 +59,7 @@ import hmac
 import importlib
 import json
 import logging
+import queue
 import re
 import sys
 import threading
@@ -91,6 +103,22 @@ AMT_INVENTORY_CLASS = "SMS_G_System_AMT_AGENT"
 CERTIFICATE_EXPIRING = ("Error: The provisioning certificate with the thumbprint {thumbprint} will expire in {days} "
                         "day(s). Please ensure that this certificate is renewed. (CertID = 1)")
 CERTIFICATE_UNLOADED = "Remove unused provision certificate with hash {thumbprint} from memory."
+#: SMS_Collection's out of band methods and their opcodes (CM2007 SDK, "AMTOperateForMachines Method in Class
+#: SMS_Collection", "AMTOperateForCollection Method in Class SMS_Collection"); 0 success, non-zero failure.
+SMS_COLLECTION = "SMS_Collection"
+OPERATE_FOR_MACHINES, OPERATE_FOR_COLLECTION = "AMTOperateForMachines", "AMTOperateForCollection"
+OPCODES = {"WakeUp": 1, "Restart": 2, "Shutdown": 3, "DiscoveryBMC": 8, "ReinventoryBMC": 16,
+           "PartialUnprovision": 32, "FullUnprovision": 64, "Provision": 128, "ReProvision": 256}
+OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
+#: The RequestPowerStateChange value the lab's service point sends for each power opcode (SCCM's own choice is not
+#: documented; these are MeshCommander's power on, reset and power off: docs/protocols.md).
+POWER_REQUESTS = {OPCODES["WakeUp"]: 2, OPCODES["Restart"]: 10, OPCODES["Shutdown"]: 8}
+#: The WMI error a provider gives a caller without the right ("WMI Error Constants": WBEM_E_ACCESS_DENIED).
+WBEM_E_ACCESS_DENIED = 0x80041003
+#: The right an operation on a management controller needs (the console's "Manage management controllers").
+MANAGE_RIGHT = "Manage management controllers"
+#: Where a 32-bit program's HKLM\SOFTWARE keys are on 64-bit Windows (WOW64 registry redirection).
+WOW64_SOFTWARE = r"SOFTWARE\Wow6432Node"
 
 # --- names no public source confirms: ALL (unconfirmed), kept in this one table --------------------------------
 #: SMS_SCI_Component SMS_AMT_OPERATION_MANAGER ``Props`` (setting -> PropertyName, field) and ``PropLists``.
@@ -104,7 +132,6 @@ OOB_PROPS: dict[str, tuple[str, str]] = {
 }
 OOB_PROP_LISTS: dict[str, str] = {"realms_enabled": "AMT Enabled Realms"}  # setting -> PropertyListName
 OOB_IMPORT_AGENT = "Out of Band Management Controller Import"  # SMS_R_System.AgentName of imported computers
-UNPROVISION_CLASS, UNPROVISION_METHOD = "VPRO_Lab", "Unprovision"  # lab-only: SCCM's own method is unknown
 WINRM_STACK_KEY = r"SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"  # value "StackVersion"
 #: SMS_UserClassPermissions.ClassPermissions / SMS_UserInstancePermissions.InstancePermissions bits by right name.
 #: READ (bit 0) and MODIFYCOLLECTIONSETTING (bit 21) are in the Configuration Manager 2007 SDK; the two out of band
@@ -132,7 +159,7 @@ UNCONFIRMED = {
     "SMS_SCI_Component Props names": OOB_PROPS, "SMS_SCI_Component PropLists names": OOB_PROP_LISTS,
     "SMS_R_System.AgentName for OOB import": OOB_IMPORT_AGENT,
     "SMS_CollectionSettings.AMTAutoProvisionEnabled": "property name",
-    "un-provision method": f"{UNPROVISION_CLASS}.{UNPROVISION_METHOD}(Fqdn) in root/sms/site_<CODE>, lab-only",
+    "the CIM power states the service point requests for WakeUp, Restart, Shutdown": POWER_REQUESTS,
     "WinRM version registry value": WINRM_STACK_KEY + r"\StackVersion",
     "SMS_SCI_Component ItemName": "<COMPONENT>|<SERVER FQDN upper case>",
     "SMS permission bits of the out of band rights": SMS_PERMISSIONS,
@@ -259,6 +286,10 @@ class SiteServerSpec:
     #: {UserName, rights: [names of SMS_PERMISSIONS], ObjectKey (default 1, collections), InstanceKey}.
     #: Default: the domain's Administrator holds every right on the collection class.
     permissions: list[dict[str, Any]] | None = None
+    #: group membership the SMS permissions are judged by: "DOMAIN\\user" -> ["DOMAIN\\group", ...]
+    memberships: dict[str, list[str]] = field(default_factory=dict)
+    #: the out of band service point's component runs (stopped: operations are queued and never performed)
+    oob_service_point_running: bool = True
     network_discovery: bool = False             # SMS_NETWORK_DISCOVERY enabled
     registry: dict[str, dict[str, Any]] = field(default_factory=_default_registry)
     dns_servers: list[str] = field(default_factory=list)  # the network adapter's DNS servers, in order
@@ -302,9 +333,24 @@ class SiteServerSpec:
             domain = self.fqdn.split(".")[1].upper() if "." in self.fqdn else "WORKGROUP"
             self.permissions = [{"UserName": f"{domain}\\Administrator",
                                  "rights": list(SMS_PERMISSIONS)}]
-        self.registry.setdefault(r"HKLM\SOFTWARE\Microsoft\SMS\Setup", {}).setdefault("Full Version",
-                                                                                      self.site_version)
+        self.registry.setdefault("HKLM\\" + self.sms_key("Setup"), {}).setdefault("Full Version", self.site_version)
         self.registry.setdefault("HKLM\\" + WINRM_STACK_KEY, {}).setdefault("StackVersion", self.winrm_version)
+
+    @property
+    def is_64_bit(self) -> bool:
+        return "64" in self.os_architecture
+
+    def sms_key(self, subkey: str) -> str:
+        """Configuration Manager's key ``SOFTWARE\\Microsoft\\SMS\\<subkey>`` as this server holds it: a 32-bit
+        program's, so under ``SOFTWARE\\Wow6432Node`` on 64-bit Windows (docs/protocols.md, "Registry views")."""
+        return (WOW64_SOFTWARE if self.is_64_bit else "SOFTWARE") + "\\Microsoft\\SMS\\" + subkey
+
+    def client_by_resource(self, resource_id: Any) -> "ClientRecord | None":
+        try:
+            rid = int(str(resource_id).strip())
+        except ValueError:
+            return None
+        return next((c for c in self.clients if c.resource_id == rid), None)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SiteServerSpec":
@@ -558,8 +604,12 @@ class WinrmServer(WsmanServer):
 
 
 # --- the WMI provider ---------------------------------------------------------------------------------------------
-Hook = Callable[[ClientRecord], None]
-HOOK_ORDER = ("amt_unprovision", "revoke_certificate", "delete_ad_object")
+Hook = Callable[..., Any]
+HOOK_ORDER = ("amt_unprovision", "revoke_certificate", "delete_ad_object")  # un-provisioning, in this order
+#: ``amt_power(record, power_state)``: RequestPowerStateChange on the device; ``amt_discover(record)``: its
+#: ProvisioningState (None: no answer)
+OPERATION_HOOKS = ("amt_power", "amt_discover")
+HOOKS = HOOK_ORDER + OPERATION_HOOKS
 
 
 class SiteServerProvider:
@@ -649,7 +699,6 @@ class SiteServerProvider:
                     "UserName": p["UserName"], "ObjectKey": p.get("ObjectKey", SMS_OBJECT_COLLECTION),
                     "InstanceKey": p["InstanceKey"], "InstancePermissions": permission_bits(p["rights"])}
                     for p in s.permissions or [] if p.get("InstanceKey")],
-                UNPROVISION_CLASS: lambda: [],
             },
             "root/default": {"StdRegProv": lambda: []},
         }
@@ -773,12 +822,49 @@ class SiteServerProvider:
         name, _fn = self._table(req.resource_uri)
         if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue", "GetBinaryValue", "EnumKey"):
             out = self._registry(method, params)
-        elif name == UNPROVISION_CLASS and method == UNPROVISION_METHOD:
-            out = {"ReturnValue": self.sim.unprovision(str(params.get("Fqdn", "")), principal=req.principal)}
+        elif name == SMS_COLLECTION and method in (OPERATE_FOR_MACHINES, OPERATE_FOR_COLLECTION):
+            out = {"ReturnValue": self._operate(req, method, params)}
         else:
             raise Fault("Sender", "wsa:ActionNotSupported", f"{name} has no method {method}", "",
                         "http://schemas.xmlsoap.org/ws/2004/08/addressing/fault")
         return ServerInstance(f"{method}_OUTPUT", req.resource_uri, out)
+
+    def _operate(self, req: WsmanRequest, method: str, params: Mapping[str, Any]) -> int:
+        """AMTOperateForMachines (the class method: ResourceIDs[], Opcode) or AMTOperateForCollection (on the
+        instance its CollectionID selector names: Opcode): the caller's right checked, the operation queued."""
+        s = self.spec
+        try:
+            opcode = int(str(params.get("Opcode", params.get("opcode", ""))).strip())
+        except ValueError:
+            raise Fault("Sender", "wsman:InvalidParameter", "Opcode must be a UInt32") from None
+        if method == OPERATE_FOR_COLLECTION:
+            wanted = {k.lower(): v for k, v in req.selectors.items()}.get("collectionid", "")
+            col = next((c for c in s.collections if c["CollectionID"].lower() == wanted.lower()), None)
+            if col is None:
+                raise invalid_selectors("AMTOperateForCollection is called on an SMS_Collection instance "
+                                        "(selector CollectionID)")
+            targets = [c for c in s.clients if c.fqdn in col.get("members", [])]
+            collections = [col["CollectionID"]]
+        else:
+            ids = params.get("ResourceIDs", [])
+            ids = ids if isinstance(ids, list) else [ids]
+            targets = [c for c in (s.client_by_resource(i) for i in ids) if c is not None]
+            collections = None
+            if len(targets) != len(ids):
+                self.sim.record_operation(method, params, opcode, 1, req.principal)
+                return 1  # a resource the site does not know
+        denied = [c.fqdn for c in targets if not self.sim.may_manage(req.principal, c, collections)]
+        if denied:
+            self.sim.record_operation(method, params, opcode, f"access denied: {', '.join(denied)}", req.principal)
+            raise Fault("Sender", "wsman:AccessDenied",
+                        f"WBEM_E_ACCESS_DENIED (0x{WBEM_E_ACCESS_DENIED:08X}): {req.principal or 'the caller'} "
+                        f"lacks '{MANAGE_RIGHT}' for {', '.join(denied)}")
+        if opcode not in OPCODE_NAMES:
+            self.sim.record_operation(method, params, opcode, 1, req.principal)
+            return 1
+        self.sim.record_operation(method, params, opcode, 0, req.principal)
+        self.sim.queue_operation(opcode, targets)
+        return 0
 
     def _registry(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -822,8 +908,10 @@ class SiteServerSimulator(BackgroundService):
     """WinRM, the 9971 hello listener and AMTOPMGR.LOG for one :class:`SiteServerSpec`.
 
     ``hooks`` (``amt_unprovision``, ``revoke_certificate``, ``delete_ad_object``) are called with the
-    :class:`ClientRecord` by the un-provision action, in that order; a missing hook is skipped. Without
-    ``hooks``, the spec's ``callbacks`` ("module:function") are imported.
+    :class:`ClientRecord` by the un-provision action, in that order; ``amt_power`` and ``amt_discover`` by the
+    power and discovery operations; a missing hook is skipped. Without ``hooks``, the spec's ``callbacks``
+    ("module:function") are imported. Operations run on the service point's worker thread, one at a time;
+    :meth:`wait_idle` waits for the queue to drain.
     """
 
     thread_name = "site-server"
@@ -832,10 +920,10 @@ class SiteServerSimulator(BackgroundService):
     def __init__(self, spec: SiteServerSpec, *, hooks: Mapping[str, Hook] | None = None,
                  calls_file: str | Path | None = None):
         self.spec = spec
-        unknown = set(hooks or {}) - set(HOOK_ORDER)
-        unknown |= set(spec.callbacks) - set(HOOK_ORDER) if hooks is None else set()
+        unknown = set(hooks or {}) - set(HOOKS)
+        unknown |= set(spec.callbacks) - set(HOOKS) if hooks is None else set()
         if unknown:
-            raise ValueError(f"unknown hook(s) {sorted(unknown)}; known: {HOOK_ORDER}")
+            raise ValueError(f"unknown hook(s) {sorted(unknown)}; known: {HOOKS}")
         self.hooks: dict[str, Hook] = dict(hooks) if hooks is not None else {
             k: _resolve(v) for k, v in spec.callbacks.items()}
         path = calls_file or spec.calls_file
@@ -850,6 +938,9 @@ class SiteServerSimulator(BackgroundService):
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.hellos: deque[tuple[str, Hello | MalformedHello]] = deque(maxlen=10000)  # (peer, hello) as received
+        self.operations: queue.Queue[tuple[int, list[ClientRecord]] | None] = queue.Queue()
+        self.pending: list[tuple[int, list[ClientRecord]]] = []  # queued while the service point is stopped
+        self._worker: threading.Thread | None = None
         self.start_seconds = 0.0
 
     def __repr__(self) -> str:
@@ -930,10 +1021,106 @@ class SiteServerSimulator(BackgroundService):
             self.log.write(CERTIFICATE_EXPIRING.format(thumbprint=thumbprint, days=days),
                            when=now - dt.timedelta(minutes=1), thread=THREADS["provision"], type_=3)
 
+    # -- the SMS Provider's operations --
+    def _holders(self, principal: str) -> set[str]:
+        """The names a caller holds rights by: ``DOMAIN\\user`` (from ``user@REALM`` or ``user``) and its groups."""
+        domain = self.spec.fqdn.split(".")[1].upper() if "." in self.spec.fqdn else "WORKGROUP"
+        user = principal.split("@", 1)[0]
+        user = user if "\\" in user else f"{domain}\\{user}"
+        groups = next((g for u, g in self.spec.memberships.items() if u.lower() == user.lower()), [])
+        return {n.lower() for n in [user, *groups]}
+
+    def may_manage(self, principal: str, client: ClientRecord, collections: list[str] | None = None) -> bool:
+        """Whether ``principal`` holds "Manage management controllers" on the collection class, or on one of
+        ``collections`` (default: every collection the client is a member of) as an instance right."""
+        holders = self._holders(principal)
+        if collections is None:
+            collections = [c["CollectionID"] for c in self.spec.collections if client.fqdn in c.get("members", [])]
+        wanted = {c.lower() for c in collections}
+        for p in self.spec.permissions or []:
+            if p["UserName"].lower() not in holders or MANAGE_RIGHT not in p["rights"]:
+                continue
+            if p.get("ObjectKey", SMS_OBJECT_COLLECTION) != SMS_OBJECT_COLLECTION:
+                continue
+            if not p.get("InstanceKey") or p["InstanceKey"].lower() in wanted:
+                return True
+        return False
+
+    def record_operation(self, method: str, params: Mapping[str, Any], opcode: int, result: Any,
+                         principal: str) -> None:
+        ids = params.get("ResourceIDs", [])
+        self._record({"ts": time.time(), "server": self.spec.fqdn, "class": SMS_COLLECTION, "op": method,
+                      "params": {"ResourceIDs": [int(i) for i in (ids if isinstance(ids, list) else [ids])
+                                                 if str(i).strip().isdigit()], "Opcode": opcode},
+                      "opcode": OPCODE_NAMES.get(opcode, str(opcode)), "return": result, "principal": principal})
+
+    def queue_operation(self, opcode: int, targets: list[ClientRecord]) -> None:
+        """Hand an accepted operation to the out of band service point (queued while it is stopped)."""
+        if not self.spec.oob_service_point_running:
+            self.pending.append((opcode, targets))
+            return
+        self.operations.put((opcode, targets))
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until the service point has performed every queued operation."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.operations.unfinished_tasks == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _work(self) -> None:
+        while True:
+            item = self.operations.get()
+            try:
+                if item is None:
+                    return
+                opcode, targets = item
+                for client in targets:
+                    self._perform(opcode, client)
+            except Exception:  # noqa: BLE001 - the worker outlives a failed operation, as the service point does
+                log.exception("out of band operation failed")
+            finally:
+                self.operations.task_done()
+
+    def _perform(self, opcode: int, client: ClientRecord) -> None:
+        name = OPCODE_NAMES.get(opcode, "")
+        if opcode in POWER_REQUESTS:
+            hook = self.hooks.get("amt_power")
+            if hook is not None:
+                try:
+                    hook(client, POWER_REQUESTS[opcode])
+                except Exception as exc:  # noqa: BLE001 - an unreachable device: nothing happens, as on a site
+                    log.info("%s on %s failed: %s", name, client.fqdn, exc)
+        elif opcode == OPCODES["DiscoveryBMC"]:
+            self.discover(client)
+        elif opcode in (OPCODES["PartialUnprovision"], OPCODES["FullUnprovision"]):
+            self.unprovision(client.fqdn)
+
+    def discover(self, client: ClientRecord) -> int | None:
+        """Discover Management Controllers for one client: AMTStatus from what its AMT answers (0 no answer,
+        2 pre-provisioning, 3 post-provisioning by this site, 1 provisioned but not by this site)."""
+        hook = self.hooks.get("amt_discover")
+        if hook is None:
+            return client.status()
+        try:
+            state = hook(client)
+        except Exception:  # noqa: BLE001 - no answer over the network: not supported (AMTStatus 0)
+            state = None
+        if state is None:
+            client.amt_status = AMT_STATUS["not_supported"]
+        elif int(state) == 0:
+            client.amt_status = AMT_STATUS["not_provisioned"]
+        else:
+            client.amt_status = AMT_STATUS["provisioned" if client.provisioned else "detected"]
+        return client.amt_status  # type: ignore[return-value]
+
     # -- the un-provision action --
-    def unprovision(self, fqdn: str, *, principal: str = "") -> int:
+    def unprovision(self, fqdn: str) -> int:
         """Clear a client's AMT provisioning as the site server does; returns 0, or 5 for an unknown client,
-        or 2 when a hook failed (the failure is logged with its reason)."""
+        or 2 when a hook failed (the failure is logged with its reason). AMTStatus is left as it was: the site
+        updates it when it provisions a client or discovers its management controller."""
         client = self.spec.client(fqdn)
         rv = 5 if client is None else 0
         if client is not None:
@@ -950,11 +1137,10 @@ class SiteServerSimulator(BackgroundService):
                     rv = 2
                     break
             if rv == 0:
+                if client.amt_status == "auto":  # AMTStatus stays what the site last knew until a discovery
+                    client.amt_status = client.status()
                 client.provisioned = False
-                client.amt_status = AMT_STATUS["not_provisioned"]
                 self._event("unprovision_completed", client, thread="clear")
-        self._record({"ts": time.time(), "server": self.spec.fqdn, "op": UNPROVISION_METHOD,
-                      "class": UNPROVISION_CLASS, "params": {"Fqdn": fqdn}, "return": rv, "principal": principal})
         return rv
 
     # -- hellos --
@@ -1005,6 +1191,8 @@ class SiteServerSimulator(BackgroundService):
         if self.spec.tls_cert and self.spec.tls_key:
             self.server.add(self.spec.address, self.spec.https_port, self._endpoint(True),
                             server_ssl_context(self.spec.tls_cert, self.spec.tls_key))
+        self._worker = threading.Thread(target=self._work, name="oob-service-point", daemon=True)
+        self._worker.start()
         try:
             await self.server.start()
             self._hello_server = await asyncio.start_server(self._on_hello, self.spec.address, self.spec.hello_port,
@@ -1022,6 +1210,10 @@ class SiteServerSimulator(BackgroundService):
         if self.server is not None:
             await self.server.stop()
             self.server = None
+        if self._worker is not None:
+            self.operations.put(None)
+            await asyncio.get_running_loop().run_in_executor(None, self._worker.join, 30.0)
+            self._worker = None
 
 
 def main(argv: Iterable[str] | None = None) -> int:
@@ -1044,5 +1236,6 @@ if __name__ == "__main__":
 
 __all__ = ["SiteServerSpec", "ClientRecord", "SiteServerSimulator", "SiteServerProvider", "WinrmServer",
            "BasicAuthenticator", "parse_wql", "WqlError", "applicable_hotfixes", "APPENDIX_A", "OOB_PROPS",
-           "OOB_PROP_LISTS", "AMT_STATUS", "UNCONFIRMED", "UNPROVISION_CLASS", "UNPROVISION_METHOD",
-           "KB908209_KEY", "WINRM_STACK_KEY", "HOOK_ORDER", "main"]
+           "OOB_PROP_LISTS", "AMT_STATUS", "UNCONFIRMED", "SMS_COLLECTION", "OPERATE_FOR_MACHINES",
+           "OPERATE_FOR_COLLECTION", "OPCODES", "MANAGE_RIGHT", "WBEM_E_ACCESS_DENIED", "WOW64_SOFTWARE",
+           "KB908209_KEY", "WINRM_STACK_KEY", "HOOK_ORDER", "HOOKS", "main"]

@@ -1,5 +1,11 @@
 """The only state-changing calls pytest-vpro makes: power control, SOL/IDER sessions, un-provisioning.
 
+Stage 4's power control and stage 7's un-provisioning go through Configuration Manager, as the console does: the
+SMS Provider's ``SMS_Collection.AMTOperateForMachines(ResourceIDs[], Opcode)`` (CM2007 SDK; docs/protocols.md,
+"Out of band operations"), called over WinRM as the console user, and their results are observed where they
+land: the power state and provisioning state from AMT, ``AMTStatus`` from SCCM. Stage 5's SOL/IDER session talks
+to AMT directly, as the out of band management console does.
+
 Guide: Stage 4 "perform power control operations. Verify that clients can be powered down correctly ... powered-up
 correctly after the power down operation"; Stage 5 "Verify SOL / IDER can be used to display the client BIOS
 console output and boot the client from an IDE image"; Stage 7 "use Delete provisioning data from the management
@@ -36,10 +42,20 @@ from . import redirection as redir
 from . import tls
 from .errors import MalformedReply, ProbeError, Unreachable
 
-#: The SMS Provider method that deletes a client's provisioning data. SCCM 2007's own WMI method is not
-#: documented publicly (the console calls it); the lab's site server serves VPRO_Lab.Unprovision(Fqdn) in
-#: root/sms/site_<code>. *(unconfirmed)*: change both names here for a real site.
-UNPROVISION_CLASS, UNPROVISION_METHOD = "VPRO_Lab", "Unprovision"
+#: The SMS Provider's class method for out of band operations on chosen computers, and the opcodes the checks use
+#: (CM2007 SDK, "AMTOperateForMachines Method in Class SMS_Collection"): 1 WakeUp, 3 Shutdown, 8 DiscoveryBMC
+#: (fills AMTStatus and AMTFullVersion), 64 FullUnprovision ("Resets the AMT device ... to the factory default
+#: settings": the guide's "delete all data from Intel AMT memory"). ReturnValue 0 is success.
+SMS_COLLECTION, OPERATE_FOR_MACHINES = "SMS_Collection", "AMTOperateForMachines"
+WAKE_UP, SHUTDOWN, DISCOVERY_BMC, FULL_UNPROVISION = 1, 3, 8, 64
+OPCODE_NAMES = {WAKE_UP: "WakeUp", SHUTDOWN: "Shutdown", DISCOVERY_BMC: "DiscoveryBMC",
+                FULL_UNPROVISION: "FullUnprovision"}
+#: The DMTF power states that are "off" (6 off-hard, 8 off-soft): which one SCCM's Shutdown requests is not
+#: documented ("Causes a hard reset of the computer. This does not shut the operating system down"), so either
+#: counts.
+OFF_STATES = frozenset({6, 8})
+#: SMS_R_System.AMTStatus 3, Provisioned (docs/protocols.md, "SMS_R_System").
+AMT_STATUS_PROVISIONED = 3
 
 
 class NotPermitted(PermissionError):
@@ -96,17 +112,68 @@ def _console_device(facts, env):
                                  legacy_ciphers=tls.ciphers_of(env)))
 
 
-def _wait_for(device, state: int, seconds: float) -> tuple[int | None, float, str]:
-    """Poll PowerState until ``state`` or ``seconds`` pass: (last state seen, seconds waited, last error)."""
+def _wait_for(device, state: int | frozenset[int], seconds: float) -> tuple[int | None, float, str]:
+    """Poll PowerState until ``state`` (or one of them) or ``seconds`` pass: (last state seen, seconds waited,
+    last error)."""
     start, seen, error = time.monotonic(), None, ""
+    states = state if isinstance(state, frozenset) else frozenset({state})
     while True:
         try:
             seen, error = device.power_state().state, ""
         except ProbeError as exc:  # the ME may be out of reach while the host changes state
             error = str(exc)
-        if seen == state or time.monotonic() - start >= seconds:
+        if seen in states or time.monotonic() - start >= seconds:
             return seen, time.monotonic() - start, error
         time.sleep(0.25)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the SMS Provider, as the console user
+# --------------------------------------------------------------------------------------------------------------
+class _SmsProvider:
+    """The site's SMS Provider over WinRM as the console user (Kerberos, SPN ``HTTP/<site server>``): the
+    console's own identity, so its rights on the collection are what is tested."""
+
+    def __init__(self, facts, env) -> None:
+        from .kerberos import NegotiateAuth  # noqa: PLC0415
+        from .winrm import WinRM, sms_namespace
+
+        site = facts.server("site_server")
+        self.namespace = sms_namespace(env.site.code)
+        auth = NegotiateAuth(facts.console_credentials(), env.site.realm, spn=f"HTTP/{site.name}@{env.site.realm}")
+        self.winrm = WinRM(site.winrm or f"https://{site.name}:5986/wsman", auth=auth,
+                           ca_bundle=env.pki.get("trusted_roots"), timeout=max(env.timeouts["read"], 30.0))
+
+    def operate(self, resource_id: int, opcode: int) -> str:
+        """``SMS_Collection.AMTOperateForMachines([resource_id], opcode)``: "ReturnValue 0", or what went wrong."""
+        from .winrm import wmi_uri  # noqa: PLC0415
+
+        call = f"{OPERATE_FOR_MACHINES}([{resource_id}], {opcode}) ({OPCODE_NAMES.get(opcode, opcode)})"
+        try:
+            out = self.winrm.client.invoke(wmi_uri(SMS_COLLECTION, self.namespace), OPERATE_FOR_MACHINES,
+                                           {"ResourceIDs": [resource_id], "Opcode": opcode})
+        except ProbeError as exc:
+            return f"{call} failed: {exc}"
+        return f"{call}: ReturnValue {str(out.get('ReturnValue')).strip()}"
+
+    def system(self, fqdn: str) -> dict[str, Any] | None:
+        """The client's SMS_R_System record, read now (by FQDN in ResourceNames, else by NetBIOS name)."""
+        rows = self.winrm.enumerate("SMS_R_System", self.namespace)
+        host = fqdn.split(".")[0].upper()[:15]
+        return next((r for r in rows if fqdn in [str(n).lower() for n in r.get("ResourceNames") or []]), None) \
+            or next((r for r in rows if str(r.get("NetbiosName", "")).upper() == host), None)
+
+    def close(self) -> None:
+        self.winrm.client.close()
+
+
+def _succeeded(answer: str) -> bool:
+    return answer.endswith(": ReturnValue 0")
+
+
+def _wait(env) -> float:
+    """How long an operation may take to show: the service point queues it and works it off."""
+    return max(env.timeouts["read"], 10.0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -114,14 +181,17 @@ def _wait_for(device, state: int, seconds: float) -> tuple[int | None, float, st
 # --------------------------------------------------------------------------------------------------------------
 @dataclass
 class PowerStep:
-    requested: int
-    answer: str = ""             # "ReturnValue 0", or why the request failed
+    requested: int               # the PowerState asked for (SOL/IDER restart), or the SMS opcode (1, 3)
+    answer: str = ""             # "...: ReturnValue 0", or why the request failed
     reached: int | None = None   # PowerState last seen
     seconds: float = 0.0
     error: str = ""              # last read error while waiting
+    through_sccm: bool = False   # requested is an AMTOperateForMachines opcode
 
     @property
     def ok(self) -> bool:
+        if self.through_sccm:
+            return self.reached in OFF_STATES if self.requested == SHUTDOWN else self.reached == 2
         return self.reached == (2 if self.requested == 2 else self.requested)
 
 
@@ -134,7 +204,7 @@ class PowerCycle:
 
     @property
     def restored(self) -> bool:
-        return self.before != 2 or self.down.reached != 8 or bool(self.up and self.up.ok)
+        return self.before != 2 or self.down.reached not in OFF_STATES or bool(self.up and self.up.ok)
 
     def evidence(self) -> dict[str, Any]:
         return {"before": self.before, "down": asdict(self.down), "up": asdict(self.up) if self.up else None,
@@ -142,7 +212,9 @@ class PowerCycle:
 
 
 def power_cycle(client, env, facts) -> PowerCycle:
-    """Power the client off (RequestPowerStateChange 8, off-soft) and on again (2), waiting for each PowerState.
+    """Power the client off and on again through Configuration Manager, as the console's power control does:
+    ``AMTOperateForMachines([ResourceID], 3)`` (Shutdown), then ``(..., 1)`` (WakeUp), watching the PowerState AMT
+    reports (CIM_AssociatedPowerManagementService) for each.
 
     Done once per process for a client, shared by S4-POWER-DOWN and S4-POWER-UP. Power is put back on whenever
     the client went off; :attr:`PowerCycle.restored` says whether that worked.
@@ -152,9 +224,9 @@ def power_cycle(client, env, facts) -> PowerCycle:
 
 
 def _power_cycle(facts, env) -> PowerCycle:
-    device, wait = _console_device(facts, env), max(env.timeouts["read"], 5.0)
+    device, wait = _console_device(facts, env), _wait(env)
     before = device.power_state().state
-    cycle = PowerCycle(before, PowerStep(8))
+    cycle = PowerCycle(before, PowerStep(SHUTDOWN, through_sccm=True))
     if before != 2:
         cycle.down.answer, cycle.down.reached = f"not sent: the client was not on (PowerState {before})", before
         return cycle
@@ -165,22 +237,35 @@ def _power_cycle(facts, env) -> PowerCycle:
                                                  "again out of band"), before
         cycle.note = "power-down refused to leave the client unreachable"
         return cycle
-    _request(device, cycle.down)
-    if cycle.down.answer == "ReturnValue 0":
-        cycle.down.reached, cycle.down.seconds, cycle.down.error = _wait_for(device, 8, wait)
-    if cycle.down.reached != 8:
-        cycle.note = "the client did not go off, so power-up was not tried"
+    provider = _SmsProvider(facts, env)
+    try:
+        system = provider.system(facts.target.name)
+        if system is None:
+            cycle.down.answer, cycle.down.reached = (f"not sent: {facts.target.name} has no SMS_R_System record "
+                                                     "in the site"), before
+            cycle.note = "the site does not know the client"
+            return cycle
+        rid = int(str(system.get("ResourceId", system.get("ResourceID"))))
+        cycle.down.answer = provider.operate(rid, SHUTDOWN)
+        if _succeeded(cycle.down.answer):
+            cycle.down.reached, cycle.down.seconds, cycle.down.error = _wait_for(device, OFF_STATES, wait)
+        else:
+            cycle.down.reached = before
+        if cycle.down.reached not in OFF_STATES:
+            cycle.note = "the client did not go off, so power-up was not tried"
+            return cycle
+        cycle.up = PowerStep(WAKE_UP, through_sccm=True)
+        cycle.up.answer = provider.operate(rid, WAKE_UP)
+        if _succeeded(cycle.up.answer):
+            cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, 2, wait)
+        else:
+            cycle.up.reached = cycle.down.reached
+        if not cycle.up.ok:
+            cycle.note = "could not restore: the client is still off; power it on locally"
+        _record(facts.target.name, power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
         return cycle
-    cycle.up = PowerStep(2)
-    _request(device, cycle.up)
-    if cycle.up.answer == "ReturnValue 0":
-        cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, 2, wait)
-    else:
-        cycle.up.reached = 8
-    if not cycle.up.ok:
-        cycle.note = "could not restore: the client is still off; power it on locally"
-    _record(facts.target.name, power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
-    return cycle
+    finally:
+        provider.close()
 
 
 def _request(device, step: PowerStep) -> None:
@@ -538,11 +623,19 @@ def _watch(sol: _Redirection, ider: _Redirection, image: bytes, result: Redirect
 # un-provisioning through the site server (S7-UNPROVISION-COMPLETES)
 # --------------------------------------------------------------------------------------------------------------
 def unprovision(client, env, facts) -> dict[str, Any]:
-    """Delete the client's provisioning data through the SMS Provider, as the console's "Delete provisioning data
-    from the management controller" does. Before, the serial of the certificate the client serves on 16993 is
-    recorded (after un-provisioning nothing serves it), for S7-WEB-SERVER-CERT-REVOKED. Returns the record:
-    ``serial`` (hex), ``return`` (the method's ReturnValue, or the error), ``state_after`` (ProvisioningState
-    read afterwards over WS-MAN, or the error)."""
+    """Delete the client's provisioning data through Configuration Manager, as the console's "Delete provisioning
+    data from the management controller" does: ``AMTOperateForMachines([ResourceID], 64)`` (FullUnprovision).
+    Before, the serial of the certificate the client serves on 16993 is recorded (after un-provisioning nothing
+    serves it), for S7-WEB-SERVER-CERT-REVOKED. Then it waits for AMT to report pre-provisioning, and asks the
+    site to discover the management controller again (``AMTOperateForMachines(..., 8)``, DiscoveryBMC: AMTStatus
+    changes only when the site provisions or discovers a client) and waits for its AMTStatus to leave 3.
+    Returns the record: ``serial`` (hex), ``answer`` (the call and its ReturnValue, or the error), ``return`` (0
+    when the call succeeded), ``state_after`` (ProvisioningState read afterwards over WS-MAN, or the error),
+    ``amt_status`` (SMS_R_System.AMTStatus after the discovery), ``discovery`` (that call's answer).
+
+    Un-provisioning is not undone: the guide's Stage 7 ends there, and a client in a collection with automatic
+    provisioning is provisioned again by the site (CM2007 library, "How to Remove Provisioning Information for
+    AMT-Based Computers")."""
     _permit(client)
     _record(client.name, unprovisioned={"started": time.time()})
     try:
@@ -554,34 +647,45 @@ def unprovision(client, env, facts) -> dict[str, Any]:
 
 def _unprovision(client, env, facts) -> dict[str, Any]:
     from . import x509 as certs  # noqa: PLC0415
-    from .winrm import BasicAuth, sms_namespace, winrm_kerberos, wmi_uri
-    from .wsman import WsmanClient
 
     cert = facts.peer_certificate(client.name, env.expected["ports"]["amt_https"])
     _record(client.name, unprovisioned={"serial": format(cert.serial_number, "x"), "cdp": certs.cdp_urls(cert),
                                         "issuer": cert.issuer.rfc4514_string()})
-    site = facts.server("site_server")
-    cred = env.credentials.get("winrm")
-    if cred is None:
-        raise ProbeError("no WinRM credential in the environment file (credentials.winrm)")
-    auth = winrm_kerberos(site.name) if cred.kerberos else BasicAuth(cred.user, cred.password.resolve())
-    provider = WsmanClient(site.winrm or f"https://{site.name}:5986/wsman", auth=auth,
-                           ca_bundle=env.pki.get("trusted_roots"), timeout=max(env.timeouts["read"], 30.0))
+    provider = _SmsProvider(facts, env)
+    result: dict[str, Any] = {}
     try:
-        out = provider.invoke(wmi_uri(UNPROVISION_CLASS, sms_namespace(env.site.code)), UNPROVISION_METHOD,
-                              {"Fqdn": client.name})
-        answer: Any = int(str(out.get("ReturnValue")).strip())
-    except (ProbeError, ValueError) as exc:
-        answer = f"{UNPROVISION_CLASS}.{UNPROVISION_METHOD} failed: {exc}"
+        system = provider.system(client.name)
+        if system is None:
+            raise ProbeError(f"{client.name} has no SMS_R_System record in site {env.site.code}")
+        rid = int(str(system.get("ResourceId", system.get("ResourceID"))))
+        result["answer"] = provider.operate(rid, FULL_UNPROVISION)
+        result["return"] = 0 if _succeeded(result["answer"]) else result["answer"]
+        after: Any = None
+        if result["return"] == 0:
+            deadline = time.monotonic() + _wait(env)
+            while True:
+                try:
+                    after = _digest_device(facts, env).provisioning().state
+                except ProbeError as exc:
+                    after = str(exc)
+                if after == 0 or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.25)
+        result["state_after"] = after
+        result["discovery"] = provider.operate(rid, DISCOVERY_BMC) if result["return"] == 0 else ""
+        status = system.get("AMTStatus")
+        if _succeeded(result["discovery"]):
+            deadline = time.monotonic() + _wait(env)
+            while True:
+                row = provider.system(client.name) or {}
+                status = row.get("AMTStatus")
+                if str(status) != str(AMT_STATUS_PROVISIONED) or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.25)
+        result["amt_status"] = None if status is None else int(str(status))
     finally:
         provider.close()
-    after: Any
-    try:
-        after = _digest_device(facts, env).provisioning().state
-    except ProbeError as exc:
-        after = str(exc)
-    return _record(client.name, unprovisioned={"return": answer, "state_after": after,
-                                               "finished": time.time()})["unprovisioned"]
+    return _record(client.name, unprovisioned={**result, "finished": time.time()})["unprovisioned"]
 
 
 def _digest_device(facts, env):
@@ -600,4 +704,5 @@ def _digest_device(facts, env):
 
 
 __all__ = ["power_cycle", "sol_ider_session", "unprovision", "NotPermitted", "PowerCycle", "PowerStep",
-           "RedirectionResult", "UNPROVISION_CLASS", "UNPROVISION_METHOD"]
+           "RedirectionResult", "SMS_COLLECTION", "OPERATE_FOR_MACHINES", "WAKE_UP", "SHUTDOWN", "DISCOVERY_BMC",
+           "FULL_UNPROVISION", "OFF_STATES"]

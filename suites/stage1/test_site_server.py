@@ -118,10 +118,10 @@ def test_site_server_runs_a_supported_configuration(server, env, facts, evidence
 @pytest.mark.check("S1-SCCM-SP1-SITE")
 def test_site_and_site_server_run_sp1_or_later(server, env, facts, evidence):
     sms = sms_site(env, facts)
-    full = facts.registry(server, r"HKLM\SOFTWARE\Microsoft\SMS\Setup", "Full Version")
-    evidence.attach("versions", {"SMS_Site.Version": sms["Version"], "Setup\\Full Version": full})
+    full, key = facts.sms_registry(server, "Setup", "Full Version")  # the 32-bit view on 64-bit Windows
+    evidence.attach("versions", {"SMS_Site.Version": sms["Version"], f"{key}\\Full Version": full})
     old = [f"SMS_Site {env.site.code} Version {sms['Version']}"] if version(sms["Version"]) < SP1 else []
-    old += [f"{server.name} Setup\\Full Version {full or 'absent'}"] if version(full) < SP1 else []
+    old += [f"{server.name} {key}\\Full Version {full or 'absent'}"] if version(full) < SP1 else []
     expect(not old, found="; ".join(old), expected=f"{dotted(SP1)} (SP1) or later")
 
 

@@ -6,8 +6,10 @@ clients in the SCCM collection, right-click and perform power control operations
 powered down correctly."; "Verify that previously powered down clients can be powered-up correctly after the power
 down operation."; "Randomized digest credentials for Intel AMT access are functional."
 
-Power down and up are disruptive (canary clients, ``--allow-disruptive``): one power cycle per client
-(``pytest_vpro/probes/actions.py``), as the console user with Kerberos, power put back on afterwards.
+Power down and up are disruptive (canary clients, ``--allow-disruptive``): one power cycle per client, initiated
+through Configuration Manager as the console does (``SMS_Collection.AMTOperateForMachines`` Shutdown, then WakeUp,
+as the console user: ``pytest_vpro/probes/actions.py``), the PowerState read from AMT, power put back on
+afterwards. Stage 5's console talks to AMT directly; this stage's power control goes through the site.
 """
 import pytest
 
@@ -52,8 +54,9 @@ def test_client_powers_down_out_of_band(client, env, facts, evidence):
     evidence.attach("power cycle", cycle.evidence())
     down = cycle.down
     expect(down.ok, found=f"PowerState {down.reached} ({POWER_STATES.get(down.reached, '?')}) "
-                          f"{down.seconds:.0f} s after RequestPowerStateChange(8): {down.answer}",
-           expected="PowerState 8 (off-soft)")
+                          f"{down.seconds:.0f} s after {down.answer}",
+           expected="SMS_Collection.AMTOperateForMachines Shutdown (3) accepted (ReturnValue 0) and AMT reporting "
+                    "the client off (PowerState 6 off-hard or 8 off-soft)")
 
 
 @pytest.mark.check("S4-POWER-UP")
@@ -64,9 +67,8 @@ def test_powered_down_client_powers_up_again(client, env, facts, evidence):
     expect(up is not None, found=f"power-up not tried: {cycle.note} (S4-POWER-DOWN)",
            expected="the client powered down, then PowerState 2 (on)")
     expect(up.ok, found=f"PowerState {up.reached} ({POWER_STATES.get(up.reached, 'no answer')}) {up.seconds:.0f} s "
-                        f"after RequestPowerStateChange(2): {up.answer}" + (f"; {up.error}" if up.error else "")
-                        + "; the client is left off",
-           expected="PowerState 2 (on)")
+                        f"after {up.answer}" + (f"; {up.error}" if up.error else "") + "; the client is left off",
+           expected="SMS_Collection.AMTOperateForMachines WakeUp (1) accepted and AMT reporting PowerState 2 (on)")
 
 
 @pytest.mark.check("S4-DIGEST-CREDENTIALS-RANDOMIZED")

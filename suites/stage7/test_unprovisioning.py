@@ -8,7 +8,11 @@ server certificate issued to the client Management Controller was successfully r
 Active Directory OU or CN are sufficient to allow Management Controller objects to be deleted. Check the Active
 Directory OU or CN and confirm the Management Controller object was deleted."
 
-Un-provisioning is disruptive (canary clients, ``--allow-disruptive``). The revocation and the AD object are
+Un-provisioning is disruptive (canary clients, ``--allow-disruptive``). It goes through Configuration Manager as the
+console's "Delete provisioning data" does (``SMS_Collection.AMTOperateForMachines`` FullUnprovision, as the console
+user), and is judged by where it lands: AMT back in pre-provisioning, and the site's AMTStatus after it discovers the
+management controller again; AMTOPMGR.LOG is evidence (a failure line it shows fails the check; a missing
+completion line does not, its wording has no public source). The revocation and the AD object are
 judged for the clients un-provisioned in this run (the run's record, ``facts.changed()``), and do not apply to
 the others.
 """
@@ -19,6 +23,7 @@ import pytest
 from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro.probes import actions, cmlog
 from pytest_vpro.probes import x509 as certs
+from pytest_vpro.sccm import amt_status_text
 
 
 def _unprovisioned(client, env, facts) -> dict:
@@ -45,14 +50,18 @@ def test_unprovisioning_completes(client, env, facts, evidence):
               if e.kind in ("unprovision_completed", "unprovision_failed")
               and e.time is not None and e.time.timestamp() >= done["started"] - 2]
     evidence.attach("un-provisioning", {**done, "log": [e.line.message if e.line else e.kind for e in events]})
-    last = events[-1] if events else None
-    expect(done["return"] == 0 and last is not None and last.kind == "unprovision_completed",
-           found=f"{actions.UNPROVISION_CLASS}.{actions.UNPROVISION_METHOD} returned {done['return']}; AMTOPMGR.LOG: "
-                 + (f"{last.kind.replace('_', ' ')}" + (f": {last.reason}" if last.reason else "") if last
-                    else "no un-provisioning line for the client"),
-           expected="ReturnValue 0 and 'Clearing provisioning data completed successfully' in AMTOPMGR.LOG")
-    expect(done["state_after"] == 0, found=f"ProvisioningState {done['state_after']} afterwards",
-           expected="0 (pre-provisioning)")
+    expect(done["return"] == 0, found=done["answer"],
+           expected="SMS_Collection.AMTOperateForMachines FullUnprovision (64) accepted (ReturnValue 0)")
+    failed = [e for e in events if e.kind == "unprovision_failed"]
+    expect(not failed, found="AMTOPMGR.LOG: unprovision failed" + (f": {failed[-1].reason}" if failed[-1].reason
+                                                                   else "") if failed else "",
+           expected="no un-provisioning failure for the client in AMTOPMGR.LOG")
+    expect(done["state_after"] == 0, found=f"ProvisioningState {done['state_after']} after {done['answer']}",
+           expected="0 (pre-provisioning): the service point cleared AMT")
+    status = done.get("amt_status")
+    expect(status is not None and status != 3,
+           found=f"{amt_status_text(status)} after {done.get('discovery') or 'no discovery'}",
+           expected=f"{amt_status_text(2)}: the site sees the management controller un-provisioned")
 
 
 @pytest.mark.check("S7-WEB-SERVER-CERT-REVOKED")

@@ -32,7 +32,8 @@ def lab_a(tmp_path_factory):
 
 
 @pytest.mark.parametrize("check, target, found, gates_after", [
-    ("S4-POWER-DOWN", PC(1), r"PowerState 2 \(on\) \d+ s after RequestPowerStateChange\(8\): ReturnValue 0", 4),
+    ("S4-POWER-DOWN", PC(1), r"PowerState 2 \(on\) \d+ s after AMTOperateForMachines\(\[\d+\], 3\) \(Shutdown\): "
+                             r"ReturnValue 0", 4),
     ("S4-POWER-UP", PC(1), "power-up not tried: the client did not go off", 4),
     ("S4-POWER-DOWN", PC(2), "not sent: the active power package 'Desktop: ON in S0' turns the ME off in S5", 4),
     ("S4-POWER-UP", PC(2), "power-up not tried: power-down refused to leave the client unreachable", 4),
@@ -40,7 +41,7 @@ def lab_a(tmp_path_factory):
     ("S5-SOL-IDER-SESSION", PC(3), "SOL: SOL session refused by the device", 5),
     ("S5-SOL-IDER-ENABLED-IN-AMT", PC(3), "SOL and IDER disabled", 5),
     ("S7-AD-MC-OBJECT-DELETED", PC(4), r"CN=PC0004,OU=AMT,DC=vprolab,DC=test still there with HTTP/pc0004", 7),
-    ("S7-UNPROVISION-COMPLETES", PC(4), r"returned 2; AMTOPMGR.LOG: unprovision failed: delete_ad_object: "
+    ("S7-UNPROVISION-COMPLETES", PC(4), r"AMTOPMGR.LOG: unprovision failed: delete_ad_object: "
                                         r"LDAPNotAllowedOnNotLeafResult", 7),
     ("S4-MC-DISCOVERED", PC(6), r"AMTStatus null \(unknown\), AMTFullVersion empty", 4),
     ("S4-DIGEST-CREDENTIALS-RANDOMIZED", PC(6), r"SMS_R_System\.AMTStatus null \(unknown\)", 4),
@@ -95,6 +96,30 @@ def test_a_ca_that_cannot_revoke_leaves_the_serial_out_of_the_crl(tmp_path):
     assert_fails(results, "S7-UNPROVISION-COMPLETES", PC(1), "revoke_certificate: PermissionError: the issuing CA "
                                                              "denied the revocation")
     assert_fails(results, "S7-AD-MC-OBJECT-DELETED", PC(1), "CN=PC0001,OU=AMT,DC=vprolab,DC=test still there")
+    assert_healthy(results, PC(2))
+
+
+def test_power_control_through_sccm_is_refused_without_the_right(tmp_path):
+    """Stage 4's power control goes through the SMS Provider: a canary in a collection the console user may not
+    manage is refused (access denied); with the out of band service point stopped (next test), the site accepts
+    the Shutdown and nothing happens."""
+    results = run_suite(tmp_path, [{"fault": "client_in_unmanaged_collection", "client": 1}], clients=3, canaries=2,
+                        net=NET, args=("--allow-disruptive",))
+    assert_fails(results, "S4-POWER-DOWN", PC(1), r"AMTOperateForMachines\(\[\d+\], 3\) \(Shutdown\) failed: .*"
+                                                  r"WBEM_E_ACCESS_DENIED \(0x80041003\).*Manage management controllers")
+    assert_fails(results, "S4-POWER-UP", PC(1), "power-up not tried: the client did not go off")
+    assert_fails(results, "PRE-RIGHT-MANAGE-MANAGEMENT-CONTROLLERS", SITE, "lacks Manage management controllers "
+                                                                           "for 1 of 3 clients")
+    for check in ("S4-POWER-DOWN", "S4-POWER-UP"):  # the other canary, in the operators' collection
+        assert results[(check, PC(2))][0] == "passed", (check, results[(check, PC(2))])
+
+
+def test_a_stopped_out_of_band_service_point_leaves_the_shutdown_undone(tmp_path):
+    results = run_suite(tmp_path, ["oob_service_point_stopped"], clients=2, canaries=1, net=NET,
+                        args=("--allow-disruptive",))
+    assert_fails(results, "S4-POWER-DOWN", PC(1), r"PowerState 2 \(on\) \d+ s after AMTOperateForMachines\(\[\d+\], 3\) "
+                                                  r"\(Shutdown\): ReturnValue 0")
+    assert_gated(results, PC(1), ("S4-POWER-DOWN", "S4-POWER-UP"), 4)
     assert_healthy(results, PC(2))
 
 

@@ -44,7 +44,7 @@ def test_a_missing_appendix_a_hot_fix_fails_its_row(server_faults, kb):
 
 @pytest.mark.parametrize("check, target, found", [
     ("HF-KB899900", SERVER, "KB899900 not installed"),
-    ("PRE-SERVICE-POINT-WINDOWS-2003-SP2", SERVER, "Windows\\(R\\) Server 2003, Enterprise Edition Service Pack 1"),
+    ("PRE-SERVICE-POINT-WINDOWS-2003-SP2", SERVER, "Windows\\(R\\) Server 2003, Enterprise x64 Edition Service Pack 1"),
     ("HF-KB936059", SERVER, "KB936059 not installed"),
     ("PRE-WINRM-SERVICE-POINT", SERVER, r"WinRM 1\.0 \(StackVersion 1\.0\)"),
     ("HF-KB908209", CONSOLE, "KB908209 not installed"),

@@ -70,8 +70,12 @@ def test_the_healthy_2009_estate_passes(healthy):
     for n in (1, 4):  # AMT 3.2.1 with its enterprise certificate: the self-signed check applies, and passes
         assert results[("S3-AMT-321-SELF-SIGNED-CERT", PC(n))][0] == "passed"
     assert "AMT 4.1.3" in results[("S3-AMT-321-SELF-SIGNED-CERT", PC(2))][1]  # not applicable, visibly
-    for check in ("S7-UNPROVISION-COMPLETES", "S7-WEB-SERVER-CERT-REVOKED"):
-        assert results[(check, PC(1))][0] == "passed", (check, results[(check, PC(1))])
+    for check in ("S4-POWER-DOWN", "S4-POWER-UP", "S7-UNPROVISION-COMPLETES", "S7-WEB-SERVER-CERT-REVOKED",
+                  "S7-AD-MC-OBJECT-DELETED", "S1-SCCM-SP1-SITE"):  # through the SMS Provider; Wow6432Node
+        target = SP if check.startswith("S1-") else PC(1)
+        assert results[(check, target)][0] == "passed", (check, results[(check, target)])
+    for n in range(2, 7):  # not canaries: no operation at all
+        assert "not marked canary: true" in results[("S4-POWER-DOWN", PC(n))][1]
     for n in range(1, 7):  # names judged as DNS and AMT hold them, the OS's from the site's record
         for check in ("S3-CLIENT-FQDN-VALID-CHARACTERS", "S3-ME-HOSTNAME-MATCHES-OS"):
             assert results[(check, PC(n))][0] == "passed", (check, n, results[(check, PC(n))])

@@ -149,7 +149,7 @@ def site_wmi(info) -> dict:
             "products": [p["Name"] for p in w.enumerate("Win32_Product")],
             "features": {f["Name"]: f["InstallState"] for f in w.enumerate("Win32_OptionalFeature")},
             "stack": w.registry_value("HKLM", r"SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN", "StackVersion"),
-            "full_version": w.registry_value("HKLM", r"SOFTWARE\Microsoft\SMS\Setup", "Full Version"),
+            "full_version": w.registry_value("HKLM", r"SOFTWARE\Wow6432Node\Microsoft\SMS\Setup", "Full Version"),
         }
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -215,7 +216,8 @@ def _envelope(uri: str, action: str, body: str) -> str:
 
 
 def test_unprovision_action_does_what_the_real_one_does(lab):
-    """VPRO_Lab.Unprovision: Unprovision on the device, certificate revoked in the served CRL, AD object deleted."""
+    """SMS_Collection.AMTOperateForMachines([ResourceID], 64), the documented class method: the service point does
+    Unprovision on the device, the certificate is revoked in the served CRL, the AD object deleted."""
     import requests
     from cryptography import x509
 
@@ -231,15 +233,22 @@ def test_unprovision_action_does_what_the_real_one_does(lab):
     url, auth = "https://sccm01.vprolab.test:5986/wsman", BasicAuth("Administrator", info["dc"]["admin_password"])
     with route_connections(Resolver([info["dns"]["address"]]), ["vprolab.test"]):
         reader = WinRM(url, auth=auth, ca_bundle=info["pki"]["root_cert"], timeout=10)
+        (system,) = reader.enumerate("SMS_R_System", "root/sms/site_LAB", wql="SELECT ResourceId FROM SMS_R_System "
+                                     f"WHERE Name = '{target['fqdn'].split('.')[0].upper()}'")
+        params = {"ResourceIDs": [int(str(system["ResourceId"]))], "Opcode": 64}
         with pytest.raises(NotReadOnly):  # the project's WinRM probe is read-only: it refuses before sending
-            reader.invoke("VPRO_Lab", "Unprovision", {"Fqdn": target["fqdn"]}, namespace="root/sms/site_LAB")
+            reader.invoke("SMS_Collection", "AMTOperateForMachines", params, namespace="root/sms/site_LAB")
         writer = WsmanClient(url, auth=auth, ca_bundle=info["pki"]["root_cert"], timeout=30)  # as the console does
-        result = writer.invoke("http://schemas.microsoft.com/wbem/wsman/1/wmi/root/sms/site_LAB/VPRO_Lab", "Unprovision",
-                               {"Fqdn": target["fqdn"]})
+        result = writer.invoke("http://schemas.microsoft.com/wbem/wsman/1/wmi/root/sms/site_LAB/SMS_Collection",
+                               "AMTOperateForMachines", params)
     assert str(result.get("ReturnValue")) == "0", result
     device = AmtDevice(WsmanClient.for_amt(target["address"], tls=False,
                                            auth=DigestAuth(target["amt_user"], target["amt_password"]),
                                            ca_bundle=None, timeout=10))
+    deadline = time.monotonic() + 15  # the service point works its queue off
+    while device.provisioning().state != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # then it revokes the certificate and deletes the object
     assert device.provisioning().state == 0
     crl = x509.load_der_x509_crl(requests.get(f"http://{plan.ca}/pki/issuing.crl", timeout=5).content)
     leaf = x509.load_pem_x509_certificate(

@@ -7,8 +7,9 @@ snapshot again:
 
 * without --allow-disruptive, with faults planted (the failing checks must not "repair" anything), nothing changed;
 * with --allow-disruptive on a healthy lab with two canaries, every stage passes, and the only changes are the
-  canaries': their power cycles, SOL/IDER sessions and un-provisioning (their AMT objects gone, their certificates
-  revoked), nothing else.
+  canaries': their power cycles and un-provisioning, asked of the site server's SMS Provider
+  (SMS_Collection.AMTOperateForMachines as the console user, carried out by its service point: their AMT objects
+  gone, their certificates revoked), their SOL/IDER sessions, nothing else.
 
 And the guard itself: :mod:`pytest_vpro.probes.actions` refuses any caller but a disruptive check on a canary, no
 read-only code imports it, and ``facts`` reads AMT only.
@@ -84,7 +85,8 @@ def test_a_run_without_allow_disruptive_changes_nothing_even_with_faults(tmp_pat
                            "{fault: power_off_ignored, client: 1}, {fault: sol_ider_disabled, client: 2}, "
                            "{fault: amt_object_has_child, client: 3}, {fault: mc_not_discovered, client: 4}, "
                            "{fault: clock_skew, client: 5, seconds: 900}, {fault: kerberos_disabled, client: 6}, "
-                           "{fault: ider_boot_off_in_bios, client: 3}]")
+                           "{fault: ider_boot_off_in_bios, client: 3}, "
+                           "{fault: client_in_unmanaged_collection, client: 2}, {fault: oob_service_point_stopped}]")
     try:
         before = snapshot(state)
         results = run_suite_on(state, tmp_path / "reports")
@@ -123,8 +125,13 @@ def test_allow_disruptive_passes_every_stage_and_changes_only_the_canaries(tmp_p
                                             "ChangeBootOrder", "Put", "SetBootConfigRole", "IDERBoot", "Unprovision"}
     puts = {c["class"] for c in amt_calls if c["op"] == "Put"}
     assert puts == {"AMT_BootSettingData"}, puts  # the boot configuration and its restore, nothing else
-    assert sorted((c["op"], c["params"]["Fqdn"], c["return"]) for c in after["calls"]["site/calls.jsonl"]) == \
-        [("Unprovision", fqdn, 0) for fqdn in sorted(canaries)]
+    # through the SMS Provider, as the console user: per canary Shutdown, WakeUp, FullUnprovision, DiscoveryBMC
+    site_calls = after["calls"]["site/calls.jsonl"]
+    assert {(c["class"], c["op"], c["principal"], c["return"]) for c in site_calls} == {
+        ("SMS_Collection", "AMTOperateForMachines", "amtadmin@VPROLAB.TEST", 0)}
+    ids = {c["params"]["ResourceIDs"][0] for c in site_calls}
+    assert len(ids) == len(canaries) and all(len(c["params"]["ResourceIDs"]) == 1 for c in site_calls)
+    assert sorted(c["params"]["Opcode"] for c in site_calls) == sorted([3, 1, 64, 8] * len(canaries))
     assert after["calls"]["clients/calls.jsonl"] == []
     gone = set(before["amt"]) - set(after["amt"])
     assert gone == {"CN=PC0001,OU=AMT,DC=vprolab,DC=test", "CN=PC0002,OU=AMT,DC=vprolab,DC=test"}

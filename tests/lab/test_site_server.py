@@ -16,8 +16,8 @@ import pytest
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.site_server import (
-    APPENDIX_A, KB908209_KEY, UNPROVISION_CLASS, UNPROVISION_METHOD, ClientRecord, SiteServerSimulator,
-    SiteServerSpec, parse_wql,
+    APPENDIX_A, KB908209_KEY, OPERATE_FOR_COLLECTION, OPERATE_FOR_MACHINES, SMS_COLLECTION, SMS_PERMISSIONS,
+    ClientRecord, SiteServerSimulator, SiteServerSpec, parse_wql,
 )
 from pytest_vpro.probes.cmlog import LogReader, client_events, events
 from pytest_vpro.probes.hello import encode_hello
@@ -60,12 +60,16 @@ def _spec(tmp: Path, tls: dict[str, str], **overrides) -> SiteServerSpec:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, tls):
-    """A running simulator whose un-provision hooks only record what they were asked."""
+    """A running simulator whose hooks only record what they were asked (discovery answers pre-provisioning).
+    labadmin holds every right on the collection class."""
     tmp = tmp_path_factory.mktemp("site")
-    hooked: list[tuple[str, str]] = []
+    hooked: list[tuple] = []
     hooks = {name: (lambda c, name=name: hooked.append((name, c.fqdn)))
              for name in ("amt_unprovision", "revoke_certificate", "delete_ad_object")}
-    sim = SiteServerSimulator(_spec(tmp, tls), hooks=hooks)
+    hooks["amt_power"] = lambda c, state: hooked.append(("amt_power", c.fqdn, state))
+    hooks["amt_discover"] = lambda c: hooked.append(("amt_discover", c.fqdn)) or 0
+    sim = SiteServerSimulator(_spec(tmp, tls, permissions=[{"UserName": f"VPROLAB\\{USER}",
+                                                            "rights": list(SMS_PERMISSIONS)}]), hooks=hooks)
     sim.hooked = hooked
     with sim:
         yield sim
@@ -199,7 +203,7 @@ def test_refuses_methods_that_are_not_read_only(winrm, site):
     with pytest.raises(NotReadOnly):
         winrm.invoke("StdRegProv", "SetDWORDValue", {"hDefKey": 2147483650, "sSubKeyName": "x"})
     with pytest.raises(NotReadOnly):
-        winrm.invoke(UNPROVISION_CLASS, UNPROVISION_METHOD, {"Fqdn": "pc0001.vprolab.test"}, namespace=SITE)
+        winrm.invoke(SMS_COLLECTION, OPERATE_FOR_MACHINES, {"ResourceIDs": [16777220], "Opcode": 64}, namespace=SITE)
     assert site.calls == []
 
 
@@ -278,22 +282,78 @@ def test_hello_from_unknown_device_and_garbage(site):
 
 
 # --- the un-provision action --------------------------------------------------------------------------------------
-def test_unprovision_action_calls_hooks_logs_and_records(site, tls):
-    client = WsmanClient(site.winrm_url(tls=True), auth=BasicAuth(USER, PASSWORD), ca_bundle=tls["ca"], timeout=5)
-    out = client.invoke(wmi_uri(UNPROVISION_CLASS, SITE), UNPROVISION_METHOD, {"Fqdn": "pc0001.vprolab.test"})
-    assert out["ReturnValue"] == "0"
+def _operate(site, tls, ids, opcode, user=USER, password=PASSWORD):
+    client = WsmanClient(site.winrm_url(tls=True), auth=BasicAuth(user, password), ca_bundle=tls["ca"], timeout=5)
+    out = client.invoke(wmi_uri(SMS_COLLECTION, SITE), OPERATE_FOR_MACHINES, {"ResourceIDs": ids, "Opcode": opcode})
+    assert site.wait_idle()
+    return out["ReturnValue"]
+
+
+def test_amt_operate_for_machines_unprovisions_through_the_service_point(site, tls):
+    """FullUnprovision (64): the hooks in the real order, the log lines, the call recorded; AMTStatus changes only
+    when the site discovers the management controller again (DiscoveryBMC, 8)."""
+    site.hooked.clear()
+    pc1 = site.spec.client("pc0001.vprolab.test")
+    assert _operate(site, tls, [pc1.resource_id], 64) == "0"
     assert site.hooked == [("amt_unprovision", "pc0001.vprolab.test"), ("revoke_certificate", "pc0001.vprolab.test"),
                            ("delete_ad_object", "pc0001.vprolab.test")]
     kinds = [e.kind for e in _log_events(site)["pc0001.vprolab.test"]]
     assert kinds[-2:] == ["unprovision_started", "unprovision_completed"]
-    calls = [json.loads(line) for line in Path(site.spec.calls_file).read_text().splitlines()]
-    assert [(c["op"], c["params"], c["return"], c["principal"]) for c in calls] == [
-        ("Unprovision", {"Fqdn": "pc0001.vprolab.test"}, 0, USER)]
     w = WinRM(site.winrm_url(tls=True), auth=BasicAuth(USER, PASSWORD), ca_bundle=tls["ca"], timeout=5)
-    assert w.enumerate("SMS_R_System", SITE, wql="SELECT AMTStatus FROM SMS_R_System WHERE Name = 'PC0001'") == [
-        {"AMTStatus": 2}]  # not provisioned: the site can provision it again
-    assert client.invoke(wmi_uri(UNPROVISION_CLASS, SITE), UNPROVISION_METHOD, {"Fqdn": "nope.test"})[
-        "ReturnValue"] == "5"
+    query = "SELECT AMTStatus FROM SMS_R_System WHERE Name = 'PC0001'"
+    assert w.enumerate("SMS_R_System", SITE, wql=query) == [{"AMTStatus": 3}]  # what the site last knew
+    assert _operate(site, tls, [pc1.resource_id], 8) == "0"
+    assert w.enumerate("SMS_R_System", SITE, wql=query) == [{"AMTStatus": 2}]  # discovered: not provisioned
+    calls = [json.loads(line) for line in Path(site.spec.calls_file).read_text().splitlines()]
+    assert [(c["op"], c["params"], c["return"], c["principal"]) for c in calls][-2:] == [
+        (OPERATE_FOR_MACHINES, {"ResourceIDs": [pc1.resource_id], "Opcode": 64}, 0, USER),
+        (OPERATE_FOR_MACHINES, {"ResourceIDs": [pc1.resource_id], "Opcode": 8}, 0, USER)]
+    assert _operate(site, tls, [999], 64) == "1"  # a resource the site does not know
+
+
+def test_power_operations_and_the_collection_method(site, tls):
+    site.hooked.clear()
+    pc2 = site.spec.client("pc0002.vprolab.test")
+    assert _operate(site, tls, [pc2.resource_id], 3) == "0"
+    assert _operate(site, tls, [pc2.resource_id], 1) == "0"
+    assert site.hooked == [("amt_power", "pc0002.vprolab.test", 8), ("amt_power", "pc0002.vprolab.test", 2)]
+    client = WsmanClient(site.winrm_url(tls=True), auth=BasicAuth(USER, PASSWORD), ca_bundle=tls["ca"], timeout=5)
+    col = site.spec.collections[1]["CollectionID"]  # the out of band collection: pc0001, pc0002
+    out = client.invoke(wmi_uri(SMS_COLLECTION, SITE), OPERATE_FOR_COLLECTION, {"Opcode": 2}, {"CollectionID": col})
+    assert out["ReturnValue"] == "0" and site.wait_idle()
+    assert site.hooked[2:] == [("amt_power", "pc0001.vprolab.test", 10), ("amt_power", "pc0002.vprolab.test", 10)]
+
+
+def test_operations_need_the_manage_right_and_a_running_service_point(tmp_path, tls):
+    hooked = []
+    perms = [{"UserName": f"VPROLAB\\{USER}", "InstanceKey": "LAB00001", "rights": ["Read",
+                                                                                   "Manage management controllers"]}]
+    spec = _spec(tmp_path, tls, address="127.95.0.22", tls_cert="", log_dir="", permissions=perms)
+    with SiteServerSimulator(spec, hooks={"amt_power": lambda c, s: hooked.append((c.fqdn, s))}) as sim:
+        client = WsmanClient(sim.winrm_url(), auth=BasicAuth(USER, PASSWORD, allow_unencrypted=True), ca_bundle=None,
+                             timeout=5)
+        pc1, pc3 = spec.client("pc0001.vprolab.test"), spec.client("pc0003.vprolab.test")
+        uri = wmi_uri(SMS_COLLECTION, SITE)
+        assert client.invoke(uri, OPERATE_FOR_MACHINES, {"ResourceIDs": [pc1.resource_id], "Opcode": 3})[
+            "ReturnValue"] == "0"  # pc0001 is in LAB00001
+        with pytest.raises(SoapFault, match=r"WBEM_E_ACCESS_DENIED \(0x80041003\).*pc0003"):
+            client.invoke(uri, OPERATE_FOR_MACHINES, {"ResourceIDs": [pc3.resource_id], "Opcode": 3})
+        assert sim.wait_idle() and hooked == [("pc0001.vprolab.test", 8)]
+        spec.oob_service_point_running = False  # stopped: accepted, queued, never performed
+        assert client.invoke(uri, OPERATE_FOR_MACHINES, {"ResourceIDs": [pc1.resource_id], "Opcode": 1})[
+            "ReturnValue"] == "0"
+        assert sim.wait_idle() and hooked == [("pc0001.vprolab.test", 8)] and len(sim.pending) == 1
+        assert [c["return"] for c in sim.calls] == [0, "access denied: pc0003.vprolab.test", 0]
+
+
+def test_sms_keys_are_in_the_32_bit_view_on_a_64_bit_server(tmp_path, tls):
+    spec = _spec(tmp_path, tls, address="127.95.0.23", tls_cert="", log_dir="", os_architecture="64-bit")
+    with SiteServerSimulator(spec) as sim:
+        with WinRM(sim.winrm_url(), auth=BasicAuth(USER, PASSWORD, allow_unencrypted=True), ca_bundle=None,
+                   timeout=5) as w:
+            assert w.registry_value("HKLM", r"SOFTWARE\Wow6432Node\Microsoft\SMS\Setup", "Full Version") == \
+                "4.00.6221.1000"
+            assert w.registry_value("HKLM", r"SOFTWARE\Microsoft\SMS\Setup", "Full Version") is None
 
 
 def test_failing_hook_is_logged_as_failure(tmp_path, tls):

@@ -32,3 +32,26 @@ def test_resources_are_found_by_fqdn_then_netbios_name_in_the_providers_order():
     by_fqdn, by_name = _index_resources(rows)
     assert by_fqdn["pc01.test"] == [rows[0], rows[2]]  # each resource once, however its names are spelt
     assert by_name["PC01"] == [rows[0], rows[1]] and by_name[""] == [rows[3]]
+
+
+def test_configuration_managers_keys_are_read_in_the_32_bit_view_first():
+    """ConfigMgr 2007 is 32-bit: on a 64-bit site server its keys are under SOFTWARE\\Wow6432Node (read first);
+    on a 32-bit one under SOFTWARE (read next). The key read is returned for the evidence."""
+    facts, asked = _facts(name="sccm01.test"), []
+    server = SimpleNamespace(name="sccm01.test")
+
+    def registry(values):
+        def read(host, key, value, kind="string"):
+            asked.append(key)
+            return values.get(key)
+        return read
+
+    wow = r"HKLM\SOFTWARE\Wow6432Node\Microsoft\SMS\Setup"
+    native = r"HKLM\SOFTWARE\Microsoft\SMS\Setup"
+    facts.registry = registry({wow: "4.00.6487.2000", native: "stale"})
+    assert facts.sms_registry(server, "Setup", "Full Version") == ("4.00.6487.2000", wow)
+    facts.registry = registry({native: "4.00.6221.1000"})
+    assert facts.sms_registry(server, "Setup", "Full Version") == ("4.00.6221.1000", native)
+    facts.registry = registry({})
+    assert facts.sms_registry(server, "Setup", "Full Version") == (None, native)
+    assert asked == [wow, wow, native, wow, native]
