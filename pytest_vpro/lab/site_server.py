@@ -1163,12 +1163,12 @@ class SiteServerSimulator(BackgroundService):
             self._event("hello_malformed", thread="hello", ip=peer, reason=str(hello))
             return
         client = self.spec.client_by_uuid(hello.uuid)
+        if client is not None and client.imported_oob:  # before the log line: who reads the line sees AMTStatus 2
+            client.hello_heard = True  # the site now knows its AMT: AMTStatus 2 (not provisioned, can be)
         self._event("hello_received", thread="hello", ip=peer, uuid=str(hello.uuid), mode=hello.mode,
                     retry=hello.retry_count, fqdn=client.fqdn if client and client.imported_oob else "")
         if client is None or not client.imported_oob:
             self._event("hello_not_imported", thread="hello", ip=peer, uuid=str(hello.uuid))
-        else:
-            client.hello_heard = True  # the site now knows its AMT: AMTStatus 2 (not provisioned, can be)
 
     # -- life cycle --
     def _endpoint(self, tls: bool) -> WsmanEndpoint:

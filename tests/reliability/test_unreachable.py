@@ -142,9 +142,11 @@ def test_twenty_of_two_hundred_clients_unreachable(tmp_path):
     assert changed == {}, json.dumps(why, indent=1)  # other clients' (and the site's) verdicts are unchanged
     # The 20 extra clients add ~10 % more tests, each with pytest's own per-test cost (JUnit, Allure): scale the
     # healthy run by the test count. What remains may be four connect timeouts (4 s: the two dropped ports' checks
-    # run in parallel with everything else), not one per check, plus 20 % of the run for a shared machine's noise:
-    # far below the ~20 s one timeout per check of 20 clients would cost.
+    # run in parallel with everything else), not one per check, plus 40 % of the run for a shared machine's noise
+    # (20 % was exceeded twice on a machine running other labs: +8.5 s on a 20.6 s run). What proves one finding
+    # per dropped client is the count of findings and gated skips above; this bound only catches a run that pays
+    # a timeout for every check of every dropped client.
     scaled = wall_healthy * len(results) / len(only)
     figures["wall_healthy_scaled_s"] = round(scaled, 1)
-    assert wall_all - scaled <= 4 * CONNECT + 0.2 * wall_healthy, figures
+    assert wall_all - scaled <= 4 * CONNECT + 0.4 * wall_healthy, figures
     print(json.dumps(figures))  # the figures of docs/reliability.md (pytest -s)
