@@ -37,6 +37,7 @@ from typing import Any, Callable
 import pytest
 
 from .catalog import Check
+from .causes import CAUSED_RE, Cause, Causes
 from .checks import Evidence, Finding
 from .environment import Environment, Target
 from .probes import deadline
@@ -213,6 +214,7 @@ class Engine:
     store: VerdictStore
     facts: Callable[[Target], Any]
     allow_disruptive: bool = False
+    causes: Causes = field(default_factory=Causes)  # the run's dead shared services (causes.py)
     entries: dict[str, Entry] = field(default_factory=dict)
     _by_target: dict[str, list[Entry]] = field(default_factory=dict)
     _sitewide: list[Entry] = field(default_factory=list)
@@ -335,8 +337,10 @@ class Engine:
                                           "is not marked canary: true")
         gate = self.closing_gate(entry)
         if gate is not None:
+            cause = CAUSED_RE.search(self.obtain(gate).message)  # the root cause travels with the gate
             return Verdict("skipped", f"gated: {gate.check.id} failed for {gate.target.name} "
-                                      f"(stage {gate.stage}), so stage {entry.stage} does not open")
+                                      f"(stage {gate.stage}), so stage {entry.stage} does not open"
+                                      + (f"; caused by: {cause.group('what')}" if cause else ""))
         return self.call(entry)
 
     def closing_gate(self, entry: Entry) -> Entry | None:
@@ -368,8 +372,9 @@ class Engine:
                                              + (f"\n  detail:   {exc.detail}" if exc.detail else ""))
         except Undecided as exc:  # a detail without a public source did not fit: visible, and the gate stays open
             outcome, message = "skipped", f"cannot decide: {exc}"
-        except ProbeError as exc:
-            outcome, message = "failed", failure_message(entry, f"found:    {exc}\n  expected: an answer")
+        except ProbeError as exc:  # a dead shared service's finding says so, with that service's action
+            outcome, message = "failed", failure_message(entry, f"found:    {exc}\n  expected: an answer",
+                                                         self.causes.of(exc))
         except AssertionError as exc:
             # A bare assert (checks should use expect()): keep its message up to the "assert ..." line. pytest
             # adds a diff below it only while a test runs in the main thread, so a verdict computed ahead of
@@ -394,7 +399,13 @@ def interrupt_all() -> None:
         engine.interrupt()
 
 
-def failure_message(entry: Entry, body: str) -> str:
+def failure_message(entry: Entry, body: str, cause: Cause | None = None) -> str:
+    """The finding: what failed, found / expected, and the corrective action; a finding that follows from a dead
+    shared service names it ("caused by: ...") and gives its action, not the check's (which would send the reader
+    to fix what nobody could read)."""
     check = entry.check
+    if cause is not None:
+        return (f"{check.id} failed for {entry.target.name}: {check.title}\n  {body}\n"
+                f"  caused by: {cause.what}\n  corrective action: {cause.action}")
     return (f"{check.id} failed for {entry.target.name}: {check.title}\n  {body}\n"
             f"  corrective action: {check.corrective_action}")
