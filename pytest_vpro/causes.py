@@ -30,6 +30,7 @@ from .environment import Environment, Server
 from .probes.errors import DID_NOT_RESOLVE, ProbeError, Unreachable
 
 FILE = "causes.json"
+SILENT = ("filtered", "no answer", "refused", "did not resolve", "not answering", "unreachable")
 CAUSED_RE = re.compile(r"caused by: (?P<what>[^\n;]+)")
 
 
@@ -90,6 +91,18 @@ class Causes:
             host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
             if host in self._by_host:
                 return self._by_host[host]
+        return None
+
+    def of_finding(self, found: str) -> Cause | None:
+        """The cause of a check's finding that a dead service's host did not answer (a port check of the site
+        server that found 9971 filtered while the whole server is off), or None: a finding about a service that
+        answered is that check's own."""
+        text = found.lower()
+        if not any(word in text for word in SILENT):
+            return None
+        for host, cause in self._by_host.items():
+            if re.search(r"(?<![\w.-])" + re.escape(host) + r"(?![\w-]|\.\w)", text):
+                return cause
         return None
 
     # ---------------------------------------------------------------- the run folder
@@ -197,7 +210,9 @@ def _causes(env: Environment, found: dict[str, str], groups: dict[str, list[Serv
         where = ", ".join(f"{k.split('|')[1]}:{k.split('|')[2]}" for k in seen)
         port_list = "/".join(dict.fromkeys(k.split("|")[2] for k in seen))
         hosts = tuple(h for s in servers for h in (s.name, getattr(s, "address", None) or "") if h)
-        out.append(Cause(key, NAMES[key].format(names=names) + " not answering", where,
+        unresolved = all(DID_NOT_RESOLVE in v for v in seen.values())
+        out.append(Cause(key, NAMES[key].format(names=names) + (" did not resolve" if unresolved else
+                                                                 " not answering"), where,
                          ACTIONS[key].format(ports=f"TCP {port_list}", where=where), hosts,
                          "; ".join(seen.values())))
     return out

@@ -369,7 +369,8 @@ class Engine:
         except Finding as exc:
             outcome = "failed"
             message = failure_message(entry, f"found:    {exc.found}\n  expected: {exc.expected}"
-                                             + (f"\n  detail:   {exc.detail}" if exc.detail else ""))
+                                             + (f"\n  detail:   {exc.detail}" if exc.detail else ""),
+                                      self.causes.of_finding(exc.found))  # a dead service found silent
         except Undecided as exc:  # a detail without a public source did not fit: visible, and the gate stays open
             outcome, message = "skipped", f"cannot decide: {exc}"
         except ProbeError as exc:  # a dead shared service's finding says so, with that service's action

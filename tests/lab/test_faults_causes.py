@@ -26,6 +26,7 @@ pytestmark = pytest.mark.lab
 def run_down(tmp_path, fault: str, *args: str):
     """A two-client lab with ``fault``, the suite run over it with the reports; (results, summary, html, stdout,
     fleet rows)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     description = tmp_path / "lab.yaml"
     description.write_text(f'lab: {{clients: 2, net: {NET}, in_band_every: 0, canaries: 0, unprovisioned: 0, '
                            f'dhcp_port: 0, state_dir: state, faults: [{{"fault": "{fault}"}}]}}\n')

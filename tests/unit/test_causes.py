@@ -67,3 +67,10 @@ def test_the_classifier_reads_the_exception_chain_not_the_repr():
         assert what_happened(exc) == "connection refused"
     assert what_happened(ConnectionResetError(104, "reset by peer")) == "closed the connection"
     assert what_happened(socket.timeout("timed out")) == "no answer"
+
+
+def test_a_finding_that_a_dead_services_host_was_silent_follows_from_it():
+    causes = Causes([SITE])
+    assert causes.of_finding("sccm01.corp.example: 10.0.0.11:9971 filtered after 3000 ms") is SITE
+    assert causes.of_finding("10.0.0.111:9971 filtered after 3000 ms") is None  # another host
+    assert causes.of_finding("sccm01.corp.example lacks Enroll on IntelAMTWebServer") is None  # it answered
