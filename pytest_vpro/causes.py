@@ -18,6 +18,7 @@ pytest.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -86,11 +87,13 @@ class Causes:
             return None
         if self._dns is not None and exc.how == DID_NOT_RESOLVE:
             return self._dns
-        for part in str(exc.host or "").split(","):  # ldap: "dc01:636, dc02:636"
-            host = part.strip().lower()
-            host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        hosts = [part.strip().lower() for part in str(exc.host or "").split(",")]  # ldap: "dc01:636, dc02:636"
+        hosts = [h.rsplit(":", 1)[0] if h.count(":") == 1 else h for h in hosts]
+        for host in hosts:
             if host in self._by_host:
                 return self._by_host[host]
+        if self._dns is not None and hosts and not any(_is_address(h) for h in hosts):
+            return self._dns  # a name no DNS server could give an address for: however the exchange ended
         return None
 
     def of_finding(self, found: str) -> Cause | None:
@@ -116,6 +119,14 @@ class Causes:
         except (OSError, ValueError):
             return cls()
         return cls([Cause(**{**row, "hosts": tuple(row.get("hosts", ()))}) for row in rows])
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 # -------------------------------------------------------------------- the survey

@@ -74,3 +74,10 @@ def test_a_finding_that_a_dead_services_host_was_silent_follows_from_it():
     assert causes.of_finding("sccm01.corp.example: 10.0.0.11:9971 filtered after 3000 ms") is SITE
     assert causes.of_finding("10.0.0.111:9971 filtered after 3000 ms") is None  # another host
     assert causes.of_finding("sccm01.corp.example lacks Enroll on IntelAMTWebServer") is None  # it answered
+
+
+def test_while_dns_is_down_an_exchange_with_a_name_follows_from_it_however_it_ended():
+    causes = Causes([DNS])
+    cut = errors.too_late("dc01.corp.example", 636, 13)
+    assert causes.of(cut) is DNS  # the resolution outlasted the exchange's deadline
+    assert causes.of(Unreachable("10.0.0.20", 16993, 3)) is None  # an address needs no DNS
