@@ -85,9 +85,10 @@ class Causes:
         """The cause an unanswered exchange follows from, or None (the target's own failure)."""
         if not isinstance(exc, Unreachable):
             return None
-        if self._dns is not None and exc.how == DID_NOT_RESOLVE:
+        if self._dns is not None and getattr(exc, "how", None) == DID_NOT_RESOLVE:
             return self._dns
-        hosts = [part.strip().lower() for part in str(exc.host or "").split(",")]  # ldap: "dc01:636, dc02:636"
+        named = str(getattr(exc, "host", "") or "")
+        hosts = [part.strip().lower() for part in named.split(",")]  # ldap: "dc01:636, dc02:636"
         hosts = [h.rsplit(":", 1)[0] if h.count(":") == 1 else h for h in hosts]
         for host in hosts:
             if host in self._by_host:

@@ -254,6 +254,12 @@ class Engine:
             if self.store.claim(entry.nodeid):
                 try:
                     verdict = self.evaluate(entry)
+                except Exception:  # noqa: BLE001 - never leave a claim without a verdict: another worker waits on it
+                    if self._stopping.is_set():
+                        raise
+                    trace = "".join(traceback.format_exc(limit=-6))
+                    verdict = Verdict("error", redact(failure_message(
+                        entry, "the engine could not evaluate this check:\n" + trace)))
                 finally:
                     self.store.release(entry.nodeid)
                 if self._stopping.is_set() and deadline.abandoned():  # cut short by the interrupt: not a verdict
@@ -354,6 +360,14 @@ class Engine:
         self._closed[key] = found  # verdicts never change within a run, so neither does this
         return found
 
+    @staticmethod
+    def _cause(lookup: Callable[[Any], Cause | None], what: Any) -> Cause | None:
+        """The root cause of a failure, or None; a lookup that fails leaves the check's own finding as it is."""
+        try:
+            return lookup(what)
+        except Exception:  # noqa: BLE001 - attributing is a courtesy; the verdict must be stored whatever happens
+            return None
+
     def call(self, entry: Entry) -> Verdict:
         evidence = Evidence()
         values = {"env": self.env, "evidence": evidence, "target": entry.target,
@@ -370,12 +384,12 @@ class Engine:
             outcome = "failed"
             message = failure_message(entry, f"found:    {exc.found}\n  expected: {exc.expected}"
                                              + (f"\n  detail:   {exc.detail}" if exc.detail else ""),
-                                      self.causes.of_finding(exc.found))  # a dead service found silent
+                                      self._cause(self.causes.of_finding, exc.found))  # a dead service, silent
         except Undecided as exc:  # a detail without a public source did not fit: visible, and the gate stays open
             outcome, message = "skipped", f"cannot decide: {exc}"
         except ProbeError as exc:  # a dead shared service's finding says so, with that service's action
             outcome, message = "failed", failure_message(entry, f"found:    {exc}\n  expected: an answer",
-                                                         self.causes.of(exc))
+                                                         self._cause(self.causes.of, exc))
         except AssertionError as exc:
             # A bare assert (checks should use expect()): keep its message up to the "assert ..." line. pytest
             # adds a diff below it only while a test runs in the main thread, so a verdict computed ahead of
