@@ -37,6 +37,7 @@ from typing import Any, Callable
 import pytest
 
 from .catalog import Check
+from .causes import CAUSED_RE, Cause, Causes
 from .checks import Evidence, Finding
 from .environment import Environment, Target
 from .probes import deadline
@@ -213,6 +214,7 @@ class Engine:
     store: VerdictStore
     facts: Callable[[Target], Any]
     allow_disruptive: bool = False
+    causes: Causes = field(default_factory=Causes)  # the run's dead shared services (causes.py)
     entries: dict[str, Entry] = field(default_factory=dict)
     _by_target: dict[str, list[Entry]] = field(default_factory=dict)
     _sitewide: list[Entry] = field(default_factory=list)
@@ -252,6 +254,12 @@ class Engine:
             if self.store.claim(entry.nodeid):
                 try:
                     verdict = self.evaluate(entry)
+                except Exception:  # noqa: BLE001 - never leave a claim without a verdict: another worker waits on it
+                    if self._stopping.is_set():
+                        raise
+                    trace = "".join(traceback.format_exc(limit=-6))
+                    verdict = Verdict("error", redact(failure_message(
+                        entry, "the engine could not evaluate this check:\n" + trace)))
                 finally:
                     self.store.release(entry.nodeid)
                 if self._stopping.is_set() and deadline.abandoned():  # cut short by the interrupt: not a verdict
@@ -335,8 +343,10 @@ class Engine:
                                           "is not marked canary: true")
         gate = self.closing_gate(entry)
         if gate is not None:
+            cause = CAUSED_RE.search(self.obtain(gate).message)  # the root cause travels with the gate
             return Verdict("skipped", f"gated: {gate.check.id} failed for {gate.target.name} "
-                                      f"(stage {gate.stage}), so stage {entry.stage} does not open")
+                                      f"(stage {gate.stage}), so stage {entry.stage} does not open"
+                                      + (f"; caused by: {cause.group('what')}" if cause else ""))
         return self.call(entry)
 
     def closing_gate(self, entry: Entry) -> Entry | None:
@@ -349,6 +359,14 @@ class Engine:
         found = next((gate for gate in self.gates(entry) if self.obtain(gate).closes_gate), None)
         self._closed[key] = found  # verdicts never change within a run, so neither does this
         return found
+
+    @staticmethod
+    def _cause(lookup: Callable[[Any], Cause | None], what: Any) -> Cause | None:
+        """The root cause of a failure, or None; a lookup that fails leaves the check's own finding as it is."""
+        try:
+            return lookup(what)
+        except Exception:  # noqa: BLE001 - attributing is a courtesy; the verdict must be stored whatever happens
+            return None
 
     def call(self, entry: Entry) -> Verdict:
         evidence = Evidence()
@@ -365,11 +383,13 @@ class Engine:
         except Finding as exc:
             outcome = "failed"
             message = failure_message(entry, f"found:    {exc.found}\n  expected: {exc.expected}"
-                                             + (f"\n  detail:   {exc.detail}" if exc.detail else ""))
+                                             + (f"\n  detail:   {exc.detail}" if exc.detail else ""),
+                                      self._cause(self.causes.of_finding, exc.found))  # a dead service, silent
         except Undecided as exc:  # a detail without a public source did not fit: visible, and the gate stays open
             outcome, message = "skipped", f"cannot decide: {exc}"
-        except ProbeError as exc:
-            outcome, message = "failed", failure_message(entry, f"found:    {exc}\n  expected: an answer")
+        except ProbeError as exc:  # a dead shared service's finding says so, with that service's action
+            outcome, message = "failed", failure_message(entry, f"found:    {exc}\n  expected: an answer",
+                                                         self._cause(self.causes.of, exc))
         except AssertionError as exc:
             # A bare assert (checks should use expect()): keep its message up to the "assert ..." line. pytest
             # adds a diff below it only while a test runs in the main thread, so a verdict computed ahead of
@@ -394,7 +414,13 @@ def interrupt_all() -> None:
         engine.interrupt()
 
 
-def failure_message(entry: Entry, body: str) -> str:
+def failure_message(entry: Entry, body: str, cause: Cause | None = None) -> str:
+    """The finding: what failed, found / expected, and the corrective action; a finding that follows from a dead
+    shared service names it ("caused by: ...") and gives its action, not the check's (which would send the reader
+    to fix what nobody could read)."""
     check = entry.check
+    if cause is not None:
+        return (f"{check.id} failed for {entry.target.name}: {check.title}\n  {body}\n"
+                f"  caused by: {cause.what}\n  corrective action: {cause.action}")
     return (f"{check.id} failed for {entry.target.name}: {check.title}\n  {body}\n"
             f"  corrective action: {check.corrective_action}")

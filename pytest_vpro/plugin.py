@@ -23,6 +23,7 @@ from . import catalog as catalog_mod
 from . import cmdline, interrupts
 from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
 from . import snapshot
+from .causes import Causes, survey
 from .environment import Target
 from .facts import FactsCache
 from .gating import Engine, Entry, VerdictStore
@@ -98,8 +99,24 @@ def pytest_configure(config: pytest.Config) -> None:
                                   facts=FactsCache(run.env, hellos=hellos),
                                   allow_disruptive=config.getoption("allow_disruptive"))
     _wire_snapshots(config, run, config.stash[ENGINE].facts)
+    config.stash[ENGINE].causes = _causes(config, run, config.stash[ENGINE].facts, worker)
     if worker is None:
         config.pluginmanager.register(ControllerSession(config, run), "vpro-controller")
+
+
+def _causes(config: pytest.Config, run: runs.Run, facts: FactsCache, worker) -> Causes:
+    """The run's record of dead shared services: surveyed once by the controller, before xdist starts its
+    workers, and read from the run folder by each worker, so every process attributes findings alike."""
+    if worker is not None:
+        return Causes.read(run.dir)
+    if config.option.collectonly or run.replay is not None:  # a replay sends nothing: its facts say what they say
+        causes = Causes()
+    else:
+        causes = survey(run.env, facts(run.env.site))
+        runs._progress(config, "pytest-vpro")("shared services: " + (
+            "; ".join(c.what for c in causes) if causes else "every one answered"))
+    causes.write(run.dir)
+    return causes
 
 
 def _wire_snapshots(config: pytest.Config, run: runs.Run, facts: FactsCache) -> None:
@@ -281,6 +298,7 @@ class ControllerSession:
     def __init__(self, config: pytest.Config, run: runs.Run) -> None:
         self.config, self.run = config, run
         self.recorder = fleet.FleetRecorder(run.env, catalog_mod.for_config(config))
+        self.recorder.causes = config.stash[ENGINE].causes
         if not config.option.collectonly:  # run.json says "complete": false until the run's end writes it again
             interrupts.at_start(run)
         self._sigterm = _sigterm_interrupts()

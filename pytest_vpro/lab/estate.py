@@ -278,7 +278,7 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
 
             lab._started("firewall", DroppingFirewall(ctx.firewall).start().stop)
             log(f"firewall: SYNs dropped to {', '.join(f'{a}:{p}' for a, p in ctx.firewall)}")
-        env_path = _write_environment(state, desc, plan, clients, pki, dc.ca_cert, dhcp.port)
+        env_path = _write_environment(state, desc, plan, clients, pki, dc.ca_cert, dhcp.port, ctx.dns_servers)
         lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path,
                                    [p.describe(clients) for p in planted])
         if planted:
@@ -589,7 +589,7 @@ def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
 
 
 def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki,
-                       dc_ca: Path, dhcp_port: int) -> Path:
+                       dc_ca: Path, dhcp_port: int, dns_servers: list[str] | None = None) -> Path:
     # The estate's trust anchors: the lab PKI's root, and the CA Samba made for the DC's LDAPS certificate (on a
     # real estate the enterprise CA issues that one too).
     trusted = state / "trusted_roots.pem"
@@ -599,7 +599,7 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
         "name": "lab",
         "site": {"name": "Lab", "code": SITE_CODE, "domain": DOMAIN, "realm": REALM,
                  "amt_container": f"OU=AMT,DC={DOMAIN.split('.')[0]},DC={DOMAIN.split('.')[1]}"},
-        "dns": {"servers": [plan.dc], "port": 53, "route_connections": True},
+        "dns": {"servers": list(dns_servers or [plan.dc]), "port": 53, "route_connections": True},
         "credentials": {
             "ldap": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
             "smb": {"user": f"{NETBIOS}\\Administrator", "password": "file:secrets/admin.secret"},

@@ -194,6 +194,9 @@ class SambaDC(ChildProcess):
         self.base_dn = ",".join(f"DC={part}" for part in self.domain.split("."))
         self.config_dn = f"CN=Configuration,{self.base_dn}"
         self.prefork_children = prefork_children
+        #: without its LDAP server (``server services = -ldap``): the lab's ``directory_down`` fault restarts the
+        #: DC so, once the directory is populated; DNS, Kerberos and SMB go on answering.
+        self.ldap_off = False
         self._password = admin_password
         share = f"SMS_{self.site_code}"
         self.share_dirs = {share: self.state_dir / "shares" / share, **(share_dirs or {})}
@@ -259,7 +262,7 @@ class SambaDC(ChildProcess):
 \tserver role = active directory domain controller
 \tinterfaces = {self.address}/8
 \tbind interfaces only = yes
-\tserver services = -nbt -ntp_signd -wrepl -drepl -kcc -dnsupdate
+\tserver services = -nbt -ntp_signd -wrepl -drepl -kcc -dnsupdate{" -ldap" if self.ldap_off else ""}
 \tdns forwarder =
 \tsmb ports = 445
 \tprefork children = {self.prefork_children}
@@ -371,6 +374,8 @@ class SambaDC(ChildProcess):
         if self._proc is not None:
             raise SambaError("already started")
         binary = _require(SAMBA)
+        if self.ldap_off:
+            self._write_smb_conf()
         if busy := [port for port in (389, 88, 53, 445) if self._port_open(port)]:
             raise SambaError(f"{self.address} already serves ports {busy}: another DC or lab uses this address")
         self.log_dir.mkdir(exist_ok=True)
@@ -382,7 +387,7 @@ class SambaDC(ChildProcess):
                                       start_new_session=True, env=env)
         out.close()
         deadline = time.monotonic() + timeout
-        pending = [389, 636, 88, 53, 445]
+        pending = [88, 53, 445] if self.ldap_off else [389, 636, 88, 53, 445]
         while pending:
             if self._proc.poll() is not None:
                 rc = self._proc.returncode
@@ -396,7 +401,7 @@ class SambaDC(ChildProcess):
                                  + self._log_tail())
             if pending:
                 time.sleep(0.1)
-        while True:  # a listening socket is not yet a serving directory: wait for a real bind
+        while not self.ldap_off:  # a listening socket is not yet a serving directory: wait for a real bind
             try:
                 self._conn = self.ldap(timeout=5)
                 return

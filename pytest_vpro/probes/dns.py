@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -234,6 +235,7 @@ class ConnectionRouting:
         self._cache: dict[str, list[str] | socket.gaierror] = {}
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
+        self._failed: dict[str, tuple[float, socket.gaierror]] = {}  # the last failed query of a name, and when
         self._original: Callable[..., list] | None = None
 
     @property
@@ -270,11 +272,18 @@ class ConnectionRouting:
             hit = self._cache.get(key)
             name_lock = self._name_locks.setdefault(key, threading.Lock())
         if hit is None:
+            asked = time.monotonic()
             with name_lock:  # one query per name even when many threads connect at once
                 with self._lock:
                     hit = self._cache.get(key)
-                if hit is None:
+                    failed = self._failed.get(key)
+                if hit is None and failed is not None and failed[0] >= asked:
+                    hit = failed[1]  # it failed while this thread waited: that is this thread's answer too
+                elif hit is None:
                     hit = self._query(key)
+                    if isinstance(hit, socket.gaierror):
+                        with self._lock:
+                            self._failed[key] = (time.monotonic(), hit)
         if isinstance(hit, socket.gaierror):
             raise hit
         return hit

@@ -30,7 +30,7 @@ import urllib3
 import urllib3.connection
 import urllib3.exceptions
 
-from . import deadline
+from . import deadline, errors
 from .errors import MalformedReply, ProbeError, Redirected, ReplyTooLarge, Unreachable
 
 PROXIES: dict[str, str] = urllib.request.getproxies_environment()
@@ -229,19 +229,9 @@ def get(url: str, *, timeout: float, connect_timeout: float | None = None, max_b
 
 
 def connection_failure(exc: BaseException) -> str:
-    """What a failed connection did, in words: refused, reset, timed out, name not found."""
-    text = str(exc).lower()
-    if "refused" in text:
-        return "connection refused"
-    if "reset" in text or "aborted" in text or "remotedisconnected" in text or "closed connection" in text:
-        return "the connection was reset"
-    if "timed out" in text or "timeout" in text:
-        return "no answer"
-    if "name or service not known" in text or "nodename nor servname" in text or "failed to resolve" in text:
-        return "the name does not resolve"
-    if "ended prematurely" in text or "incompleteread" in text or "protocolerror" in text:
-        return "the connection closed before the reply was complete"
-    return "unreachable (" + _first_line(exc) + ")"
+    """What a failed connection did, in the probes' one vocabulary (:func:`errors.what_happened`): refused,
+    closed the connection, no answer, did not resolve; never urllib3's repr."""
+    return errors.what_happened(exc)
 
 
 def tls_reason(exc: BaseException) -> str:

@@ -41,7 +41,7 @@ from ldap3.utils.conv import escape_bytes
 
 from ..secrets import SecretUnavailable, redact
 from . import deadline
-from .errors import MalformedReply, ProbeError, ReplyTooLarge, Unreachable, too_late
+from .errors import CLOSED, NO_ANSWER, MalformedReply, ProbeError, ReplyTooLarge, Unreachable, too_late, what_happened
 
 if TYPE_CHECKING:
     from ..environment import Credential, Server
@@ -292,12 +292,11 @@ def _ldap_failure(where: str, host: str, port: int, timeout: float | None, exc: 
         text = str(exc)
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
             return TlsUntrusted(f"TLS certificate of {where} not trusted: {text[-300:]}")
-        how = "connection refused" if "refused" in text.lower() else \
-            "no answer" if "timed out" in text.lower() else redact(text[-200:])
-        return Unreachable(host, port, timeout, how)
-    if isinstance(exc, (lx.LDAPSocketReceiveError, lx.LDAPSessionTerminatedByServerError,
-                        lx.LDAPResponseTimeoutError)):
-        return Unreachable(host, port, timeout, f"connection lost ({redact(str(exc))[-200:]})")
+        return Unreachable(host, port, timeout, what_happened(exc))  # the vocabulary of errors.py, not ldap3's
+    if isinstance(exc, lx.LDAPResponseTimeoutError):
+        return Unreachable(host, port, timeout, NO_ANSWER)
+    if isinstance(exc, (lx.LDAPSocketReceiveError, lx.LDAPSessionTerminatedByServerError)):
+        return Unreachable(host, port, timeout, CLOSED)
     if isinstance(exc, lx.LDAPPackageUnavailableError):
         return ProbeError(f"Kerberos bind needs the gssapi package: {exc}")
     if isinstance(exc, lx.LDAPOperationResult):

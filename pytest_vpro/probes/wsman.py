@@ -92,12 +92,13 @@ class Unreachable(WsmanError, errors.Unreachable):
     """No TCP answer: connection timed out, refused or reset."""
 
     def __init__(self, host: str, port: int, timeout: float, why: str = "timeout"):
+        how = errors.vocabulary("no answer" if why == "timeout" else why)
+        if how != why or how in errors.VOCABULARY:  # what the target did, in the words of every probe
+            errors.Unreachable.__init__(self, host, port, timeout, how)
+        else:  # the client's own account of an exchange cut short ("gave no complete answer within 3 s ...")
+            Exception.__init__(self, f"{host}:{port} {why}")
+            self.how = why
         self.host, self.port, self.timeout, self.why = host, port, timeout, why
-        if why == "timeout":
-            text = f"no answer from {host}:{port} within {timeout:g} s"
-        else:
-            text = f"{host}:{port} {why}"
-        Exception.__init__(self, text)  # errors.Unreachable's own wording differs; this one is the client's
 
 
 class AuthFailed(WsmanError):
@@ -787,14 +788,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _conn_reason(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "refused" in text:
-        return "refused the connection"
-    if "reset" in text or "aborted" in text or "remotedisconnected" in text:
-        return "reset the connection"
-    if "timed out" in text:
-        return "timeout"
-    return "unreachable (" + str(exc)[:200] + ")"
+    return errors.what_happened(exc)  # one vocabulary for every probe (errors.py), no library repr
 
 
 def b64(data: bytes) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..catalog import Check
+from ..causes import CAUSED_RE, Causes
 from ..environment import Environment, Target
 
 STAGE_TITLES = {
@@ -81,6 +82,7 @@ class FleetRecorder:
         self.results: dict[str, Result] = {}
         self.expected: dict[str, int] | None = None  # checks selected per target key; None: not known
         self.problems: list[str] = []  # what was missing from the selection or the inventory (never "ready")
+        self.causes = Causes()  # the run's dead shared services (causes.json), set by the controller
 
     def record(self, report) -> None:
         props = dict(report.user_properties)
@@ -122,13 +124,14 @@ class FleetRecorder:
         rows = []
         for client in self.env.clients:
             results = sorted(by_target.get(client.key, []), key=lambda r: (r.stage, r.check))
-            blocker, blocked_at, finding = None, None, ""
+            blocker, blocked_at, finding, blocking_message = None, None, "", ""
             for r in results:
                 gated = GATED_RE.search(r.message) if r.outcome == "skipped" else None
                 if r.outcome == "failed" or gated:
                     blocker, blocked_at = (gated.group("check"), gated.group("target")) if gated else (r.check, client.name), r.stage
                     lines = [line.strip() for line in r.message.splitlines()]
                     finding = lines[1] if len(lines) > 1 and not gated else (lines[0] if lines else "")
+                    blocking_message = r.message
                     break
             furthest = furthest_stage_passed(results, blocked_at)
             wanted = None if self.expected is None else self.expected.get(client.key, 0)
@@ -142,6 +145,8 @@ class FleetRecorder:
             else:
                 status = "ok"
             check = checks.get(blocker[0]) if blocker else None
+            cause = self.causes.by_what(caused.group("what")) if blocker and (caused := CAUSED_RE.search(
+                blocking_message)) else None
             rows.append({
                 "client": client.name, "provisioning": client.provisioning, "canary": client.canary,
                 "furthest_stage_passed": furthest,
@@ -149,7 +154,8 @@ class FleetRecorder:
                 "first_failing_check": blocker[0] if blocker else "",
                 "failing_target": blocker[1] if blocker else "",
                 "finding": finding,
-                "corrective_action": check.corrective_action if check else "",
+                "corrective_action": cause.action if cause else check.corrective_action if check else "",
+                "blocking_cause": cause.what if cause else "",
             })
         rows.sort(key=lambda r: (STATUS_ORDER[str(r["status"])], r["furthest_stage_passed"],
                                  r["first_failing_check"], r["client"]))
@@ -165,6 +171,24 @@ class FleetRecorder:
             elif r.outcome == "skipped" and (m := GATED_RE.search(r.message)):
                 out.setdefault(m.group("check"), {"failed": 0, "gated": 0})["gated"] += 1
         return out
+
+    def cause_rows(self) -> list[dict[str, object]]:
+        """The run's root causes ranked by what they block: the targets and the results (failed, or gated by
+        a failure) whose message says "caused by" it; a dead service that blocked nothing is listed last."""
+        blocked: dict[str, tuple[set[str], int]] = {}
+        for r in self.results.values():
+            if r.outcome not in ("failed", "skipped") or not (m := CAUSED_RE.search(r.message)):
+                continue
+            targets, n = blocked.get(m.group("what").strip(), (set(), 0))
+            targets.add(r.target)
+            blocked[m.group("what").strip()] = (targets, n + 1)
+        rows = []
+        for cause in self.causes:
+            targets, n = blocked.get(cause.what, (set(), 0))
+            rows.append({"what": cause.what, "where": cause.where, "service": cause.key, "found": cause.found,
+                         "targets_blocked": len(targets), "checks_blocked": n, "action": cause.action})
+        rows.sort(key=lambda r: (-int(r["targets_blocked"]), -int(r["checks_blocked"]), str(r["what"])))
+        return rows
 
     def verdict(self, run, rows: list[dict[str, object]] | None = None) -> tuple[bool, str]:
         """The change manager's line: ready for rollout only if the run was complete, had no problem with its
@@ -192,8 +216,15 @@ class FleetRecorder:
         env = self.env
         lines = [f"pytest-vpro fleet summary: environment {env.name}, {plural(len(env.clients), 'client')}, "
                  f"{plural(len(env.servers), 'server')}" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else ""),
-                 self.verdict(run)[1],
-                 f"{'stage':<6}{'':<52}{'targets':>8}{'passed':>8}{'failed':>8}{'skipped':>8}"]
+                 self.verdict(run)[1]]
+        causes = self.cause_rows()
+        if causes:
+            lines.append(f"root causes, by what they block ({len(causes)}): fix these first")
+            for i, c in enumerate(causes, 1):
+                lines.append(f"  {i}. {c['what']}: blocks {plural(int(c['targets_blocked']), 'target')}, "
+                             f"{plural(int(c['checks_blocked']), 'check')} ({c['where']})")
+                lines.append(f"     corrective action: {c['action']}")
+        lines += [f"{'stage':<6}{'':<52}{'targets':>8}{'passed':>8}{'failed':>8}{'skipped':>8}"]
         for stage, c in counts.items():
             lines.append(f"{stage:<6}{STAGE_TITLES[stage]:<52}{c['targets']:>8}{c['passed']:>8}{c['failed']:>8}"
                          f"{c['skipped']:>8}")
@@ -210,8 +241,7 @@ class FleetRecorder:
     # ----------------------------------------------------------------- files
     def write(self, run) -> None:
         rows = self.fleet_rows()
-        fields = ["client", "provisioning", "canary", "furthest_stage_passed", "status", "first_failing_check",
-                  "failing_target", "finding", "corrective_action"]
+        fields = FLEET_FIELDS
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
@@ -219,12 +249,16 @@ class FleetRecorder:
         (run.dir / "fleet.csv").write_text(buf.getvalue())
         ready, verdict = self.verdict(run, rows)
         summary = {"environment": self.env.name, "stages": self.stage_counts(), "clients": len(self.env.clients),
-                   "complete": run.complete, "ready": ready, "verdict": verdict}
+                   "complete": run.complete, "ready": ready, "verdict": verdict, "causes": self.cause_rows()}
         (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))
         results_dir = run.dir / "allure-results"
         if results_dir.is_dir():
             _allure_fleet_result(results_dir, rows, summary, fields)
             write_allure_metadata(results_dir, self.env)
+
+
+FLEET_FIELDS = ["client", "provisioning", "canary", "furthest_stage_passed", "status", "first_failing_check",
+                "failing_target", "finding", "corrective_action", "blocking_cause"]
 
 
 def furthest_stage_passed(results: list[Result], blocked_at: int | None) -> int:
@@ -258,6 +292,8 @@ ALLURE_CATEGORIES = [
     {"name": "Cannot decide (no trusted source settles it)", "matchedStatuses": ["skipped"],
      "messageRegex": "(?s).*cannot decide: .*"},
     {"name": "Disruptive check not run", "matchedStatuses": ["skipped"], "messageRegex": "(?s).*disruptive check.*"},
+    {"name": "Caused by a shared service that did not answer", "matchedStatuses": ["failed"],
+     "messageRegex": "(?s).*caused by: .*"},
     {"name": "Estate did not answer", "matchedStatuses": ["failed", "broken"],
      "messageRegex": "(?si).*(no answer|no complete answer|did not answer|unreachable|did not resolve|timed out|"
                      "timeout|connection refused|closed the connection).*"},

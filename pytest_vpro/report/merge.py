@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import catalog, interrupts
 from .. import environment as envmod
 from . import html, ticket
+from ..causes import Causes
 from .fleet import FleetRecorder, Result
 from .runs import Run, read_selection
 
@@ -84,6 +85,8 @@ def merge(out: Path, runs: list[Path]) -> Path:
         if overlap:
             raise ValueError(f"{run_dir}: {len(overlap)} tests already in another run, e.g. {sorted(overlap)[0]}")
         recorder.results.update(part)
+        known = {c.what for c in recorder.causes}  # every shard surveyed the shared services itself
+        recorder.causes = Causes([*recorder.causes, *(c for c in Causes.read(run_dir) if c.what not in known)])
         selection = read_selection(run_dir)
         recorder.problems.extend(p for p in selection.problems if p not in recorder.problems)
         if selection.targets is not None:

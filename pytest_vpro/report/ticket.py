@@ -21,7 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..catalog import Check
-from .fleet import STAGE_TITLES, FleetRecorder, plural
+from ..causes import CAUSED_RE
+from .fleet import FLEET_FIELDS, STAGE_TITLES, FleetRecorder, plural
 
 EVIDENCE_TARGETS_PER_CHECK = 10
 EVIDENCE_BYTES = 4_000
@@ -73,7 +74,8 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
                    "beside this file.</p>")
 
     ready, verdict = recorder.verdict(run)
-    parts.insert(1, f"<p class='verdict {'ready' if ready else 'notready'}'>{_e(verdict)}</p>")
+    parts.insert(1, f"<p class='verdict {'ready' if ready else 'notready'}'>{_e(verdict)}</p>"
+                 + causes_table(recorder.cause_rows()))
     parts.append("<h2>Stage funnel</h2>" + funnel_svg(counts))
     parts.append("<table><tr><th>stage</th><th></th><th>targets</th><th>passed</th>"
                  "<th>failed</th><th>skipped or gated</th></tr>")
@@ -100,10 +102,15 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
         check = checks.get(check_id)
         rows = sorted(failed[check_id], key=lambda x: x[1].target)
         gated = impact.get(check_id, {}).get("gated", 0)
+        caused = sorted({m.group("what") for _, r in rows if (m := CAUSED_RE.search(r.message))})
+        own = [r for _, r in rows if not CAUSED_RE.search(r.message)]
+        action = (f"<p><b>Caused by:</b> {_e('; '.join(caused))} (see Root causes: fix that first)"
+                  + (f" for {plural(len(rows) - len(own), 'target')}" if own else "") + "</p>" if caused else "")
+        if own or not caused:
+            action += f"<p><b>Corrective action:</b> {_e(check.corrective_action if check else '')}</p>"
         head = (f"<h3>{_e(check_id)}: {_e(check.title if check else '')} ({plural(len(rows), 'target')}"
                 + (f"; {plural(gated, 'later result')} gated by it" if gated else "") + ")</h3>"
-                f"<p><b>Corrective action:</b> {_e(check.corrective_action if check else '')}</p><table>"
-                "<tr><th>target</th><th>finding</th></tr>")
+                f"{action}<table><tr><th>target</th><th>finding</th></tr>")
         parts.append(head)
         size += len(head)
         for i, (nodeid, r) in enumerate(rows):
@@ -126,8 +133,7 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
                      "see allure-report/ and junit.xml.</p>")
 
     fleet_rows = recorder.fleet_rows()
-    fields = ["client", "provisioning", "canary", "furthest_stage_passed", "status", "first_failing_check",
-              "failing_target", "finding", "corrective_action"]
+    fields = FLEET_FIELDS
     parts.append(f"<h2>Fleet table ({plural(len(fleet_rows), 'client')})</h2><table class='fleet'><tr>"
                  + "".join(f"<th>{_e(f)}</th>" for f in fields) + "</tr>")
     for r in fleet_rows:
@@ -148,6 +154,20 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
     out = run.dir / "report.html"
     out.write_text("".join(parts), encoding="utf-8")
     return out
+
+
+def causes_table(causes: list[dict[str, object]]) -> str:
+    """The root causes, ranked by what they block, for the top of the page (empty when there is none)."""
+    if not causes:
+        return ""
+    rows = "".join(f"<tr><td>{i}</td><td class='failed'><b>{_e(c['what'])}</b><br><small>{_e(c['where'])}"
+                   f"</small></td><td>{c['targets_blocked']}</td><td>{c['checks_blocked']}</td>"
+                   f"<td>{_e(c['action'])}</td></tr>" for i, c in enumerate(causes, 1))
+    return (f"<h2 id='causes'>Root causes ({len(causes)}, by what they block): fix these first</h2>"
+            "<p>Shared services that did not answer when the run asked them first. Every finding that follows from "
+            "one says \"caused by\" it, with this action instead of its own check's.</p><table class='causes'><tr>"
+            "<th>#</th><th>cause</th><th>targets blocked</th><th>checks blocked</th><th>corrective action</th>"
+            f"</tr>{rows}</table>")
 
 
 def funnel_svg(counts: dict[int, dict[str, int]], width: int = 640) -> str:

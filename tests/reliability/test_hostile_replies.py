@@ -52,7 +52,7 @@ CASES = [
     ("silent", wsman.Unreachable, "no answer from", 3 * TIMEOUT),
     ("slow", wsman.Unreachable, "no complete answer", 4 * TIMEOUT),
     ("slow_headers", wsman.Unreachable, "no complete answer", 4 * TIMEOUT),
-    ("reset", wsman.Unreachable, "reset", 2.0),
+    ("reset", wsman.Unreachable, "closed the connection", 2.0),
     ("truncated", wsman.Unreachable, "", 3 * TIMEOUT),
     ("not_xml", wsman.MalformedReply, "not XML", 2.0),
     ("entity_bomb", wsman.MalformedReply, "safe XML parser", 2.0),

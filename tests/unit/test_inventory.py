@@ -338,8 +338,8 @@ def test_a_dc_with_an_address_is_tried_there_when_its_name_does_not_resolve(tmp_
     assert names.asked == ["dc02.corp.example.com A"] and "dc02.corp.example.com" not in machine  # asked once
     port = directory.port
     assert env.inventory_problems == [  # the probe's sentence, then what the estate's DNS said
-        f"directory dc02.corp.example.com did not answer for ldap:{OU}: no LDAP server answered (invalid server "
-        f"address from dc02.corp.example.com:{port}; no answer from 127.0.0.1:{port} within 0.5 s) from "
+        f"directory dc02.corp.example.com did not answer for ldap:{OU}: no LDAP server answered (dc02.corp.example.com "
+        f"did not resolve (no address for the name); no answer from 127.0.0.1:{port} within 0.5 s) from "
         f"dc02.corp.example.com:{port}, 127.0.0.1:{port} (the estate's DNS (127.0.0.1) did not resolve "
         "dc02.corp.example.com: dc02.corp.example.com does not exist (NXDOMAIN from 127.0.0.1)); the run goes on "
         "without the clients of this source"]

@@ -1,0 +1,230 @@
+"""Root causes: the estate's shared services, asked once before any check, and the findings that follow from them.
+
+When a service every target needs does not answer (the estate's DNS servers, the directory, the site server, the
+CA's host, the DHCP server), hundreds of checks fail with the same symptom and each gives its own advice ("install
+hot fix KB...") for a fact it never read. So the run asks those services first (:func:`survey`): one exchange
+each, what the checks themselves would do first (a DNS query, a TCP connection to the port the facts use, a
+DHCPINFORM). A service that does not answer is a :class:`Cause`, with its own corrective action.
+
+A check's :class:`~pytest_vpro.probes.errors.ProbeError` is then attributed (:meth:`Causes.of`): a name that did
+not resolve while every DNS server is down is the DNS cause; an unanswered exchange with a dead service's host is
+that service's cause. The engine writes the cause into the finding ("caused by: ...") and its corrective action
+instead of the check's own, and a result gated by such a finding names the cause too (gating.py).
+
+The survey runs once per run on the controller (before xdist starts its workers) and is written to the run's
+folder (``causes.json``); every worker reads that file. So every process attributes with the same record, and a
+finding reads the same under ``-n 0``, ``-n 2`` and every shard of one night. This module knows nothing of
+pytest.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from .environment import Environment, Server
+from .probes.errors import DID_NOT_RESOLVE, ProbeError, Unreachable
+
+FILE = "causes.json"
+SILENT = ("filtered", "no answer", "refused", "did not resolve", "not answering", "unreachable")
+CAUSED_RE = re.compile(r"caused by: (?P<what>[^\n;]+)")
+
+
+@dataclass(frozen=True)
+class Cause:
+    key: str                 # "dns", "directory", "site_server", "issuing_ca", "dhcp"
+    what: str                # "DNS server 127.0.0.53 not answering"
+    where: str               # the endpoints asked
+    action: str              # what to do about it
+    hosts: tuple[str, ...]   # names and addresses whose unanswered exchanges follow from it
+    found: str = ""          # what the survey saw, in the probes' vocabulary
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ACTIONS = {
+    "dns": "Bring the estate's DNS service back (or correct dns.servers in the environment file): every name the "
+           "checks use resolves through it. Then run the checks again.",
+    "directory": "Bring the domain controller's directory service back (LDAP {ports}) or open the path to it from "
+                 "this host; the AD checks and everything gated by them wait for it. Then run the checks again.",
+    "site_server": "Start the site server (or its WinRM service, {ports}) or open the path to it from this host: "
+                   "the Configuration Manager facts come from it. Then run the checks again.",
+    "issuing_ca": "Start the CA's host (or its WinRM service, {ports}) or open the path to it from this host. "
+                  "Then run the checks again.",
+    "dhcp": "Start the DHCP service on {where} (or correct the environment file's DHCP server). Then run the "
+            "checks again.",
+}
+NAMES = {"directory": "directory (domain controller {names})", "site_server": "site server {names}",
+         "issuing_ca": "CA host {names}", "dhcp": "DHCP server {names}"}
+
+
+class Causes:
+    """The run's record of dead shared services; attributes a check's ProbeError to one of them."""
+
+    def __init__(self, causes: list[Cause] | tuple[Cause, ...] = ()) -> None:
+        self.causes = tuple(causes)
+        self._dns = next((c for c in self.causes if c.key == "dns"), None)
+        self._by_host = {h.lower(): c for c in self.causes for h in c.hosts}
+
+    def __iter__(self):
+        return iter(self.causes)
+
+    def __len__(self) -> int:
+        return len(self.causes)
+
+    def by_what(self, what: str) -> Cause | None:
+        return next((c for c in self.causes if c.what == what.strip()), None)
+
+    def of(self, exc: BaseException) -> Cause | None:
+        """The cause an unanswered exchange follows from, or None (the target's own failure)."""
+        if not isinstance(exc, Unreachable):
+            return None
+        if self._dns is not None and getattr(exc, "how", None) == DID_NOT_RESOLVE:
+            return self._dns
+        named = str(getattr(exc, "host", "") or "")
+        hosts = [part.strip().lower() for part in named.split(",")]  # ldap: "dc01:636, dc02:636"
+        hosts = [h.rsplit(":", 1)[0] if h.count(":") == 1 else h for h in hosts]
+        for host in hosts:
+            if host in self._by_host:
+                return self._by_host[host]
+        if self._dns is not None and hosts and not any(_is_address(h) for h in hosts):
+            return self._dns  # a name no DNS server could give an address for: however the exchange ended
+        return None
+
+    def of_finding(self, found: str) -> Cause | None:
+        """The cause of a check's finding that a dead service's host did not answer (a port check of the site
+        server that found 9971 filtered while the whole server is off), or None: a finding about a service that
+        answered is that check's own."""
+        text = found.lower()
+        if not any(word in text for word in SILENT):
+            return None
+        for host, cause in self._by_host.items():
+            if re.search(r"(?<![\w.-])" + re.escape(host) + r"(?![\w-]|\.\w)", text):
+                return cause
+        return None
+
+    # ---------------------------------------------------------------- the run folder
+    def write(self, run_dir: Path) -> None:
+        (run_dir / FILE).write_text(json.dumps([c.to_json() for c in self.causes], indent=1))
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "Causes":
+        try:
+            rows = json.loads((run_dir / FILE).read_text())
+        except (OSError, ValueError):
+            return cls()
+        return cls([Cause(**{**row, "hosts": tuple(row.get("hosts", ()))}) for row in rows])
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+# -------------------------------------------------------------------- the survey
+def _winrm_port(server: Server) -> int:
+    url = getattr(server, "winrm", None) or ""
+    parts = urlsplit(url) if url else None
+    if parts and parts.port:
+        return parts.port
+    return 5985 if parts and parts.scheme == "http" else 5986
+
+
+def _tcp(host: str, port: int, timeout: float) -> str:
+    """"" if ``host:port`` accepts a connection, else what happened, in the vocabulary."""
+    from .probes import net  # noqa: PLC0415
+
+    state = net.probe_tcp(host, port, timeout)
+    if state.open:
+        return ""
+    try:
+        state.require_open(timeout)
+    except Unreachable as exc:
+        return str(exc)
+    return str(state)
+
+
+def survey(env: Environment, facts: Any = None) -> Causes:
+    """Ask each shared service of ``env`` once, concurrently; the ones that do not answer are the causes.
+
+    ``facts``: the estate's :class:`~pytest_vpro.facts.Facts` (for the DHCPINFORM, which needs its knobs); None
+    leaves DHCP out. Bounded by the connect timeout (and one DNS query's) per service.
+    """
+    from .probes.dns import NoAnswer, NxDomain, Resolver  # noqa: PLC0415
+
+    timeout = env.timeouts["connect"]
+    jobs: dict[str, Callable[[], str]] = {}
+    dns_servers = list(env.dns.get("servers") or [])
+
+    def ask_dns(server: str) -> str:
+        try:
+            Resolver([server], port=env.dns["port"], timeout=timeout).lookup(env.site.name, "SOA")
+        except (NxDomain, NoAnswer):
+            return ""  # an answer
+        except ProbeError as exc:
+            return str(exc)
+        return ""
+
+    for server in dns_servers:
+        jobs[f"dns|{server}"] = lambda server=server: ask_dns(server)
+    ports = {"directory": (636,), "site_server": None, "issuing_ca": None}
+    groups: dict[str, list[Server]] = {
+        "directory": env.servers_with("domain_controller"),
+        "site_server": env.servers_with("site_server"),
+        "issuing_ca": env.servers_with("issuing_ca"),
+    }
+    for key, servers in groups.items():
+        for server in servers:
+            for port in ports[key] or (_winrm_port(server),):
+                jobs[f"{key}|{server.name}|{port}"] = lambda s=server, p=port: _tcp(s.name, p, timeout)
+    dhcp = env.servers_with("dhcp")
+    if facts is not None and dhcp:
+        def ask_dhcp() -> str:
+            try:
+                facts.site_dhcp_inform()
+            except Unreachable as exc:
+                return str(exc)
+            except ProbeError:
+                return ""  # it answered, wrongly perhaps: that is its own check's finding
+            return ""
+        jobs[f"dhcp|{dhcp[0].name}|67"] = ask_dhcp
+    with ThreadPoolExecutor(max(1, min(8, len(jobs)))) as pool:
+        found = dict(zip(jobs, pool.map(lambda job: job(), jobs.values())))
+    return Causes(_causes(env, found, groups, dhcp))
+
+
+def _causes(env: Environment, found: dict[str, str], groups: dict[str, list[Server]],
+            dhcp: list[Server]) -> list[Cause]:
+    out: list[Cause] = []
+    dns = {k.split("|")[1]: v for k, v in found.items() if k.startswith("dns|")}
+    dns_dead = bool(dns) and all(dns.values())
+    if dns_dead:
+        names = ", ".join(dns)
+        out.append(Cause("dns", f"DNS server{'s' if len(dns) > 1 else ''} {names} not answering",
+                         ", ".join(f"{s}:{env.dns['port']}" for s in dns), ACTIONS["dns"], tuple(dns),
+                         "; ".join(dns.values())))
+    for key, servers in (*groups.items(), ("dhcp", dhcp)):
+        seen = {k: v for k, v in found.items() if k.startswith(key + "|")}
+        if not seen or not all(seen.values()):
+            continue  # every server of the role answered, or at least one did: no estate-wide cause
+        if dns_dead and all(DID_NOT_RESOLVE in v for v in seen.values()):
+            continue  # its name did not resolve: that is the DNS cause, not this one
+        names = ", ".join(dict.fromkeys(k.split("|")[1] for k in seen))
+        where = ", ".join(f"{k.split('|')[1]}:{k.split('|')[2]}" for k in seen)
+        port_list = "/".join(dict.fromkeys(k.split("|")[2] for k in seen))
+        hosts = tuple(h for s in servers for h in (s.name, getattr(s, "address", None) or "") if h)
+        unresolved = all(DID_NOT_RESOLVE in v for v in seen.values())
+        out.append(Cause(key, NAMES[key].format(names=names) + (" did not resolve" if unresolved else
+                                                                 " not answering"), where,
+                         ACTIONS[key].format(ports=f"TCP {port_list}", where=where), hosts,
+                         "; ".join(seen.values())))
+    return out
