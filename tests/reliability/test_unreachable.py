@@ -73,11 +73,15 @@ def test_timeouts_are_configurable_with_defaults(tmp_path):
 NET = 113
 CLIENTS = 200
 DROPPED = list(range(10, CLIENTS + 1, 10))  # 20 clients: pc0010, pc0020, ... pc0200
-# A filtered port costs its connect timeout, so that is the one kept short. Reads keep the default: every lab
-# client's C$ is one shared smbd, which forks a process per session and, on a busy 2-core machine, took over 2 s
-# to answer some negotiates (CI, 2 Dec): a lab artefact, not the estate's, that flipped healthy verdicts.
+# A filtered port costs its connect timeout, so that is the one kept short; reads keep the default.
 CONNECT, READ = 1.0, envmod.DEFAULT_TIMEOUTS["read"]
 CALL_LOGS = ("amt/calls.jsonl", "site/calls.jsonl", "clients/calls.jsonl")  # as tests/lab/test_read_only.py
+# IN_BAND: every client is out of band here (``in_band_every: 0``). With the default, 50 in-band clients read
+# their OOBMGMT.LOG from the lab's one shared smbd at once, and in CI's fresh Debian root some SMB negotiates were
+# never answered (smbprotocol: "Connection timeout of 10 seconds exceeded while waiting for a message id 0
+# response", 2 Dec), flipping healthy verdicts between the two runs. Never seen on this machine's own root; an
+# open lab defect (docs/reliability.md, "Not done yet"). This test is about dropped AMT ports, which in-band
+# clients add nothing to.
 
 
 def _fqdn(i: int) -> str:
@@ -101,6 +105,7 @@ def test_twenty_of_two_hundred_clients_unreachable(tmp_path):
     from pytest_vpro.lab import manager
     faults = [{"fault": "amt_ports_filtered", "client": i} for i in DROPPED]
     (tmp_path / "lab.yaml").write_text(yaml.safe_dump({"lab": {"clients": CLIENTS, "net": NET, "dhcp_port": 0,
+                                                               "in_band_every": 0,  # see IN_BAND below
                                                                "state_dir": "state", "faults": faults}}))
     info = manager.up(tmp_path / "lab.yaml", log=lambda m: None)
     try:
