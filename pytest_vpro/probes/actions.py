@@ -33,7 +33,7 @@ import ssl
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .. import catalog
 from ..facts import run_record_path
@@ -112,19 +112,32 @@ def _console_device(facts, env):
                                  legacy_ciphers=tls.ciphers_of(env)))
 
 
+def _poll(read: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> tuple[Any, float]:
+    """Call ``read`` every 0.25 s until ``done`` says yes of what it read or ``seconds`` pass: (the last value
+    read, seconds waited)."""
+    start = time.monotonic()
+    while True:
+        value = read()
+        if done(value) or time.monotonic() - start >= seconds:
+            return value, time.monotonic() - start
+        time.sleep(0.25)
+
+
 def _wait_for(device, state: int | frozenset[int], seconds: float) -> tuple[int | None, float, str]:
     """Poll PowerState until ``state`` (or one of them) or ``seconds`` pass: (last state seen, seconds waited,
     last error)."""
-    start, seen, error = time.monotonic(), None, ""
     states = state if isinstance(state, frozenset) else frozenset({state})
-    while True:
+    seen: list[int | None] = [None]  # the last state read; an error in between keeps it
+
+    def read() -> tuple[int | None, str]:
         try:
-            seen, error = device.power_state().state, ""
+            seen[0] = device.power_state().state
+            return seen[0], ""
         except ProbeError as exc:  # the ME may be out of reach while the host changes state
-            error = str(exc)
-        if seen in states or time.monotonic() - start >= seconds:
-            return seen, time.monotonic() - start, error
-        time.sleep(0.25)
+            return seen[0], str(exc)
+
+    (last, error), waited = _poll(read, lambda got: got[0] in states, seconds)
+    return last, waited, error
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -660,28 +673,21 @@ def _unprovision(client, env, facts) -> dict[str, Any]:
         rid = int(str(system.get("ResourceId", system.get("ResourceID"))))
         result["answer"] = provider.operate(rid, FULL_UNPROVISION)
         result["return"] = 0 if _succeeded(result["answer"]) else result["answer"]
+        def provisioning_state() -> Any:
+            try:
+                return _digest_device(facts, env).provisioning().state
+            except ProbeError as exc:
+                return str(exc)
+
         after: Any = None
         if result["return"] == 0:
-            deadline = time.monotonic() + _wait(env)
-            while True:
-                try:
-                    after = _digest_device(facts, env).provisioning().state
-                except ProbeError as exc:
-                    after = str(exc)
-                if after == 0 or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.25)
+            after, _ = _poll(provisioning_state, lambda got: got == 0, _wait(env))
         result["state_after"] = after
         result["discovery"] = provider.operate(rid, DISCOVERY_BMC) if result["return"] == 0 else ""
         status = system.get("AMTStatus")
         if _succeeded(result["discovery"]):
-            deadline = time.monotonic() + _wait(env)
-            while True:
-                row = provider.system(client.name) or {}
-                status = row.get("AMTStatus")
-                if str(status) != str(AMT_STATUS_PROVISIONED) or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.25)
+            status, _ = _poll(lambda: (provider.system(client.name) or {}).get("AMTStatus"),
+                              lambda got: str(got) != str(AMT_STATUS_PROVISIONED), _wait(env))
         result["amt_status"] = None if status is None else int(str(status))
     finally:
         provider.close()
