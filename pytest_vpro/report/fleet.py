@@ -21,6 +21,7 @@ from typing import Iterator
 from ..catalog import Check
 from ..causes import CAUSED_RE, Causes
 from ..environment import Environment, Target
+from ..probes import errors
 
 STAGE_TITLES = {
     1: "Installation pre-requisites met",
@@ -295,8 +296,9 @@ ALLURE_CATEGORIES = [
     {"name": "Caused by a shared service that did not answer", "matchedStatuses": ["failed"],
      "messageRegex": "(?s).*caused by: .*"},
     {"name": "Estate did not answer", "matchedStatuses": ["failed", "broken"],
-     "messageRegex": "(?si).*(no answer|no complete answer|did not answer|unreachable|did not resolve|timed out|"
-                     "timeout|connection refused|closed the connection).*"},
+     "messageRegex": "(?si).*(" + "|".join((errors.NO_ANSWER, "no complete answer", "did not answer", "unreachable",
+                                            errors.DID_NOT_RESOLVE, "timed out", "timeout", errors.REFUSED,
+                                            errors.CLOSED)) + ").*"},
     {"name": "Check failures", "matchedStatuses": ["failed"]},
     {"name": "Unexpected errors in check code", "matchedStatuses": ["broken"]},
 ]

@@ -73,7 +73,8 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
                  + " The full interactive report (every result and attachment) is <code>allure-report/</code> "
                    "beside this file.</p>")
 
-    ready, verdict = recorder.verdict(run)
+    fleet_rows = recorder.fleet_rows()  # once: the verdict and the fleet table both read it
+    ready, verdict = recorder.verdict(run, fleet_rows)
     parts.insert(1, f"<p class='verdict {'ready' if ready else 'notready'}'>{_e(verdict)}</p>"
                  + causes_table(recorder.cause_rows()))
     parts.append("<h2>Stage funnel</h2>" + funnel_svg(counts))
@@ -132,7 +133,6 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
         parts.append(f"<p class='failed'>{left_out} more failures are not listed here (size budget); "
                      "see allure-report/ and junit.xml.</p>")
 
-    fleet_rows = recorder.fleet_rows()
     fields = FLEET_FIELDS
     parts.append(f"<h2>Fleet table ({plural(len(fleet_rows), 'client')})</h2><table class='fleet'><tr>"
                  + "".join(f"<th>{_e(f)}</th>" for f in fields) + "</tr>")
