@@ -29,7 +29,8 @@ from .facts import FactsCache
 from .gating import Engine, Entry, VerdictStore
 from .probes import hello_listener
 from .probes import httpclient  # noqa: F401  it reads the proxy settings now, in the main thread
-from .report import fleet, html, listing, runs, ticket
+from . import run as runs
+from .report import fleet, html, listing, ticket
 from .secrets import redact
 
 ENGINE = pytest.StashKey[Engine]()
@@ -113,7 +114,7 @@ def _causes(config: pytest.Config, run: runs.Run, facts: FactsCache, worker) -> 
         causes = Causes()
     else:
         causes = survey(run.env, facts(run.env.site))
-        runs._progress(config, "pytest-vpro")("shared services: " + (
+        runs.progress(config, "pytest-vpro")("shared services: " + (
             "; ".join(c.what for c in causes) if causes else "every one answered"))
     causes.write(run.dir)
     return causes

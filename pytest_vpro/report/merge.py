@@ -21,7 +21,7 @@ from .. import environment as envmod
 from . import html, ticket
 from ..causes import Causes
 from .fleet import FleetRecorder, Result
-from .runs import Run, read_selection
+from ..run import Run, read_selection
 
 
 @dataclass(frozen=True)

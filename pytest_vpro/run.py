@@ -1,4 +1,4 @@
-"""One run: its folder under ``reports/``, its environment, shard and lab.
+"""The run's life cycle: its folder under ``reports/``, its environment, shard and lab.
 
 ``reports/<run id>/`` holds everything a run writes: ``allure-results/``,
 ``junit.xml``, ``fleet.csv``, ``summary.json``, ``report.html`` (the
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from .. import environment as envmod
+from . import environment as envmod, snapshot
 
 
 @dataclass
@@ -61,7 +61,7 @@ def start(config: pytest.Config) -> Run:
                                 "; or give the path of an environment file (--env=PATH)")
     lab = None
     replay = _replay(config)
-    from ..lab import estate, manager  # noqa: PLC0415
+    from .lab import estate, manager  # noqa: PLC0415  (the lab's code is loaded only by a run that starts one)
     if replay is not None and estate.is_lab_description(env_path):  # judge the lab's recorded facts: no lab
         try:
             env_path = estate.load_description(env_path)[1] / "environment.yaml"
@@ -69,7 +69,7 @@ def start(config: pytest.Config) -> Run:
             raise pytest.UsageError(str(exc)) from None
     elif estate.is_lab_description(env_path):  # a lab to start (or reuse); it writes the environment file
         try:
-            lab, env_path = manager.ensure(env_path, log=_progress(config))
+            lab, env_path = manager.ensure(env_path, log=progress(config))
         except (estate.DescriptionError, manager.LabError) as exc:
             raise pytest.UsageError(f"the lab could not be started: {exc}") from None
     inventory = None
@@ -77,7 +77,7 @@ def start(config: pytest.Config) -> Run:
         inventory = Path(config.getoption("reports_dir") or config.rootpath / "reports") / f".inventory-{os.getpid()}"
         inventory.parent.mkdir(parents=True, exist_ok=True)
         inventory.write_text(json.dumps(replay.header["inventory"]))
-    say = _progress(config, "pytest-vpro")
+    say = progress(config, "pytest-vpro")
     say(f"reading the environment {env_path} and its inventory")
     try:
         env = _load(env_path, inventory_cache=inventory, check_secrets=replay is None)  # a replay sends nothing
@@ -121,7 +121,6 @@ def _replay(config: pytest.Config):
     path = config.getoption("facts_in", None)
     if not path:
         return None
-    from .. import snapshot  # noqa: PLC0415
 
     try:
         return snapshot.Replay(Path(path))
@@ -149,7 +148,7 @@ def _wire_outputs(config: pytest.Config, run: Run) -> None:
         config.option.xmlpath = str(run.dir / "junit.xml")
 
 
-def _progress(config: pytest.Config, prefix: str = "vpro-lab"):
+def progress(config: pytest.Config, prefix: str = "vpro-lab"):
     def log(message: str) -> None:  # before the terminal reporter exists: straight to stderr
         sys.stderr.write(f"{prefix}: {message}\n")
         sys.stderr.flush()
