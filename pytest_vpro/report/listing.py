@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import TextIO
 
 import pytest
-from _pytest.main import wrap_session
 
 from .. import catalog as catalog_mod
 
@@ -14,21 +14,36 @@ FIELDS = ("id", "stage", "test_stage", "component", "scope", "title", "method", 
           "severity", "applies_to", "guide", "corrective_action", "sources", "tests")
 
 
-def main(config: pytest.Config) -> int:
-    """Collect quietly (no environment needed), then print the catalog."""
-    config.pluginmanager.set_blocked("terminalreporter")
-    return wrap_session(config, _collect_and_print)
+class Listing:
+    """Registered for ``--list-checks`` before pytest configures itself: pytest's own session collects (no
+    environment needed: nothing is parametrized), this prints the catalog instead of the terminal reporter's
+    output, and no test runs."""
 
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        config.pluginmanager.set_blocked("terminalreporter")  # stdout carries the catalog alone
 
-def _collect_and_print(config: pytest.Config, session: pytest.Session) -> int:
-    session.perform_collect()
-    tests: dict[str, list[str]] = {}
-    for item in session.items:
-        marker = item.get_closest_marker("check")
-        if marker and marker.args:
-            tests.setdefault(marker.args[0], []).append(item.nodeid)
-    emit(catalog_mod.for_config(config), tests, config.getoption("list_checks"), sys.stdout)
-    return 2 if session.testsfailed else 0
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:  # said on stderr: the reporter that would say it is blocked
+            sys.stderr.write(f"pytest-vpro: could not collect {report.nodeid}:\n{report.longreprtext}\n")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        tests: dict[str, list[str]] = {}
+        for item in session.items:
+            marker = item.get_closest_marker("check")
+            if marker and marker.args:
+                tests.setdefault(marker.args[0], []).append(item.nodeid)
+        try:
+            emit(catalog_mod.for_config(self.config), tests, self.config.getoption("list_checks"), sys.stdout)
+            sys.stdout.flush()
+        except BrokenPipeError:  # `pytest --list-checks | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool:
+        if session.testsfailed:  # as pytest does: a collection error ends the session as interrupted (2)
+            raise session.Interrupted(f"{session.testsfailed} error(s) during collection")
+        return True  # listed, not run
 
 
 def rows(checks: dict[str, catalog_mod.Check], tests: dict[str, list[str]]) -> list[dict[str, object]]:
