@@ -135,10 +135,9 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` for a pytest-vpro run: one process where there are 2 cores or fewer; xdist's count elsewhere.
 
     The waiting is overlapped by the prefetch threads in every process; more processes share pytest's per-test
-    cost, but each holds the whole collected suite. Measured on 2 cores (docs/scale.md): at 1,000 clients two
-    workers took 0.90 x the time of one process with 2.2 x the memory; at 3,000 clients they needed 5.2 GB, over
-    the 4 GB a run may take, where one process needs 2.5 GB. ``-n 2`` still starts two workers where the memory
-    is there; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides what auto means.
+    cost, but each holds the whole collected suite: on 2 cores two workers were no faster than one process and
+    needed about twice the memory (the figures are in docs/scale.md). ``-n 2`` still starts two workers where the
+    memory is there; ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still decides what auto means.
     """
     return 0 if config.getoption("env") and auto_is_one_process() else None
 
@@ -245,9 +244,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def freeze_the_heap() -> None:
     """Exempt every object alive now from the cyclic garbage collector (``gc.freeze``), after one collection.
 
-    A fleet's run holds a large heap that lives until the end: the collected tests (63,000 at 1,000 clients),
-    then their reports. Each full collection walks all of it: about 2 s at 1,000 clients. pytest runs five at
-    exit (``gc_collect_harder``, for unraisable exceptions), which took 11 s of a 100 s replay (docs/scale.md).
+    A fleet's run holds a large heap that lives until the end: the collected tests, then their reports. Each full
+    collection walks all of it, and pytest runs five at exit (``gc_collect_harder``, for unraisable exceptions),
+    a noticeable share of a large replay (measured in docs/scale.md).
     Called after collection and at unconfigure, so that the garbage is collected once and the rest is not walked
     again. Objects made later are collected as usual.
     """

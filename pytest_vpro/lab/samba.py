@@ -1,6 +1,6 @@
 """The lab's Active Directory domain controller: a real Samba AD DC on one loopback address.
 
-Samba gives the lab real LDAP(S), a real KDC, DNS and SMB (DESIGN.md, "The lab"). Everything lives under
+Samba gives the lab real LDAP(S), a real KDC, DNS and SMB (docs/lab.md). Everything lives under
 ``state_dir``: the provisioned databases, our own ``smb.conf`` (never ``/etc/samba/smb.conf``), a client
 ``krb5.conf``, logs, TLS files and the ``SMS_<site>`` share. The DC is started in the foreground in a session of
 its own (``samba -F --no-process-group``), so stopping it means signalling that session and nothing else.
