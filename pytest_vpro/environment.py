@@ -50,9 +50,12 @@ CSV_BOOLEANS = ("canary", "wireless", "ieee8021x")
 CSV_SEPARATORS = {";": "semicolons (;)", "\t": "tabs", "|": "vertical bars (|)"}
 CSV_EXAMPLE = "fqdn,provisioning,canary"
 
-#: ``search(dcs, credential, base_dn, ldap_filter, *, ca_file, timeout) -> [{"fqdn": ...}]``, e.g.
-#: :func:`pytest_vpro.probes.ldap.search_computers` (the default).
+#: ``search(dcs, credential, base_dn, ldap_filter, *, ca_file, timeout) -> [{"fqdn": ...}]``: a run passes
+#: :func:`pytest_vpro.probes.ldap.search_computers`. This module imports no protocol (probes sit above it).
 LdapSearch = Callable[..., list[dict[str, Any]]]
+#: ``routing(env)``: a context manager within which the estate's names resolve through its own DNS servers,
+#: yielding an object with ``addresses(name)``, or None; a run passes :func:`pytest_vpro.probes.dns.estate_routing`.
+Routing = Callable[["Environment"], contextlib.AbstractContextManager[Any]]
 
 DEFAULT_EXPECTED: dict[str, Any] = {
     "ports": {"provisioning": 9971, "amt_http": 16992, "amt_https": 16993,
@@ -244,14 +247,15 @@ def available_environments(rootdir: Path, cwd: Path | None = None) -> list[str]:
     return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
-def load(path: Path, *, ldap_search: LdapSearch | None = None, inventory_cache: Path | None = None,
-         check_secrets: bool | None = None) -> Environment:
+def load(path: Path, *, ldap_search: LdapSearch | None = None, routing: Routing | None = None,
+         inventory_cache: Path | None = None, check_secrets: bool | None = None) -> Environment:
     """Load and validate an environment file; raise :class:`EnvironmentFileError`.
 
     In this order, and nothing is sent before the third: the file and its CSV inventories are validated;
     every secret reference is asked (``check_secrets``); then the ``ldap:`` sources are read with
-    ``ldap_search`` (default :func:`pytest_vpro.probes.ldap.search_computers`), through the estate's DNS.
-    A directory that does not answer is recorded in :attr:`Environment.inventory_problems`.
+    ``ldap_search``, within ``routing`` (the estate's DNS; none: this machine's resolver). A file with ``ldap:``
+    sources and no ``ldap_search`` is refused at those sources' lines. A directory that does not answer is
+    recorded in :attr:`Environment.inventory_problems`.
 
     ``inventory_cache``: a JSON file with the clients already resolved (xdist
     workers read the controller's so that every worker sees the same fleet).
@@ -281,36 +285,15 @@ def load(path: Path, *, ldap_search: LdapSearch | None = None, inventory_cache: 
         raise EnvironmentFileError(v.problems)
     assert env is not None
     if v.ldap_sources:  # only now: the file validated, every secret is there
-        v.read_directories(env, ldap_search)
+        v.read_directories(env, ldap_search, routing or _no_routing)
         if v.problems:
             raise EnvironmentFileError(v.problems)
     return env
 
 
 @contextlib.contextmanager
-def estate_routing(env: Environment) -> Iterator[Any]:
-    """Within the block, estate names resolve through the estate's DNS servers (``dns.servers``), if it names any.
-
-    The names of the site's domains, the forest and the domain controllers' domains are asked of those servers,
-    IPv4 only; every other name and address goes to this machine's resolver as usual. Yields the
-    :class:`~pytest_vpro.probes.dns.ConnectionRouting`, or None without ``dns.servers``.
-    """
-    if not env.dns.get("servers"):
-        yield None
-        return
-    from .probes.dns import Resolver, route_connections  # noqa: PLC0415 (dnspython only when used)
-
-    domains = {env.site.name, env.site.forest, *env.site.client_domains}
-    domains |= {s.name.split(".", 1)[1] for s in env.servers_with("domain_controller") if "." in s.name}
-    resolver = Resolver(env.dns["servers"], port=env.dns["port"], timeout=env.timeouts["connect"])
-    with route_connections(resolver, sorted(domains)) as routing:
-        yield routing
-
-
-def _default_ldap_search() -> LdapSearch:
-    from .probes.ldap import search_computers  # noqa: PLC0415 (ldap3 only when an ldap: source is read)
-
-    return search_computers
+def _no_routing(env: Environment) -> Iterator[None]:
+    yield None
 
 
 def write_inventory_cache(env: Environment, path: Path) -> None:
@@ -612,21 +595,26 @@ class _Validator:
         self.ldap_sources.append((p, what.strip(), ldap_filter, defaults))
         return []
 
-    def read_directories(self, env: Environment, ldap_search: LdapSearch | None) -> None:
+    def read_directories(self, env: Environment, ldap_search: LdapSearch | None, routing: Routing) -> None:
         """Read the ``ldap:`` sources (after validation) through the estate's DNS; add their clients to ``env``.
 
         A directory that does not answer is a finding of the run (``env.inventory_problems``); one that answers
         and refuses (TLS not trusted, bind refused, no such OU) is a problem of the file, at the source's line.
         """
-        search = ldap_search or _default_ldap_search()
+        if ldap_search is None:
+            for p, _base, _filter, _defaults in self.ldap_sources:
+                self.problem(p + ("source",), "this loader was given no directory reader for ldap: sources "
+                                              "(a pytest-vpro run passes one: load(..., ldap_search=...))")
+            return
+        search = ldap_search
         dcs = env.servers_with("domain_controller")
         names = ", ".join(d.name for d in dcs)
         found: list[Client] = []
-        with estate_routing(env) as routing:
+        with routing(env) as routed:
             unresolved = []  # the DCs' names the estate's DNS did not resolve, with why
-            for dc in dcs if routing is not None else ():
+            for dc in dcs if routed is not None else ():
                 try:
-                    routing.addresses(dc.name)
+                    routed.addresses(dc.name)
                 except OSError as exc:
                     unresolved.append(f"{dc.name}: {exc.strerror or exc}")
             dns_said = f"the estate's DNS ({', '.join(env.dns['servers'])}) did not resolve " + "; ".join(unresolved)

@@ -133,9 +133,30 @@ def worker_input(run: Run) -> dict[str, str]:
             "vpro_allure_dir": str(run.dir / "allure-results")}
 
 
+def _search_directory(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """The ``ldap:`` inventory reader; ldap3 is imported only by a run whose environment has such a source."""
+    from .probes.ldap import search_computers  # noqa: PLC0415
+
+    return search_computers(*args, **kwargs)
+
+
+def _estate_routing(env: envmod.Environment) -> Any:
+    from .probes.dns import estate_routing  # noqa: PLC0415  (dnspython only for an environment with ldap: sources)
+
+    return estate_routing(env)
+
+
+def load_environment(path: Path, inventory_cache: Path | None = None,
+                     check_secrets: bool | None = None) -> envmod.Environment:
+    """:func:`pytest_vpro.environment.load` as a run calls it: ``ldap:`` sources read by ldap3, through the
+    estate's DNS. Raises :class:`~pytest_vpro.environment.EnvironmentFileError`."""
+    return envmod.load(path, ldap_search=_search_directory, routing=_estate_routing,
+                       inventory_cache=inventory_cache, check_secrets=check_secrets)
+
+
 def _load(path: Path, inventory_cache: Path | None = None, check_secrets: bool | None = None) -> envmod.Environment:
     try:
-        return envmod.load(path, inventory_cache=inventory_cache, check_secrets=check_secrets)
+        return load_environment(path, inventory_cache, check_secrets)
     except envmod.EnvironmentFileError as exc:
         raise pytest.UsageError(f"the environment file has {len(exc.problems)} problem(s):\n"
                                 + "\n".join(exc.problems)) from None

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dns.exception
 import dns.message
@@ -32,6 +33,9 @@ import dns.resolver
 import dns.reversename
 
 from .errors import MalformedReply, ProbeError, Unreachable
+
+if TYPE_CHECKING:
+    from ..environment import Environment
 
 
 class NxDomain(ProbeError):
@@ -334,3 +338,21 @@ def route_connections(resolver: Resolver, domains: list[str] | tuple[str, ...]) 
         yield routing
     finally:
         routing.uninstall()
+
+
+@contextlib.contextmanager
+def estate_routing(env: Environment) -> Iterator[ConnectionRouting | None]:
+    """Within the block, estate names resolve through the estate's DNS servers (``dns.servers``), if it names any.
+
+    The names of the site's domains, the forest and the domain controllers' domains are asked of those servers,
+    IPv4 only; every other name and address goes to this machine's resolver as usual. Yields the
+    :class:`ConnectionRouting`, or None without ``dns.servers``.
+    """
+    if not env.dns.get("servers"):
+        yield None
+        return
+    domains = {env.site.name, env.site.forest, *env.site.client_domains}
+    domains |= {s.name.split(".", 1)[1] for s in env.servers_with("domain_controller") if "." in s.name}
+    resolver = Resolver(env.dns["servers"], port=env.dns["port"], timeout=env.timeouts["connect"])
+    with route_connections(resolver, sorted(domains)) as routing:
+        yield routing

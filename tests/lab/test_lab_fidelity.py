@@ -17,6 +17,7 @@ import pytest
 
 from pytest_vpro.lab import manager
 from pytest_vpro.lab.addresses import AddressPlan
+from pytest_vpro.run import load_environment
 
 NET = 96
 
@@ -283,13 +284,13 @@ pki: {{trusted_roots: roots.pem}}
 clients:
   - {{source: "ldap:OU=AMT,DC=vprolab,DC=test", provisioning: out_of_band}}
 """)
-    env = envmod.load(tmp_path / "env.yaml")
+    env = load_environment(tmp_path / "env.yaml")
     names = [c.name for c in env.clients]
     provisioned = sorted(c["fqdn"] for c in info["clients"] if c["provisioned"] and c["fqdn"] != "pc0006.vprolab.test")
     assert names == provisioned  # sorted; pc0006 was un-provisioned above, its AMT object deleted
     roots.write_text(Path(info["pki"]["root_cert"]).read_text())  # without the DC's CA: a clear problem, no traceback
     with pytest.raises(envmod.EnvironmentFileError) as failed:
-        envmod.load(tmp_path / "env.yaml")
+        load_environment(tmp_path / "env.yaml")
     assert "LDAP query of 'OU=AMT,DC=vprolab,DC=test' failed" in failed.value.problems[0]
 
 

@@ -21,6 +21,7 @@ import pytest
 from pytest_vpro import environment as envmod
 from pytest_vpro.probes import ldap as ldap_probe
 from pytest_vpro.probes.ldap import AuthFailed
+from pytest_vpro.run import load_environment
 
 SITE = 'site: {name: HQ, code: ABC, domain: corp.example.com, amt_container: "OU=AMT,DC=corp,DC=example,DC=com"}\n'
 OU = "OU=PCs,DC=corp,DC=example,DC=com"
@@ -138,7 +139,7 @@ def test_a_good_csv_file_with_quotes_bom_crlf_and_blank_lines(tmp_path):
         "\r\n"
         "pc2.corp.example.com,,,,,\r\n".encode())
     (tmp_path / "env.yaml").write_text(SITE + "clients:\n  - {source: 'csv:fleet.csv', canary: true}\n")
-    env = envmod.load(tmp_path / "env.yaml")
+    env = load_environment(tmp_path / "env.yaml")
     one, two = env.clients
     assert (one.name, one.provisioning, one.canary, one.address) == ("pc1.corp.example.com", "in_band", True,
                                                                       "10.0.0.21")
@@ -150,7 +151,7 @@ def test_a_good_csv_file_with_quotes_bom_crlf_and_blank_lines(tmp_path):
 def test_a_header_only_file_is_an_empty_inventory(tmp_path):
     (tmp_path / "fleet.csv").write_text(HEADER)
     (tmp_path / "env.yaml").write_text(SITE + "clients:\n  - {source: 'csv:fleet.csv'}\n")
-    assert envmod.load(tmp_path / "env.yaml").clients == []
+    assert load_environment(tmp_path / "env.yaml").clients == []
 
 
 # --------------------------------------------------------------------------- ldap: sources
@@ -304,7 +305,7 @@ def estate(monkeypatch):
 def test_a_silent_directory_is_asked_through_the_estates_dns_and_gives_a_finding(tmp_path, estate):
     names, directory, machine = estate
     t0 = time.monotonic()
-    env = envmod.load(ldap_env(tmp_path, dns_port=names.port))  # the real search: ldap3, TLS, the routing
+    env = load_environment(ldap_env(tmp_path, dns_port=names.port))  # the real search: ldap3, TLS, the routing
     assert time.monotonic() - t0 < 5
     assert names.asked == ["dc01.corp.example.com A"]  # the estate's DNS server, IPv4 only
     assert "dc01.corp.example.com" not in machine and "127.0.0.1" in machine  # the machine's resolver: not asked
@@ -320,7 +321,7 @@ def test_a_dc_name_the_estates_dns_does_not_know_gives_a_finding(tmp_path, estat
     names, directory, machine = estate
     env_file = ldap_env(tmp_path, dns_port=names.port)
     env_file.write_text(env_file.read_text().replace("dc01.corp", "dc02.corp"))
-    env = envmod.load(env_file)
+    env = load_environment(env_file)
     assert names.asked == ["dc02.corp.example.com A"] and "dc02.corp.example.com" not in machine
     assert directory.held == []
     assert env.inventory_problems == [
@@ -333,7 +334,7 @@ def test_a_dc_with_an_address_is_tried_there_when_its_name_does_not_resolve(tmp_
     names, directory, machine = estate
     env_file = ldap_env(tmp_path, dns_port=names.port, dc_address="127.0.0.1")
     env_file.write_text(env_file.read_text().replace("dc01.corp", "dc02.corp"))
-    env = envmod.load(env_file)
+    env = load_environment(env_file)
     assert len(directory.held) == 1  # by address
     assert names.asked == ["dc02.corp.example.com A"] and "dc02.corp.example.com" not in machine  # asked once
     port = directory.port
@@ -368,3 +369,18 @@ def test_a_run_with_a_broken_inventory_or_an_unset_secret_stops_with_a_usage_err
         f"{env_dir}/sample.yaml:4: credentials.amt.password: environment variable SAMPLE_AMT_PASSWORD is not set; "
         "export SAMPLE_AMT_PASSWORD before the run"]
     assert not (pytester.path / "reports").exists() or not any((pytester.path / "reports").iterdir())
+
+
+def test_a_loader_given_no_directory_reader_refuses_ldap_sources_at_their_line(tmp_path):
+    env_file = ldap_env(tmp_path)
+    assert load_problems(env_file) == [
+        f"{env_file}:10: clients[1].source: this loader was given no directory reader for ldap: sources "
+        "(a pytest-vpro run passes one: load(..., ldap_search=...))"]
+
+
+def test_the_environment_module_imports_no_protocol():
+    """The layers run plugin -> facts -> probes -> environment: the loader is handed the directory reader."""
+    import ast
+    tree = ast.parse(Path(envmod.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not {m for m in imported if m.startswith("probes") and m != "probes.errors"}, imported
