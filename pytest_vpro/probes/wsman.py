@@ -14,7 +14,6 @@ their size is bounded before parsing.
 """
 from __future__ import annotations
 
-import base64
 import re
 import socket
 import threading
@@ -789,10 +788,6 @@ def _first_line(exc: BaseException) -> str:
 
 def _conn_reason(exc: BaseException) -> str:
     return errors.what_happened(exc)  # one vocabulary for every probe (errors.py), no library repr
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 __all__ = [
