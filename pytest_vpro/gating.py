@@ -20,6 +20,7 @@ worker is waited for. A test replays its stored verdict. So:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -36,10 +37,12 @@ from typing import Any, Callable
 
 import pytest
 
+from . import permits
 from .catalog import Check
 from .causes import CAUSED_RE, Cause, Causes
 from .checks import Evidence, Finding
 from .environment import Environment, Target
+from .facts import run_record_path
 from .probes import deadline
 from .probes.errors import ProbeError, Undecided
 from .process import alive
@@ -368,6 +371,13 @@ class Engine:
         except Exception:  # noqa: BLE001 - attributing is a courtesy; the verdict must be stored whatever happens
             return None
 
+    def _permit(self, entry: Entry) -> contextlib.AbstractContextManager[Any]:
+        """While a disruptive check runs (evaluate() let it through: --allow-disruptive, a canary), it holds the
+        permit every state-changing action asks for (permits.py); no other code can hold one."""
+        if not (entry.check.disruptive and self.allow_disruptive and entry.target.canary):
+            return contextlib.nullcontext()
+        return permits.granted(permits.Permit(entry.check.id, entry.target, run_record_path()))
+
     def call(self, entry: Entry) -> Verdict:
         evidence = Evidence()
         values = {"env": self.env, "evidence": evidence, "target": entry.target,
@@ -375,7 +385,7 @@ class Engine:
         kwargs = {name: (self.facts(entry.target) if name == "facts" else values[name]) for name in entry.argnames}
         start = time.monotonic()
         try:
-            with self._open.using(entry.target):
+            with self._open.using(entry.target), self._permit(entry):
                 entry.func(**kwargs)
             outcome, message = "passed", ""
         except pytest.skip.Exception as exc:

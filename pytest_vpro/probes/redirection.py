@@ -1,6 +1,6 @@
 """The AMT redirection protocol (SOL and IDE-R, TCP 16994 plain / 16995 TLS): message layouts only.
 
-No I/O here: :mod:`pytest_vpro.probes.actions` opens sessions (a disruptive check's job) and the lab's AMT
+No I/O here: :mod:`pytest_vpro.actions` opens sessions (a disruptive check's job) and the lab's AMT
 simulator answers them. Every layout below is in docs/protocols.md ("Redirection") with its public source:
 MeshCommander's consoles (``amt-redir-ws-0.1.0.js``, ``amt-redir-node-0.1.0.js``, ``amt-ider-ws-0.0.1.js``) and
 amtterm's ``RedirectionConstants.h`` / ``redir.c`` / ``redir.h`` (read for facts only). Integers are little-endian

@@ -8,13 +8,13 @@ down operation."; "Randomized digest credentials for Intel AMT access are functi
 
 Power down and up are disruptive (canary clients, ``--allow-disruptive``): one power cycle per client, initiated
 through Configuration Manager as the console does (``SMS_Collection.AMTOperateForMachines`` Shutdown, then WakeUp,
-as the console user: ``pytest_vpro/probes/actions.py``), the PowerState read from AMT, power put back on
+as the console user: ``pytest_vpro/actions.py``), the PowerState read from AMT, power put back on
 afterwards. Stage 5's console talks to AMT directly; this stage's power control goes through the site.
 """
 import pytest
 
 from pytest_vpro.checks import expect
-from pytest_vpro.probes import actions
+from pytest_vpro import actions
 from pytest_vpro.probes.amt import POWER_STATES
 from pytest_vpro.sccm import PROVISIONED, amt_status_text, as_int
 

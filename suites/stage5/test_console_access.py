@@ -15,7 +15,7 @@ The console's view: WS-MAN over TLS 16993 and redirection over TLS 16995, as the
 import pytest
 
 from pytest_vpro.checks import cannot_decide, expect, not_applicable
-from pytest_vpro.probes import actions
+from pytest_vpro import actions
 from pytest_vpro.probes import ldap as ldap_probe
 from pytest_vpro.probes.amt import ACL_REALMS
 from pytest_vpro.probes.errors import ProbeError
@@ -64,7 +64,7 @@ def test_console_reads_system_status(client, facts, evidence):
 @pytest.mark.check("S5-SOL-IDER-SESSION")
 def test_sol_shows_bios_and_ider_boots_the_client(client, env, facts, evidence):
     # as a console does it: SOL and IDE-R sessions, the boot configuration (UseIDER, the next boot's role), a
-    # reset; then the boot settings put back (probes/actions.py sol_ider_session)
+    # reset; then the boot settings put back (actions.py sol_ider_session)
     result = actions.sol_ider_session(client, env, facts)
     evidence.attach("SOL/IDER session", result.evidence())
     if any(a.endswith("Kerberos authentication refused") for a in (result.sol, result.ider)):

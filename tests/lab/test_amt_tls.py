@@ -20,7 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.amt_sim import AmtSimulator, DeviceSpec
-from pytest_vpro.probes import actions, net, tls, webui
+from pytest_vpro import actions
+from pytest_vpro.probes import net, tls, webui
 from pytest_vpro.probes.amt import AmtDevice
 from pytest_vpro.probes.errors import MalformedReply, Undecided
 from pytest_vpro.probes.wsman import DigestAuth, LegacyTlsRefused, TlsError, WsmanClient

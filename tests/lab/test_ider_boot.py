@@ -1,7 +1,7 @@
 """IDE-R as consoles do it, against the AMT simulator (net 118): the host boots the console's image only when the
 boot configuration was set before the reset, the BIOS clears it after the boot, and every step is in the calls log.
 
-The console side is the probe's own (``probes/actions.py``: the redirection sessions, the boot configuration, the
+The console side is the probe's own (``actions.py``: the redirection sessions, the boot configuration, the
 image served over IDE-R); it authenticates with the device's digest account (user/password, type 1) instead of
 Kerberos, so no KDC is needed here. The suite's run of S5-SOL-IDER-SESSION with Kerberos is in
 ``test_faults_operations.py`` and ``test_lab_2009.py``.
@@ -15,7 +15,7 @@ import pytest
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.amt_sim import AmtSimulator, DeviceSpec
-from pytest_vpro.probes import actions
+from pytest_vpro import actions
 from pytest_vpro.probes import redirection as redir
 from pytest_vpro.probes.amt import AmtCallFailed, AmtDevice
 from pytest_vpro.probes.wsman import DigestAuth, EndpointReference, SoapFault, WsmanClient, resource_uri

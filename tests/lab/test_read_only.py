@@ -11,7 +11,7 @@ snapshot again:
   (SMS_Collection.AMTOperateForMachines as the console user, carried out by its service point: their AMT objects
   gone, their certificates revoked), their SOL/IDER sessions, nothing else.
 
-And the guard itself: :mod:`pytest_vpro.probes.actions` refuses any caller but a disruptive check on a canary, no
+And the guard itself: :mod:`pytest_vpro.actions` refuses any caller but a disruptive check on a canary, no
 read-only code imports it, and ``facts`` reads AMT only.
 """
 from __future__ import annotations
@@ -144,8 +144,8 @@ def test_allow_disruptive_passes_every_stage_and_changes_only_the_canaries(tmp_p
 
 
 # ---------------------------------------------------------------------------------------------- the guard
-def test_actions_refuse_anything_but_a_disruptive_check_on_a_canary():
-    from pytest_vpro.probes import actions
+def test_actions_refuse_anything_but_a_disruptive_check_on_a_canary(tmp_path):
+    from pytest_vpro import actions, permits
 
     class Reached(Exception):
         pass
@@ -157,28 +157,49 @@ def test_actions_refuse_anything_but_a_disruptive_check_on_a_canary():
     canary = Client(kind="client", name="pc-guard-1.vprolab.test", canary=True)
     other = Client(kind="client", name="pc-guard-2.vprolab.test", canary=False)
 
-    with pytest.raises(actions.NotPermitted, match="not the test of a disruptive catalog row"):
-        actions.power_cycle(canary, None, Facts())  # a plain function (this test) may not
+    with pytest.raises(actions.NotPermitted, match="only a disruptive catalog row"):
+        actions.power_cycle(canary, None, Facts())  # no permit: a plain function (this test) may not
 
-    @pytest.mark.check("S5-OOB-CONSOLE-CONNECTS")
-    def read_only_check(client):
+    def helper(client):  # a function between the check and the action changes nothing
         return actions.power_cycle(client, None, Facts())
 
-    @pytest.mark.check("S4-POWER-DOWN")
-    def disruptive_check(client):
-        return actions.power_cycle(client, None, Facts())
-
-    globals().update(read_only_check=read_only_check, disruptive_check=disruptive_check)
-    try:
-        with pytest.raises(actions.NotPermitted, match="not the test of a disruptive catalog row"):
-            read_only_check(canary)
-        with pytest.raises(actions.NotPermitted, match="is not a canary"):
-            disruptive_check(other)
+    with permits.granted(permits.Permit("S4-POWER-DOWN", canary, tmp_path / "actions.json")):
+        with pytest.raises(actions.NotPermitted, match="may change that target only"):
+            helper(other)
         with pytest.raises(Reached, match="action.power_cycle"):  # allowed: it goes on to do the work
-            disruptive_check(canary)
-    finally:
-        globals().pop("read_only_check")
-        globals().pop("disruptive_check")
+            helper(canary)
+    assert json.loads((tmp_path / "actions.json").read_text()) == {canary.name: {"disruptive": True}}
+    with pytest.raises(actions.NotPermitted, match="only a disruptive catalog row"):
+        helper(canary)  # the permit ended with the check
+
+
+def test_the_engine_grants_the_permit_to_disruptive_checks_on_canaries_only(tmp_path, monkeypatch):
+    from pytest_vpro import gating, permits
+    from pytest_vpro.catalog import load
+
+    monkeypatch.setattr(gating, "run_record_path", lambda: tmp_path / "actions.json")
+    seen = {}
+
+    def check(client):
+        seen[client.name] = permits._CURRENT.get()
+
+    canary = Client(kind="client", name="pc-guard-1.vprolab.test", canary=True)
+    other = Client(kind="client", name="pc-guard-2.vprolab.test", canary=False)
+    rows = load()
+    engine = gating.Engine(env=None, store=None, facts=None, allow_disruptive=True)
+    with engine._permit(gating.Entry("t", rows["S4-POWER-DOWN"], canary, check, ("client",), 0)):
+        check(canary)
+    assert seen[canary.name].check_id == "S4-POWER-DOWN"
+    with engine._permit(gating.Entry("t", rows["S5-OOB-CONSOLE-CONNECTS"], canary, check, ("client",), 0)):
+        check(canary)
+    assert seen[canary.name] is None  # a read-only row holds none
+    with engine._permit(gating.Entry("t", rows["S4-POWER-DOWN"], other, check, ("client",), 0)):
+        check(other)
+    assert seen[other.name] is None  # nor a disruptive row on a client that is not a canary
+    engine.allow_disruptive = False
+    with engine._permit(gating.Entry("t", rows["S4-POWER-DOWN"], canary, check, ("client",), 0)):
+        check(canary)
+    assert seen[canary.name] is None  # nor does any row without --allow-disruptive
 
 
 def test_facts_read_amt_only():
@@ -193,7 +214,7 @@ def test_facts_read_amt_only():
 
 
 def test_only_disruptive_checks_reach_the_actions_module():
-    """No module of the plugin or probes imports probes/actions.py, and in suites/ every call into it is made by
+    """No module of the plugin or probes imports actions.py, and in suites/ every call into it is made by
     the test function of a disruptive row."""
     for path in (ROOT / "pytest_vpro").rglob("*.py"):
         if path.name != "actions.py" and "/lab/" not in str(path):

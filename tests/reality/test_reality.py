@@ -127,7 +127,7 @@ BOOT_REPLIES = {
 
 
 def test_the_boot_configuration_of_an_ide_r_boot_against_captured_replies():
-    from pytest_vpro.probes import actions  # noqa: PLC0415
+    from pytest_vpro import actions  # noqa: PLC0415
     from pytest_vpro.probes.amt import BOOT_READ_ONLY  # noqa: PLC0415
 
     with replaying(BOOT_REPLIES) as url:

@@ -1,10 +1,10 @@
-"""The boot configuration steps of S5-SOL-IDER-SESSION (probes/actions.py) against a stand-in device: what is
+"""The boot configuration steps of S5-SOL-IDER-SESSION (actions.py) against a stand-in device: what is
 written, in which order, and what the result says when a step is refused (unit tests of two functions)."""
 from __future__ import annotations
 
 import pytest
 
-from pytest_vpro.probes import actions
+from pytest_vpro import actions
 from pytest_vpro.probes.amt import AmtCallFailed
 from pytest_vpro.probes.wsman import SoapFault
 

@@ -11,15 +11,15 @@ correctly after the power down operation"; Stage 5 "Verify SOL / IDER can be use
 console output and boot the client from an IDE image"; Stage 7 "use Delete provisioning data from the management
 controller option to delete all data from Intel AMT memory".
 
-Who may call them: every function here first checks that its caller is the test function of a catalog row marked
-``disruptive: true`` and that the target is ``canary: true`` (:func:`_permit`), and raises :class:`NotPermitted`
-before a byte is sent otherwise. The plugin, in turn, runs disruptive rows only with ``--allow-disruptive`` and
-only on canaries (``pytest_vpro/gating.py``). Read-only code never imports this module: ``facts`` reads through
+Who may call them: the engine (``pytest_vpro/gating.py``) runs a catalog row marked ``disruptive: true`` only with
+``--allow-disruptive`` and only on canaries, and holds a permit for that check and target while it runs
+(``pytest_vpro/permits.py``); every function here asks for the permit first and raises :class:`NotPermitted`
+before a byte is sent without one. Read-only code never imports this module: ``facts`` reads through
 ``AMT_READS``, the WinRM probe refuses every method but registry reads, and ``tests/lab/test_read_only.py`` proves
 that a run without ``--allow-disruptive`` records no state-changing call anywhere in the lab.
 
-What they did is recorded per target in the run's record (:func:`pytest_vpro.facts.run_record`), which every
-process of the run reads: the un-provisioned client's certificate serial (read before un-provisioning), the
+What they did is recorded per target in the run's record (the permit names its file; facts read it back), which
+every process of the run reads: the un-provisioned client's certificate serial (read before un-provisioning), the
 outcome. A change that can be undone is undone (power back on, the IDE-R boot settings put back) and what could
 not be is said.
 """
@@ -30,17 +30,19 @@ import json
 import select
 import socket
 import ssl
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from .. import catalog
-from ..facts import run_record_path
-from . import deadline
-from . import redirection as redir
-from . import tls
-from .errors import MalformedReply, ProbeError, Unreachable
+from .permits import NotPermitted, Permit, require
+from .probes import deadline, tls
+from .probes import redirection as redir
+from .probes import x509 as certs
+from .probes.amt import BOOT_READ_ONLY, ROLE_NEXT_SINGLE_USE, AmtDevice
+from .probes.errors import MalformedReply, ProbeError, Unreachable
+from .probes.kerberos import NegotiateAuth
+from .probes.winrm import WinRM, sms_namespace, wmi_uri
+from .probes.wsman import DigestAuth, SoapFault, WsmanClient
 
 #: The SMS Provider's class method for out of band operations on chosen computers, and the opcodes the checks use
 #: (CM2007 SDK, "AMTOperateForMachines Method in Class SMS_Collection"): 1 WakeUp, 3 Shutdown, 8 DiscoveryBMC
@@ -58,31 +60,22 @@ OFF_STATES = frozenset({6, 8})
 AMT_STATUS_PROVISIONED = 3
 
 
-class NotPermitted(PermissionError):
-    """A state-changing call from anything but a disruptive check on a canary target."""
+__all__ = ["NotPermitted", "power_cycle", "sol_ider_session", "unprovision"]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # the guard and the record
 # --------------------------------------------------------------------------------------------------------------
-def _permit(target: Any) -> str:
-    """The check id of the caller's caller, if it is a disruptive row and ``target`` is a canary."""
-    frame = sys._getframe(2)
-    func = next((v for v in frame.f_globals.values() if getattr(v, "__code__", None) is frame.f_code), None)
-    ids = [m.args[0] for m in getattr(func, "pytestmark", []) if m.name == "check" and m.args]
-    row = catalog.load().get(ids[0]) if ids else None
-    if row is None or not row.disruptive:
-        raise NotPermitted(f"{frame.f_code.co_name} is not the test of a disruptive catalog row: "
-                           "state-changing calls are refused")
-    if not getattr(target, "canary", False):
-        raise NotPermitted(f"{getattr(target, 'name', target)} is not a canary: {row.id} may not change it")
-    _record(target.name, disruptive=True)
-    return row.id
+def _permit(target: Any, action: str) -> Permit:
+    """The engine's permit for ``target`` (NotPermitted without one); what follows is recorded as disruptive."""
+    permit = require(target, action)
+    _record(permit, target.name, disruptive=True)
+    return permit
 
 
-def _record(target: str, **values: Any) -> dict[str, Any]:
+def _record(permit: Permit, target: str, **values: Any) -> dict[str, Any]:
     """Merge ``values`` into ``target``'s entry of the run's record (a file the run's processes share)."""
-    path = run_record_path()
+    path = permit.record_file
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -101,10 +94,6 @@ def _record(target: str, **values: Any) -> dict[str, Any]:
 
 def _console_device(facts, env):
     """The client's AMT over TLS 16993 as the console user (Kerberos), for power control."""
-    from .amt import AmtDevice  # noqa: PLC0415
-    from .kerberos import NegotiateAuth
-    from .wsman import WsmanClient
-
     port = env.expected["ports"]["amt_https"]
     return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
                                  auth=NegotiateAuth(facts.console_credentials(), env.site.realm),
@@ -146,10 +135,7 @@ def _wait_for(device, state: int | frozenset[int], seconds: float) -> tuple[int 
 class _SmsProvider:
     """The site's SMS Provider over WinRM as the console user (Kerberos, SPN ``HTTP/<site server>``): the
     console's own identity, so its rights on the collection are what is tested."""
-
     def __init__(self, facts, env) -> None:
-        from .kerberos import NegotiateAuth  # noqa: PLC0415
-        from .winrm import WinRM, sms_namespace
 
         site = facts.server("site_server")
         self.namespace = sms_namespace(env.site.code)
@@ -159,8 +145,6 @@ class _SmsProvider:
 
     def operate(self, resource_id: int, opcode: int) -> str:
         """``SMS_Collection.AMTOperateForMachines([resource_id], opcode)``: "ReturnValue 0", or what went wrong."""
-        from .winrm import wmi_uri  # noqa: PLC0415
-
         call = f"{OPERATE_FOR_MACHINES}([{resource_id}], {opcode}) ({OPCODE_NAMES.get(opcode, opcode)})"
         try:
             out = self.winrm.client.invoke(wmi_uri(SMS_COLLECTION, self.namespace), OPERATE_FOR_MACHINES,
@@ -232,11 +216,11 @@ def power_cycle(client, env, facts) -> PowerCycle:
     Done once per process for a client, shared by S4-POWER-DOWN and S4-POWER-UP. Power is put back on whenever
     the client went off; :attr:`PowerCycle.restored` says whether that worked.
     """
-    _permit(client)
-    return facts.get("action.power_cycle", lambda: _power_cycle(facts, env))
+    permit = _permit(client, "power control")
+    return facts.get("action.power_cycle", lambda: _power_cycle(facts, env, permit))
 
 
-def _power_cycle(facts, env) -> PowerCycle:
+def _power_cycle(facts, env, permit: Permit) -> PowerCycle:
     device, wait = _console_device(facts, env), _wait(env)
     before = device.power_state().state
     cycle = PowerCycle(before, PowerStep(SHUTDOWN, through_sccm=True))
@@ -275,7 +259,8 @@ def _power_cycle(facts, env) -> PowerCycle:
             cycle.up.reached = cycle.down.reached
         if not cycle.up.ok:
             cycle.note = "could not restore: the client is still off; power it on locally"
-        _record(facts.target.name, power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
+        _record(permit, facts.target.name,
+                power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
         return cycle
     finally:
         provider.close()
@@ -343,7 +328,7 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
        the boot; this puts them back if it did not), read back to confirm. The client is left running: it
        restarted, that cannot be undone.
     """
-    _permit(client)
+    permit = _permit(client, "an SOL/IDE-R session with a reset")
     image = image or redir.boot_image()
     port = env.expected["ports"]["redirection_tls"]
     timeout = env.timeouts["read"]
@@ -369,7 +354,7 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
         step = PowerStep(wanted)
         _request(device, step)
         result.reboot = f"RequestPowerStateChange({wanted}) from PowerState {state}: {step.answer}"
-        _record(client.name, redirection={"reboot": result.reboot})
+        _record(permit, client.name, redirection={"reboot": result.reboot})
         if step.answer != "ReturnValue 0":
             return result
         with deadline.Deadline(2 * timeout + 1, f"SOL and IDE-R {client.name}") as limit:  # a record a byte at a time
@@ -387,15 +372,14 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
             conn.close()
         if device is not None and before is not None:
             _restore_boot_configuration(device, before, result)
-            _record(client.name, redirection={"boot_config": result.boot_config, "restored": result.restored})
+            _record(permit, client.name,
+                    redirection={"boot_config": result.boot_config, "restored": result.restored})
 
 
 def _set_boot_configuration(device, result: RedirectionResult):
     """Step 2 of :func:`sol_ider_session`; returns the settings read before (to restore), or None if nothing was
     changed. ``result.boot_config`` says "set" or why not."""
-    from .amt import BOOT_READ_ONLY, ROLE_NEXT_SINGLE_USE  # noqa: PLC0415
 
-    from .wsman import SoapFault  # noqa: PLC0415
 
     try:
         capabilities: dict | None = device.boot_capabilities()
@@ -442,8 +426,6 @@ def _set_boot_configuration(device, result: RedirectionResult):
 
 def _restore_boot_configuration(device, before, result: RedirectionResult) -> None:
     """Step 5: AMT_BootSettingData back as it was (writable properties), then read back."""
-    from .amt import BOOT_READ_ONLY  # noqa: PLC0415
-
     writable = {k: v for k, v in before.items() if k not in BOOT_READ_ONLY}
     try:
         device.put_boot_settings(writable)
@@ -464,7 +446,6 @@ class _Redirection:
     have a deadline of twice the timeout: the ssl module's timeout bounds each read, and a device that trickles a
     TLS record keeps one read going; the deadline shuts the socket instead. A message that is not in the
     protocol's layout, or larger than :attr:`redirection.Reader.MAX`, is a :class:`MalformedReply`."""
-
     def __init__(self, host: str, port: int, ca_bundle: str | None, timeout: float,
                  legacy_ciphers: str = tls.DEFAULT_LEGACY_CIPHERS) -> None:
         self.host, self.port, self.timeout = host, port, timeout
@@ -649,21 +630,21 @@ def unprovision(client, env, facts) -> dict[str, Any]:
     Un-provisioning is not undone: the guide's Stage 7 ends there, and a client in a collection with automatic
     provisioning is provisioned again by the site (CM2007 library, "How to Remove Provisioning Information for
     AMT-Based Computers")."""
-    _permit(client)
-    _record(client.name, unprovisioned={"started": time.time()})
+    permit = _permit(client, "un-provisioning")
+    _record(permit, client.name, unprovisioned={"started": time.time()})
     try:
-        return _unprovision(client, env, facts)
+        return _unprovision(client, env, facts, permit)
     except BaseException as exc:
-        _record(client.name, unprovisioned={"finished": time.time(), "return": f"not done: {exc}"})
+        _record(permit, client.name, unprovisioned={"finished": time.time(), "return": f"not done: {exc}"})
         raise
 
 
-def _unprovision(client, env, facts) -> dict[str, Any]:
-    from . import x509 as certs  # noqa: PLC0415
+def _unprovision(client, env, facts, permit: Permit) -> dict[str, Any]:
 
     cert = facts.peer_certificate(client.name, env.expected["ports"]["amt_https"])
-    _record(client.name, unprovisioned={"serial": format(cert.serial_number, "x"), "cdp": certs.cdp_urls(cert),
-                                        "issuer": cert.issuer.rfc4514_string()})
+    _record(permit, client.name, unprovisioned={"serial": format(cert.serial_number, "x"),
+                                                "cdp": certs.cdp_urls(cert),
+                                                "issuer": cert.issuer.rfc4514_string()})
     provider = _SmsProvider(facts, env)
     result: dict[str, Any] = {}
     try:
@@ -691,14 +672,11 @@ def _unprovision(client, env, facts) -> dict[str, Any]:
         result["amt_status"] = None if status is None else int(str(status))
     finally:
         provider.close()
-    return _record(client.name, unprovisioned={**result, "finished": time.time()})["unprovisioned"]
+    return _record(permit, client.name, unprovisioned={**result, "finished": time.time()})["unprovisioned"]
 
 
 def _digest_device(facts, env):
     """A fresh WS-MAN session with the service point's AMT credential (the run's cached reads are from before)."""
-    from .amt import AmtDevice  # noqa: PLC0415
-    from .wsman import DigestAuth, WsmanClient
-
     cred = env.credentials.get("amt")
     if cred is None or cred.kerberos:
         return _console_device(facts, env)
