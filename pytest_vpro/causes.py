@@ -18,6 +18,7 @@ pytest.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import re
@@ -175,7 +176,7 @@ def survey(env: Environment, facts: Any = None) -> Causes:
         return ""
 
     for server in dns_servers:
-        jobs[f"dns|{server}"] = lambda server=server: ask_dns(server)
+        jobs[f"dns|{server}"] = functools.partial(ask_dns, server)
     ports = {"directory": (636,), "site_server": None, "issuing_ca": None}
     groups: dict[str, list[Server]] = {
         "directory": env.servers_with("domain_controller"),
@@ -185,7 +186,7 @@ def survey(env: Environment, facts: Any = None) -> Causes:
     for key, servers in groups.items():
         for server in servers:
             for port in ports[key] or (_winrm_port(server),):
-                jobs[f"{key}|{server.name}|{port}"] = lambda s=server, p=port: _tcp(s.name, p, timeout)
+                jobs[f"{key}|{server.name}|{port}"] = functools.partial(_tcp, server.name, port, timeout)
     dhcp = env.servers_with("dhcp")
     if facts is not None and dhcp:
         def ask_dhcp() -> str:

@@ -560,7 +560,7 @@ class _Validator:
     def source(self, m: dict[str, Any], p: tuple[Any, ...], servers: list[Server],
                credentials: dict[str, Credential]) -> list[Client]:
         src = m.get("source")
-        defaults = {k: m[k] for k in ("provisioning", "canary") if k in m}
+        defaults: dict[str, Any] = {k: m[k] for k in ("provisioning", "canary") if k in m}
         if defaults.get("provisioning", "out_of_band") not in PROVISIONING:
             self.problem(p + ("provisioning",), f"expected one of {', '.join(PROVISIONING)}, "
                          f"found {defaults['provisioning']!r}")
@@ -654,8 +654,8 @@ class _Validator:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            line = data[:exc.start].count(b"\n") + 1
-            self.problems.append(f"{path}:{line}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            at = data[:exc.start].count(b"\n") + 1
+            self.problems.append(f"{path}:{at}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x}); "
                                  "save it as \"CSV UTF-8 (Comma delimited)\"")
             return []
         lines = [(n, line) for n, line in enumerate(re.split(r"\r\n|\r|\n", text), 1) if line.strip()]

@@ -196,7 +196,8 @@ def select(items: list[pytest.Item], engine, stage: int | None,
             return i == 1
         return True
 
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         entry = engine.entries.get(item.nodeid)
         (keep if entry is None or wanted(entry) else drop).append(item)

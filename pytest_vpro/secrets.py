@@ -22,6 +22,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from .probes.errors import ProbeError
 
@@ -72,7 +73,7 @@ def redact(text: str) -> str:
     return REDACTOR(text)
 
 
-def is_reference(value: object) -> bool:
+def is_reference(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and bool(REF_RE.match(value))
 
 

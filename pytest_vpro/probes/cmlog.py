@@ -127,9 +127,10 @@ class LogReader:
     def _chunks(self) -> Iterator[str]:
         first = self.stream.read(CHUNK)
         if isinstance(first, str):
-            while first:
-                yield first
-                first = self.stream.read(CHUNK)  # type: ignore[assignment]
+            text: str | bytes = first
+            while text:
+                yield str(text)
+                text = self.stream.read(CHUNK)
             return
         codec, bom = _sniff(first)
         decoder = codecs.getincrementaldecoder(codec)(errors="replace")
@@ -364,7 +365,7 @@ def events(lines: Iterable[LogLine], patterns: Mapping[str, str | Iterable[str]]
     ``patterns`` is the environment file's ``log_patterns`` (extra regexes per event); it may also be an
     already compiled table from :func:`compile_patterns`.
     """
-    table = patterns if _is_compiled(patterns) else compile_patterns(patterns)  # type: ignore[arg-type]
+    table = patterns if _is_compiled(patterns) else compile_patterns(patterns)
     out: dict[str, list[Event]] = {}
     for line in lines:
         ev = match_event(line, table)  # type: ignore[arg-type]
@@ -397,7 +398,7 @@ def index_by_name(by_client: Mapping[str, list[Event]]) -> dict[str, list[tuple[
     for evs in by_client.values():
         for e in evs:
             for name in {e.fqdn, e.uuid, e.ip} - {None, ""}:
-                out.setdefault(name, []).append((n, e))
+                out.setdefault(str(name), []).append((n, e))
             n += 1
     return out
 

@@ -344,6 +344,6 @@ def _from_server(source: str, server_ips: set[str]) -> bool:
 def _addresses(server: str) -> set[str]:
     """The IPv4 addresses a reply from ``server`` may come from."""
     try:
-        return {info[4][0] for info in socket.getaddrinfo(server, None, socket.AF_INET, socket.SOCK_DGRAM)}
+        return {str(info[4][0]) for info in socket.getaddrinfo(server, None, socket.AF_INET, socket.SOCK_DGRAM)}
     except (socket.gaierror, UnicodeError):
         return {server}

@@ -35,6 +35,7 @@ import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 from .errors import ProbeError
@@ -76,7 +77,7 @@ class SeenHello:
 
     def summary(self) -> dict:
         """Evidence: UUID, PKI/PSK, retry count and hashes (or the decoding problem)."""
-        out = {"from": self.peer, "received": dt.datetime.fromtimestamp(self.at, dt.timezone.utc).isoformat(
+        out: dict[str, Any] = {"from": self.peer, "received": dt.datetime.fromtimestamp(self.at, dt.timezone.utc).isoformat(
             timespec="seconds")}
         if self.hello is None:
             return {**out, "malformed": self.problem}

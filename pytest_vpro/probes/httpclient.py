@@ -49,7 +49,7 @@ def proxies_for(url: str, proxies: dict[str, str] | None = None) -> dict[str, st
     """The proxies a download of ``url`` goes through: the environment's, unless ``no_proxy`` exempts the host."""
     proxies = PROXIES if proxies is None else proxies
     host = urlsplit(url).hostname or ""
-    if not proxies or urllib.request.proxy_bypass_environment(host, proxies):
+    if not proxies or urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]
         return {}
     return {scheme: proxy for scheme, proxy in proxies.items() if scheme != "no"}
 

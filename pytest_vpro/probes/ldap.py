@@ -699,7 +699,7 @@ def _sid_filter(sids: list[str]) -> str:
 def _by_sid(conn: ldap3.Connection, sids: Iterable[str], attributes: list[str]) -> dict[str, dict[str, Any]]:
     sids = [s for s in dict.fromkeys(sids) if s.startswith("S-1-")]
     base = root_dse(conn).get("defaultNamingContext")
-    base = base[0] if isinstance(base, list) else base
+    base = str(base[0] if isinstance(base, list) else base)
     found: dict[str, dict[str, Any]] = {}
     for i in range(0, len(sids), 50):
         for entry in search_paged(conn, base, _sid_filter(sids[i:i + 50]), ["objectSid"] + attributes):
@@ -713,7 +713,7 @@ def _group_types(conn: ldap3.Connection, sids: list[str]) -> dict[str, int]:
         value = attrs.get("groupType")
         value = value[0] if isinstance(value, list) and value else value
         try:  # an int with the schema loaded, a string without (get_info=NONE)
-            out[sid] = int(value)
+            out[sid] = int(value)  # type: ignore[arg-type]  # anything else is the TypeError below
         except (TypeError, ValueError):
             continue
     return out

@@ -94,7 +94,7 @@ def _bound_the_transport() -> None:
                 if limit is None:
                     return super().connect()
                 with self._sock_lock:
-                    if not self.connected:
+                    if not self.connected:  # type: ignore[has-type]  # smbprotocol's Tcp sets it in __init__
                         try:  # every address of the name, within the exchange's deadline
                             self._sock = deadline.connect(self.server, self.port, self.timeout or limit.seconds, limit)
                         except OSError as err:  # smbprotocol's own wording and type (smb.py's callers read it)
@@ -173,7 +173,7 @@ def _read(host: str, share: str, path: str, *, user: str | None, password: str |
         with _exchange(host, port, name, user, budget):
             stream = smbclient.open_file(name, mode="rb", share_access="rw", port=port)
         try:
-            yield _Bounded(stream, host, port, name, user, budget)
+            yield _Bounded(stream, host, port, name, user, budget)  # type: ignore[misc]  # a read-only IO[bytes]
         finally:
             with contextlib.suppress(Exception):
                 with _exchange(host, port, name, user, budget):

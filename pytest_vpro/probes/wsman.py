@@ -293,7 +293,8 @@ class Transcript:
 
     def record(self, request: requests.PreparedRequest, status: int, headers: Mapping[str, str], body: bytes) -> None:
         req_body = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else str(request.body or "")
-        req = f"{request.method} {request.url}\n{self._headers(request.headers)}\n{req_body}"
+        sent = {k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        req = f"{request.method} {request.url}\n{self._headers(sent)}\n{req_body}"
         resp = f"HTTP {status}\n{self._headers(headers)}\n{body.decode('utf-8', 'replace')}"
         self.exchanges.append(Exchange(req, resp))
         del self.exchanges[: -self.limit]
@@ -669,7 +670,8 @@ class WsmanClient:
 
     def _interpret(self, resp: requests.Response, body: bytes) -> Reply:
         status = resp.status_code
-        sent_negotiate = resp.request.headers.get("Authorization", "").startswith("Negotiate")
+        sent = resp.request.headers.get("Authorization", "")
+        sent_negotiate = (sent.decode("latin-1") if isinstance(sent, bytes) else sent).startswith("Negotiate")
         if 300 <= status < 400:  # never followed: the device's credentials go to the device only
             raise Redirected(self.url, status, resp.headers.get("Location", ""))
         if status == 401:

@@ -99,15 +99,16 @@ def signed_by(obj: x509.Certificate | x509.CertificateRevocationList, issuer: x5
     tbs = obj.tbs_certificate_bytes if isinstance(obj, x509.Certificate) else obj.tbs_certlist_bytes
     try:
         key = issuer.public_key()
+        # Parameters that do not fit the key (None, another padding) raise TypeError or ValueError, caught below.
         algorithm, params = obj.signature_hash_algorithm, obj.signature_algorithm_parameters
         if isinstance(key, rsa.RSAPublicKey):
-            key.verify(obj.signature, tbs, params, algorithm)
+            key.verify(obj.signature, tbs, params, algorithm)  # type: ignore[arg-type]
         elif isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(obj.signature, tbs, params)
+            key.verify(obj.signature, tbs, params)  # type: ignore[arg-type]
         elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
             key.verify(obj.signature, tbs)
         elif isinstance(key, dsa.DSAPublicKey):
-            key.verify(obj.signature, tbs, algorithm)
+            key.verify(obj.signature, tbs, algorithm)  # type: ignore[arg-type]
         else:
             return False
     except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
