@@ -90,15 +90,25 @@ class Evidence:
         self.items.append({"name": name, "body": redact(body), "kind": kind})
 
 
-def manual_check(check_id: str) -> Callable[..., None]:
+def manual_check(check_id: str, *, guide: str) -> Callable[..., None]:
     """A test for a catalog row that no protocol can answer (BIOS, MEBx screens before provisioning).
+
+    ``guide`` is the guide's own words for the check, quoted verbatim (``...`` marks a cut), as the row's
+    ``guide`` field in the catalog holds them (tests/unit/test_manual_checks.py holds the two together). The
+    quote is the test's docstring, as an automated check's module docstring quotes the guide, and evidence named
+    "the guide asks" on every outcome, so the engineer who attests reads what the guide asks for, not a
+    paraphrase of it.
 
     It passes on a fresh attestation in the environment file and is skipped,
     visibly, as "manual check not attested" otherwise.
     """
+    if not isinstance(guide, str) or not guide.strip():
+        raise TypeError(f"manual_check({check_id!r}): guide= must quote the guide's words for the check")
+    quote = " ".join(guide.split())
 
     @pytest.mark.check(check_id)
     def test_manual(env, target, evidence):
+        evidence.attach("the guide asks", quote)  # first: a skipped manual check shows it too
         attestation = env.attestation(check_id, target)
         if attestation is None:
             pytest.skip(f"manual check not attested: add an attestation for {check_id} "
@@ -111,4 +121,7 @@ def manual_check(check_id: str) -> Callable[..., None]:
                                         "seen": attestation.seen, "target": attestation.target})
 
     test_manual.__name__ = "test_manual_" + check_id.lower().replace("-", "_")
+    test_manual.__doc__ = (f'{check_id}, a manual check. The guide asks: "{quote}"\n\n'
+                           "Passes on a fresh attestation in the environment file (by, at, seen); skipped, "
+                           "visibly, otherwise.")
     return test_manual
