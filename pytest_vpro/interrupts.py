@@ -38,7 +38,7 @@ def first_signal() -> None:
             signal.signal(sig, _exit_now)
 
 
-def _exit_now(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handler's signature
+def _exit_now(signum: int, frame: Any) -> None:
     try:
         sys.stderr.write(f"\npytest-vpro: {signal.Signals(signum).name} again: stopped without finishing the "
                          "reports (the run folder's run.json says it is incomplete)\n")
@@ -57,7 +57,7 @@ def at_start(run: Any) -> None:
         signal.signal(signal.SIGINT, _first_sigint)
 
 
-def _first_sigint(signum: int, frame: Any) -> None:  # noqa: ARG001 - a signal handler's signature
+def _first_sigint(signum: int, frame: Any) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_now)
     raise KeyboardInterrupt

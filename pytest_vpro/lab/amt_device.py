@@ -170,7 +170,8 @@ class DeviceSpec:
     power_scheme: str = "Desktop: ON in S0, ME Wake in S3, S4-5"
     redirection_state: int = 32771
     redirection_listener: bool = True
-    hashes: list[tuple[int, str, bytes, bool, bool]] = field(default_factory=list)  # (type, name, digest, enabled, default)
+    # (type, name, digest, enabled, default)
+    hashes: list[tuple[int, str, bytes, bool, bool]] = field(default_factory=list)
     host_name: str = ""
     domain_name: str = ""
     digest_user: str = "admin"
@@ -232,6 +233,10 @@ def _sel(uri_class: str, **selectors: str) -> EndpointReference:
     return EndpointReference(resource_uri(uri_class), selectors)
 
 
+def _managed_system() -> EndpointReference:
+    return _sel("CIM_ComputerSystem", CreationClassName="CIM_ComputerSystem", Name="ManagedSystem")
+
+
 class Device:
     """One AMT device's state and its WS-MAN provider (see :class:`~pytest_vpro.lab.wsman_server.Provider`)."""
 
@@ -287,7 +292,8 @@ class Device:
                 "ElementName": "Intel(r) AMT Setup and Configuration Service",
                 "Name": "Intel(r) AMT Setup and Configuration Service", "SystemCreationClassName": "CIM_ComputerSystem",
                 "SystemName": "Intel(r) AMT", "EnabledState": "5", "ProvisioningMode": str(s.provisioning_mode),
-                "ProvisioningState": str(s.provisioning_state), "ProvisioningServerOTP": None, "ZeroTouchConfigurationEnabled": "true",
+                "ProvisioningState": str(s.provisioning_state), "ProvisioningServerOTP": None,
+                "ZeroTouchConfigurationEnabled": "true",
             }],
             "CIM_SoftwareIdentity": lambda: [
                 {"InstanceID": iid, "IsEntity": "true", "VersionString": ver}
@@ -306,10 +312,11 @@ class Device:
                 "ServiceProvided": _sel("CIM_PowerManagementService", CreationClassName="CIM_PowerManagementService",
                                         Name="Intel(r) AMT Power Management Service",
                                         SystemCreationClassName="CIM_ComputerSystem", SystemName="Intel(r) AMT"),
-                "UserOfService": _sel("CIM_ComputerSystem", CreationClassName="CIM_ComputerSystem", Name="ManagedSystem"),
+                "UserOfService": _managed_system(),
             }],
             "CIM_PowerManagementService": lambda: [{
-                "CreationClassName": "CIM_PowerManagementService", "ElementName": "Intel(r) AMT Power Management Service",
+                "CreationClassName": "CIM_PowerManagementService",
+                "ElementName": "Intel(r) AMT Power Management Service",
                 "EnabledState": "5", "Name": "Intel(r) AMT Power Management Service",
                 "SystemCreationClassName": "CIM_ComputerSystem", "SystemName": "Intel(r) AMT",
             }],
@@ -319,7 +326,7 @@ class Device:
             } for p in POWER_SCHEMES],
             "CIM_ElementSettingData": lambda: [{
                 "IsCurrent": "1" if p == self.scheme else "2", "IsDefault": "2",
-                "ManagedElement": _sel("CIM_ComputerSystem", CreationClassName="CIM_ComputerSystem", Name="ManagedSystem"),
+                "ManagedElement": _managed_system(),
                 "SettingData": _sel("AMT_SystemPowerScheme", InstanceID=p.instance_id),
             } for p in POWER_SCHEMES],
             "AMT_RedirectionService": lambda: [dict(self.redirection)],
@@ -332,7 +339,8 @@ class Device:
                 "ElementName": "Intel (r) AMT: Kerberos Settings", "InstanceID": "Intel (r) AMT: Kerberos Settings",
                 "KrbEnabled": "true" if s.kerberos_enabled and s.kerberos_realm else "false",
                 "MaximumClockTolerance": "5", "RealmName": s.kerberos_realm,
-                "ServicePrincipalName": list(s.kerberos_spns), "ServicePrincipalProtocol": ["0", "1"][: len(s.kerberos_spns)],
+                "ServicePrincipalName": list(s.kerberos_spns),
+                "ServicePrincipalProtocol": ["0", "1"][: len(s.kerberos_spns)],
                 "SupportedEncryptionAlgorithms": ["0", "1", "2"], "ConfiguredEncryptionAlgorithms": ["0", "1", "2"],
             }],
             "AMT_AuthorizationService": lambda: [{
@@ -366,7 +374,8 @@ class Device:
                 "Name": "Intel(r) AMT Boot Service", "OperationalStatus": "0", "RequestedState": "12",
                 "SystemCreationClassName": "CIM_ComputerSystem", "SystemName": "Intel(r) AMT"}],
             "AMT_TimeSynchronizationService": lambda: [{
-                "CreationClassName": "AMT_TimeSynchronizationService", "ElementName": "Intel(r) AMT Time Synchronization Service",
+                "CreationClassName": "AMT_TimeSynchronizationService",
+                "ElementName": "Intel(r) AMT Time Synchronization Service",
                 "Name": "Intel(r) AMT Time Synchronization Service", "SystemCreationClassName": "CIM_ComputerSystem",
                 "SystemName": "Intel(r) AMT", "LocalTimeSyncEnabled": "0", "TimeSource": "1",
             }],
@@ -434,7 +443,8 @@ class Device:
             properties = {k: str(v).lower() if k in BOOT_FLAGS else str(v) for k, v in properties.items()}
             properties["OptionsCleared"] = "false" if any(properties.get(k, target.get(k)) == "true"
                                                           for k in BOOT_FLAGS) else "true"
-        if cls == "AMT_RedirectionService" and str(properties.get("EnabledState", "32771")) not in ("32768", "32769", "32770", "32771"):
+        redirection_states = ("32768", "32769", "32770", "32771")
+        if cls == "AMT_RedirectionService" and str(properties.get("EnabledState", "32771")) not in redirection_states:
             raise invalid_representation("EnabledState must be 32768..32771")
         changed = {k: v for k, v in properties.items() if target.get(k) != v}
         target.update(properties)

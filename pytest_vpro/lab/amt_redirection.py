@@ -78,7 +78,8 @@ class RedirectionSession:
 
     def _log_start(self, op: str) -> None:
         s = self.device.spec
-        self.device._record({"ts": time.time(), "device": s.fqdn, "address": s.address, "op": op,
+        # the device's own call record, shared with its WS-MAN side
+        self.device._record({"ts": time.time(), "device": s.fqdn, "address": s.address, "op": op,  # noqa: SLF001
                              "class": "AMT_RedirectionService", "params": {},
                              "return": RV_OK if self.started else RV_ERROR, "principal": self.principal})
 

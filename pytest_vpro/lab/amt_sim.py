@@ -164,7 +164,7 @@ def load_specs(path: str | Path) -> list[DeviceSpec]:
     """Read ``{"devices": [...]}`` (or a bare list) from a JSON or YAML estate file."""
     text = Path(path).read_text(encoding="utf-8")
     if str(path).endswith((".yaml", ".yml")):
-        import yaml
+        import yaml  # noqa: PLC0415 - only for a YAML spec file
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)

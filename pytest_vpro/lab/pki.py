@@ -27,7 +27,8 @@ without serverAuth.
 A PKI of 2008 (``signature_hash="sha1"``, ``ldap_config_dn``; the lab's ``era: 2009``): every certificate and
 CRL signed with SHA-1, as a Windows Server 2003/2008 CA signed them, and every CDP and AIA extension listing the
 ``ldap:///`` location first (AD CS's defaults, docs/protocols.md, "X.509, the enterprise PKI"), then the http://
-one. ``cryptography`` does not sign with SHA-1: :func:`sign` lets it sign with SHA-256, then puts sha1WithRSAEncryption into the TBS
+one. ``cryptography`` does not sign with SHA-1: :func:`sign` lets it sign with SHA-256, then puts
+sha1WithRSAEncryption into the TBS
 and signs those bytes again with the CA's key (RFC 5280 §4.1.1.2-3, §5.1.1.2-3). The ldap:/// objects are
 published into the lab's directory by :func:`pytest_vpro.lab.estate.build` (``on_publish`` for the CRLs).
 """
@@ -156,7 +157,7 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 class LabPKI:
     """Root CA, issuing CA, provisioning and device certificates, CRLs, in ``dir``."""
 
-    def __init__(self, dir: Path, *, domain: str = "vprolab.test",
+    def __init__(self, dir: Path, *, domain: str = "vprolab.test",  # noqa: A002 - the keyword callers pass
                  crl_base_url: str = "http://ca01.vprolab.test/pki", key_bits: int = 2048,
                  site_server: str = "sccm01", device_key_pool: int = 4,
                  faults: PkiFaults = PkiFaults(), signature_hash: str = "sha256",
@@ -313,7 +314,8 @@ class LabPKI:
             ldap = (f"ldap:///{quote(self.ldap_cdp_dn(ca), safe='=,')}?certificateRevocationList?base?"
                     "objectClass=cRLDistributionPoint")
         else:
-            ldap = f"ldap:///{quote(self.ldap_aia_dn(ca), safe='=,')}?cACertificate?base?objectClass=certificationAuthority"
+            ldap = (f"ldap:///{quote(self.ldap_aia_dn(ca), safe='=,')}"
+                    "?cACertificate?base?objectClass=certificationAuthority")
         return [ldap, http]
 
     def _leaf(self, fqdn: str, key, ekus: list[x509.ObjectIdentifier], *, ou: str | None,

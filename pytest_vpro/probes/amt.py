@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import re
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from pytest_vpro.probes.wsman import EndpointReference, Instance, MalformedReply, WsmanClient, WsmanError, resource_uri
@@ -373,7 +374,8 @@ class AmtDevice:
 
     def kerberos_settings(self) -> KerberosSettings:
         i = self._get("AMT_KerberosSettingData")
-        return KerberosSettings(str(i.get("RealmName") or ""), tuple(str(s) for s in _list(i.get("ServicePrincipalName"))),
+        spns = tuple(str(s) for s in _list(i.get("ServicePrincipalName")))
+        return KerberosSettings(str(i.get("RealmName") or ""), spns,
                                 _bool(i.get("KrbEnabled")), _int(i.get("MaximumClockTolerance")))
 
     def acl_entries(self, limit: int = 1000) -> list[AclEntry]:
@@ -442,7 +444,8 @@ class AmtDevice:
     # -- the boot configuration (docs/protocols.md "The IDE-R boot configuration"): S5-SOL-IDER-SESSION only --
     def boot_capabilities(self) -> dict[str, bool]:
         """``AMT_BootCapabilities``: what the BIOS lets AMT do at the next boot (``IDER``, ``SOL``, ...)."""
-        return {k: _bool(v) for k, v in self._get("AMT_BootCapabilities").items() if str(v).lower() in ("true", "false")}
+        found = self._get("AMT_BootCapabilities")
+        return {k: _bool(v) for k, v in found.items() if str(v).lower() in ("true", "false")}
 
     def boot_settings(self) -> Instance:
         """``AMT_BootSettingData`` as the device holds it (the one-time options of the next boot)."""
@@ -474,8 +477,6 @@ class AmtDevice:
 
 def _guid(value) -> str:
     """SchemeGUID is base64 of the 16 GUID bytes (little-endian groups) on the wire."""
-    import uuid
-
     try:
         raw = base64.b64decode(str(value or ""), validate=True)
         return str(uuid.UUID(bytes_le=raw)) if len(raw) == 16 else str(value or "")

@@ -426,4 +426,5 @@ def trace(events: Iterable[Event], limit: int = 200) -> str:
 
 
 __all__ = ["LogLine", "LogReader", "read_log", "parse_entry", "parse_text", "Event", "EVENT_PATTERNS", "GROUPS",
-           "SOURCED", "decisive", "history_path", "compile_patterns", "match_event", "events", "client_events", "provisioned", "trace", "MAX_LINE"]
+           "SOURCED", "decisive", "history_path", "compile_patterns", "match_event", "events",
+           "client_events", "provisioned", "trace", "MAX_LINE"]

@@ -201,7 +201,7 @@ def _watch() -> None:
                 _cond.wait(None if soonest is None else soonest - now)
         again = any(d.expired for d in due)
         for d in due:
-            d._expire()
+            d._expire()  # noqa: SLF001 - the module's own Deadline
         if again:
             time.sleep(REAPPLY_S)
 
@@ -213,7 +213,7 @@ def abandon_all() -> int:
     with _cond:
         pending = list(_open)
     for d in pending:
-        d._expire(interrupted=True)
+        d._expire(interrupted=True)  # noqa: SLF001 - the module's own Deadline
     return len(pending)
 
 

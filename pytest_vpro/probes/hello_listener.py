@@ -7,7 +7,8 @@ hello with :mod:`pytest_vpro.probes.hello`. It never answers a device: it reads 
 of band service point does before it starts provisioning, so nothing is provisioned by it.
 
 It is OPT-IN: ``pytest --hello-listen ADDR:PORT [--hello-wait SECONDS]`` (default wait 60 s). Without the option
-the hello checks judge from AMTOPMGR.LOG instead. The controller process binds the listener when the run starts (before a lab it starts,
+the hello checks judge from AMTOPMGR.LOG instead. The controller process binds the listener when the run starts
+(before a lab it starts,
 so the first hellos are heard) and appends each hello, as received, to ``<run dir>/hellos.jsonl``; xdist workers
 read that file (:class:`HelloCapture` in ``read`` mode), so only one process ever binds the port. The first line of
 the file says where the listener listens, since when and for how long checks wait:
@@ -35,8 +36,8 @@ import threading
 import time
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .errors import ProbeError
 from .hello import HASH_TYPES, Hello, MalformedHello, decode_hello, receive_hello
@@ -77,8 +78,8 @@ class SeenHello:
 
     def summary(self) -> dict:
         """Evidence: UUID, PKI/PSK, retry count and hashes (or the decoding problem)."""
-        out: dict[str, Any] = {"from": self.peer, "received": dt.datetime.fromtimestamp(self.at, dt.timezone.utc).isoformat(
-            timespec="seconds")}
+        received = dt.datetime.fromtimestamp(self.at, dt.timezone.utc).isoformat(timespec="seconds")
+        out: dict[str, Any] = {"from": self.peer, "received": received}
         if self.hello is None:
             return {**out, "malformed": self.problem}
         h = self.hello

@@ -68,7 +68,8 @@ def _new_conn_within_deadline(conn, original):
         return original()
     timeout = conn.timeout if isinstance(conn.timeout, (int, float)) else limit.seconds
     try:
-        sock = deadline.connect(conn._dns_host, conn.port, timeout, limit)
+        # urllib3's own connect uses _dns_host: the name as given, before any proxy
+        sock = deadline.connect(conn._dns_host, conn.port, timeout, limit)  # noqa: SLF001
     except socket.gaierror as exc:
         raise urllib3.exceptions.NameResolutionError(conn.host, conn, exc) from exc
     except TimeoutError as exc:

@@ -202,7 +202,7 @@ def _exchange(host: str, port: int, name: str, user: str | None, budget: float) 
 def _failure(exc: Exception, host: str, port: int, name: str, user: str | None, limit: deadline.Deadline | None,
              step: str) -> ProbeError:
     """What the server did, from what smbprotocol raised."""
-    from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException
+    from smbprotocol.exceptions import SMBAuthenticationError, SMBException, SMBOSError, SMBResponseException  # noqa: PLC0415 - smbprotocol loads only when a share is read
 
     refused = _REFUSED.pop((host.lower(), port), None)
     if refused is not None:

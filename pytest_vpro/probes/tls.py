@@ -245,7 +245,7 @@ def connect(host: str, port: int, *, cafile: str | None, timeout: float, inspect
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-class RecordingAdapter(httpclient._Adapter):
+class RecordingAdapter(httpclient._Adapter):  # noqa: SLF001 - the probes' shared adapter, extended
     """A requests adapter whose connections use one of :func:`client_context`'s contexts, and remember what the
     last handshake negotiated (:attr:`negotiated`)."""
 
@@ -270,5 +270,6 @@ class RecordingAdapter(httpclient._Adapter):
 
 __all__ = ["AMT_PORTS", "DEFAULT_LEGACY_CIPHERS", "OP_LEGACY_SERVER_CONNECT", "Negotiated", "HandshakeRefused",
            "LegacyRefused", "verification_failed",
-           "ciphers_of", "client_context", "inspection_context", "refused_modern", "reason", "connect", "RecordingAdapter", "may_fall_back",
+           "ciphers_of", "client_context", "inspection_context", "refused_modern", "reason", "connect",
+           "RecordingAdapter", "may_fall_back",
            "remembered", "remember", "forget"]

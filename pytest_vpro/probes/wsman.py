@@ -231,7 +231,7 @@ def _read_challenge_body(r: requests.Response, limit: int) -> None:
         body += chunk
         if len(body) > limit:
             raise ReplyTooLarge(f"the device's 401 challenge has a body over {limit:,} bytes")
-    r._content = bytes(body)  # what requests' own r.content does once it has read the body
+    r._content = bytes(body)  # noqa: SLF001 - what requests' own r.content does once it has read the body
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ class KerberosAuth:
     scheme = "kerberos"
 
     def for_url(self, url: str) -> requests.auth.AuthBase:
-        from requests_kerberos import OPTIONAL, REQUIRED, HTTPKerberosAuth
+        from requests_kerberos import OPTIONAL, REQUIRED, HTTPKerberosAuth  # noqa: PLC0415 - gssapi loads on first use
 
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -292,7 +292,8 @@ class Transcript:
         return "".join(f"{k}: {v}\n" for k, v in headers.items() if k.lower() not in self.HIDDEN)
 
     def record(self, request: requests.PreparedRequest, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        req_body = request.body.decode("utf-8", "replace") if isinstance(request.body, bytes) else str(request.body or "")
+        body_sent = request.body
+        req_body = body_sent.decode("utf-8", "replace") if isinstance(body_sent, bytes) else str(body_sent or "")
         sent = {k: v.decode("latin-1") if isinstance(v, bytes) else v for k, v in request.headers.items()}
         req = f"{request.method} {request.url}\n{self._headers(sent)}\n{req_body}"
         resp = f"HTTP {status}\n{self._headers(headers)}\n{body.decode('utf-8', 'replace')}"
@@ -313,7 +314,8 @@ class EndpointReference:
     address: str = ANONYMOUS
 
     def to_xml(self, tag: str) -> str:
-        sel = "".join(f"<w:Selector Name={quoteattr(k)}>{escape(str(v))}</w:Selector>" for k, v in self.selectors.items())
+        sel = "".join(f"<w:Selector Name={quoteattr(k)}>{escape(str(v))}</w:Selector>"
+                      for k, v in self.selectors.items())
         return (
             f"<{tag}><a:Address>{escape(self.address)}</a:Address><a:ReferenceParameters>"
             f"<w:ResourceURI>{escape(self.resource_uri)}</w:ResourceURI>"
@@ -665,7 +667,8 @@ class WsmanClient:
                     raise ReplyTooLarge(f"reply exceeds the {self.max_bytes}-byte limit")
                 chunks.append(chunk)
         except requests.exceptions.RequestException as exc:
-            raise Unreachable(self.host, self.port, self.timeout, f"reset while reading ({type(exc).__name__})") from None
+            why = f"reset while reading ({type(exc).__name__})"
+            raise Unreachable(self.host, self.port, self.timeout, why) from None
         return b"".join(chunks)
 
     def _interpret(self, resp: requests.Response, body: bytes) -> Reply:
@@ -692,7 +695,8 @@ class WsmanClient:
         env = build_envelope(ENDPOINT.GET, resource_uri, selectors=selectors, timeout_s=self.timeout)
         return body_instance(self._post(env), resource_uri)
 
-    def put(self, resource_uri: str, body_dict: Mapping[str, Any], selectors: Mapping[str, str] | None = None) -> Instance:
+    def put(self, resource_uri: str, body_dict: Mapping[str, Any],
+            selectors: Mapping[str, str] | None = None) -> Instance:
         """WS-Transfer Put of a whole instance; returns the instance as the server stored it."""
         cls = resource_uri.rstrip("/").rsplit("/", 1)[-1]
         env = build_envelope(ENDPOINT.PUT, resource_uri, selectors=selectors,
@@ -701,7 +705,7 @@ class WsmanClient:
         return body_instance(reply, resource_uri) if len(reply.body) else Instance(cls)
 
     def enumerate(self, resource_uri: str, max_elements: int = 32, max_pulls: int = 1000, *,
-                  filter: tuple[str, str] | None = None) -> list[Instance]:
+                  filter: tuple[str, str] | None = None) -> list[Instance]:  # noqa: A002 - WS-MAN's Filter
         """WS-Enumeration Enumerate, then Pull until ``EndOfSequence``.
 
         ``filter`` is ``(dialect, query)``, e.g. WinRM's WQL dialect (DSP0226 section 8.3, ``wsman:Filter``).

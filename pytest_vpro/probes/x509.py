@@ -8,7 +8,8 @@ References: RFC 5280 §4.1.2.5 (validity),
 
 SHA-1: the enterprise PKI of the guide's time signs with SHA-1 (Windows Server 2003/2008 CAs; AMT accepts SHA-1
 roots until ME 15/16; docs/protocols.md, "X.509, the enterprise PKI"). ``cryptography`` refuses SHA-1 in
-``verify_directly_issued_by`` and in its path verifier, so signatures are checked here with the issuer's public key over the TBS bytes, and a
+``verify_directly_issued_by`` and in its path verifier, so signatures are checked here with the issuer's public key
+over the TBS bytes, and a
 path with a SHA-1 signature is validated by :func:`verify_chain`'s own RFC 5280 §6 walk. A SHA-1 signature is a
 fact (:func:`signature_hash`, in :func:`summary`), never by itself a failure.
 
@@ -31,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
