@@ -409,7 +409,8 @@ class _Validator:
             max_age = 90
         log_patterns = top.get("log_patterns", {})
         if not isinstance(log_patterns, dict):
-            self.problem(("log_patterns",), f"expected a mapping of event -> list of patterns, found {_kind(log_patterns)}")
+            self.problem(("log_patterns",),
+                         f"expected a mapping of event -> list of patterns, found {_kind(log_patterns)}")
             log_patterns = {}
         lab = top.get("lab")
         if lab is not None and not isinstance(lab, dict):
@@ -630,7 +631,7 @@ class _Validator:
                     env.inventory_problems.append(f"directory {names} did not answer for ldap:{base}: {why}; "
                                                   "the run goes on without the clients of this source")
                     continue
-                except Exception as exc:  # the directory answered and refused: say why, at the source's line
+                except Exception as exc:  # noqa: BLE001 - the directory answered and refused: said at the source's line
                     self.problem(p + ("source",), f"LDAP query of {base!r} failed: {_plain_error(exc)}")
                     continue
                 for row in rows:

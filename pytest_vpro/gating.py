@@ -257,7 +257,7 @@ class Engine:
             if self.store.claim(entry.nodeid):
                 try:
                     verdict = self.evaluate(entry)
-                except Exception:  # noqa: BLE001 - never leave a claim without a verdict: another worker waits on it
+                except Exception:
                     if self._stopping.is_set():
                         raise
                     trace = "".join(traceback.format_exc(limit=-6))
@@ -408,7 +408,7 @@ class Engine:
             cut = next((i for i, line in enumerate(lines) if line.startswith("assert ")), len(lines) - 1)
             text = "\n".join(lines[:cut + 1])
             outcome, message = "failed", failure_message(entry, text)
-        except Exception:  # a bug in a check is reported, never lost, and never stops the run
+        except Exception:  # noqa: BLE001 - a bug in a check is reported, never lost, and never stops the run
             outcome = "error"
             message = failure_message(entry, "the check raised an unexpected error:\n"
                                       + "".join(traceback.format_exc(limit=-6)))

@@ -20,16 +20,17 @@ from pathlib import Path
 import pytest
 
 from . import catalog as catalog_mod
-from . import cmdline, interrupts
-from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
-from . import snapshot
+from . import cmdline, interrupts, snapshot
+from . import run as runs
 from .causes import Causes, survey
+from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
 from .environment import Target
 from .facts import FactsCache
 from .gating import Engine, Entry, VerdictStore
-from .probes import hello_listener
-from .probes import httpclient  # noqa: F401  it reads the proxy settings now, in the main thread
-from . import run as runs
+from .probes import (
+    hello_listener,
+    httpclient,  # noqa: F401  it reads the proxy settings now, in the main thread
+)
 from .report import fleet, html, listing, ticket
 from .secrets import redact
 

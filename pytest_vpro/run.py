@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from . import environment as envmod, snapshot
+from . import environment as envmod
+from . import snapshot
 
 
 @dataclass

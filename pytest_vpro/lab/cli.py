@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             info = manager.up(description, state=state, clients=args.clients, latency_ms=args.latency_ms,
                               log=lambda line: print(f"vpro-lab: {line}", flush=True))
             print(f"vpro-lab: state file {state / 'lab.json'} (mode 0600: it holds the lab's credentials)")
-            print(f"vpro-lab: check it with: pytest --env lab (it reuses this lab), or pytest --env={info['environment_file']}")
+            print("vpro-lab: check it with: pytest --env lab (it reuses this lab), "
+                  f"or pytest --env={info['environment_file']}")
         elif args.command == "status":
             info = manager.status(state)
             if info is None:

@@ -56,7 +56,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.send_error(404, "Not found")
         return None
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - http.server's own signature
         log.debug("%s %s", self.address_string(), format % args)
 
 

@@ -48,7 +48,7 @@ class BackgroundService:
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # reported to the caller, after releasing what was bound
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller, after releasing what was bound
                 failure.append(exc)
                 ready.set()
                 loop.run_until_complete(self.stop_async())

@@ -13,7 +13,8 @@ from pytest_vpro.checks import expect
 def test_dhcp_hands_out_dns_servers(server, facts, evidence):
     reply = facts.dhcp_inform()
     evidence.attach("DHCPACK options", {str(k): v.hex() for k, v in sorted(reply.options.items())})
-    expect(reply.dns_servers, found="no option 6 (DNS servers) in the DHCPACK", expected="option 6 with the DNS servers")
+    expect(reply.dns_servers, found="no option 6 (DNS servers) in the DHCPACK",
+           expected="option 6 with the DNS servers")
 
 
 @pytest.mark.check("S1-DHCP-OPTION-15")

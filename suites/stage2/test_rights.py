@@ -64,8 +64,9 @@ def holds(env, facts, evidence, right: str) -> None:
     for m in facts.site_wmi("SMS_FullCollectionMembership"):
         member_of.setdefault(m["ResourceID"], set()).add(str(m["CollectionID"]).upper())
     lacking = [c.name for c in env.clients if not member_of.get(ids.get(c.name), set()) & on]
+    some = ", ".join(lacking[:3]) + (", ..." if len(lacking) > 3 else "")
     expect(not lacking, found=f"{user} (as {', '.join(sorted(names))}) lacks {right} for {len(lacking)} of "
-                              f"{len(env.clients)} clients ({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}); "
+                              f"{len(env.clients)} clients ({some}); "
                               f"granted on {', '.join(sorted(on)) or 'no collection'}",
            expected=f"{right} on the collection class or on a collection holding each client")
 

@@ -11,9 +11,9 @@ certificate behavior (upgrade to Intel AMT firmware V3.2.2 or later ...)"; "Inte
 template is correctly configured in the issuing CA".
 
 AMT trusts a provisioning certificate whose CN's domain is its own DNS suffix or a parent of it (docs/protocols.md,
-"Provisioning certificate rules"); when the ME's domain is a third-level (or deeper) domain outside .com and .net, the catalog
-asks for the suffix itself. The ME's suffix is AMT_GeneralSettings.DomainName when the ME answers, else DHCP option
-15 (what an un-provisioned ME takes), else the client's own DNS suffix.
+"Provisioning certificate rules"); when the ME's domain is a third-level (or deeper) domain outside .com and .net,
+the catalog asks for the suffix itself. The ME's suffix is AMT_GeneralSettings.DomainName when the ME answers, else
+DHCP option 15 (what an un-provisioned ME takes), else the client's own DNS suffix.
 """
 import pytest
 

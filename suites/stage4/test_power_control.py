@@ -13,8 +13,8 @@ afterwards. Stage 5's console talks to AMT directly; this stage's power control 
 """
 import pytest
 
-from pytest_vpro.checks import expect
 from pytest_vpro import actions
+from pytest_vpro.checks import expect
 from pytest_vpro.probes.amt import POWER_STATES
 from pytest_vpro.sccm import PROVISIONED, amt_status_text, as_int
 

@@ -14,8 +14,8 @@ The console's view: WS-MAN over TLS 16993 and redirection over TLS 16995, as the
 """
 import pytest
 
-from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro import actions
+from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro.probes import ldap as ldap_probe
 from pytest_vpro.probes.amt import ACL_REALMS
 from pytest_vpro.probes.errors import ProbeError

@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro import actions
+from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro.probes import cmlog
 from pytest_vpro.probes import x509 as certs
 from pytest_vpro.sccm import amt_status_text

@@ -22,12 +22,20 @@ from cryptography.x509.oid import NameOID
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.amt_sim import AclEntry, AmtSimulator, DeviceSpec, HelloListener, spec_to_dict
-from pytest_vpro.probes.amt import AmtCallFailed, AmtDevice
 from pytest_vpro.probes import kerberos
+from pytest_vpro.probes.amt import AmtCallFailed, AmtDevice
 from pytest_vpro.probes.hello import Hello
 from pytest_vpro.probes.wsman import (
-    AuthFailed, DigestAuth, HttpStatusError, KerberosAuth, KerberosTokenTooLarge, SoapFault, TlsError, Unreachable,
-    WsmanClient, resource_uri,
+    AuthFailed,
+    DigestAuth,
+    HttpStatusError,
+    KerberosAuth,
+    KerberosTokenTooLarge,
+    SoapFault,
+    TlsError,
+    Unreachable,
+    WsmanClient,
+    resource_uri,
 )
 
 PLAN = AddressPlan(92)

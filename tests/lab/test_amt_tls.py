@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from pytest_vpro import actions
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.amt_sim import AmtSimulator, DeviceSpec
-from pytest_vpro import actions
 from pytest_vpro.probes import net, tls, webui
 from pytest_vpro.probes.amt import AmtDevice
 from pytest_vpro.probes.errors import MalformedReply, Undecided

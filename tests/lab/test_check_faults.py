@@ -8,7 +8,6 @@ are skipped as gated; every other target is unaffected.
 from __future__ import annotations
 
 import pytest
-
 from suite_runner import assert_fails, assert_gated, assert_healthy, run_suite
 
 NET = 101

@@ -8,7 +8,6 @@ on their own (``-k``): their faults also break stage 1 checks, whose failures wo
 from __future__ import annotations
 
 import pytest
-
 from suite_runner import CHECKS, assert_fails, assert_gated, assert_healthy, run_suite
 
 NET = 104

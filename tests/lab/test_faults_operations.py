@@ -9,7 +9,6 @@ stages are gated; the healthy canary and the healthy non-canary are untouched.
 from __future__ import annotations
 
 import pytest
-
 from suite_runner import assert_fails, assert_gated, assert_healthy, run_suite
 
 NET = 107

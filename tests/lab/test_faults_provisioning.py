@@ -16,7 +16,6 @@ Three labs (net 105, then two on net 106):
 from __future__ import annotations
 
 import pytest
-
 from suite_runner import assert_fails, assert_gated, assert_healthy, run_suite
 
 SITE, SERVER = "vprolab.test", "sccm01.vprolab.test"

@@ -10,7 +10,6 @@ faults with a stage 5 right.
 from __future__ import annotations
 
 import pytest
-
 from suite_runner import CHECKS, assert_fails, assert_gated, assert_healthy, run_suite
 
 NET = 102

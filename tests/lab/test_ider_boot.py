@@ -12,14 +12,14 @@ import time
 import uuid
 
 import pytest
+from test_amt_sim import pki  # noqa: F401 - the throwaway CA fixture
 
+from pytest_vpro import actions
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.amt_sim import AmtSimulator, DeviceSpec
-from pytest_vpro import actions
 from pytest_vpro.probes import redirection as redir
 from pytest_vpro.probes.amt import AmtCallFailed, AmtDevice
 from pytest_vpro.probes.wsman import DigestAuth, EndpointReference, SoapFault, WsmanClient, resource_uri
-from test_amt_sim import pki  # noqa: F401 - the throwaway CA fixture
 
 PLAN = AddressPlan(118)
 PASSWORD = "Lab-P@ss1"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from suite_runner import assert_fails, assert_gated, assert_healthy, run_pytest_on
 
-from suite_runner import assert_fails, assert_gated, assert_healthy, run_pytest_on, verdicts
 from pytest_vpro.lab import manager
 
 NET = 117

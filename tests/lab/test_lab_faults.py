@@ -23,7 +23,9 @@ from ldap3.protocol.formatters.formatters import format_sid
 from pytest_vpro.lab import estate, faults, manager
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.samba import CERTIFICATE_ENROLLMENT, DSPROPERTY_ZONE_ALLOW_UPDATE, parse_dns_property
-from pytest_vpro.probes import dhcp, ldap as ldap_probe, x509 as x509_probe
+from pytest_vpro.probes import dhcp
+from pytest_vpro.probes import ldap as ldap_probe
+from pytest_vpro.probes import x509 as x509_probe
 from pytest_vpro.probes.amt import AmtDevice
 from pytest_vpro.probes.dns import Resolver, route_connections
 from pytest_vpro.probes.winrm import BasicAuth, WinRM, sms_namespace

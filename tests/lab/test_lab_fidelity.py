@@ -223,11 +223,9 @@ def test_unprovision_action_does_what_the_real_one_does(lab):
     from cryptography import x509
 
     from pytest_vpro.probes.amt import AmtDevice
-    from pytest_vpro.probes.winrm import BasicAuth, WinRM
-    from pytest_vpro.probes.wsman import DigestAuth, WsmanClient
-
     from pytest_vpro.probes.dns import Resolver, route_connections
-    from pytest_vpro.probes.winrm import NotReadOnly
+    from pytest_vpro.probes.winrm import BasicAuth, NotReadOnly, WinRM
+    from pytest_vpro.probes.wsman import DigestAuth, WsmanClient
 
     info, plan = lab["info"], AddressPlan(NET)
     target = info["clients"][5]  # pc0006, provisioned

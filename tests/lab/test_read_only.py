@@ -25,12 +25,12 @@ import ldap3
 import pytest
 import requests
 from cryptography import x509
+from suite_runner import run_pytest_on
 
 from pytest_vpro import catalog
 from pytest_vpro.environment import Client
 from pytest_vpro.lab import manager
 from pytest_vpro.lab.addresses import AddressPlan
-from suite_runner import run_pytest_on
 
 NET = 108
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from pytest_vpro.lab.addresses import AddressPlan
-from pytest_vpro.lab.samba import (CERTIFICATE_ENROLLMENT, SYSTEM_PYTHON, SambaDC, pack_dns_count_name,
-                                   pack_dns_record, parse_dns_property, reverse_name, alive)
+from pytest_vpro.lab.samba import (
+    CERTIFICATE_ENROLLMENT,
+    SYSTEM_PYTHON,
+    SambaDC,
+    alive,
+    pack_dns_count_name,
+    pack_dns_record,
+    parse_dns_property,
+    reverse_name,
+)
 
 CLIENTS = 3
 TOKEN_GROUPS = 40

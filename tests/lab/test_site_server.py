@@ -13,17 +13,25 @@ import uuid
 from pathlib import Path
 
 import pytest
+from throwaway_tls import write_tls
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.site_server import (
-    APPENDIX_A, KB908209_KEY, OPERATE_FOR_COLLECTION, OPERATE_FOR_MACHINES, SMS_COLLECTION, SMS_PERMISSIONS,
-    ClientRecord, SiteServerSimulator, SiteServerSpec, parse_wql,
+    APPENDIX_A,
+    KB908209_KEY,
+    OPERATE_FOR_COLLECTION,
+    OPERATE_FOR_MACHINES,
+    SMS_COLLECTION,
+    SMS_PERMISSIONS,
+    ClientRecord,
+    SiteServerSimulator,
+    SiteServerSpec,
+    parse_wql,
 )
 from pytest_vpro.probes.cmlog import LogReader, client_events, events
 from pytest_vpro.probes.hello import encode_hello
 from pytest_vpro.probes.winrm import BasicAuth, NotReadOnly, WinRM, sms_namespace, wmi_uri
 from pytest_vpro.probes.wsman import AuthFailed, SoapFault, WsmanClient
-from throwaway_tls import write_tls
 
 PLAN = AddressPlan(95)
 SITE = sms_namespace("LAB")

@@ -13,18 +13,26 @@ import sys
 from pathlib import Path
 
 import pytest
+from throwaway_tls import write_tls
 
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.file_server import LabFileServer
 from pytest_vpro.lab.samba import alive
 from pytest_vpro.lab.windows_client import (
-    CCM_COMPONENT, MEI_DEVICE_NAME, MEI_DRIVER_SERVICE, POLICY_CLASS, POLICY_ENABLED_PROPERTY,
-    POLICY_NAMESPACE, WindowsClientProvider, WindowsClients, WindowsClientSpec, oobmgmt_message,
+    CCM_COMPONENT,
+    MEI_DEVICE_NAME,
+    MEI_DRIVER_SERVICE,
+    POLICY_CLASS,
+    POLICY_ENABLED_PROPERTY,
+    POLICY_NAMESPACE,
+    WindowsClientProvider,
+    WindowsClients,
+    WindowsClientSpec,
+    oobmgmt_message,
 )
 from pytest_vpro.probes.cmlog import parse_text
 from pytest_vpro.probes.winrm import BasicAuth, NotReadOnly, WinRM, wmi_uri
 from pytest_vpro.probes.wsman import SoapFault, WsmanClient
-from throwaway_tls import write_tls
 
 PLAN = AddressPlan(99)
 A, B, C = PLAN.client(3), PLAN.client(4), PLAN.client(5)  # 127.99.1.4, .5, .6

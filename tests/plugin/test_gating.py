@@ -5,7 +5,6 @@ import collections
 import os
 
 import pytest
-
 from helpers import calls, latest, make_project, outcomes, run
 
 FAULTS = {"T1-CLIENT": ["pc02.sample.test"], "T2-CLIENT": ["pc03.sample.test"]}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import yaml
-
 from helpers import SAMPLE, latest, make_project, outcomes, run
+
 from pytest_vpro.report import html
 
 SECRET = "Sup3r-Secret-Value"

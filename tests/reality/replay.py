@@ -31,7 +31,7 @@ def replaying(replies: Mapping[tuple[str, str], str]) -> Iterator[str]:
     A request the mapping does not name gets HTTP 400 (a test names every exchange it expects)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's name)
+        def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             name = replies.get(_key(body))
             data = (HERE / name).read_bytes() if name else b""

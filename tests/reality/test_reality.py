@@ -10,8 +10,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from replay import replaying
+
 from pytest_vpro.probes import hello as hello_probe
 from pytest_vpro.probes.amt import AmtDevice
 from pytest_vpro.probes.wsman import DigestAuth, WsmanClient
@@ -127,8 +127,8 @@ BOOT_REPLIES = {
 
 
 def test_the_boot_configuration_of_an_ide_r_boot_against_captured_replies():
-    from pytest_vpro import actions  # noqa: PLC0415
-    from pytest_vpro.probes.amt import BOOT_READ_ONLY  # noqa: PLC0415
+    from pytest_vpro import actions
+    from pytest_vpro.probes.amt import BOOT_READ_ONLY
 
     with replaying(BOOT_REPLIES) as url:
         device = AmtDevice(WsmanClient(url, auth=DigestAuth("admin", "not-sent"), ca_bundle=None, timeout=5))

@@ -28,7 +28,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from hostile import address
 
 PEER_GONE = (OSError, ssl.SSLError, EOFError)

@@ -18,8 +18,8 @@ import tracemalloc
 import uuid
 
 import pytest
-
 from servers import Server, ber_message_id, http_head, ldap_reply, read_http_request, tls
+
 from pytest_vpro.environment import Credential
 from pytest_vpro.probes import errors, hello, hello_listener, ldap, smb, wsman, x509
 from pytest_vpro.secrets import SecretRef
@@ -161,8 +161,8 @@ def test_a_digest_challenge_with_a_50_mb_body_is_refused():
 
 # --------------------------------------------------------------------------- the redirection port
 def test_a_redirection_message_announced_at_4_gib_is_refused_at_one_mib(tmp_path):
-    from pytest_vpro.probes import redirection as redir
     from pytest_vpro.actions import _Redirection
+    from pytest_vpro.probes import redirection as redir
 
     host = "127.112.70.3"
     ctx, ca = tls(tmp_path, host)

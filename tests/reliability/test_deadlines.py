@@ -16,9 +16,19 @@ import time
 import uuid
 
 import pytest
+from servers import (
+    Dns,
+    Filtered,
+    Server,
+    TrickleProxy,
+    Udp,
+    ber_message_id,
+    http_head,
+    ldap_reply,
+    read_http_request,
+    tls,
+)
 
-from servers import (Dns, Filtered, Server, TrickleProxy, Udp, ber_message_id, http_head, ldap_reply,
-                     read_http_request, tls)
 from pytest_vpro.environment import Credential
 from pytest_vpro.probes import dhcp, errors, hello, hello_listener, kerberos, ldap, net, smb, webui, x509
 from pytest_vpro.probes.dns import DnsTimeout, route_connections
@@ -254,8 +264,8 @@ def test_the_redirection_port_over_a_trickled_handshake_ends_at_its_deadline(tmp
 
 
 def test_a_redirection_answer_that_trickles_ends_at_its_deadline(tmp_path):
-    from pytest_vpro.probes import redirection as redir
     from pytest_vpro.actions import _Redirection
+    from pytest_vpro.probes import redirection as redir
 
     host = "127.112.42.2"
     ctx, ca = tls(tmp_path, host)

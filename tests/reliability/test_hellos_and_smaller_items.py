@@ -20,8 +20,8 @@ import time
 import uuid
 
 import pytest
-
 from servers import Server, Udp, http_head, read_http_request, tls
+
 from pytest_vpro import environment as envmod
 from pytest_vpro.facts import FactsCache
 from pytest_vpro.probes import dhcp, hello, hello_listener, httpclient, x509

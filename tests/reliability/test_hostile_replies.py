@@ -12,8 +12,8 @@ import time
 import tracemalloc
 
 import pytest
-
 from hostile import Hostile
+
 from pytest_vpro.probes import errors, wsman
 
 TIMEOUT = 0.5

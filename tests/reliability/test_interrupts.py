@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
-from helpers import make_project  # noqa: E402
+from helpers import make_project
 
 SECRET = "Sup3r-Secret-Value"
 HANG = '''

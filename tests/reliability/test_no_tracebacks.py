@@ -17,14 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from servers import Server, ber_message_id, http_head, read_http_request, tls
+
 from pytest_vpro.environment import Credential
 from pytest_vpro.probes import errors, ldap, smb, wsman
 from pytest_vpro.secrets import SecretRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
-from helpers import make_project  # noqa: E402
+from helpers import make_project
 
 PASSWORD = "Hostile-Estate-Pw-3"
 LIBRARY_WORDS = ("KeyError", "InvalidSchema", "TooManyRedirects", "Traceback", "MemoryError", "struct.error",
@@ -110,8 +110,8 @@ def test_a_garbage_smb_answer_is_a_finding():
 
 
 def test_a_redirection_command_that_does_not_exist_is_a_malformed_reply(tmp_path):
-    from pytest_vpro.probes import redirection as redir
     from pytest_vpro.actions import _Redirection
+    from pytest_vpro.probes import redirection as redir
 
     host = "127.112.80.2"
     ctx, ca = tls(tmp_path, host)

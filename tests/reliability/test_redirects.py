@@ -13,8 +13,8 @@ import time
 
 import pytest
 import requests
-
 from servers import Server, http_head, read_http_request, tls
+
 from pytest_vpro.probes import errors, webui, winrm, wsman, x509
 
 PASSWORD = "Amt-Admin-Pw-9"

@@ -23,14 +23,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
 from hostile import Hostile
+
 from pytest_vpro import environment as envmod
 from pytest_vpro.probes import errors, wsman
 from pytest_vpro.secrets import SecretUnavailable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin"))
-from helpers import latest, make_project, outcomes  # noqa: E402
+from helpers import latest, make_project, outcomes
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "Sup3r-Secret-Value"

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from servers import Server
+
 from pytest_vpro.probes import cmlog, errors, smb
 
 pytestmark = [pytest.mark.lab,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from hostile import Hostile
+
 from pytest_vpro import environment as envmod
 from pytest_vpro.probes import wsman
 from pytest_vpro.report.merge import read_junit

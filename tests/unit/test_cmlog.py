@@ -12,7 +12,14 @@ import pytest
 
 from pytest_vpro.lab.cmlog import AMTOPMGR_MESSAGES, CmLogWriter, amtopmgr_message, format_ccm, format_sms
 from pytest_vpro.probes.cmlog import (
-    EVENT_PATTERNS, LogLine, LogReader, client_events, compile_patterns, events, parse_entry, parse_text,
+    EVENT_PATTERNS,
+    LogLine,
+    LogReader,
+    client_events,
+    compile_patterns,
+    events,
+    parse_entry,
+    parse_text,
 )
 
 PDT = dt.timezone(dt.timedelta(hours=-7))

@@ -12,10 +12,9 @@ import dns.rcode
 import dns.rrset
 import pytest
 import requests
-
 from loopback_http import QuietHandler, serving
-from pytest_vpro.probes.dns import (DnsTimeout, NoAnswer, NxDomain, Resolver, ServFail, SrvRecord,
-                                    route_connections)
+
+from pytest_vpro.probes.dns import DnsTimeout, NoAnswer, NxDomain, Resolver, ServFail, SrvRecord, route_connections
 from pytest_vpro.probes.errors import MalformedReply, ProbeError, Unreachable
 
 DNS_ADDRESS = "127.94.0.53"
@@ -183,13 +182,13 @@ def test_empty_server_list_means_resolv_conf():
         r = Resolver([], timeout=1)
     except Exception as exc:  # noqa: BLE001 (a machine with no resolv.conf)
         pytest.skip(f"no usable resolv.conf here: {exc}")
-    assert r._resolver.nameservers  # noqa: SLF001
+    assert r._resolver.nameservers
 
 
 # --------------------------------------------------------------------------- connection routing
 
 class _Hello(QuietHandler):
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.reply(f"hello from {self.server.server_address[0]} for {self.headers['Host']}".encode())
 
 

@@ -8,7 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_vpro.probes.hello import (
-    HASH_TYPES, VERSION_PKI, VERSION_PSK, Hello, MalformedHello, decode_hello, encode_hello,
+    HASH_TYPES,
+    VERSION_PKI,
+    VERSION_PSK,
+    Hello,
+    MalformedHello,
+    decode_hello,
+    encode_hello,
 )
 
 DEVICE = uuid.UUID("12345678-9abc-def0-1122-334455667788")

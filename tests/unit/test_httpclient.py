@@ -10,13 +10,13 @@ import sys
 import threading
 
 import pytest
-
 from loopback_http import QuietHandler, serving
+
 from pytest_vpro.probes import httpclient, x509
 
 
 class _Handler(QuietHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         self.server.paths.append(self.path)
         self.reply(self.server.body)
 

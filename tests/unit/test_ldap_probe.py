@@ -105,13 +105,13 @@ def test_token_size_formula():
 
 
 def test_sid_filter_is_binary():
-    assert probe._sid_filter(["S-1-5-32-544"]) == (  # noqa: SLF001
+    assert probe._sid_filter(["S-1-5-32-544"]) == (
         r"(|(objectSid=\01\02\00\00\00\00\00\05\20\00\00\00\20\02\00\00))")
 
 
 def test_split_server():
-    assert probe._split_server("dc01.lab.test", 636) == ("dc01.lab.test", 636)  # noqa: SLF001
-    assert probe._split_server("dc01.lab.test:3269", 636) == ("dc01.lab.test", 3269)  # noqa: SLF001
+    assert probe._split_server("dc01.lab.test", 636) == ("dc01.lab.test", 636)
+    assert probe._split_server("dc01.lab.test:3269", 636) == ("dc01.lab.test", 3269)
 
 
 # --------------------------------------------------------------------------- error mapping against sockets

@@ -19,8 +19,15 @@ from pytest_vpro.probes.errors import ProbeError
 from pytest_vpro.sccm import ProvisioningStatus, amt_status_text
 from suites.stage2.test_in_band import test_agent_downloaded_the_enabled_provisioning_policy as policy_downloaded
 from suites.stage2.test_provisioning_requests import (
-    test_client_is_sending_hellos as sending_hello, test_me_is_unprovisioned as me_unprovisioned,
+    test_client_is_sending_hellos as sending_hello,
+)
+from suites.stage2.test_provisioning_requests import (
+    test_me_is_unprovisioned as me_unprovisioned,
+)
+from suites.stage2.test_provisioning_requests import (
     test_site_server_logged_a_ztc_request_from_the_client as ztc_received,
+)
+from suites.stage2.test_provisioning_requests import (
     test_site_server_logged_hellos_from_the_client as hello_received,
 )
 from suites.stage3.test_provisioning import test_site_server_logged_provisioning_completed as completed

@@ -5,14 +5,25 @@ import socket
 import time
 
 import pytest
-
 from loopback_http import QuietHandler, serving
+
 from pytest_vpro.lab import wsman_server as srv
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.probes import wsman
 from pytest_vpro.probes.wsman import (
-    ENDPOINT, NS_WSA, NS_WSMAN, DigestAuth, EndpointReference, HttpStatusError, MalformedReply, SoapFault,
-    Unreachable, WsmanClient, build_envelope, parse_envelope, resource_uri,
+    ENDPOINT,
+    NS_WSA,
+    NS_WSMAN,
+    DigestAuth,
+    EndpointReference,
+    HttpStatusError,
+    MalformedReply,
+    SoapFault,
+    Unreachable,
+    WsmanClient,
+    build_envelope,
+    parse_envelope,
+    resource_uri,
 )
 
 PLAN = AddressPlan(92)
@@ -144,7 +155,7 @@ def test_digest_authenticator_refuses_forged_nonce_and_keeps_password_out_of_rep
 class _Handler(QuietHandler):
     routes: dict[str, tuple[int, str, bytes]] = {}
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         status, ctype, body = self.routes[self.path]
         self.reply(body, status, ctype)

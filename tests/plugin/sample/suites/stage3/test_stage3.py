@@ -1,4 +1,5 @@
 import pytest
+
 from conftest import judge
 from pytest_vpro.checks import manual_check
 
