@@ -47,6 +47,10 @@ class AddressPlan:
             raise ValueError(f"client index {index} outside 0..{MAX_CLIENTS - 1}")
         return self._addr(1 + index // 250, 1 + index % 250)
 
+    def wireless(self, index: int) -> str:
+        """The wireless address of laptop client ``index`` (127.<net>.201+.x)."""
+        return self._addr(201 + index // 250, 1 + index % 250)
+
     @property
     def network(self) -> str:
         return f"127.{self.net}.0.0/16"

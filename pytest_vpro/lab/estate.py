@@ -21,23 +21,45 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
+from .. import catalog
+from ..probes import x509 as pki_probe
+from ..probes.amt import AmtDevice
+from ..probes.dns import ConnectionRouting, Resolver
+from ..probes.wsman import DigestAuth, WsmanClient
+from . import faults
 from .addresses import AddressPlan
-from .samba import reverse_name
-
-DOMAIN, REALM, NETBIOS, SITE_CODE = "vprolab.test", "VPROLAB.TEST", "VPROLAB", "LAB"
-HOSTS = {"dc": "dc01", "site_server": "sccm01", "ca": "ca01", "dhcp": "dhcp01", "console": "console01"}
-CONSOLE_USER = "amtadmin"
-OPERATORS_GROUP = "AMT Administrators"  # the console user's group, holding the out of band rights
-AMT_USER = "admin"
-SITE_SERVER_ACCOUNT = "SCCM01$"
-SYSTEM_CERTIFICATES = r"SOFTWARE\Microsoft\SystemCertificates"  # HKLM\...\<store>\Certificates\<SHA-1>\Blob
-CONFIGURATION_DN = "CN=Configuration," + ",".join(f"DC={p}" for p in DOMAIN.split("."))
-#: ``era``: "modern" (the default), or "2009", the estate of the guide's time (docs/lab.md "A lab of 2009").
-ERAS = ("modern", "2009")
-#: The firmware of a 2009 estate, client by client in turn (AMT 3.2.1 the first Configuration Manager 2007 could
-#: manage natively, then 4.x and 5.x desktops and laptops).
-ERA_2009_AMT_VERSIONS = ("3.2.1", "4.1.3", "5.0.20")
+from .amt_sim import AclEntry, AmtSimulator, DeviceSpec
+from .ca_host import CaHost, CaHostSpec
+from .dhcp import LabDHCP
+from .file_server import LabFileServer
+from .firewall import DroppingFirewall
+from .http_server import LabHTTPServer
+from .names import (
+    AMT_USER,
+    CONFIGURATION_DN,
+    CONSOLE_USER,
+    DOMAIN,
+    ERA_2009_AMT_VERSIONS,
+    ERAS,
+    HOSTS,
+    NETBIOS,
+    OPERATORS_GROUP,
+    REALM,
+    SITE_CODE,
+    SITE_SERVER_ACCOUNT,
+    ClientPlan,
+    DescriptionError,
+)
+from .pki import ISSUING_CA_NAME, ROOT_CA_NAME, LabPKI, PkiFaults, sign
+from .samba import SambaDC, reverse_name
+from .site_server import KB908209_KEY, SMS_PERMISSIONS, ClientRecord, SiteServerSimulator, SiteServerSpec
+from .windows_client import WindowsClients, WindowsClientSpec
 
 #: Where a domain member's logical stores come from, by default: the Trusted Root store's enterprise root from AD
 #: (the Enterprise store), Personal and Intermediate from the computer's own registry stores.
@@ -47,15 +69,11 @@ STORE_LOCATION = {"ROOT": "enterprise", "MY": "registry", "CA": "registry"}
 def store_key(store: str, cert, location: str | None = None) -> str:
     r"""The registry key of ``cert`` in the physical store of ``location`` (default :data:`STORE_LOCATION`)
     behind the computer's logical ``store`` (``HKLM\...\<store>\Certificates\<SHA-1>``)."""
-    from ..probes import x509 as pki_probe  # noqa: PLC0415
-
     location = location or STORE_LOCATION.get(store.upper(), "registry")
     physical = next(p for p in pki_probe.physical_stores(store) if p.location == location)
     return f"{physical.key}\\{pki_probe.fingerprint(cert, 'sha1').upper()}"
 
 
-class DescriptionError(ValueError):
-    pass
 
 
 @dataclass
@@ -127,19 +145,6 @@ def is_lab_description(path: Path) -> bool:
     return isinstance(data, dict) and "lab" in data and "site" not in data
 
 
-@dataclass
-class ClientPlan:
-    index: int
-    fqdn: str
-    address: str
-    uuid: str
-    provisioning: str
-    canary: bool
-    provisioned: bool
-    wireless_address: str = ""  # a laptop's wireless address (the environment marks it wireless: true)
-    ieee8021x: bool = False     # on an 802.1X authenticated wired network (the environment marks it)
-
-
 def plan_clients(desc: Description, plan: AddressPlan) -> list[ClientPlan]:
     out = []
     for i in range(desc.clients):
@@ -154,21 +159,18 @@ def plan_clients(desc: Description, plan: AddressPlan) -> list[ClientPlan]:
 
 def plant_faults(desc: Description, clients: list[ClientPlan]):
     """The description's faults, checked against the client plan (:mod:`pytest_vpro.lab.faults`)."""
-    from . import faults  # noqa: PLC0415 (faults.py imports this module)
-
     return faults.parse(desc.faults, clients)
 
 
 class Lab:
     """A built, running lab. :meth:`stop` stops every server it started, in reverse order."""
-
     def __init__(self, state: Path, desc: Description, log: Callable[[str], None]) -> None:
         self.state, self.desc, self.log = state, desc, log
         self.plan = AddressPlan(desc.net)
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self.info: dict[str, Any] = {}
 
-    def _started(self, name: str, stop: Callable[[], None]) -> None:
+    def started(self, name: str, stop: Callable[[], None]) -> None:
         self._stops.append((name, stop))
 
     def stop(self) -> None:
@@ -176,18 +178,12 @@ class Lab:
             name, stop = self._stops.pop()
             try:
                 stop()
-            except Exception as exc:  # keep stopping the rest; say what could not be stopped
+            except Exception as exc:  # noqa: BLE001 - keep stopping the rest; say what could not be stopped
                 self.log(f"stopping {name} failed: {exc}")
 
 
 def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
     """Create and start the whole estate in ``state`` (which must be empty or absent)."""
-    from .dhcp import LabDHCP  # noqa: PLC0415 (import cost only where a lab is built)
-    from .http_server import LabHTTPServer
-    from .pki import LabPKI, PkiFaults
-    from .samba import SambaDC
-    from . import faults
-
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o700)
     lab = Lab(state, desc, log)
@@ -222,7 +218,7 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         log(f"Samba: domain {DOMAIN} provisioned ({time.monotonic() - t0:.1f} s)")
         t0 = time.monotonic()
         dc.start()
-        lab._started("samba", dc.stop)
+        lab.started("samba", dc.stop)
         log(f"Samba: LDAP, LDAPS, Kerberos, DNS and SMB answer on {plan.dc} ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
@@ -245,23 +241,23 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         dhcp = LabDHCP(state / "dhcp", address=plan.dhcp, network=f"127.{desc.net}.0.0/16",
                        dns_servers=[plan.dc], domain=DOMAIN, port=desc.dhcp_port, **ctx.dhcp)
         dhcp.start()
-        lab._started("dhcp", dhcp.stop)
+        lab.started("dhcp", dhcp.stop)
         http = LabHTTPServer(pki.publish_dir, address=plan.ca, port=80).start()
-        lab._started("crl-http", http.stop)
+        lab.started("crl-http", http.stop)
         log(f"DHCP on {plan.dhcp}:67, CRL/AIA on http://{HOSTS['ca']}.{DOMAIN}/pki/ ({plan.ca})")
 
         t0 = time.monotonic()
         sim = _start_amt(state, desc, plan, clients, device_certs, pki, keytab, creds, dc,
                          plant=lambda specs: faults.apply("device", planted, ctx, devices=specs))
-        lab._started("amt-sim", sim.stop)
+        lab.started("amt-sim", sim.stop)
         log(f"AMT simulator: {len(sim.devices)} devices on 16992/16993 ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
         site = _start_site_server(state, desc, plan, clients, pki, dc, creds,
                                   plant=lambda spec: faults.apply("site_server", planted, ctx, site_spec=spec))
-        lab._started("site-server", site.stop)
+        lab.started("site-server", site.stop)
         ca_host = _start_ca_host(plan, pki, dc, creds, ctx.ca_host)
-        lab._started("ca-host", ca_host.stop)
+        lab.started("ca-host", ca_host.stop)
         faults.apply("running", planted, ctx, site=site)
         log(f"Site server simulator: WinRM on {plan.site_server}:5985/5986, out of band service point on 9971, "
             f"AMTOPMGR.LOG in \\\\{HOSTS['dc']}\\SMS_{SITE_CODE}\\Logs ({time.monotonic() - t0:.1f} s)")
@@ -274,9 +270,8 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
             f"({time.monotonic() - t0:.1f} s)")
 
         if ctx.firewall:
-            from .firewall import DroppingFirewall  # noqa: PLC0415
 
-            lab._started("firewall", DroppingFirewall(ctx.firewall).start().stop)
+            lab.started("firewall", DroppingFirewall(ctx.firewall).start().stop)
             log(f"firewall: SYNs dropped to {', '.join(f'{a}:{p}' for a, p in ctx.firewall)}")
         env_path = _write_environment(state, desc, plan, clients, pki, dc.ca_cert, dhcp.port, ctx.dns_servers)
         lab.info = _write_lab_json(state, desc, plan, clients, creds, dc, dhcp, pki, env_path,
@@ -308,9 +303,7 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
     dc.add_user(CONSOLE_USER, creds["console"], groups=[OPERATORS_GROUP])
     dc.add_cert_template("IntelAMTWebServer", **setup.template)
     if setup.enrollment_service:
-        from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
 
-        from .pki import ISSUING_CA_NAME
 
         dc.add_enrollment_service(ISSUING_CA_NAME, f"{HOSTS['ca']}.{DOMAIN}",
                                   setup.ca_certificate or pki.issuing_cert.public_bytes(Encoding.DER),
@@ -334,9 +327,6 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
 
 def _publish_crl_in_directory(dc, pki, der: bytes, ca: str | None = None) -> None:
     """A CRL in ``CN=<CA>,CN=<CA host>,CN=CDP,CN=Public Key Services,...``, where the ldap:/// CDP points."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID
-
     if ca is None:
         ca = x509.load_der_x509_crl(der).issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
     dc.publish_crl(pki.ldap_cdp_dn(ca), der)
@@ -345,10 +335,6 @@ def _publish_crl_in_directory(dc, pki, der: bytes, ca: str | None = None) -> Non
 def _publish_ca_certificates(dc, pki) -> None:
     """The enterprise PKI in AD as AD CS publishes it: the root in Certification Authorities, both CA
     certificates in AIA (where Windows clients and the checks find the whole chain)."""
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
-
-    from .pki import ISSUING_CA_NAME, ROOT_CA_NAME
-
     dc.add_certification_authority("Certification Authorities", ROOT_CA_NAME, pki.root_cert.public_bytes(Encoding.DER))
     for name, cert in ((ROOT_CA_NAME, pki.root_cert), (ISSUING_CA_NAME, pki.issuing_cert)):
         dc.add_certification_authority("AIA", name, cert.public_bytes(Encoding.DER))
@@ -357,7 +343,6 @@ def _publish_ca_certificates(dc, pki) -> None:
 def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],
                device_certs: dict[str, tuple[Path, Path]], pki, keytab: Path, creds: dict[str, str], dc,
                plant: Callable[[list], None] = lambda specs: None):
-    from .amt_sim import AclEntry, AmtSimulator, DeviceSpec  # noqa: PLC0415
 
     root_hash = bytes.fromhex(pki.root_sha256())
     root_sha1 = bytes.fromhex(pki.root_sha1())
@@ -397,9 +382,6 @@ def _at_least(version: str, major: int) -> bool:
 
 def _setup_key(state: Path) -> Path:
     """One RSA key for the certificates pre-provisioned devices present (lab shortcut: one key, a certificate each)."""
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     path = state / "amt" / "setup" / "setup.key.pem"
     path.parent.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -412,12 +394,6 @@ def _setup_key(state: Path) -> Path:
 def _setup_certificate(state: Path, fqdn: str, key_path: Path, signature_hash: str = "sha256") -> Path:
     """The self-signed certificate a device in setup (pre-provisioning) presents on 16993: the provisioning server
     connects there after a hello, and it is AMT that checks the other side (the provisioning certificate)."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.x509.oid import NameOID
-
-    from .pki import sign
-
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, fqdn.split(".")[0])])
     now = dt.datetime.now(dt.timezone.utc)
@@ -439,14 +415,6 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
     the next CRL, its AD object deleted. It is a 64-bit Windows Server 2003 x64: Configuration Manager, a 32-bit
     program, keeps its keys under ``SOFTWARE\\Wow6432Node``.
     """
-    from cryptography import x509  # noqa: PLC0415
-
-    from ..probes import x509 as pki_probe
-    from ..probes.amt import AmtDevice
-    from ..probes.dns import ConnectionRouting, Resolver
-    from ..probes.wsman import DigestAuth, WsmanClient
-    from .site_server import SMS_PERMISSIONS, ClientRecord, SiteServerSimulator, SiteServerSpec
-
     fqdn = f"{HOSTS['site_server']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     keytab = state / "site" / "winrm.keytab"
@@ -520,9 +488,6 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
 def _start_ca_host(plan: AddressPlan, pki, dc, creds: dict[str, str], planted: dict[str, Any]):
     """The issuing CA's host: WinRM with CertSvc's registry (its Security grants the site server Issue and
     Manage Certificates), and the RPC endpoint mapper port, 135 (see :mod:`pytest_vpro.lab.ca_host`)."""
-    from .ca_host import CaHost, CaHostSpec  # noqa: PLC0415
-    from .pki import ISSUING_CA_NAME
-
     fqdn = f"{HOSTS['ca']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     spec = CaHostSpec(address=plan.ca, fqdn=fqdn, ca_name=ISSUING_CA_NAME, domain_sid=dc.domain_sid,
@@ -536,15 +501,12 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
                            plant: Callable[[list, Any], None] = lambda specs, console: None) -> int:
     """The operating system of in-band clients: WinRM/WMI on each PC's address, its C$ share with OOBMGMT.LOG;
     and the console host's (:func:`_console_host`)."""
-    from .file_server import LabFileServer  # noqa: PLC0415
-    from .windows_client import WindowsClients, WindowsClientSpec
-
     in_band = [c for c in clients if c.provisioning == "in_band"]
     files = None
     if in_band:
         files = LabFileServer(state / "clients" / "smb", [c.address for c in in_band], password=creds["admin"],
                               workgroup=NETBIOS).start()
-        lab._started("client-smb", files.stop)
+        lab.started("client-smb", files.stop)
     specs = []
     for c in in_band:
         cert, key = (pki.issue_infrastructure_cert(c.fqdn) if pki.infrastructure_ca
@@ -557,7 +519,7 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
     console = _console_host(plan, pki, creds)
     plant(specs, console)
     windows = WindowsClients([*specs, console], calls_file=state / "clients" / "calls.jsonl").start()
-    lab._started("windows-clients", windows.stop)
+    lab.started("windows-clients", windows.stop)
     return len(specs)
 
 
@@ -570,10 +532,6 @@ def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
     guide's era had them. WinRM 1.1 (KB936059), MSXML 6.0, the Telnet client, KB908209's registry entry, and
     the root and issuing CA certificates in its Trusted Root store; KB908209 itself is part of XP SP3. (The
     console's network side, connecting to AMT, is this machine: ``testinfra: local://``.)"""
-    from ..probes import x509 as pki_probe  # noqa: PLC0415
-    from .site_server import KB908209_KEY
-    from .windows_client import WindowsClientSpec
-
     fqdn = f"{HOSTS['console']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     registry: dict[str, dict[str, Any]] = {"HKLM\\" + KB908209_KEY: {"iexplore.exe": 1}}
@@ -639,11 +597,10 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
 
 def _lab_attestations() -> list[dict[str, Any]]:
     """The lab attests the manual rows for what it simulates (BIOS, MEBx screens): it built them that way."""
-    from ..catalog import load  # noqa: PLC0415
-
     today = dt.date.today()
     return [{"check": c.id, "target": "*", "by": "vpro-lab", "at": today,
-             "seen": f"simulated estate, built to satisfy: {c.title}"} for c in load().values() if not c.automated]
+             "seen": f"simulated estate, built to satisfy: {c.title}"}
+            for c in catalog.load().values() if not c.automated]
 
 
 def _write_lab_json(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],

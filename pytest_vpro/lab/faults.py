@@ -8,7 +8,7 @@ A description names faults as data::
       - {fault: dhcp_no_option15}                          # site-wide faults take no client
 
 :func:`parse` checks every entry against :data:`FAULTS` (unknown names, bad clients and bad parameters raise
-:class:`~pytest_vpro.lab.estate.DescriptionError` naming the fault and listing the known ones). :func:`apply` is
+:class:`~pytest_vpro.lab.names.DescriptionError` naming the fault and listing the known ones). :func:`apply` is
 called by :func:`pytest_vpro.lab.estate.build` at each point where the estate's data is decided, the *stages*:
 
 =============== =========================================================== ==================================
@@ -38,8 +38,41 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import ldap3
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from ..probes import x509 as certs
 from .addresses import AddressPlan
-from .estate import DOMAIN, SITE_SERVER_ACCOUNT, ClientPlan, DescriptionError
+from .amt_sim import AclEntry
+from .names import (
+    CONSOLE_USER,
+    DOMAIN,
+    NETBIOS,
+    OPERATORS_GROUP,
+    SITE_SERVER_ACCOUNT,
+    SYSTEM_CERTIFICATES,
+    ClientPlan,
+    DescriptionError,
+)
+from .pki import (
+    ISSUING_CA_NAME,
+    sign,
+)
+from .samba import reverse_name
+from .site_server import (
+    AMT_STATUS,
+    IPSEC_GPO_KEY,
+    KB908209_KEY,
+    OOB_SP2_PROPS,
+    THREADS,
+    WINRM_STACK_KEY,
+    applicable_hotfixes,
+)
+from .windows_client import TABLET_PC_KEY
 
 STAGES = ("plan", "pki", "directory_setup", "directory", "dhcp", "device", "site_server", "running", "windows")
 ACCOUNTDISABLE = 0x2  # userAccountControl (MS-ADTS 2.2.16)
@@ -50,7 +83,6 @@ DOMAIN_LOCAL_SECURITY_GROUP = -2147483644  # groupType RESOURCE_GROUP | SECURITY
 @dataclass
 class DirectorySetup:
     """What the directory is populated with; ``directory_setup`` faults change it before it is written."""
-
     template: dict[str, Any] = field(default_factory=lambda: {"enroll_for": (SITE_SERVER_ACCOUNT,)})
     amt_container_rights: str = "GA"  # SDDL rights granted to the site server account on the AMT container
     enrollment_service: bool = True   # the issuing CA publishes its pKIEnrollmentService object (enterprise CA)
@@ -61,7 +93,6 @@ class DirectorySetup:
 @dataclass
 class Context:
     """The estate being built, as far as it is built; each stage fills in what it decides or starts."""
-
     plan: AddressPlan
     state: Path
     clients: list[ClientPlan]
@@ -289,16 +320,12 @@ def _amt_object_dn(ctx: Context, c: ClientPlan) -> str:
 
 
 def _reverse(ctx: Context, c: ClientPlan) -> tuple[str, str]:
-    from .samba import reverse_name  # noqa: PLC0415
-
     zone = ctx.dc.reverse_zone()
     return reverse_name(c.address, zone), zone
 
 
 def _log_failed_provisioning(ctx: Context, record: Any, *, reason: str) -> None:
     """The lines a real AMTOPMGR.LOG holds for a provisioning attempt that failed (an hour ago)."""
-    from .site_server import THREADS  # noqa: PLC0415
-
     when = dt.datetime.now().astimezone() - dt.timedelta(hours=1)
     fields = {"fqdn": record.fqdn, "uuid": record.uuid, "ip": record.address, "mode": record.provisioning_mode}
     ctx.site.log.event("hello_received", when=when, thread=THREADS["hello"], retry=0, **fields)
@@ -312,13 +339,6 @@ def _log_failed_provisioning(ctx: Context, record: Any, *, reason: str) -> None:
 def _self_signed(ctx: Context, spec: Any) -> None:
     """AMT 3.2.1 firmware serves a certificate it made itself: self-signed, not from the enterprise CA (signed with
     SHA-1 in a lab of 2009)."""
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    from .pki import sign
-
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, spec.fqdn)])
     now = dt.datetime.now(dt.timezone.utc)
@@ -392,8 +412,6 @@ fault("no_amt_object", "The client's AMT account object is deleted from the AMT 
 
 
 def _disable(ctx: Context, c: ClientPlan) -> None:
-    import ldap3  # noqa: PLC0415
-
     dn = _amt_object_dn(ctx, c)
     uac = int(ctx.dc.read(dn, ["userAccountControl"])["userAccountControl"][0])
     ctx.dc.conn.modify(dn, {"userAccountControl": [(ldap3.MODIFY_REPLACE, [uac | ACCOUNTDISABLE])]})
@@ -432,8 +450,6 @@ fault("clock_skew", "The device's clock is off by `seconds`.", scope="client",
 
 
 def _acl_without_console(ctx: Context, d: Any) -> None:
-    from .amt_sim import AclEntry  # noqa: PLC0415
-
     d.acl = [AclEntry(kerberos_sid=f"{ctx.dc.domain_sid}-500")]  # only the domain's Administrator
 
 
@@ -491,8 +507,6 @@ fault("me_hostname_underscore", "A technician typed the ME's host name in MEBx w
 def _log_hello_sequence(ctx: Context, record: Any, *, hours: float) -> None:
     """The hello lines of a device that sent its whole sequence, retry 0 to 14, less and less often over the 6
     hours after it was turned on ``hours`` ago (a lab assumption: about 6 hours, less and less often)."""
-    from .site_server import THREADS  # noqa: PLC0415
-
     start = dt.datetime.now().astimezone() - dt.timedelta(hours=hours)
     for retry in range(15):
         when = start + dt.timedelta(hours=6) * ((2 ** retry - 1) / (2 ** 14 - 1))
@@ -512,8 +526,6 @@ def _not_provisioned_by_site(ctx: Context, record: Any) -> None:
     """The site has no record of provisioning the client: no history lines; its discovery found the ME provisioned
     with credentials the site does not know: AMTStatus 1, "detected" (the documented status of a computer provisioned
     outside Configuration Manager)."""
-    from .site_server import AMT_STATUS  # noqa: PLC0415
-
     record.provisioned, record.amt_status, record.ztc_requested = False, AMT_STATUS["detected"], False
 
 
@@ -663,8 +675,6 @@ fault("expired_crl", "The CRLs served over HTTP are expired (nextUpdate yesterda
 
 
 def _crl_not_in_directory(ctx: Context, target: None) -> None:
-    from .pki import ISSUING_CA_NAME  # noqa: PLC0415
-
     if ctx.era != "2009":
         raise DescriptionError("crl_not_in_directory needs a lab of era 2009: only its certificates name ldap:/// CDPs")
     ctx.dc.delete(ctx.lab_pki.ldap_cdp_dn(ISSUING_CA_NAME))
@@ -682,9 +692,6 @@ fault("prov_cert_no_server_auth", "The provisioning certificate's EKU lacks serv
 
 
 def _log_certificate_rejected(ctx: Context, reason: str) -> None:
-    from ..probes import x509 as certs  # noqa: PLC0415
-    from .site_server import THREADS
-
     cert = certs.load_chain((ctx.state / "pki" / "provisioning.pem").read_bytes())[0]
     ctx.site.log.event("provisioning_certificate_rejected", thread=THREADS["provision"],
                        fqdn=certs.common_name(cert), thumbprint=certs.fingerprint(cert, "sha1").upper(),
@@ -733,8 +740,6 @@ fault("amt_container_no_full_control", "The site server account has only Read (G
 
 
 def _many_groups(ctx: Context, target: None, count: int) -> None:
-    from .estate import CONSOLE_USER  # noqa: PLC0415
-
     user_dn = ctx.dc.account_dn(CONSOLE_USER)
     for i in range(count):
         dn = ctx.dc.add_group(f"Lab Group {i + 1:03d}", group_type=DOMAIN_LOCAL_SECURITY_GROUP)
@@ -749,8 +754,6 @@ fault("console_user_many_groups", "The console user is a member of `count` extra
 
 
 def _hotfix_ok(kb: str) -> str | None:
-    from .site_server import applicable_hotfixes  # noqa: PLC0415
-
     known = applicable_hotfixes("Service Pack 2")
     return None if kb in known else f"{kb!r} is not a hot fix the site server lists; one of {', '.join(known)}"
 
@@ -796,8 +799,6 @@ fault("sccm_rtm", "The site runs Configuration Manager 2007 RTM (4.00.5931.0000)
 
 
 def _winrm_1_0(spec: Any) -> None:
-    from .site_server import WINRM_STACK_KEY  # noqa: PLC0415
-
     spec.winrm_version = "1.0"
     spec.registry["HKLM\\" + WINRM_STACK_KEY]["StackVersion"] = "1.0"
     _remove_hotfix(spec, "KB936059")  # the WinRM 1.1 update
@@ -823,8 +824,6 @@ def _no_telnet(w: Any) -> None:
 
 
 def _console_winrm_1_0(w: Any) -> None:
-    from .site_server import WINRM_STACK_KEY  # noqa: PLC0415
-
     w.winrm_version = "1.0"
     w.registry["HKLM\\" + WINRM_STACK_KEY]["StackVersion"] = "1.0"
     w.hotfixes = [kb for kb in w.hotfixes if kb != "KB936059"]
@@ -832,8 +831,6 @@ def _console_winrm_1_0(w: Any) -> None:
 
 def _root_store_without_subordinates(w: Any) -> None:
     """The console hosts' Group Policy object no longer lists the subordinate CA: its Group Policy store drops it."""
-    from ..probes import x509 as certs  # noqa: PLC0415
-
     prefix = (certs.STORE_LOCATIONS["group policy"] + "\\Root\\Certificates\\").upper()
     for path in [p for p, v in w.registry.items() if p.upper().startswith(prefix) and "Blob" in v]:
         cert = certs.parse_store_blob(w.registry[path]["Blob"])
@@ -842,8 +839,6 @@ def _root_store_without_subordinates(w: Any) -> None:
 
 
 def _kb908209_key() -> str:
-    from .site_server import KB908209_KEY  # noqa: PLC0415
-
     return KB908209_KEY
 
 
@@ -892,8 +887,6 @@ fault("no_reporting_point", "The site has no reporting point role.", scope="site
 
 
 def _ipsec_policy(spec: Any, name: str) -> None:
-    from .site_server import IPSEC_GPO_KEY  # noqa: PLC0415
-
     domain = spec.fqdn.split(".", 1)[1]
     spec.registry["HKLM\\" + IPSEC_GPO_KEY] = {
         "DSIPSECPolicyName": name, "DSIPSECPolicyDescription": "For all IP traffic, always require security",
@@ -930,8 +923,6 @@ fault("operator_lacks_rights", "The console user's group loses `rights` on the c
 
 
 def _sp2_feature_ok(feature: str) -> str | None:
-    from .site_server import OOB_SP2_PROPS  # noqa: PLC0415
-
     return None if feature in OOB_SP2_PROPS else f"features are {', '.join(OOB_SP2_PROPS)}"
 
 
@@ -956,8 +947,6 @@ fault("auditing_old_amt", "The device runs AMT `version` (below 4.0) and the sit
 
 def _psk_hello_logged(ctx: Context, record: Any) -> None:
     """The PSK hello the site server logged an hour ago (the device keeps sending them, as it does PKI ones)."""
-    from .site_server import THREADS  # noqa: PLC0415
-
     ctx.site.log.event("hello_received", when=dt.datetime.now().astimezone() - dt.timedelta(hours=1),
                        thread=THREADS["hello"], fqdn=record.fqdn, uuid=record.uuid, ip=record.address, mode="PSK",
                        retry=0)
@@ -983,8 +972,6 @@ UNSUPPORTED_CLIENT_OS = {
 
 
 def _client_os(ctx: Context, w: Any, os: str) -> None:
-    from .windows_client import TABLET_PC_KEY  # noqa: PLC0415
-
     for key, value in UNSUPPORTED_CLIENT_OS[os].items():
         setattr(w, key, value)
     if w.tablet_pc:
@@ -1041,9 +1028,7 @@ def _empty_store(store: str, locations: tuple[str, ...] = ("registry", "group po
     """A site_server step: the service point's computer certificate ``store`` (MY, CA, ROOT) holds nothing in
     the physical stores of ``locations`` (its own, Group Policy's, the Enterprise one from AD)."""
     def step(ctx: Context, target: None) -> None:
-        from ..probes import x509 as x509_probe  # noqa: PLC0415
-
-        prefixes = tuple(p.key.lower() + "\\" for p in x509_probe.physical_stores(store) if p.location in locations)
+        prefixes = tuple(p.key.lower() + "\\" for p in certs.physical_stores(store) if p.location in locations)
         for key in [k for k in ctx.site_spec.registry if k.lower().startswith(prefixes)]:
             del ctx.site_spec.registry[key]
     return step
@@ -1055,19 +1040,14 @@ fault("service_point_missing_intermediate", "The service point's computer Interm
 
 
 def _renewed_ca(ctx: Context, target: None) -> None:
-    from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
-
     ctx.directory.ca_certificate = ctx.lab_pki.issuing_variant(new_key=True).public_bytes(Encoding.DER)
 
 
 def _stale_ca_on_service_point(ctx: Context, target: None) -> None:
-    from .estate import SYSTEM_CERTIFICATES  # noqa: PLC0415
-    from ..probes import x509 as x509_probe
-
     _empty_store("CA")(ctx, target)
     old = ctx.lab_pki.issuing_variant(expired=True)
-    key = f"HKLM\\{SYSTEM_CERTIFICATES}\\CA\\Certificates\\{x509_probe.fingerprint(old, 'sha1').upper()}"
-    ctx.site_spec.registry[key] = {"Blob": x509_probe.make_store_blob(old)}
+    key = f"HKLM\\{SYSTEM_CERTIFICATES}\\CA\\Certificates\\{certs.fingerprint(old, 'sha1').upper()}"
+    ctx.site_spec.registry[key] = {"Blob": certs.make_store_blob(old)}
 
 
 fault("issuing_ca_renewed", "The issuing CA renewed its certificate with a new key: AD (pKIEnrollmentService) "
@@ -1155,7 +1135,7 @@ fault("ipv6_only", "The client is registered in DNS with an IPv6 address only (A
 def _wireless(ctx: Context | None, c: ClientPlan) -> None:
     """A laptop: a wireless port with its own address (127.<net>.201+.x) and a WPA2/802.1X profile."""
     plan = ctx.plan if ctx else AddressPlan(int(c.address.split(".")[1]))
-    c.wireless_address = plan._addr(201 + c.index // 250, 1 + c.index % 250)
+    c.wireless_address = plan.wireless(c.index)
 
 
 def _no_wireless_record(ctx: Context, c: ClientPlan) -> None:
@@ -1186,8 +1166,6 @@ fault("ieee8021x_amt_3", "A client on an 802.1X authenticated wired network runs
 # Stages 4 to 7: power control, the console, un-provisioning
 # --------------------------------------------------------------------------------------------------------------
 def _not_discovered(ctx: Context, record: Any) -> None:
-    from .site_server import AMT_STATUS  # noqa: PLC0415
-
     record.amt_status, record.amt_full_version = AMT_STATUS["unknown"], ""
 
 
@@ -1203,8 +1181,6 @@ fault("power_off_ignored", "The device answers RequestPowerStateChange(8) with R
 def _quarantined(ctx: Context, record: Any) -> None:
     """An administrator moved the client into a collection of its own and gave the console user's group every
     right there but "Manage management controllers" (it may look, not operate)."""
-    from .estate import NETBIOS, OPERATORS_GROUP  # noqa: PLC0415
-
     spec = ctx.site_spec
     for col in spec.collections:
         col["members"] = [m for m in col.get("members", []) if m != record.fqdn]
@@ -1233,7 +1209,8 @@ fault("mebx_password_kept", "Provisioning did not replace the MEBx password: the
 
 def _child_object(ctx: Context, c: ClientPlan) -> None:
     """Another management tool published a service connection point under the client's AMT object."""
-    ctx.dc._add(f"CN=Remote Management,{_amt_object_dn(ctx, c)}", "serviceConnectionPoint",
+    # an object of another tool: the DC's own helper for adding any object (its public calls make only ours)
+    ctx.dc._add(f"CN=Remote Management,{_amt_object_dn(ctx, c)}", "serviceConnectionPoint",  # noqa: SLF001
                 {"serviceClassName": "RemoteManagement", "keywords": ["Intel AMT"]})
 
 
@@ -1252,7 +1229,8 @@ fault("ca_revocation_refused", "The site server may not revoke certificates on t
 def _stale_dc(ctx: Context, target: None) -> None:
     """dc02 is still registered: an A record to an address nobody answers on, and its DC locator SRV record."""
     ctx.dc.add_dns_record("dc02", "A", f"127.{ctx.plan.net}.0.98")
-    ctx.dc._admin_tool("dns", "add", ctx.dc.address, f"_msdcs.{DOMAIN}", "_ldap._tcp.dc", "SRV",
+    # an SRV record in the _msdcs zone: samba-tool through the DC's own runner (add_dns_record writes the domain zone)
+    ctx.dc._admin_tool("dns", "add", ctx.dc.address, f"_msdcs.{DOMAIN}", "_ldap._tcp.dc", "SRV",  # noqa: SLF001
                        f"dc02.{DOMAIN} 389 0 100")
 
 
@@ -1263,10 +1241,6 @@ fault("stale_dc_record", "A second domain controller, dc02, is still registered 
 
 
 def _must_change_password(ctx: Context, target: None) -> None:
-    import ldap3  # noqa: PLC0415
-
-    from .estate import CONSOLE_USER  # noqa: PLC0415
-
     ctx.dc.conn.modify(ctx.dc.account_dn(CONSOLE_USER), {"pwdLastSet": [(ldap3.MODIFY_REPLACE, ["0"])]})
 
 
