@@ -45,7 +45,7 @@ class Core:
         #: every target's checks in this process: fetched once per run, not once per client.
         self.estate: Any = estate or self
         #: the run's folder (where disruptive actions are recorded); the estate's when not given
-        self.run_dir = run_dir if run_dir is not None or estate is None else estate.run_dir
+        self.run_dir: Path | None = run_dir if run_dir is not None or estate is None else estate.run_dir
         self._values: dict[str, Any] = {}
         self._errors: dict[str, ProbeError] = {}
         self._lock = threading.Lock()

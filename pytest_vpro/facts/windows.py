@@ -88,7 +88,7 @@ class WindowsFacet:
             for thumbprint in self.registry_subkeys(host, path) or []:
                 blob = self.registry(host, rf"{path}\{thumbprint}", "Blob", "binary")
                 try:
-                    out[thumbprint.upper()] = x509_probe.parse_store_blob(blob or b"")
+                    out[thumbprint.upper()] = x509_probe.parse_store_blob(blob if isinstance(blob, bytes) else b"")
                 except ValueError as exc:
                     out[thumbprint.upper()] = exc
             return out
