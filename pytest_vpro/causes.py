@@ -191,7 +191,7 @@ def survey(env: Environment, facts: Any = None) -> Causes:
     if facts is not None and dhcp:
         def ask_dhcp() -> str:
             try:
-                facts.site_dhcp_inform()
+                facts.dhcp.site_inform()
             except Unreachable as exc:
                 return str(exc)
             except ProbeError:

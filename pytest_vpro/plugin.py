@@ -93,12 +93,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if hellos is not None:
             hellos.stop()
         raise
-    os.environ["VPRO_RUN_DIR"] = str(run.dir)  # where this run's disruptive actions are recorded (facts.py)
     if hellos is not None:
         hellos.set_spool(run.dir / hello_listener.SPOOL_NAME)
     config.stash[RUN] = run
     config.stash[ENGINE] = Engine(env=run.env, store=VerdictStore(run.dir / "verdicts.sqlite"),
-                                  facts=FactsCache(run.env, hellos=hellos),
+                                  facts=FactsCache(run.env, hellos=hellos, run_dir=run.dir),
                                   allow_disruptive=config.getoption("allow_disruptive"))
     _wire_snapshots(config, run, config.stash[ENGINE].facts)
     config.stash[ENGINE].causes = _causes(config, run, config.stash[ENGINE].facts, worker)

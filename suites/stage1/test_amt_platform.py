@@ -45,13 +45,13 @@ def on_8021x_or_wireless(client) -> None:
 @pytest.mark.check("PRE-CLIENT-VPRO-SUPPORTED-AMT")
 def test_client_runs_a_supported_amt_version(client, env, facts, evidence):
     host = client.fqdn.split(".")[0].upper()[:15]
-    record = next((r for r in facts.site_wmi("SMS_R_System", INVENTORY) if client.fqdn.lower() in
+    record = next((r for r in facts.site.wmi("SMS_R_System", INVENTORY) if client.fqdn.lower() in
                    [str(n).lower() for n in (r.get("ResourceNames") or [])] or str(r.get("Name", "")).upper() == host),
                   None)
     found, source = (record or {}).get("AMTFullVersion"), "SMS_R_System.AMTFullVersion"
     if not found:
         try:
-            found, source = facts.amt("version").text, "CIM_SoftwareIdentity (AMT)"
+            found, source = facts.amt.version().text, "CIM_SoftwareIdentity (AMT)"
         except Undecided:  # a detail with no public source did not fit: cannot decide
             raise
         except ProbeError as exc:
@@ -64,7 +64,7 @@ def test_client_runs_a_supported_amt_version(client, env, facts, evidence):
         return
     hosts = {s.name: s for role in ("site_server", "wsman_translator") for s in env.servers_with(role)}.values()
     translators = [f"{s.get('Name')} on {host.name}" for host in hosts
-                   for s in facts.wmi(host, "Win32_Service", wql=TRANSLATOR_SERVICES) if s.get("State") == "Running"]
+                   for s in facts.windows.wmi(host, "Win32_Service", wql=TRANSLATOR_SERVICES) if s.get("State") == "Running"]
     evidence.attach("running WS-MAN translator services", translators)
     expect(translators,
            found=f"AMT {dotted(have)} (from {source}), not natively supported, and no WS-MAN translator",
@@ -74,7 +74,7 @@ def test_client_runs_a_supported_amt_version(client, env, facts, evidence):
 @pytest.mark.check("PRE-8021X-AMT-4")
 def test_8021x_and_wireless_clients_run_amt_4(client, facts, evidence):
     on_8021x_or_wireless(client)
-    found = facts.amt("version")
+    found = facts.amt.version()
     evidence.attach("AMT version", found.text)
     expect(found.at_least(4), found=f"AMT {found.text} on an 802.1X or wireless network",
            expected="AMT 4.0 or later")
@@ -85,13 +85,13 @@ def test_8021x_and_wireless_profiles_use_supported_options(client, facts, eviden
     on_8021x_or_wireless(client)
     problems = []
     if client.extra.get("ieee8021x"):
-        wired = facts.amt("wired_8021x_protocols")
+        wired = facts.amt.wired_8021x_protocols()
         evidence.attach("wired 802.1X profile", [EAP_PROTOCOLS.get(p, p) for p in wired])
         if not wired:
             problems.append("no enabled wired 802.1X profile (AMT_8021XProfile)")
         problems += [f"wired 802.1X uses {EAP_PROTOCOLS.get(p, p)}" for p in wired if p not in SUPPORTED_EAP]
     if client.extra.get("wireless"):
-        profiles = facts.amt("wifi_profiles")
+        profiles = facts.amt.wifi_profiles()
         evidence.attach("wireless profiles", [p.describe() for p in profiles])
         if not profiles:
             problems.append("no wireless profile (CIM_WiFiEndpointSettings)")

@@ -34,10 +34,10 @@ def in_tree(name: str, root: str) -> bool:
 
 def full_control_missing(env, facts, dn: str, *, gc: bool = False) -> list[str]:
     """What each site server lacks of Full Control on ``dn`` and the objects below it."""
-    sd = facts.security_descriptor(dn, gc=gc)
+    sd = facts.directory.security_descriptor(dn, gc=gc)
     missing = []
     for server in env.servers_with("site_server"):
-        sids = facts.account_sids(server)["sids"]
+        sids = facts.directory.account_sids(server)["sids"]
         if not grants(sd, sids, "FULL_CONTROL"):
             missing.append(f"{server.name} has no Full Control on {dn}")
         elif not grants(sd, sids, "FULL_CONTROL", to_children=True):
@@ -48,11 +48,11 @@ def full_control_missing(env, facts, dn: str, *, gc: bool = False) -> list[str]:
 @pytest.mark.check("S1-AD-AMT-CONTAINER-ACL")
 def test_site_servers_have_full_control_of_the_amt_container(site, env, facts, evidence):
     try:
-        sd = facts.security_descriptor(site.amt_container)
+        sd = facts.directory.security_descriptor(site.amt_container)
     except NoSuchObject:
         expect(False, found=f"no object {site.amt_container}", expected="the AMT container (OU or CN) exists")
     evidence.attach(f"{site.amt_container} DACL", sd.describe())
-    evidence.attach("site server accounts", {s.name: facts.account_sids(s) for s in env.servers_with("site_server")})
+    evidence.attach("site server accounts", {s.name: facts.directory.account_sids(s) for s in env.servers_with("site_server")})
     missing = full_control_missing(env, facts, site.amt_container)
     expect(not missing, found="; ".join(missing), expected=FULL_CONTROL_EXPECTED)
 
@@ -66,7 +66,7 @@ def test_amt_container_has_the_same_path_in_every_client_domain(site, env, facts
     for domain in site.client_domains:  # through a global catalog: every domain of the forest is there
         dn = f"{relative},{domain_dn(domain)}"
         try:
-            seen[dn] = facts.security_descriptor(dn, gc=True).describe()
+            seen[dn] = facts.directory.security_descriptor(dn, gc=True).describe()
         except NoSuchObject:
             problems.append(f"no {dn}")
             continue
@@ -79,8 +79,8 @@ def test_amt_container_has_the_same_path_in_every_client_domain(site, env, facts
 
 @pytest.mark.check("S1-CLIENT-SAME-AD-FOREST")
 def test_client_is_in_the_site_servers_forest(client, facts, evidence):
-    forest = domain_of(facts.root_dse().get("rootDomainNamingContext") or "")
-    objects = facts.forest_computers().get(client.fqdn.lower(), [])
+    forest = domain_of(facts.directory.root_dse().get("rootDomainNamingContext") or "")
+    objects = facts.directory.forest_computers().get(client.fqdn.lower(), [])
     evidence.attach("global catalog", {"forest": forest, "computer objects with this dNSHostName": objects})
     expect(objects, found=f"no computer object with dNSHostName {client.fqdn} in the forest {forest} "
                           "(global catalog): a workgroup computer, or one of another forest",
@@ -89,7 +89,7 @@ def test_client_is_in_the_site_servers_forest(client, facts, evidence):
 
 @pytest.mark.check("S1-CLIENT-SHARED-DNS-NAMESPACE")
 def test_client_shares_the_site_servers_namespace(client, env, facts, evidence):
-    forest = domain_of(facts.root_dse().get("rootDomainNamingContext") or "")
+    forest = domain_of(facts.directory.root_dse().get("rootDomainNamingContext") or "")
     suffix = client.fqdn.lower().split(".", 1)[1]
     points = {s.name: s.name.lower().split(".", 1)[1] for s in env.servers_with("oob_service_point")}
     evidence.attach("namespaces", {"client": suffix, "out of band service points": points, "forest root": forest})
@@ -103,7 +103,7 @@ def test_client_shares_the_site_servers_namespace(client, env, facts, evidence):
 
 @pytest.mark.check("PRE-CLIENT-NO-DISJOINT-NAMESPACE")
 def test_client_dns_suffix_is_its_ad_domain(client, facts, evidence):
-    objects = facts.forest_computers().get(client.fqdn.lower(), [])
+    objects = facts.directory.forest_computers().get(client.fqdn.lower(), [])
     if not objects:
         not_applicable(f"{client.fqdn} has no computer object in the forest (S1-CLIENT-SAME-AD-FOREST)")
     suffix = client.fqdn.lower().split(".", 1)[1]

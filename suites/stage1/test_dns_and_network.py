@@ -52,7 +52,7 @@ def test_client_zones_accept_dynamic_updates(server, env, facts, evidence):
             problems.append(f"no AD-integrated zone {zone}")
             continue
         value = parse_zone_allow_update(entries[0]["raw_attributes"].get("dNSProperty", []))
-        soa = facts.dns_records(zone, "SOA")
+        soa = facts.dns.records(zone, "SOA")
         seen[zone] = {"dn": entries[0]["dn"], "allow update": ZONE_UPDATE.get(value, value), "SOA": soa}
         if not soa:
             problems.append(f"{zone}: no SOA answer")
@@ -60,9 +60,9 @@ def test_client_zones_accept_dynamic_updates(server, env, facts, evidence):
             problems.append(f"{zone}: dynamic updates {ZONE_UPDATE.get(value, value)}")
         elif value == 2:  # secure only: the DHCP servers update on the clients' behalf as DnsUpdateProxy members
             for dhcp in env.servers_with("dhcp"):
-                proxy = facts.ldap_search(domain_dn(env.site.name), "(sAMAccountName=DnsUpdateProxy)", ("objectSid",))
+                proxy = facts.directory.search(domain_dn(env.site.name), "(sAMAccountName=DnsUpdateProxy)", ("objectSid",))
                 try:
-                    member = proxy and _sid(proxy[0]) in facts.account_sids(dhcp)["sids"]
+                    member = proxy and _sid(proxy[0]) in facts.directory.account_sids(dhcp)["sids"]
                 except ProbeError as exc:
                     member, why = False, str(exc)
                 else:
@@ -79,7 +79,7 @@ def _zones(facts, base: str, zone: str) -> list[dict]:
     from pytest_vpro.probes.ldap import NoSuchObject
 
     try:
-        return facts.ldap_search(base, f"(&(objectClass=dnsZone)(name={zone}))", ("name", "dNSProperty"))
+        return facts.directory.search(base, f"(&(objectClass=dnsZone)(name={zone}))", ("name", "dNSProperty"))
     except NoSuchObject:
         return []
 
@@ -92,18 +92,18 @@ def _sid(entry: dict) -> str:
 
 @pytest.mark.check("S1-CLIENT-ME-DHCP")
 def test_me_gets_its_address_from_dhcp(client, facts, evidence):
-    known = {client.address} if client.address else set(facts.forward(client.fqdn))
+    known = {client.address} if client.address else set(facts.dns.forward(client.fqdn))
     try:
-        ports = facts.amt("ethernet_settings")
+        ports = facts.amt.ethernet_settings()
     except ProbeError as exc:  # not provisioned yet (or unreachable): the hello it sent shows its address
-        hellos = [e for e in facts.client_events() if e.kind == "hello_received" and e.ip]
+        hellos = [e for e in facts.logs.client_events() if e.kind == "hello_received" and e.ip]
         evidence.attach("hello packets", [{"time": str(e.time), "from": e.ip} for e in hellos])
         if hellos:
             expect(hellos[-1].ip in known, found=f"the last hello came from {hellos[-1].ip}",
                    expected=f"the client's address ({', '.join(sorted(known))})")
             return
         try:  # nothing from the ME itself: the scope it would lease from must be active (the ME: MEBx)
-            reply = facts.site_dhcp_inform()
+            reply = facts.dhcp.site_inform()
         except ProbeError as dhcp:
             expect(False, found=f"no WS-MAN answer ({exc}), no hello in AMTOPMGR.LOG, and no DHCP answer ({dhcp})",
                    expected="AMT_EthernetPortSettings, a hello from the ME's dynamic address, or an active scope")
@@ -124,7 +124,7 @@ def test_service_point_takes_hellos_on_9971(server, env, facts, evidence):
     if not any(c.provisioning == "out_of_band" for c in env.clients):
         not_applicable("no out of band clients: no hello packets are sent")
     port = env.expected["ports"]["provisioning"]
-    state = facts.ports(server.address or server.name, [port])[0]
+    state = facts.network.ports(server.address or server.name, [port])[0]
     evidence.attach("TCP", str(state))
     expect(state.open, found=f"{server.name}: {state}", expected=f"TCP {port} open on the out of band service point")
 
@@ -132,12 +132,12 @@ def test_service_point_takes_hellos_on_9971(server, env, facts, evidence):
 @pytest.mark.check("S1-PORTS-SERVICE-POINT-TO-AMT")
 def test_service_point_reaches_amt_ports(client, env, facts, evidence):
     ports = env.expected["ports"]
-    states = facts.ports(facts.address(), [ports["amt_http"], ports["amt_https"]])
+    states = facts.network.ports(facts.dns.address(), [ports["amt_http"], ports["amt_https"]])
     evidence.attach("TCP", [str(s) for s in states])
     closed = judge(states)
     expect(not closed, found="; ".join(closed), expected=f"TCP {ports['amt_http']} and {ports['amt_https']} open")
     try:
-        peer = facts.peer_tls(facts.address(), ports["amt_https"])
+        peer = facts.network.peer_tls(facts.dns.address(), ports["amt_https"])
     except Undecided:  # a detail with no public source did not fit: cannot decide
         raise
     except ProbeError as exc:
@@ -151,10 +151,10 @@ def test_service_point_reaches_amt_ports(client, env, facts, evidence):
 def test_console_reaches_amt_ports(client, env, facts, evidence):
     ports = env.expected["ports"]
     wanted = [ports["amt_https"], ports["redirection_tls"]]
-    states = facts.ports(facts.address(), wanted)
+    states = facts.network.ports(facts.dns.address(), wanted)
     evidence.attach("TCP", [str(s) for s in states])
     try:  # the redirection port listens only on a provisioned ME whose redirection listener is on
-        listening = facts.amt("redirection").listener_enabled
+        listening = facts.amt.redirection().listener_enabled
     except ProbeError:
         listening = False
     closed = judge(states, may_be_refused=() if listening else (ports["redirection_tls"],))
@@ -166,7 +166,7 @@ def test_console_reaches_amt_ports(client, env, facts, evidence):
 def test_site_servers_resolve_every_client_through_dns(site, env, facts, evidence):
     problems, seen = [], {}
     for server in {s.name: s for r in ("site_server", "oob_service_point") for s in env.servers_with(r)}.values():
-        adapters = [a for a in facts.wmi(server, "Win32_NetworkAdapterConfiguration")
+        adapters = [a for a in facts.windows.wmi(server, "Win32_NetworkAdapterConfiguration")
                     if str(a.get("IPEnabled")).lower() == "true"]
         dns = [d for a in adapters for d in as_list(a.get("DNSServerSearchOrder"))]
         seen[server.name] = {"DNS servers": dns, "WINS": [a.get("WINSPrimaryServer") for a in adapters]}
@@ -176,7 +176,7 @@ def test_site_servers_resolve_every_client_through_dns(site, env, facts, evidenc
         unresolved = []
         for c in env.clients:  # a client the estate's DNS does not know either is judged by its own checks
             try:
-                if not facts.dns_records(c.fqdn, "A", servers=dns) and facts.forward(c.fqdn):
+                if not facts.dns.records(c.fqdn, "A", servers=dns) and facts.dns.forward(c.fqdn):
                     unresolved.append(c.fqdn)
             except ProbeError as exc:
                 problems.append(f"{server.name}'s DNS servers {', '.join(dns)}: {exc}")
@@ -184,7 +184,7 @@ def test_site_servers_resolve_every_client_through_dns(site, env, facts, evidenc
         if unresolved:
             problems.append(f"{len(unresolved)} clients not in {server.name}'s DNS ({', '.join(dns)}): "
                             + ", ".join(unresolved[:5]) + (" ..." if len(unresolved) > 5 else ""))
-    names = [n for r in facts.site_wmi("SMS_R_System", INVENTORY) for n in as_list(r.get("ResourceNames"))]
+    names = [n for r in facts.site.wmi("SMS_R_System", INVENTORY) for n in as_list(r.get("ResourceNames"))]
     bare = [n for n in names if "." not in str(n)]
     if bare:
         problems.append(f"resources known by NetBIOS name only: {', '.join(map(str, bare[:5]))}")
@@ -198,8 +198,8 @@ def test_site_servers_resolve_every_client_through_dns(site, env, facts, evidenc
 def test_wireless_address_is_in_dns(client, facts, evidence):
     if not client.extra.get("wireless"):
         not_applicable("not a wireless client (wireless: true in the environment file)")
-    wireless = [p for p in facts.amt("ethernet_settings") if p.wireless and p.ip_address]
-    addresses = facts.forward(client.fqdn)
+    wireless = [p for p in facts.amt.ethernet_settings() if p.wireless and p.ip_address]
+    addresses = facts.dns.forward(client.fqdn)
     evidence.attach("wireless", {"AMT wireless ports": [vars(p) for p in wireless], "A records": addresses})
     expect(wireless, found="no wireless port with an address in AMT_EthernetPortSettings",
            expected="AMT's wireless port and its address")
@@ -211,14 +211,14 @@ def test_wireless_address_is_in_dns(client, facts, evidence):
 
 @pytest.mark.check("PRE-IPV4-ONLY")
 def test_client_and_service_point_are_ipv4(client, env, facts, evidence):
-    found = {name: {"A": facts.dns_records(name, "A"), "AAAA": facts.dns_records(name, "AAAA")}
+    found = {name: {"A": facts.dns.records(name, "A"), "AAAA": facts.dns.records(name, "AAAA")}
              for name in [client.fqdn, *(s.name for s in env.servers_with("oob_service_point"))]}
     evidence.attach("DNS", found)
     missing = [f"{name} has no A record" + (f" (AAAA {', '.join(r['AAAA'])} only)" if r["AAAA"] else "")
                for name, r in found.items() if not r["A"]]
     expect(not missing, found="; ".join(missing), expected="IPv4 (A) records for the client and the service point")
     try:  # the ME's own addresses, where WS-MAN answers (not yet provisioned: DNS is all there is)
-        me = [p.ip_address for p in facts.amt("ethernet_settings") if p.ip_address]
+        me = [p.ip_address for p in facts.amt.ethernet_settings() if p.ip_address]
     except ProbeError:
         me = []
     evidence.attach("AMT_EthernetPortSettings IPAddress", me)

@@ -40,7 +40,7 @@ class Windows:
     """The Windows release of a host, as Win32_OperatingSystem says."""
 
     def __init__(self, host, facts):
-        os = facts.wmi(host, "Win32_OperatingSystem")[0]
+        os = facts.windows.wmi(host, "Win32_OperatingSystem")[0]
         self.release, self.sp = version(os.get("Version"))[:2], os.get("ServicePackMajorVersion") or 0
         self.workstation, self.text = os.get("ProductType") == 1, f"{os.get('Caption')} {os.get('CSDVersion') or ''}"
 
@@ -49,20 +49,20 @@ class Windows:
 
 
 def site_version(env, facts) -> tuple[int, ...]:
-    found = facts.site_wmi("SMS_Site", f"SELECT * FROM SMS_Site WHERE SiteCode = '{env.site.code}'")
+    found = facts.site.wmi("SMS_Site", f"SELECT * FROM SMS_Site WHERE SiteCode = '{env.site.code}'")
     return version(found[0]["Version"]) if found else ()
 
 
 def require(host, facts, evidence, kb: str, *, included: str = "", rollup: str = "") -> None:
     """Pass if ``included`` names what already includes ``kb``, or ``kb`` (or ``rollup``) is installed."""
-    installed = sorted({str(f.get("HotFixID", "")).upper() for f in facts.wmi(host, "Win32_QuickFixEngineering")})
+    installed = sorted({str(f.get("HotFixID", "")).upper() for f in facts.windows.wmi(host, "Win32_QuickFixEngineering")})
     evidence.attach("Win32_QuickFixEngineering HotFixIDs", installed)
     if included:
         evidence.attach(f"{kb} not needed", included)
         return
     if kb in installed or (rollup and rollup in installed):
         return
-    if any(facts.registry(host, rf"{UNINSTALL_KEY}\{k}", "DisplayName") for k in (kb, rollup) if k):
+    if any(facts.windows.registry(host, rf"{UNINSTALL_KEY}\{k}", "DisplayName") for k in (kb, rollup) if k):
         return
     either = f" or the rollup {rollup}" if rollup else ""
     expect(False, found=f"{kb}{either} not installed ({len(installed)} hot fixes in Win32_QuickFixEngineering, "
@@ -103,7 +103,7 @@ def test_kb908209_registry_entry(server, facts, evidence):
     w = Windows(server, facts)
     if w.release not in ((5, 1), (5, 2)):
         not_applicable(f"{w}: KB908209's registry entry is for browsers on Windows XP and Server 2003")
-    value = facts.registry(server, KB908209_KEY, "iexplore.exe", "dword")
+    value = facts.windows.registry(server, KB908209_KEY, "iexplore.exe", "dword")
     evidence.attach("FEATURE_INCLUDE_PORT_IN_SPN_KB908209", {"iexplore.exe": value})
     expect(value == 1, found=f"iexplore.exe = {value}" if value is not None else "no iexplore.exe value",
            expected=f"DWORD iexplore.exe = 1 under {KB908209_KEY}")
@@ -171,7 +171,7 @@ def test_kb936059_winrm_update(server, facts, evidence):
     w = Windows(server, facts)
     if w.release not in ((5, 1), (5, 2)):
         not_applicable(f"{w}: KB936059 is for Windows XP and Server 2003")
-    stack = facts.registry(server, WINRM_KEY, "StackVersion")
+    stack = facts.windows.registry(server, WINRM_KEY, "StackVersion")
     require(server, facts, evidence, "KB936059",
             included=version(stack) >= (1, 1) and f"the WinRM stack is {stack} (KB936059's WinRM 1.1 or later)")
 
@@ -181,7 +181,7 @@ def test_kb932303_wmi_with_dotnet_2(server, facts, evidence):
     w = Windows(server, facts)
     if w.release not in ((5, 1), (5, 2)):
         not_applicable(f"{w}: KB932303 is for Windows XP and Server 2003")
-    if facts.registry(server, DOTNET20_KEY, "Install", "dword") != 1:
+    if facts.windows.registry(server, DOTNET20_KEY, "Install", "dword") != 1:
         not_applicable("the .NET Framework 2.0 is not installed")
     require(server, facts, evidence, "KB932303")
 

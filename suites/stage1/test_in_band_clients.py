@@ -36,11 +36,11 @@ def test_agent_is_sp1_or_later(client, env, facts, evidence):
     in_band(client)
     minimum = version(env.expected["sccm_agent_min_version"])
     try:
-        agent = facts.wmi(client, "SMS_Client", "root/ccm")
+        agent = facts.windows.wmi(client, "SMS_Client", "root/ccm")
     except SoapFault as fault:
         agent = []
         evidence.attach("root\\ccm", str(fault))
-    rows = facts.site_wmi("SMS_R_System", INVENTORY)
+    rows = facts.site.wmi("SMS_R_System", INVENTORY)
     record = next((r for r in rows if client.name in [str(n).lower() for n in r.get("ResourceNames") or []]), {})
     versions = {"client (root\\ccm SMS_Client)": (agent[0].get("ClientVersion") if agent else None),
                 "site (SMS_R_System)": record.get("ClientVersion")}
@@ -52,12 +52,12 @@ def test_agent_is_sp1_or_later(client, env, facts, evidence):
 @pytest.mark.check("S1-INBAND-CLIENT-DOMAIN-MEMBER")
 def test_in_band_client_is_a_domain_member(client, env, facts, evidence):
     in_band(client)
-    system = facts.wmi(client, "Win32_ComputerSystem")[0]
+    system = facts.windows.wmi(client, "Win32_ComputerSystem")[0]
     evidence.attach("Win32_ComputerSystem", system)
     expect(system.get("PartOfDomain") is True, found=f"{client.name} is in workgroup {system.get('Domain')}",
            expected="joined to a domain (PartOfDomain true)")
     forest = ",".join(f"DC={p}" for p in (env.site.forest or env.site.name).split("."))
-    partitions = facts.ldap_search(f"CN=Partitions,CN=Configuration,{forest}", "(&(objectClass=crossRef)"
+    partitions = facts.directory.search(f"CN=Partitions,CN=Configuration,{forest}", "(&(objectClass=crossRef)"
                                    "(nETBIOSName=*))", ("dnsRoot", "nETBIOSName"), scope="one")
     domains = {str(d).lower() for p in partitions for d in p["attributes"].get("dnsRoot") or []}
     evidence.attach("domains of the forest", sorted(domains))
@@ -70,11 +70,11 @@ def test_in_band_client_is_a_domain_member(client, env, facts, evidence):
 @pytest.mark.check("PRE-INBAND-CLIENT-OS")
 def test_in_band_client_os_is_supported(client, facts, evidence):
     in_band(client)
-    os = facts.wmi(client, "Win32_OperatingSystem")[0]
+    os = facts.windows.wmi(client, "Win32_OperatingSystem")[0]
     evidence.attach("Win32_OperatingSystem", os)
     release, sp, caption = version(os.get("Version"))[:2], os.get("ServicePackMajorVersion") or 0, os.get("Caption")
     tablet = release == (5, 1) and ("tablet pc" in str(caption).lower()
-                                    or facts.registry(client, TABLET_PC_KEY, "Installed", "dword") == 1)
+                                    or facts.windows.registry(client, TABLET_PC_KEY, "Installed", "dword") == 1)
     bad = ("Windows 2000 or earlier" if release < (5, 1) else "Windows XP Tablet PC Edition" if tablet
            else f"Windows XP before SP2 (SP{sp})" if release == (5, 1) and sp < 2 else "")
     expect(not bad, found=f"{caption} {os.get('CSDVersion') or ''} ({os.get('Version')}): {bad}",

@@ -33,7 +33,7 @@ THUMBPRINT_PROP = "AMT Provisioning Certificate Thumbprint"
 
 def enrollment_service(server, facts):
     """The pKIEnrollmentService of the enterprise CA on ``server`` (its dNSHostName), or None."""
-    return next((s for s in facts.enrollment_services() if s["host"] == server.name.lower()), None)
+    return next((s for s in facts.directory.enrollment_services() if s["host"] == server.name.lower()), None)
 
 
 def ca_certificate(server, facts) -> x509.Certificate:
@@ -45,8 +45,8 @@ def ca_certificate(server, facts) -> x509.Certificate:
 
 def template(env, facts) -> dict:
     name = env.pki.get("web_server_template") or "IntelAMTWebServer"
-    config = facts.root_dse().get("configurationNamingContext")
-    found = facts.ldap_search(f"CN=Certificate Templates,CN=Public Key Services,CN=Services,{config}",
+    config = facts.directory.root_dse().get("configurationNamingContext")
+    found = facts.directory.search(f"CN=Certificate Templates,CN=Public Key Services,CN=Services,{config}",
                               f"(&(objectClass=pKICertificateTemplate)(cn={name}))",
                               ("cn", "pKIExtendedKeyUsage", "msPKI-Certificate-Name-Flag", "msPKI-Enrollment-Flag",
                                "msPKI-RA-Signature"), scope="one")
@@ -66,7 +66,7 @@ def ca_rights(mask: int) -> str:
 
 @pytest.mark.check("S1-CA-ENTERPRISE-ISSUING-CA-AVAILABLE")
 def test_enterprise_issuing_ca_is_published_and_reachable(server, facts, evidence):
-    services = facts.enrollment_services()
+    services = facts.directory.enrollment_services()
     evidence.attach("pKIEnrollmentService objects", [{k: v for k, v in s.items() if k != "certificate"}
                                                      for s in services])
     service = enrollment_service(server, facts)
@@ -77,9 +77,9 @@ def test_enterprise_issuing_ca_is_published_and_reachable(server, facts, evidenc
     evidence.attach("CA certificate", certs.summary(cert))
     expect(certs.is_ca(cert), found=f"cACertificate {certs.common_name(cert)} is not a CA certificate",
            expected="a CA certificate (basicConstraints cA)")
-    addresses = facts.forward(server.name)
+    addresses = facts.dns.forward(server.name)
     expect(addresses, found=f"{server.name} has no A record", expected="the CA host resolves in DNS")
-    port = facts.ports(addresses[0], [RPC_ENDPOINT_MAPPER])[0]
+    port = facts.network.ports(addresses[0], [RPC_ENDPOINT_MAPPER])[0]
     evidence.attach("TCP", str(port))
     expect(port.open, found=f"{server.name}: {port}", expected=f"TCP {RPC_ENDPOINT_MAPPER} open (RPC endpoint mapper: "
                                                                 "the site server requests certificates over DCOM)")
@@ -87,13 +87,13 @@ def test_enterprise_issuing_ca_is_published_and_reachable(server, facts, evidenc
 
 @pytest.mark.check("S1-CA-ISSUE-MANAGE-PERMISSION")
 def test_site_servers_may_issue_and_manage_certificates(server, env, facts, evidence):
-    name = server.extra.get("ca_name") or facts.registry(server, CERTSVC, "Active")
-    blob = facts.registry(server, rf"{CERTSVC}\{name}", "Security", "binary")
+    name = server.extra.get("ca_name") or facts.windows.registry(server, CERTSVC, "Active")
+    blob = facts.windows.registry(server, rf"{CERTSVC}\{name}", "Security", "binary")
     expect(blob, found=rf"no Security value under {CERTSVC}\{name}", expected="the CA's security descriptor")
     sd = parse_security_descriptor(blob)
     evidence.attach("CA security", [f"{a.kind} {a.trustee}: {ca_rights(a.mask)}" for a in sd.dacl or ()])
     missing = [s.name for s in env.servers_with("site_server")
-               if not grants(sd, facts.account_sids(s)["sids"], CA_ACCESS_OFFICER)]
+               if not grants(sd, facts.directory.account_sids(s)["sids"], CA_ACCESS_OFFICER)]
     expect(not missing, found=f"{', '.join(missing)} without Issue and Manage Certificates on {name}",
            expected="Issue and Manage Certificates (CA_ACCESS_OFFICER) for every site server's computer account")
 
@@ -102,17 +102,17 @@ def test_site_servers_may_issue_and_manage_certificates(server, env, facts, evid
 def test_site_servers_may_read_and_enroll_the_amt_template(site, env, facts, evidence):
     entry = template(env, facts)
     name = entry["raw_attributes"]["cn"][0].decode()
-    sd = facts.security_descriptor(entry["dn"])
+    sd = facts.directory.security_descriptor(entry["dn"])
     evidence.attach(f"{name} DACL", sd.describe())
     problems = []
     for server in env.servers_with("site_server"):
-        sids = facts.account_sids(server)["sids"]
+        sids = facts.directory.account_sids(server)["sids"]
         lacks = [right for right, ok in (("Read", grants(sd, sids, ["READ_PROPERTY"])),
                                          ("Enroll", grants(sd, sids, "CONTROL_ACCESS", CERTIFICATE_ENROLLMENT)))
                  if not ok]
         if lacks:
             problems.append(f"{server.name} lacks {' and '.join(lacks)}")
-    services = facts.enrollment_services()
+    services = facts.directory.enrollment_services()
     evidence.attach("templates the enterprise CAs issue", {s["name"]: s["templates"] for s in services})
     if not any(name in s["templates"] for s in services):
         problems.append(f"no enterprise CA issues {name} (" + ("; ".join(
@@ -125,8 +125,8 @@ def test_site_servers_may_read_and_enroll_the_amt_template(site, env, facts, evi
 def test_issuing_ca_approves_amt_requests_automatically(server, env, facts, evidence):
     entry = template(env, facts)
     flags, signatures = number(entry, "msPKI-Enrollment-Flag"), number(entry, "msPKI-RA-Signature")
-    name = server.extra.get("ca_name") or facts.registry(server, CERTSVC, "Active")
-    disposition = facts.registry(server, rf"{CERTSVC}\{name}\PolicyModules\{POLICY_MODULE}",
+    name = server.extra.get("ca_name") or facts.windows.registry(server, CERTSVC, "Active")
+    disposition = facts.windows.registry(server, rf"{CERTSVC}\{name}\PolicyModules\{POLICY_MODULE}",
                                  "RequestDisposition", "dword")
     evidence.attach("approval settings", {"msPKI-Enrollment-Flag": hex(flags), "msPKI-RA-Signature": signatures,
                                           "RequestDisposition": None if disposition is None else hex(disposition)})
@@ -146,7 +146,7 @@ def test_issuing_ca_approves_amt_requests_automatically(server, env, facts, evid
 
 @pytest.mark.check("PRE-CA-KEY-LENGTH-2048")
 def test_issuing_ca_chain_keys_are_at_most_2048_bits(server, env, facts, evidence):
-    chain, problems = certs.chain_via_aia(ca_certificate(server, facts), facts.download)
+    chain, problems = certs.chain_via_aia(ca_certificate(server, facts), facts.network.download)
     evidence.attach("issuing CA chain", [certs.summary(c) for c in chain] + problems)
     limit = env.expected["ca_max_key_bits"]
     long = [f"{certs.common_name(c)}: {certs.key_bits(c)} bits" for c in chain if (certs.key_bits(c) or 0) > limit]
@@ -165,7 +165,7 @@ def found_in(facts, server, stores, cert) -> str:
     """Where on ``server`` ``cert`` is, among the logical ``stores``: "Trusted Root Certification Authorities
     (Enterprise)", or "nowhere"."""
     thumbprint = certs.fingerprint(cert, "sha1").upper()
-    where = [t for store in stores for t in facts.certificate_store_origins(server, store).get(thumbprint, [])]
+    where = [t for store in stores for t in facts.windows.certificate_store_origins(server, store).get(thumbprint, [])]
     return ", ".join(where) or "nowhere"
 
 
@@ -174,15 +174,15 @@ def store_evidence(facts, server, stores) -> dict:
     thumbprint and subject (or why its Blob did not parse)."""
     return {f"{physical.title}: {physical.key}": {t: c.subject.rfc4514_string() if isinstance(c, x509.Certificate)
                                                   else str(c) for t, c in held.items()}
-            for store in stores for physical, held in facts.physical_certificate_stores(server, store)}
+            for store in stores for physical, held in facts.windows.physical_certificate_stores(server, store)}
 
 
 @pytest.mark.check("S1-PROV-CERT-CHAIN-INSTALLED")
 def test_provisioning_certificate_and_chain_are_on_the_service_point(server, env, facts, evidence):
-    props = {p.get("PropertyName"): p for c in facts.site_wmi("SMS_SCI_Component")
+    props = {p.get("PropertyName"): p for c in facts.site.wmi("SMS_SCI_Component")
              if c.get("ComponentName") == "SMS_AMT_OPERATION_MANAGER" for p in c.get("Props") or []}
     thumbprint = str((props.get(THUMBPRINT_PROP) or {}).get("Value1") or "").replace(" ", "").upper()
-    stores = {name: facts.certificate_store(server, name) for name in ("MY", "CA", "ROOT")}
+    stores = {name: facts.windows.certificate_store(server, name) for name in ("MY", "CA", "ROOT")}
     evidence.attach("certificate stores", store_evidence(facts, server, ("MY", "CA", "ROOT")))
     expect(thumbprint, found=f"no {THUMBPRINT_PROP} in the out of band management component",
            expected="the provisioning certificate selected in the out of band management component")

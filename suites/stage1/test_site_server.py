@@ -60,11 +60,11 @@ def dotted(parts: tuple[int, ...]) -> str:
 
 
 def windows(host, facts) -> dict:
-    return facts.wmi(host, "Win32_OperatingSystem")[0]
+    return facts.windows.wmi(host, "Win32_OperatingSystem")[0]
 
 
 def sms_site(env, facts) -> dict:
-    found = facts.site_wmi("SMS_Site", f"SELECT * FROM SMS_Site WHERE SiteCode = '{env.site.code}'")
+    found = facts.site.wmi("SMS_Site", f"SELECT * FROM SMS_Site WHERE SiteCode = '{env.site.code}'")
     expect(found, found=f"no SMS_Site {env.site.code} on the SMS Provider", expected=f"the site {env.site.code}")
     return found[0]
 
@@ -72,21 +72,21 @@ def sms_site(env, facts) -> dict:
 def roles_on(env, facts, server, role: str) -> list[dict]:
     """SMS_SCI_SysResUse rows of ``role`` in this site whose NetworkOSPath (\\\\FQDN) names ``server``."""
     names = {server.name.lower(), server.name.split(".")[0].lower()}
-    return [r for r in facts.site_wmi("SMS_SCI_SysResUse") if str(r.get("RoleName", "")).lower() == role.lower()
+    return [r for r in facts.site.wmi("SMS_SCI_SysResUse") if str(r.get("RoleName", "")).lower() == role.lower()
             and str(r.get("SiteCode", "")).upper() == env.site.code.upper()
             and str(r.get("NetworkOSPath", "")).strip("\\").lower() in names]
 
 
 def component(env, facts, name: str) -> dict[str, dict]:
     """The Props of the site's SMS_SCI_Component ``name``, by PropertyName ({} if the component is absent)."""
-    comps = [c for c in facts.site_wmi("SMS_SCI_Component") if c.get("ComponentName") == name
+    comps = [c for c in facts.site.wmi("SMS_SCI_Component") if c.get("ComponentName") == name
              and str(c.get("SiteCode", "")).upper() == env.site.code.upper()]
     return {p.get("PropertyName"): p for c in comps for p in c.get("Props") or []}
 
 
 def translator(server, facts, evidence) -> str | None:
     """None if a WS-MAN translator service runs on ``server``; else what was found."""
-    services = facts.wmi(server, "Win32_Service", wql=TRANSLATOR_SERVICES)
+    services = facts.windows.wmi(server, "Win32_Service", wql=TRANSLATOR_SERVICES)
     evidence.attach("WS-MAN translator services", services)
     running = [s for s in services if s.get("State") == "Running"]
     if running:
@@ -98,7 +98,7 @@ def translator(server, facts, evidence) -> str | None:
 
 @pytest.mark.check("S1-SCCM-SUPPORTED-BASE-INSTALL")
 def test_site_server_runs_a_supported_configuration(server, env, facts, evidence):
-    os, system, sms = windows(server, facts), facts.wmi(server, "Win32_ComputerSystem")[0], sms_site(env, facts)
+    os, system, sms = windows(server, facts), facts.windows.wmi(server, "Win32_ComputerSystem")[0], sms_site(env, facts)
     evidence.attach("site server", {"os": os, "memory": system.get("TotalPhysicalMemory"), "site": sms})
     ver, sp, build = version(os.get("Version"))[:2], os.get("ServicePackMajorVersion") or 0, version(sms["Version"])
     platform = SUPPORTED_SITE_SERVER_OS.get(ver)
@@ -118,7 +118,7 @@ def test_site_server_runs_a_supported_configuration(server, env, facts, evidence
 @pytest.mark.check("S1-SCCM-SP1-SITE")
 def test_site_and_site_server_run_sp1_or_later(server, env, facts, evidence):
     sms = sms_site(env, facts)
-    full, key = facts.sms_registry(server, "Setup", "Full Version")  # the 32-bit view on 64-bit Windows
+    full, key = facts.windows.sms_registry(server, "Setup", "Full Version")  # the 32-bit view on 64-bit Windows
     evidence.attach("versions", {"SMS_Site.Version": sms["Version"], f"{key}\\Full Version": full})
     old = [f"SMS_Site {env.site.code} Version {sms['Version']}"] if version(sms["Version"]) < SP1 else []
     old += [f"{server.name} {key}\\Full Version {full or 'absent'}"] if version(full) < SP1 else []
@@ -127,7 +127,7 @@ def test_site_and_site_server_run_sp1_or_later(server, env, facts, evidence):
 
 @pytest.mark.check("S1-OOB-SERVICE-POINT-INSTALLED")
 def test_out_of_band_service_point_role_is_installed(server, env, facts, evidence):
-    mine = [r for r in facts.site_wmi("SMS_SCI_SysResUse")
+    mine = [r for r in facts.site.wmi("SMS_SCI_SysResUse")
             if str(r.get("NetworkOSPath", "")).strip("\\").lower() in (server.name, server.name.split(".")[0])]
     evidence.attach("site system roles of this server", [r.get("RoleName") for r in mine])
     expect(roles_on(env, facts, server, "SMS Out of band service point"),
@@ -145,7 +145,7 @@ def test_reporting_point_role_is_installed(server, env, facts):
 @pytest.mark.check("S1-WSMAN-TRANSLATOR-LEGACY")
 def test_translator_serves_legacy_clients(server, env, facts, evidence):
     floor = version(env.expected["amt_native_min_version"])
-    legacy = [f"{r.get('Name')} (AMT {r['AMTFullVersion']})" for r in facts.site_wmi("SMS_R_System", INVENTORY)
+    legacy = [f"{r.get('Name')} (AMT {r['AMTFullVersion']})" for r in facts.site.wmi("SMS_R_System", INVENTORY)
               if r.get("AMTFullVersion") and version(r["AMTFullVersion"]) < floor]
     if not legacy:
         not_applicable(f"no client runs AMT below {dotted(floor)} (SMS_R_System.AMTFullVersion)")
@@ -158,7 +158,7 @@ def test_translator_serves_legacy_clients(server, env, facts, evidence):
 @pytest.mark.check("S1-WSMAN-TRANSLATOR-PSK")
 def test_translator_serves_psk_clients(server, env, facts, evidence):
     psk = [c.name for c in env.clients if str(c.extra.get("provisioning_mode", "")).lower() == "psk"]
-    psk += sorted({key for key, events in facts.site_log_events().items() for e in events
+    psk += sorted({key for key, events in facts.logs.site_events().items() for e in events
                    if e.kind == "hello_received" and e.line is not None and re.search(r"\bPSK\b", e.line.message)})
     if not psk:
         not_applicable("no PSK client (inventory provisioning_mode, or PSK hellos in AMTOPMGR.LOG)")
@@ -170,12 +170,12 @@ def test_translator_serves_psk_clients(server, env, facts, evidence):
 
 def winrm_version(host, facts) -> tuple[tuple[int, ...], str]:
     """The WinRM stack version and where it was read: the registry, else Windows 6.x (built in), else KB936059."""
-    stack = facts.registry(host, WINRM_KEY, "StackVersion")
+    stack = facts.windows.registry(host, WINRM_KEY, "StackVersion")
     if stack:
         return version(stack), f"StackVersion {stack}"
     if version(windows(host, facts).get("Version")) >= (6, 0):
         return (1, 1), "built into Windows Vista / Server 2008"
-    fixes = {str(f.get("HotFixID", "")).upper() for f in facts.wmi(host, "Win32_QuickFixEngineering")}
+    fixes = {str(f.get("HotFixID", "")).upper() for f in facts.windows.wmi(host, "Win32_QuickFixEngineering")}
     return ((1, 1), "KB936059 installed") if "KB936059" in fixes else ((), "no StackVersion and no KB936059")
 
 
@@ -197,9 +197,9 @@ def test_service_point_on_windows_2003_has_sp2(server, facts):
 
 @pytest.mark.check("PRE-NO-IPSEC")
 def test_no_ipsec_policy_on_service_point(server, facts, evidence):
-    policies = {"domain policy (GPTIPSECPolicy)": facts.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyName")
-                or facts.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyPath"),
-                "local policy (Policy\\Local ActivePolicy)": facts.registry(server, IPSEC_LOCAL_KEY, "ActivePolicy")}
+    policies = {"domain policy (GPTIPSECPolicy)": facts.windows.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyName")
+                or facts.windows.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyPath"),
+                "local policy (Policy\\Local ActivePolicy)": facts.windows.registry(server, IPSEC_LOCAL_KEY, "ActivePolicy")}
     evidence.attach("IPsec policy assignments", policies)
     assigned = [f"{where}: {name}" for where, name in policies.items() if name]
     expect(not assigned, found=f"IPsec {'; '.join(assigned)} assigned (its filters cannot be read remotely: "
@@ -214,7 +214,7 @@ def test_network_discovery_has_service_point_and_account(site, env, facts, evide
         not_applicable("network discovery is not enabled")
     oob = component(env, facts, OOB_COMPONENT)
     account = (oob.get(DISCOVERY_ACCOUNT) or {}).get("Value1") or ""
-    points = [r for r in facts.site_wmi("SMS_SCI_SysResUse") if str(r.get("SiteCode", "")).upper() ==
+    points = [r for r in facts.site.wmi("SMS_SCI_SysResUse") if str(r.get("SiteCode", "")).upper() ==
               env.site.code.upper() and str(r.get("RoleName", "")).lower() == "sms out of band service point"]
     evidence.attach("network discovery prerequisites", {"service points": [r.get("NetworkOSPath") for r in points],
                                                         "provisioning and discovery account": account})
@@ -238,7 +238,7 @@ def test_sp2_features_run_on_an_sp2_site(site, env, facts, evidence):
 
 def inventory_record(client, facts) -> dict | None:
     """The site's SMS_R_System record of ``client`` (by FQDN in ResourceNames, else by NetBIOS name)."""
-    rows = facts.site_wmi("SMS_R_System", INVENTORY)
+    rows = facts.site.wmi("SMS_R_System", INVENTORY)
     host = client.name.split(".")[0].upper()
     return next((r for r in rows if client.name in [str(n).lower() for n in r.get("ResourceNames") or []]),
                 next((r for r in rows if str(r.get("Name", "")).upper() == host), None))
@@ -249,7 +249,7 @@ def test_audited_clients_run_amt_4(client, env, facts, evidence):
     if not (component(env, facts, OOB_COMPONENT).get("Enable Auditing") or {}).get("Value"):
         not_applicable("auditing of AMT operations is not turned on")
     record = inventory_record(client, facts)
-    amt = (record or {}).get("AMTFullVersion") or facts.amt("version").text
+    amt = (record or {}).get("AMTFullVersion") or facts.amt.version().text
     evidence.attach("AMT version", {"SMS_R_System.AMTFullVersion": (record or {}).get("AMTFullVersion"), "used": amt})
     expect(version(amt) >= (4, 0), found=f"AMT {amt} with auditing turned on",
            expected="AMT 4.0 or later (earlier versions do not support auditing)")

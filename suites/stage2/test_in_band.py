@@ -33,13 +33,13 @@ def _in_band_only(client) -> None:
 @pytest.mark.check("S2-INBAND-AUTO-PROVISIONING-COLLECTION")
 def test_client_is_in_a_collection_with_automatic_provisioning(client, facts, evidence):
     _in_band_only(client)
-    resource = facts.sms_resource()
+    resource = facts.site.resource()
     expect(resource, found=f"no SMS_R_System resource for {client.fqdn} at the site",
            expected="the client's resource, a member of a collection with automatic AMT provisioning")
-    names = {c["CollectionID"]: c.get("Name") or c["CollectionID"] for c in facts.site_wmi("SMS_Collection")}
-    member_of = {m["CollectionID"] for m in facts.site_wmi("SMS_FullCollectionMembership")
+    names = {c["CollectionID"]: c.get("Name") or c["CollectionID"] for c in facts.site.wmi("SMS_Collection")}
+    member_of = {m["CollectionID"] for m in facts.site.wmi("SMS_FullCollectionMembership")
                  if m.get("ResourceID") == resource.get("ResourceId")}
-    automatic = {s["CollectionID"] for s in facts.site_wmi("SMS_CollectionSettings")
+    automatic = {s["CollectionID"] for s in facts.site.wmi("SMS_CollectionSettings")
                  if s.get(AUTO_PROVISION_PROPERTY) is True}
     evidence.attach("collections", {"resource": resource.get("ResourceId"),
                                     "member of": sorted(names.get(c, c) for c in member_of),
@@ -53,8 +53,8 @@ def test_client_is_in_a_collection_with_automatic_provisioning(client, facts, ev
 @pytest.mark.check("S2-INBAND-MEI-DRIVER")
 def test_mei_driver_is_installed_and_started(client, facts, evidence):
     _in_band_only(client)
-    signed = [d for d in facts.wmi(client, "Win32_PnPSignedDriver") if MEI.search(str(d.get("DeviceName") or ""))]
-    drivers = [d for d in facts.wmi(client, "Win32_SystemDriver")
+    signed = [d for d in facts.windows.wmi(client, "Win32_PnPSignedDriver") if MEI.search(str(d.get("DeviceName") or ""))]
+    drivers = [d for d in facts.windows.wmi(client, "Win32_SystemDriver")
                if MEI.search(f"{d.get('Name') or ''} {d.get('DisplayName') or ''}")]
     evidence.attach("MEI driver", {"Win32_PnPSignedDriver": [{k: d.get(k) for k in ("DeviceName", "DriverVersion",
                                                                                     "IsSigned")} for d in signed],
@@ -71,13 +71,13 @@ def test_mei_driver_is_installed_and_started(client, facts, evidence):
 def test_agent_is_assigned_to_a_site_with_the_service_point(client, facts, evidence):
     _in_band_only(client)
     try:
-        authorities = facts.wmi(client, "SMS_Authority", "root/ccm")
+        authorities = facts.windows.wmi(client, "SMS_Authority", "root/ccm")
     except ProbeError as exc:
         expect(False, found=f"no Configuration Manager agent answers on {client.fqdn} (root\\ccm: {exc})",
                expected="the agent installed and assigned to a site")
     assigned = sorted({str(a.get("Name", "")).split(":", 1)[1].upper() for a in authorities
                        if str(a.get("Name", "")).upper().startswith("SMS:")})
-    service_points = sorted({str(r.get("SiteCode", "")).upper() for r in facts.site_wmi("SMS_SCI_SysResUse")
+    service_points = sorted({str(r.get("SiteCode", "")).upper() for r in facts.site.wmi("SMS_SCI_SysResUse")
                              if str(r.get("RoleName", "")).lower() == OOB_SERVICE_POINT_ROLE})
     evidence.attach("site assignment", {"SMS_Authority": [a.get("Name") for a in authorities],
                                         "sites with an out of band service point": service_points})
@@ -89,7 +89,7 @@ def test_agent_is_assigned_to_a_site_with_the_service_point(client, facts, evide
 @pytest.mark.check("S2-INBAND-POLICY-DOWNLOADED")
 def test_agent_downloaded_the_enabled_provisioning_policy(client, env, facts, evidence):
     _in_band_only(client)
-    lines = facts.client_log_lines()  # OOBMGMT.LOG after its rolled-over history (OOBMGMT.lo_)
+    lines = facts.logs.client_lines()  # OOBMGMT.LOG after its rolled-over history (OOBMGMT.lo_)
     policy = [e for es in cmlog.events(lines, env.log_patterns).values() for e in es if e.kind.startswith("policy_")]
     evidence.attach("OOBMGMT.LOG and its history (.lo_)",
                     "\n".join(f"{ln.time}  {ln.message}" for ln in lines[-50:]) or "(empty)")
@@ -100,7 +100,7 @@ def test_agent_downloaded_the_enabled_provisioning_policy(client, env, facts, ev
                                                                       "and enabled")
         return
     found = f"no automatic provisioning policy line in OOBMGMT.LOG or its history ({len(lines)} lines)"
-    status = facts.provisioning_status()
+    status = facts.site.provisioning_status()
     status.attach(evidence)
     if done := status.by_site() or status.me_provisioned():  # in-band provisioning starts from the policy
         cannot_decide(f"{found}, but the client is provisioned ({done}): its policy may have rolled out of the log")

@@ -9,14 +9,14 @@ provisioning; ... clients send hello packets at a decreasing frequency the longe
 eventually stop sending hello packets; ... SCCM agents may take up to 25-hours to recognize the automatic in-band
 provisioning setting".
 
-What the site and the ME hold comes first (``facts.provisioning_status()``, :mod:`pytest_vpro.sccm`): a client SCCM
+What the site and the ME hold comes first (``facts.site.provisioning_status()``, :mod:`pytest_vpro.sccm`): a client SCCM
 reports provisioned (SMS_R_System.AMTStatus 3) sends no more requests, so the rows about requests do not apply to
 it; an ME provisioned outside the site (AMTStatus 1 "detected", or post-provisioning while the site does not count
 it as its own) sends none either. AMTOPMGR.LOG, read with its rolled-over history (``.lo_``), is the evidence of
 the requests, attached as Trace32 would show the client's lines. No public post quotes SCCM's hello or ZTC lines,
 so a missing line decides nothing unless the environment file gives the site's wording (``log_patterns``): the
 check then says it cannot decide. The hello packets themselves are heard only with the opt-in passive listener
-(``--hello-listen ADDR:PORT``, ``facts.hellos()``).
+(``--hello-listen ADDR:PORT``, ``facts.hellos.heard()``).
 """
 import datetime as dt
 
@@ -37,17 +37,17 @@ def _who(client) -> str:
 
 
 def _status(facts, evidence):
-    status = facts.provisioning_status()
+    status = facts.site.provisioning_status()
     status.attach(evidence)
     return status
 
 
 def _heard(facts, evidence) -> list | None:
     """Hellos the passive listener heard from this client (None: no listener in this run)."""
-    heard = facts.hellos()
+    heard = facts.hellos.heard()
     if heard is not None:
-        evidence.attach(f"hellos heard on {facts.hello_listener().where}", [s.summary() for s in heard] or "none")
-        noise = facts.hello_noise()  # what else the client's address sent: evidence, not a hello
+        evidence.attach(f"hellos heard on {facts.hellos.listener().where}", [s.summary() for s in heard] or "none")
+        noise = facts.hellos.noise()  # what else the client's address sent: evidence, not a hello
         if noise:
             evidence.attach("packets from its address that are not hellos", [s.summary() for s in noise])
     return heard
@@ -88,7 +88,7 @@ def test_site_server_logged_hellos_from_the_client(client, facts, evidence):
 def _agent_policy(facts, env, evidence) -> list:
     """The automatic provisioning policy lines of the client's OOBMGMT.LOG (and its history); [] if unreadable."""
     try:
-        lines = facts.client_log_lines()
+        lines = facts.logs.client_lines()
     except ProbeError as exc:
         evidence.attach("OOBMGMT.LOG", f"not read: {exc}")
         return []
@@ -169,7 +169,7 @@ def test_me_is_in_enterprise_mode_with_pki_or_psk(client, facts, evidence):
                    expected=f"{wanted} hellos (the inventory's provisioning_mode)")
             return
     try:  # provisioned, or silent: the ME's own provisioning mode
-        prov, version = facts.amt("provisioning"), facts.amt("version")
+        prov, version = facts.amt.provisioning(), facts.amt.version()
     except ProbeError as exc:
         if done:  # the site provisions in Enterprise mode only; WS-MAN trouble is another check's finding
             evidence.attach("AMT", f"not confirmed over WS-MAN: {exc}")
@@ -192,7 +192,7 @@ def test_client_is_sending_hellos(client, facts, evidence):
         not_applicable(f"provisioned ({done}): a provisioned ME sends no hellos")
     heard = _heard(facts, evidence)
     if heard is not None:
-        capture = facts.hello_listener()
+        capture = facts.hellos.listener()
         expect(heard, found=f"no hello from {_who(client)} on {capture.where} within {capture.wait_s:g} s of "
                             "listening", expected="hello packets (version 2/3, the client's UUID)")
         return
@@ -228,7 +228,7 @@ def test_client_is_within_its_provisioning_request_window(client, env, facts, ev
         return
     if status.log("ztc_request"):
         return  # the agent has requested provisioning
-    lines = facts.client_log_lines()
+    lines = facts.logs.client_lines()
     agent = [e for es in cmlog.events(lines, env.log_patterns).values() for e in es]
     evidence.attach("OOBMGMT.LOG", "\n".join(f"{ln.time}  {ln.message}" for ln in lines[-50:]) or "(empty)")
     if any(e.kind in ("policy_downloaded", "policy_enabled") for e in agent):

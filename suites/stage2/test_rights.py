@@ -31,8 +31,8 @@ def accounts(env, facts) -> tuple[str, set[str]]:
     expect(user, found="no console.user in the environment file", expected="the operator account (console.user)")
     sam = user.rpartition("\\")[2].partition("@")[0]
     base = ",".join(f"DC={p}" for p in env.site.name.split("."))
-    me = facts.ldap_search(base, f"(sAMAccountName={escape_filter_chars(sam)})", ("sAMAccountName",))
-    groups = facts.ldap_search(base, f"(member:{IN_CHAIN}:={escape_filter_chars(me[0]['dn'])})",
+    me = facts.directory.search(base, f"(sAMAccountName={escape_filter_chars(sam)})", ("sAMAccountName",))
+    groups = facts.directory.search(base, f"(member:{IN_CHAIN}:={escape_filter_chars(me[0]['dn'])})",
                                ("sAMAccountName",)) if me else []
     names = {sam.lower()}
     for g in groups:
@@ -50,18 +50,18 @@ def holds(env, facts, evidence, right: str) -> None:
         return str(p.get("UserName", "")).rpartition("\\")[2].lower() in names and \
             int(str(p.get("ObjectKey") or 0)) == COLLECTION
 
-    granted = [p for p in facts.site_wmi("SMS_UserClassPermissions") if mine(p)
+    granted = [p for p in facts.site.wmi("SMS_UserClassPermissions") if mine(p)
                and int(str(p.get("ClassPermissions") or 0)) & bit]
-    on = {str(p["InstanceKey"]).upper() for p in facts.site_wmi("SMS_UserInstancePermissions") if mine(p)
+    on = {str(p["InstanceKey"]).upper() for p in facts.site.wmi("SMS_UserInstancePermissions") if mine(p)
           and int(str(p.get("InstancePermissions") or 0)) & bit}
     evidence.attach(f"{right} for {user}", {"as": sorted(names), "on the collection class": bool(granted),
                                             "on collections": sorted(on)})
     if granted:
         return
-    ids = {str(n).lower(): r["ResourceId"] for r in facts.site_wmi("SMS_R_System", "SELECT ResourceId, "
+    ids = {str(n).lower(): r["ResourceId"] for r in facts.site.wmi("SMS_R_System", "SELECT ResourceId, "
            "ResourceNames FROM SMS_R_System") for n in r.get("ResourceNames") or []}
     member_of: dict = {}
-    for m in facts.site_wmi("SMS_FullCollectionMembership"):
+    for m in facts.site.wmi("SMS_FullCollectionMembership"):
         member_of.setdefault(m["ResourceID"], set()).add(str(m["CollectionID"]).upper())
     lacking = [c.name for c in env.clients if not member_of.get(ids.get(c.name), set()) & on]
     some = ", ".join(lacking[:3]) + (", ..." if len(lacking) > 3 else "")

@@ -39,13 +39,13 @@ def _in(domain: str, parent: str) -> bool:
 def _me_domain(client, facts) -> tuple[str, str]:
     """(the DNS suffix the ME trusts, where it was read)."""
     try:
-        domain = facts.amt("general_settings").domain_name
+        domain = facts.amt.general_settings().domain_name
         if domain:
             return domain.lower(), "AMT_GeneralSettings.DomainName"
     except ProbeError:
         pass
     try:
-        option15 = facts.site_dhcp_inform().domain_name
+        option15 = facts.dhcp.site_inform().domain_name
         if option15:
             return option15.lower(), "DHCP option 15"
     except ProbeError:
@@ -54,17 +54,17 @@ def _me_domain(client, facts) -> tuple[str, str]:
 
 
 def _amt_version(facts) -> tuple[str, str]:
-    resource = facts.sms_resource()
+    resource = facts.site.resource()
     if resource and resource.get("AMTFullVersion"):
         return str(resource["AMTFullVersion"]), "SMS_R_System.AMTFullVersion"
-    return facts.amt("version").text, "CIM_SoftwareIdentity"
+    return facts.amt.version().text, "CIM_SoftwareIdentity"
 
 
 @pytest.mark.check("S3-PROV-CERT-ACCEPTED-BY-SCCM")
 def test_site_server_accepted_the_provisioning_certificate(server, env, facts, evidence):
     _pki_provisioning(env)
-    leaf = facts.provisioning_chain()[0]
-    logged = sorted((e for es in facts.site_log_events().values() for e in es if e.kind in CERTIFICATE_EVENTS),
+    leaf = facts.pki.provisioning_chain()[0]
+    logged = sorted((e for es in facts.logs.site_events().values() for e in es if e.kind in CERTIFICATE_EVENTS),
                     key=lambda e: (e.time is None, e.time.timestamp() if e.time else 0))
     evidence.attach("AMTOPMGR.LOG", cmlog.trace(logged))
     evidence.attach("provisioning certificate", certs.summary(leaf))
@@ -80,7 +80,7 @@ def test_site_server_accepted_the_provisioning_certificate(server, env, facts, e
 @pytest.mark.check("S3-PROV-CERT-DOMAIN-TRUSTED-BY-AMT")
 def test_me_trusts_the_provisioning_certificate_domain(client, env, facts, evidence):
     _pki_provisioning(env)
-    leaf = facts.provisioning_chain()[0]
+    leaf = facts.pki.provisioning_chain()[0]
     cert_domain = certs.domain_suffix(leaf) or ""
     domain, source = _me_domain(client, facts)
     evidence.attach("domains", {"provisioning certificate": certs.common_name(leaf), source: domain})
@@ -98,7 +98,7 @@ def test_third_level_domain_is_trusted(client, env, facts, evidence):
         not_applicable(f"the ME's domain {domain} ({source}) is not a third-level (or deeper) domain outside .com "
                        "and .net")
     _pki_provisioning(env)
-    leaf = facts.provisioning_chain()[0]
+    leaf = facts.pki.provisioning_chain()[0]
     cert_domain = certs.domain_suffix(leaf) or ""
     version, where = _amt_version(facts)
     evidence.attach("DNS topology", {"client": client.fqdn, f"ME domain ({source})": domain,
@@ -116,7 +116,7 @@ def test_amt_321_does_not_serve_a_self_signed_certificate(client, env, facts, ev
     parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
     if parts != (3, 2, 1):
         not_applicable(f"AMT {version} ({where}), not 3.2.1")
-    peer = facts.peer_tls(client.fqdn, env.expected["ports"]["amt_https"])
+    peer = facts.network.peer_tls(client.fqdn, env.expected["ports"]["amt_https"])
     cert = peer.certificate
     evidence.attach("TLS certificate", {**certs.summary(cert), "negotiated": peer.negotiated})
     expect(not certs.is_self_signed(cert), found=f"AMT 3.2.1 ({where}) presents a self-signed certificate "
@@ -128,9 +128,9 @@ def test_amt_321_does_not_serve_a_self_signed_certificate(client, env, facts, ev
 @pytest.mark.check("S3-CLIENT-AMT-WEB-SERVER-CERT")
 def test_client_presents_an_enterprise_web_server_certificate(client, env, facts, evidence):
     port = env.expected["ports"]["amt_https"]
-    provisioned = facts.provisioning_status().by_site()
+    provisioned = facts.site.provisioning_status().by_site()
     try:
-        peer = facts.peer_tls(client.fqdn, port)
+        peer = facts.network.peer_tls(client.fqdn, port)
     except ProbeError:
         if not provisioned:
             not_applicable("not provisioned by the site yet: the certificate is issued during provisioning")
@@ -141,7 +141,7 @@ def test_client_presents_an_enterprise_web_server_certificate(client, env, facts
         not_applicable("not provisioned by the site yet: the ME presents its own self-signed certificate until then")
     problems = []
     try:
-        certs.verify_chain(cert, facts.provisioning_chain()[1:], facts.trusted_roots())
+        certs.verify_chain(cert, facts.pki.provisioning_chain()[1:], facts.pki.trusted_roots())
     except certs.ChainProblem as exc:
         problems.append(f"does not chain to a trusted root ({exc})")
     if not certs.has_eku(cert, SERVER_AUTH):

@@ -29,7 +29,7 @@ def _one(attributes: dict, name: str):
 
 def _object(client, env, facts):
     """This client's management controller object in the AMT container, or None."""
-    entries = facts.ldap_search(env.site.amt_container, "(objectClass=*)", ATTRIBUTES, scope="one")
+    entries = facts.directory.search(env.site.amt_container, "(objectClass=*)", ATTRIBUTES, scope="one")
     # one scan of the container per run, not one per client (quadratic in the fleet)
     by_dns, by_cn, by_sam = facts.derived("amt_container.index", entries, _index_objects)
     host = client.fqdn.split(".", 1)[0].lower()
@@ -100,7 +100,7 @@ def test_management_controller_object_has_the_amt_spns(client, env, facts, evide
     expect(not missing, found=f"{entry['dn'] if entry else 'no object'}: no {', '.join(missing)}",
            expected=f"{' and '.join(wanted)} on the client's object")
     forest = ",".join(f"DC={p}" for p in (env.site.forest or env.site.name).split("."))
-    holders = facts.ldap_search(forest, "(servicePrincipalName=HTTP/*)", ("servicePrincipalName",))
+    holders = facts.directory.search(forest, "(servicePrincipalName=HTTP/*)", ("servicePrincipalName",))
     by_spn = facts.derived("http_spn.holders", holders, _holders_by_spn)
     dupes = {s: by_spn.get(s.lower(), []) for s in wanted}
     dupes = {s: dns for s, dns in dupes.items() if len(dns) > 1}

@@ -26,7 +26,7 @@ CT_FLAG_ENROLLEE_SUPPLIES_SUBJECT = 0x1  # msPKI-Certificate-Name-Flag (MS-CRTD 
 def issuing_ca_certificate(env, facts) -> x509.Certificate:
     """The issuing CA's certificate as its pKIEnrollmentService publishes it (the CA of role issuing_ca)."""
     hosts = {s.name.lower() for s in env.servers_with("issuing_ca")}
-    service = next((s for s in facts.enrollment_services() if s["host"] in hosts), None)
+    service = next((s for s in facts.directory.enrollment_services() if s["host"] in hosts), None)
     expect(service, found=f"no enterprise CA on {', '.join(sorted(hosts)) or '(no issuing_ca server)'} "
                           "published in AD (pKIEnrollmentService)",
            expected="the issuing CA's pKIEnrollmentService (S1-CA-ENTERPRISE-ISSUING-CA-AVAILABLE)")
@@ -37,7 +37,7 @@ def chain_on(server, env, facts, evidence) -> list[x509.Certificate]:
     """The issuing CA's chain as the service point's computer stores hold it (Intermediate and Trusted Root): from
     a held certificate of the issuing CA (its name and key; one within its dates first, as Windows prefers)."""
     issuing = issuing_ca_certificate(env, facts)
-    stores = {name: facts.certificate_store(server, name) for name in ("CA", "ROOT")}
+    stores = {name: facts.windows.certificate_store(server, name) for name in ("CA", "ROOT")}
     held = [c for store in stores.values() for c in store.values() if isinstance(c, x509.Certificate)]
     evidence.attach("certificate stores", store_evidence(facts, server, ("CA", "ROOT")))
     copies = sorted((c for c in held if c.subject == issuing.subject and same_key(c, issuing)),
@@ -59,8 +59,8 @@ def same_key(a: x509.Certificate, b: x509.Certificate) -> bool:
 @pytest.mark.check("S3-CA-WEB-SERVER-TEMPLATE-SETTINGS")
 def test_amt_template_has_server_auth_and_subject_from_the_request(site, env, facts, evidence):
     name = env.pki.get("web_server_template") or "IntelAMTWebServer"
-    config = facts.root_dse().get("configurationNamingContext")
-    found = facts.ldap_search(f"CN=Certificate Templates,CN=Public Key Services,CN=Services,{config}",
+    config = facts.directory.root_dse().get("configurationNamingContext")
+    found = facts.directory.search(f"CN=Certificate Templates,CN=Public Key Services,CN=Services,{config}",
                               f"(&(objectClass=pKICertificateTemplate)(cn={name}))",
                               ("pKIExtendedKeyUsage", "msPKI-Certificate-Name-Flag"), scope="one")
     expect(found, found=f"no certificate template {name}", expected=f"the AMT web server template {name}")
@@ -81,7 +81,7 @@ def test_amt_template_has_server_auth_and_subject_from_the_request(site, env, fa
 @pytest.mark.check("S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT")
 def test_issuing_ca_chain_is_on_the_service_point(server, env, facts, evidence):
     chain = chain_on(server, env, facts, evidence)
-    roots = {certs.fingerprint(c, "sha1").upper() for c in facts.certificate_store(server, "ROOT").values()
+    roots = {certs.fingerprint(c, "sha1").upper() for c in facts.windows.certificate_store(server, "ROOT").values()
              if isinstance(c, x509.Certificate)}
     top = chain[-1]
     missing = (f"{certs.common_name(top)} (in {found_in(facts, server, ('CA',), top)}) is self-signed and not in "
@@ -102,17 +102,17 @@ def test_issuing_ca_chain_on_the_service_point_is_in_date(server, env, facts, ev
 @pytest.mark.check("S3-CA-CRL-AIA-AVAILABLE")
 def test_crls_and_ca_certificates_are_published(server, env, facts, evidence):
     ca = issuing_ca_certificate(env, facts)
-    chain, problems = certs.chain_via_aia(ca, facts.download)
+    chain, problems = certs.chain_via_aia(ca, facts.network.download)
     issued = []  # a certificate the CA issued (the provisioning certificate, when it did), with its issuer
     if env.pki.get("provisioning_chain"):
-        exported = facts.provisioning_chain()
+        exported = facts.pki.provisioning_chain()
         issued = [(leaf, parent) for leaf, parent in zip(exported, exported[1:]) if parent.subject == ca.subject][:1]
     soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=env.expected["crl_min_remaining_hours"])
     seen = []
     for cert, issuer in issued + list(zip(chain, chain[1:])):
         for url in certs.cdp_urls(cert):
             try:
-                crl = certs.parse_crl(facts.download(url), url)
+                crl = certs.parse_crl(facts.network.download(url), url)
                 certs.check_crl(crl, url=url, issuer=issuer)
             except certs.CrlProblem as exc:
                 problems.append(str(exc))
@@ -123,7 +123,7 @@ def test_crls_and_ca_certificates_are_published(server, env, facts, evidence):
                                 f"{env.expected['crl_min_remaining_hours']} h")
         for url in certs.aia_urls(cert):
             try:
-                served = certs.parse_certificate(facts.download(url), url)
+                served = certs.parse_certificate(facts.network.download(url), url)
             except certs.CrlProblem as exc:
                 problems.append(str(exc))
                 continue

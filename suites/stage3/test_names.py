@@ -28,9 +28,9 @@ def amt_settings(client, facts):
     """``(AMT_GeneralSettings, None)`` of a client the site provisioned, else ``(None, why not)``: AMT answers
     WS-MAN only once provisioned, and is not asked before."""
     try:
-        if not facts.provisioning_status().by_site():
+        if not facts.site.provisioning_status().by_site():
             return None, "not provisioned by the site yet (AMT answers WS-MAN once provisioned)"
-        return facts.amt("general_settings"), None
+        return facts.amt.general_settings(), None
     except ProbeError as exc:
         return None, f"AMT_GeneralSettings unreadable: {exc}"
 
@@ -40,11 +40,11 @@ def names_in_dns(client, facts) -> tuple[dict[str, list[str]], str | None]:
     and the names the PTR records of its addresses give; ``({}, why)`` when DNS does not answer."""
     names: dict[str, list[str]] = {}
     try:
-        addresses = facts.forward(client.fqdn)
+        addresses = facts.dns.forward(client.fqdn)
         if addresses:
             names.setdefault(client.fqdn.lower(), []).append("DNS A")
         for address in addresses or ([client.address] if client.address else []):
-            for name in facts.reverse(address):
+            for name in facts.dns.reverse(address):
                 names.setdefault(name.lower(), []).append(f"DNS PTR {address}")
     except ProbeError as exc:
         return {}, f"the estate's DNS did not answer: {exc}"
@@ -71,8 +71,8 @@ def test_client_fqdn_uses_only_valid_characters(client, facts, evidence):
 
 @pytest.mark.check("S3-CLIENT-NAME-RESOLUTION-FWD-REV")
 def test_forward_and_reverse_lookups_agree(client, facts, evidence):
-    addresses = facts.forward(client.fqdn)
-    names = {address: facts.reverse(address) for address in addresses}
+    addresses = facts.dns.forward(client.fqdn)
+    names = {address: facts.dns.reverse(address) for address in addresses}
     evidence.attach("DNS", {"A": addresses, "PTR": names})
     expect(addresses, found=f"no A record for {client.fqdn}", expected="an A record")
     if client.address:

@@ -49,7 +49,7 @@ def _log_story(status, client) -> str:
 
 @pytest.mark.check("S3-AMTOPMGR-PROVISIONING-COMPLETED")
 def test_site_server_logged_provisioning_completed(client, facts, evidence):
-    status = facts.provisioning_status()
+    status = facts.site.provisioning_status()
     status.attach(evidence)
     site, logged = status.amt_status, cmlog.provisioned(status.events)
     # SCCM's record first; before Discover Management Controllers sets it (null), the site's own log
@@ -69,7 +69,7 @@ def test_site_server_logged_provisioning_completed(client, facts, evidence):
 def test_out_of_band_client_has_no_agent(client, facts, evidence):
     if client.provisioning != "out_of_band":
         not_applicable("in-band clients have the agent by design")
-    resource = facts.sms_resource()
+    resource = facts.site.resource()
     evidence.attach("SMS_R_System", resource or "no resource")
     if resource is None:
         return  # the site has not detected any agent on it (S3-OOB-CLIENT-IMPORTED judges the import)
@@ -82,14 +82,14 @@ def test_out_of_band_client_has_no_agent(client, facts, evidence):
 def test_out_of_band_client_is_imported(client, facts, evidence):
     if client.provisioning != "out_of_band":
         not_applicable("in-band clients are discovered through their agent")
-    resource = facts.sms_resource()
+    resource = facts.site.resource()
     expect(resource, found=f"no SMS_R_System resource named {client.fqdn}",
            expected="the client imported with the Import Out of Band Management Controller wizard")
-    member_of = sorted({m["CollectionID"] for m in facts.site_wmi("SMS_FullCollectionMembership")
+    member_of = sorted({m["CollectionID"] for m in facts.site.wmi("SMS_FullCollectionMembership")
                         if m.get("ResourceID") == resource.get("ResourceId")})
     evidence.attach("SMS_R_System", {**resource, "collections": member_of})
     guid = str(resource.get("SMBIOSGUID") or "").lower()
-    hello_uuid = next((e.uuid for e in reversed(facts.client_events()) if e.kind == "hello_received" and e.uuid),
+    hello_uuid = next((e.uuid for e in reversed(facts.logs.client_events()) if e.kind == "hello_received" and e.uuid),
                       None)
     device = (client.uuid or hello_uuid or "").lower()
     if device:
@@ -108,7 +108,7 @@ def os_name_of(client, env, facts) -> tuple[str | None, str]:
     amt_ou = (env.site.amt_container or "").lower()
     gaps = []
     try:
-        computers = facts.derived("gc.computers.by_host", facts.forest_computers(), _by_host)
+        computers = facts.derived("gc.computers.by_host", facts.directory.forest_computers(), _by_host)
         own = sorted(name for name, dn in computers.get(host, []) if not (amt_ou and dn.lower().endswith(amt_ou)))
         if own:
             return own[0], f"the computer account {host}$ (dNSHostName)"
@@ -116,7 +116,7 @@ def os_name_of(client, env, facts) -> tuple[str | None, str]:
     except ProbeError as exc:
         gaps.append(f"the global catalog did not answer: {exc}")
     try:
-        resource = facts.sms_resource()
+        resource = facts.site.resource()
     except ProbeError as exc:
         return None, "; ".join(gaps + [f"the SMS Provider did not answer: {exc}"])
     if resource is None:
@@ -140,14 +140,14 @@ def _by_host(computers: dict[str, list[str]]) -> dict[str, list[tuple[str, str]]
 @pytest.mark.check("S3-ME-HOSTNAME-MATCHES-OS")
 def test_me_host_name_matches_the_os(client, env, facts, evidence):
     try:
-        settings = facts.amt("general_settings")
+        settings = facts.amt.general_settings()
     except ProbeError:
-        if not facts.provisioning_status().by_site():
+        if not facts.site.provisioning_status().by_site():
             not_applicable("not provisioned by the site yet: AMT answers WS-MAN once provisioned")
         raise
     me = settings.fqdn.lower()
     if client.provisioning == "in_band":
-        system = facts.wmi(client, "Win32_ComputerSystem")[0]
+        system = facts.windows.wmi(client, "Win32_ComputerSystem")[0]
         os_name, source = f"{system.get('DNSHostName')}.{system.get('Domain')}".lower(), "Win32_ComputerSystem"
     else:
         os_name, source = os_name_of(client, env, facts)
@@ -169,7 +169,7 @@ def _mebx_default(env) -> bool:
 
 @pytest.mark.check("S3-ME-ADMIN-CREDENTIALS-KNOWN")
 def test_site_knows_the_mebx_admin_credentials(site, env, facts, evidence):
-    components = [c for c in facts.site_wmi("SMS_SCI_Component") if c.get("ComponentName") == OOB_COMPONENT]
+    components = [c for c in facts.site.wmi("SMS_SCI_Component") if c.get("ComponentName") == OOB_COMPONENT]
     expect(components, found=f"no {OOB_COMPONENT} component at the site", expected="the out of band component")
     props = components[0].get("Props") or []
     lists = components[0].get("PropLists") or []

@@ -26,7 +26,7 @@ FACTORY_MEBX_PASSWORD = "admin"
 def _system(facts, client):
     """The client's SMS_R_System record (by FQDN in ResourceNames, else by NetBIOS name), or None."""
     host = client.name.split(".")[0].upper()[:15]
-    rows = facts.site_wmi("SMS_R_System")
+    rows = facts.site.wmi("SMS_R_System")
     return next((r for r in rows if client.name in [str(n).lower() for n in r.get("ResourceNames") or []]), None) \
         or next((r for r in rows if str(r.get("NetbiosName", "")).upper() == host), None)
 
@@ -35,7 +35,7 @@ def _system(facts, client):
 def test_client_is_discovered_as_a_management_controller(client, facts, evidence):
     system = _system(facts, client)
     expect(system, found=f"no SMS_R_System record for {client.name}", expected="the client in the site's inventory")
-    collections = sorted(m["CollectionID"] for m in facts.site_wmi("SMS_FullCollectionMembership")
+    collections = sorted(m["CollectionID"] for m in facts.site.wmi("SMS_FullCollectionMembership")
                          if m.get("ResourceID") == system["ResourceId"])
     evidence.attach("SMS_R_System", {"Name": system.get("Name"), "ResourceId": system["ResourceId"],
                                      "AMTStatus": system.get("AMTStatus"),
@@ -77,7 +77,7 @@ def test_mebx_password_no_longer_opens_amt(client, env, facts, evidence):
     password = mebx.password.resolve() if mebx and not mebx.kerberos else FACTORY_MEBX_PASSWORD
     user = (mebx.user if mebx and mebx.user else None) or "admin"
     system = _system(facts, client)
-    accepted = facts.amt_login(user, password)
+    accepted = facts.amt.login(user, password)
     evidence.attach("digest attempt", {"user": user, "password": "the MEBx password" if mebx else
                                        "Intel's factory MEBx password", "accepted": accepted,
                                        "AMTStatus": system and system.get("AMTStatus")})

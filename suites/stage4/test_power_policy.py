@@ -10,7 +10,7 @@ from pytest_vpro.checks import expect
 
 @pytest.mark.check("S4-ME-POWER-PACKAGE-S0-S5")
 def test_me_is_on_in_every_power_state(client, env, facts, evidence):
-    policy = facts.amt("power_policy")
+    policy = facts.amt.power_policy()
     evidence.attach("active power package", {"description": policy.description, "me_on": sorted(policy.me_on)})
     wanted = set(env.expected["power_policy_states"])
     expect(wanted <= policy.me_on, found=f"'{policy.description}' (ME on in {', '.join(sorted(policy.me_on))})",

@@ -38,24 +38,24 @@ def _who(entry) -> str:
 
 def _console_entries(facts):
     """The device's ACL entries whose Kerberos SID is the console user's or one of its groups'."""
-    user = facts.console_user()
+    user = facts.console.user()
     sids = {user["sid"], *user["groups"]}
-    return user, [e for e in facts.amt("acl_entries") if e.kerberos_sid in sids]
+    return user, [e for e in facts.amt.acl_entries() if e.kerberos_sid in sids]
 
 
 @pytest.mark.check("S5-OOB-CONSOLE-CONNECTS")
 def test_console_connects_with_kerberos(client, facts, evidence):
-    settings = facts.console_amt("general_settings")
+    settings = facts.console.amt.general_settings()
     evidence.attach("AMT_GeneralSettings as the console user", {"host": settings.fqdn,
                                                                 "digest_realm": settings.digest_realm,
-                                                                "tls": facts.amt_tls()})
+                                                                "tls": facts.amt.tls()})
     expect(settings.host_name, found="AMT_GeneralSettings without a host name",
            expected="the client's general settings")
 
 
 @pytest.mark.check("S5-OOB-CONSOLE-SYSTEM-STATUS")
 def test_console_reads_system_status(client, facts, evidence):
-    power, version = facts.console_amt("power_state"), facts.console_amt("version")
+    power, version = facts.console.amt.power_state(), facts.console.amt.version()
     evidence.attach("system status", {"power_state": power.state, "power": power.name, "amt_version": version.text})
     expect(power.state and version.text, found=f"PowerState {power.state}, AMT version {version.text!r}",
            expected="a power state and the firmware version")
@@ -87,14 +87,14 @@ def test_sol_shows_bios_and_ider_boots_the_client(client, env, facts, evidence):
 
 @pytest.mark.check("S5-DC-REPLICATION")
 def test_every_dc_holds_the_management_controller_objects(site, env, facts, evidence):
-    dcs = facts.domain_controllers()
+    dcs = facts.dns.domain_controllers()
     if len(dcs) < 2:
         not_applicable(f"{len(dcs)} domain controller advertised (_ldap._tcp.dc._msdcs.{site.forest}): "
                        "no replication to check")
     held, problems = {}, []
     for dc in dcs:
         try:
-            entries = facts.ldap_search_on(dc, site.amt_container, "(servicePrincipalName=*)",
+            entries = facts.directory.search_on(dc, site.amt_container, "(servicePrincipalName=*)",
                                            ("servicePrincipalName",))
         except ProbeError as exc:
             problems.append(f"{dc}: {exc}")
@@ -116,7 +116,7 @@ def test_every_dc_holds_the_management_controller_objects(site, env, facts, evid
 def test_console_user_has_the_realms_it_needs(client, facts, evidence):
     user, entries = _console_entries(facts)
     have = sorted({r for e in entries for r in e.realms})
-    component = next((c for c in facts.site_wmi("SMS_SCI_Component")
+    component = next((c for c in facts.site.wmi("SMS_SCI_Component")
                       if c.get("ComponentName") == "SMS_AMT_OPERATION_MANAGER"), {})
     enabled = sorted({int(v) for pl in component.get("PropLists") or [] if pl.get("PropertyListName") ==
                       REALMS_PROPERTY_LIST for v in (pl.get("Values") or []) if str(v).strip().isdigit()})
@@ -133,7 +133,7 @@ def test_console_user_has_the_realms_it_needs(client, facts, evidence):
 @pytest.mark.check("S5-CONSOLE-USER-IN-AMT-ACL")
 def test_console_user_is_in_the_amt_acl(client, facts, evidence):
     user, entries = _console_entries(facts)
-    acl = facts.amt("acl_entries")
+    acl = facts.amt.acl_entries()
     evidence.attach("AMT user ACL", [{"handle": e.handle, "sid": e.kerberos_sid, "KerberosUserSid": e.kerberos_sid_wire,
                                       "digest_user": e.digest_user, "realms": list(e.realms),
                                       **({"problem": e.sid_problem} if e.sid_problem else {})} for e in acl])
@@ -144,7 +144,7 @@ def test_console_user_is_in_the_amt_acl(client, facts, evidence):
 
 @pytest.mark.check("S5-CONSOLE-USER-TOKEN-SIZE")
 def test_console_user_ticket_fits_amt(server, env, facts, evidence):
-    user = facts.console_user()
+    user = facts.console.user()
     size = ldap_probe.token_size_estimate(user["by_kind"])
     limit = env.expected["kerberos_token_limit_bytes"]
     count = len(user["groups"])
@@ -159,6 +159,6 @@ def test_console_user_ticket_fits_amt(server, env, facts, evidence):
 
 @pytest.mark.check("S5-KERBEROS-TICKET-FOR-AMT")
 def test_console_user_gets_a_ticket_for_amt(client, facts, evidence):
-    size = facts.console_ticket()
-    evidence.attach("service ticket", {"spn": facts.amt_spn(), "ap_req_bytes": size})
-    expect(size > 0, found=f"an empty token for {facts.amt_spn()}", expected="a Kerberos service ticket")
+    size = facts.console.ticket()
+    evidence.attach("service ticket", {"spn": facts.amt.spn(), "ap_req_bytes": size})
+    expect(size > 0, found=f"an empty token for {facts.amt.spn()}", expected="a Kerberos service ticket")

@@ -36,23 +36,23 @@ def version(text) -> tuple[int, ...]:
 
 
 def windows(host, facts) -> dict:
-    return facts.wmi(host, "Win32_OperatingSystem")[0]
+    return facts.windows.wmi(host, "Win32_OperatingSystem")[0]
 
 
 def system_file(host, facts, name: str) -> tuple[str, list]:
     """``%windir%\\system32\\<name>`` on ``host`` and the CIM_DataFile rows found for it."""
     path = (windows(host, facts).get("SystemDirectory") or r"C:\WINDOWS\system32") + "\\" + name
     quoted = path.replace("\\", "\\\\").replace("'", "\\'")
-    return path, facts.wmi(host, "CIM_DataFile", wql=f"SELECT Name, Version FROM CIM_DataFile WHERE Name = '{quoted}'")
+    return path, facts.windows.wmi(host, "CIM_DataFile", wql=f"SELECT Name, Version FROM CIM_DataFile WHERE Name = '{quoted}'")
 
 
 @pytest.mark.check("PRE-WINRM-CONSOLE")
 def test_console_host_has_winrm_1_1(server, facts):
-    stack = facts.registry(server, WINRM_KEY, "StackVersion")
+    stack = facts.windows.registry(server, WINRM_KEY, "StackVersion")
     how = f"StackVersion {stack}"
     if not stack:
         os_version = version(windows(server, facts).get("Version"))
-        fixes = {str(f.get("HotFixID", "")).upper() for f in facts.wmi(server, "Win32_QuickFixEngineering")}
+        fixes = {str(f.get("HotFixID", "")).upper() for f in facts.windows.wmi(server, "Win32_QuickFixEngineering")}
         stack, how = ("1.1", "built into Windows Vista / Server 2008") if os_version >= (6, 0) else \
             ("1.1", "KB936059 installed") if "KB936059" in fixes else ("", "no StackVersion and no KB936059")
     expect(version(stack) >= (1, 1), found=f"WinRM {stack or 'unknown'} ({how})", expected="WinRM 1.1 or later")
@@ -68,7 +68,7 @@ def test_console_host_has_msxml6(server, facts, evidence):
 @pytest.mark.check("S5-CONSOLE-TELNET-CLIENT")
 def test_console_host_has_the_telnet_client(server, facts, evidence):
     try:  # Windows 7 / Server 2008 R2 and later say it directly
-        feature = facts.wmi(server, "Win32_OptionalFeature",
+        feature = facts.windows.wmi(server, "Win32_OptionalFeature",
                             wql="SELECT Name, InstallState FROM Win32_OptionalFeature WHERE Name = 'TelnetClient'")
     except SoapFault:  # no such class on XP, Server 2003, Vista and Server 2008
         feature = []
@@ -89,7 +89,7 @@ def enterprise_cas(env, facts) -> list[x509.Certificate]:
     found: dict[str, x509.Certificate] = {}
     now = dt.datetime.now(dt.timezone.utc)
     for container in ("AIA", "Certification Authorities"):
-        for entry in facts.ldap_search(f"CN={container},{PUBLIC_KEY_SERVICES},{forest}",
+        for entry in facts.directory.search(f"CN={container},{PUBLIC_KEY_SERVICES},{forest}",
                                        "(objectClass=certificationAuthority)", ("cACertificate",), scope="one"):
             for der in entry["raw_attributes"].get("cACertificate") or []:
                 cert = x509.load_der_x509_certificate(bytes(der))
@@ -105,7 +105,7 @@ def test_console_trusts_every_enterprise_ca(server, env, facts, evidence):
            expected="the enterprise PKI's CA certificates in AD")
     if all(c.subject == c.issuer for c in cas):
         not_applicable("a single-tier PKI: no subordinate CA")
-    stored = facts.certificate_store_origins(server, "ROOT")  # the computer's, Group Policy's and Enterprise's
+    stored = facts.windows.certificate_store_origins(server, "ROOT")  # the computer's, Group Policy's and Enterprise's
     evidence.attach("CA certificates", {certs.common_name(c): certs.fingerprint(c, "sha1").upper() for c in cas})
     evidence.attach("Trusted Root stores on the console host", store_evidence(facts, server, ("ROOT",)))
     evidence.attach("where each CA certificate is", {certs.common_name(c): ", ".join(

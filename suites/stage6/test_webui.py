@@ -16,7 +16,7 @@ WEBUI_PROPERTY = "Enable Web UI"
 
 @pytest.mark.check("S6-WEBUI-CONNECTS")
 def test_webui_answers(client, facts, evidence):
-    page = facts.webui("/")
+    page = facts.amt.webui("/")
     evidence.attach("GET /", page.summary())
     expect(page.is_amt and page.status in (200, 401),
            found=f"HTTP {page.status} from {page.url} (Server: {page.server or '-'}, title {page.title!r})",
@@ -26,7 +26,7 @@ def test_webui_answers(client, facts, evidence):
 
 @pytest.mark.check("S6-WEBUI-LOGIN")
 def test_console_user_logs_on_to_the_webui(client, facts, evidence):
-    page = facts.webui("/logon.htm", login=True)
+    page = facts.amt.webui("/logon.htm", login=True)
     evidence.attach("GET /logon.htm as the console user", page.summary())
     expect(page.status == 200 and page.is_amt,
            found=f"HTTP {page.status} from {page.url}" + (f" (offers {', '.join(page.offers)})" if page.offers else ""),
@@ -35,7 +35,7 @@ def test_console_user_logs_on_to_the_webui(client, facts, evidence):
 
 @pytest.mark.check("S6-WEBUI-ENABLED-IN-SCCM")
 def test_webui_is_enabled_in_the_out_of_band_component(site, facts, evidence):
-    component = next((c for c in facts.site_wmi("SMS_SCI_Component")
+    component = next((c for c in facts.site.wmi("SMS_SCI_Component")
                       if c.get("ComponentName") == "SMS_AMT_OPERATION_MANAGER"), None)
     expect(component, found="no SMS_AMT_OPERATION_MANAGER component", expected="the out of band component")
     prop = next((p for p in component.get("Props") or [] if p.get("PropertyName") == WEBUI_PROPERTY), None)

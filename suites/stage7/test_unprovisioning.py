@@ -47,7 +47,7 @@ def _unprovisioned(client, env, facts) -> dict:
 @pytest.mark.check("S7-UNPROVISION-COMPLETES")
 def test_unprovisioning_completes(client, env, facts, evidence):
     done = actions.unprovision(client, env, facts)
-    events = [e for e in cmlog.client_events(facts.site_log_events(fresh=True), fqdn=client.name)
+    events = [e for e in cmlog.client_events(facts.logs.site_events(fresh=True), fqdn=client.name)
               if e.kind in ("unprovision_completed", "unprovision_failed")
               and e.time is not None and e.time.timestamp() >= done["started"] - 2]
     evidence.attach("un-provisioning", {**done, "log": [e.line.message if e.line else e.kind for e in events]})
@@ -92,7 +92,7 @@ def test_management_controller_object_is_deleted(client, env, facts, evidence):
     ports = env.expected["ports"]
     spns = [f"HTTP/{client.name}:{ports['amt_http']}", f"HTTP/{client.name}:{ports['amt_https']}"]
     forest = ",".join(f"DC={p}" for p in env.site.forest.split("."))
-    left = facts.ldap_search(forest, f"(|(dNSHostName={client.name})" + "".join(
+    left = facts.directory.search(forest, f"(|(dNSHostName={client.name})" + "".join(
         f"(servicePrincipalName={s})" for s in spns) + ")", ("servicePrincipalName", "dNSHostName"), fresh=True)
     in_container = [e["dn"] for e in left if e["dn"].lower().endswith(env.site.amt_container.lower())]
     evidence.attach("left in the directory", [{"dn": e["dn"], "spns": e["attributes"].get("servicePrincipalName")}

@@ -205,12 +205,15 @@ def test_the_engine_grants_the_permit_to_disruptive_checks_on_canaries_only(tmp_
 def test_facts_read_amt_only():
     from pytest_vpro.facts import Facts
 
+    from pytest_vpro.probes.amt import AmtDevice
+
     facts = Facts(Client(kind="client", name="pc0001.vprolab.test"), env=None)
-    for write in ("unprovision", "request_power_state", "set_power_scheme"):
-        with pytest.raises(ValueError, match="reads only"):
-            facts.amt(write)
-        with pytest.raises(ValueError, match="reads only"):
-            facts.console_amt(write)
+    writes = ("unprovision", "request_power_state", "set_power_scheme")
+    assert all(hasattr(AmtDevice, w) for w in writes)  # the device has them; the facts that read it do not
+    for write in writes:
+        assert not hasattr(facts.amt, write) and not hasattr(facts.console.amt, write)
+    public = {n for n in dir(facts.console.amt) if not n.startswith("_")} - {"facts", "prefix"}
+    assert public <= {n for n in dir(AmtDevice) if not n.startswith("_")}, "facts.console.amt reads AMT only"
 
 
 def test_only_disruptive_checks_reach_the_actions_module():

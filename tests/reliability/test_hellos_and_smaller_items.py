@@ -64,10 +64,10 @@ def test_an_http_get_from_the_clients_address_is_not_a_hello(env, tmp_path):
         assert _until(lambda: len(capture.malformed(CLIENT_ADDRESS)) == 3)
         facts = FactsCache(env, hellos=capture)(env.clients[0])
         t0 = time.monotonic()
-        heard = facts.hellos()
+        heard = facts.hellos.heard()
         assert heard == [], heard  # what S2-CLIENT-SENDING-HELLO judges: no hello, so it fails, not passes
         assert time.monotonic() - t0 < 1.0 + 1.0  # it waited for the listener's window only
-        noise = [s.summary() for s in facts.hello_noise()]
+        noise = [s.summary() for s in facts.hellos.noise()]
         assert len(noise) == 3 and all("malformed" in n for n in noise)  # evidence for the report
         assert any("shorter" in n["malformed"] or "truncated" in n["malformed"] for n in noise)
         # ...and a real hello from the client still counts, found by its UUID

@@ -74,6 +74,8 @@ class _Facts:
 
     def __init__(self, computers, resource):
         self.computers, self.resource = computers, resource
+        self.directory = SimpleNamespace(forest_computers=self.forest_computers)
+        self.site = SimpleNamespace(resource=self.sms_resource)
 
     def derived(self, name, source, build):
         return build(source)

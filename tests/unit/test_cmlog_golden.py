@@ -164,6 +164,6 @@ def _scan(by_client, fqdn=None, uuid=None, ip=None):
                                    {"fqdn": "nobody.corp.example"}, {}])
 def test_the_index_finds_what_a_scan_finds_in_the_same_order(query):
     by_client = events(list(LogReader(io.BytesIO(AMTOPMGR))))
-    index = cmlog.index_by_name(by_client)  # built once per log by facts.client_events, shared by every client
+    index = cmlog.index_by_name(by_client)  # built once per log by facts.logs.client_events, shared by every client
     assert client_events(by_client, index=index, **query) == _scan(by_client, **query)
     assert client_events(by_client, **query) == _scan(by_client, **query)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from pytest_vpro.facts import Facts, _index_resources
+from pytest_vpro.facts import Facts, index_resources
 
 
 def _facts(estate=None, name="pc01.test"):
@@ -29,7 +29,7 @@ def test_built_once_per_source_and_shared_through_the_estate():
 def test_resources_are_found_by_fqdn_then_netbios_name_in_the_providers_order():
     rows = [{"Name": "PC01", "ResourceNames": ["pc01.test", "PC01.test"]}, {"Name": "PC01", "ResourceNames": []},
             {"Name": "OTHER", "ResourceNames": ["pc01.test"]}, {"Name": None}]
-    by_fqdn, by_name = _index_resources(rows)
+    by_fqdn, by_name = index_resources(rows)
     assert by_fqdn["pc01.test"] == [rows[0], rows[2]]  # each resource once, however its names are spelt
     assert by_name["PC01"] == [rows[0], rows[1]] and by_name[""] == [rows[3]]
 
@@ -48,10 +48,10 @@ def test_configuration_managers_keys_are_read_in_the_32_bit_view_first():
 
     wow = r"HKLM\SOFTWARE\Wow6432Node\Microsoft\SMS\Setup"
     native = r"HKLM\SOFTWARE\Microsoft\SMS\Setup"
-    facts.registry = registry({wow: "4.00.6487.2000", native: "stale"})
-    assert facts.sms_registry(server, "Setup", "Full Version") == ("4.00.6487.2000", wow)
-    facts.registry = registry({native: "4.00.6221.1000"})
-    assert facts.sms_registry(server, "Setup", "Full Version") == ("4.00.6221.1000", native)
-    facts.registry = registry({})
-    assert facts.sms_registry(server, "Setup", "Full Version") == (None, native)
+    facts.windows.registry = registry({wow: "4.00.6487.2000", native: "stale"})
+    assert facts.windows.sms_registry(server, "Setup", "Full Version") == ("4.00.6487.2000", wow)
+    facts.windows.registry = registry({native: "4.00.6221.1000"})
+    assert facts.windows.sms_registry(server, "Setup", "Full Version") == ("4.00.6221.1000", native)
+    facts.windows.registry = registry({})
+    assert facts.windows.sms_registry(server, "Setup", "Full Version") == (None, native)
     assert asked == [wow, wow, native, wow, native]

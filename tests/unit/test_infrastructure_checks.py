@@ -51,7 +51,7 @@ def run(domains: tuple[str, ...], containers: dict[str, SecurityDescriptor]) -> 
     site = SimpleNamespace(client_domains=domains, amt_container="OU=AMT,DC=corp,DC=example,DC=com")
     server = Server(kind="server", name="sccm01.corp.example.com", roles=("site_server",))
     env = SimpleNamespace(servers_with=lambda role: [server] if role == "site_server" else [])
-    same_path(site, env, Directory(containers), Evidence())
+    same_path(site, env, SimpleNamespace(directory=Directory(containers)), Evidence())
 
 
 def test_one_client_domain_makes_the_same_path_row_not_applicable():

@@ -70,18 +70,21 @@ class Facts:
             raise ProbeError("pc0001.corp.example.com:16993: no answer")
         return MeState(self.me, 1)
 
-    def provisioning_status(self):
-        return self.status
+    @property
+    def site(self):
+        return SimpleNamespace(provisioning_status=lambda: self.status, wmi=self.site_wmi)
 
+    @property
     def hellos(self):
-        return None
+        return SimpleNamespace(heard=lambda: None)
 
-    def client_log_lines(self):
-        return cmlog.parse_text(self.agent_log)
+    @property
+    def logs(self):
+        return SimpleNamespace(client_lines=lambda: cmlog.parse_text(self.agent_log))
 
-    def amt(self, read):
-        assert read == "provisioning"
-        return self.amt_provisioning()
+    @property
+    def amt(self):
+        return SimpleNamespace(provisioning=self.amt_provisioning)
 
     def site_wmi(self, cls):
         return {"SMS_R_System": [{"ResourceId": 1, "Name": "PC0001", "ResourceNames": [FQDN],
@@ -117,7 +120,7 @@ def test_a_provisioned_client_whose_me_does_not_answer_still_passes_stage_3():
 
 
 def test_the_lines_of_the_history_count_as_the_log():
-    """What facts.site_log_events reads: AMTOPMGR.lo_ first, then AMTOPMGR.LOG."""
+    """What facts.logs.site_events reads: AMTOPMGR.lo_ first, then AMTOPMGR.LOG."""
     assert cmlog.history_path("Logs/AMTOPMGR.LOG") == "Logs/AMTOPMGR.lo_"
     facts = Facts(amt_status=3, log=LAB_LINES, me=2)
     assert outcome(hello_received, facts) == "passed"

@@ -1,0 +1,26 @@
+"""A target's facts, fetched once per run and shared by its checks, one facet per source (in the style of
+pytest-testinfra's one module per resource):
+
+* :mod:`.core`: the cache, per-host error memory, derived indexes, snapshot recording and replay, :func:`key`;
+* :mod:`.connect`: credentials into sessions, once;
+* facets: :mod:`.amt` (``facts.amt``), :mod:`.console` (``facts.console``, with ``facts.console.amt``),
+  :mod:`.dns`, :mod:`.dhcp`, :mod:`.directory`, :mod:`.windows`, :mod:`.site`, :mod:`.logs`, :mod:`.network`,
+  :mod:`.pki`, :mod:`.hellos`;
+* :mod:`.cache`: :class:`Facts` (a core with its facets) and :class:`FactsCache` (one per target per process).
+
+docs/writing-checks.md lists every facet method a check may call.
+"""
+from __future__ import annotations
+
+from .cache import Facts, FactsCache
+from .core import Core, key, run_record, run_record_path
+from .dns import local_address_towards, route_connections
+from .site import index_resources
+from .windows import WOW64_SOFTWARE
+
+#: the facets of :class:`Facts`, by attribute name, as checks reach them (docs/writing-checks.md lists them)
+FACETS = ("amt", "console", "console.amt", "dns", "dhcp", "directory", "windows", "site", "logs", "network", "pki",
+          "hellos")
+
+__all__ = ["FACETS", "WOW64_SOFTWARE", "Core", "Facts", "FactsCache", "index_resources", "key",
+           "local_address_towards", "route_connections", "run_record", "run_record_path"]

@@ -1,0 +1,197 @@
+"""The core of a target's facts: the cache, the per-host error memory, derived indexes, snapshot recording and
+replay, and :func:`key`, the one builder of fact names.
+
+A fact is fetched once per run and shared by the target's checks: the first ``get(name, fetch)`` runs ``fetch``
+and remembers its value, or its :class:`ProbeError` (a host that does not answer costs one timeout, not one per
+check). The facets (:mod:`pytest_vpro.facts.amt`, ``.directory``, ``.windows``, ...) all funnel through
+:meth:`Core.get`, which is also where a snapshot (``--facts-out``) records them and ``--facts-in`` replays them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from ..environment import Environment, Server, Target
+from ..probes.errors import ProbeError, Unreachable
+
+
+def key(*parts: Any) -> str:
+    """The name of a fact: its parts joined by ``.``, a list or tuple part joined by ``,``.
+
+    It is both the cache key and, with the target's key, the snapshot key (``{"target": ..., "name": ...}`` in
+    :mod:`pytest_vpro.snapshot`), so it must not change shape: ``key("amt", "power_policy")`` is
+    ``amt.power_policy``, ``key("ldap.search", "subtree", base, flt, ("cn", "dNSHostName"))`` is
+    ``ldap.search.subtree.<base>.<flt>.cn,dNSHostName``, as the snapshots of version 1 name them.
+    """
+    return ".".join(",".join(map(str, p)) if isinstance(p, (list, tuple)) else str(p) for p in parts)
+
+
+class Core:
+    """One target's facts: what was read, what failed, and the estate's facts it shares with every target."""
+
+    #: set by FactsCache: a snapshot.Recorder (--facts-out) and a snapshot.Replay (--facts-in)
+    recorder: Any = None
+    replay: Any = None
+    hello_capture: Any = None  # the run's passive hello listener (--hello-listen), set on the estate by FactsCache
+
+    def __init__(self, target: Target, env: Environment, estate: "Core | None" = None,
+                 run_dir: Path | None = None) -> None:
+        self.target, self.env = target, env
+        #: facts about the estate as a whole (the directory, the site server's provider, its log), shared by
+        #: every target's checks in this process: fetched once per run, not once per client.
+        self.estate: Any = estate or self
+        #: the run's folder (where disruptive actions are recorded); the estate's when not given
+        self.run_dir: Path | None = run_dir if run_dir is not None or estate is None else estate.run_dir
+        self._values: dict[str, Any] = {}
+        self._errors: dict[str, ProbeError] = {}
+        self._lock = threading.Lock()
+        self._fetching: dict[str, threading.Lock] = {}
+        self._derived: dict[str, tuple[Any, Any]] = {}
+
+    # ------------------------------------------------------------------ the cache
+    def get(self, name: str, fetch: Callable[[], Any]) -> Any:
+        """The fact ``name`` (a :func:`key`): fetched by the first caller, then remembered, value or ProbeError."""
+        with self._lock:
+            if name in self._values:
+                return self._values[name]
+            if name in self._errors:
+                raise self._errors[name]
+            lock = self._fetching.setdefault(name, threading.Lock())
+        with lock:  # one fetch per fact even when threads ask at once
+            with self._lock:
+                if name in self._values:
+                    return self._values[name]
+                if name in self._errors:
+                    raise self._errors[name]
+            try:
+                value = self._fetch(name, fetch)
+            except ProbeError as exc:
+                with self._lock:
+                    self._errors[name] = exc
+                raise
+            with self._lock:
+                self._values[name] = value
+            return value
+
+    def has(self, name: str) -> bool:
+        """Whether the fact ``name`` was already read (its value is remembered)."""
+        with self._lock:
+            return name in self._values
+
+    def per_host(self, host: str, name: str, fetch: Callable[[], Any]) -> Any:
+        """``get(name, fetch)``, remembering the first :class:`Unreachable` of ``host`` (a host name, or a channel
+        such as ``<fqdn>:amt``) for all its later reads."""
+        with self._lock:
+            gone = self._errors.get(f"unreachable.{host}")
+        if gone is not None:
+            raise gone
+        try:
+            return self.get(name, fetch)
+        except Unreachable as exc:
+            with self._lock:
+                self._errors[f"unreachable.{host}"] = exc
+            raise
+
+    def forget(self, name: str) -> Any:
+        """Drop the fact ``name`` (a session being closed); its value, or None."""
+        with self._lock:
+            return self._values.pop(name, None)
+
+    def derived(self, name: str, source: Any, build: Callable[[Any], Any]) -> Any:
+        """``build(source)``, worked out once per value of ``source`` in this process, not once per check.
+
+        For an index over an estate-wide fact (every object of the AMT container, every ``SMS_R_System``
+        resource, every AMTOPMGR.LOG event): each client's check that scans the whole fact for its own entry
+        makes the run quadratic in the fleet. ``name`` keeps one index; a new ``source`` (a fresh read) builds it
+        again. Not a fact: never recorded, so a snapshot replays the same way.
+        """
+        estate = self.estate
+        with estate._lock:
+            hit = estate._derived.get(name)
+        if hit is not None and hit[0] is source:
+            return hit[1]
+        value = build(source)
+        with estate._lock:
+            estate._derived[name] = (source, value)
+        return value
+
+    def _fetch(self, name: str, fetch: Callable[[], Any]) -> Any:
+        """``fetch()``, or the snapshot's value when replaying (no network); recorded for --facts-out."""
+        if self.replay is not None:
+            found, value = self.replay.lookup(self.target.key, name)  # raises a recorded ProbeError
+            if not found:
+                raise ProbeError(f"{name} of {self.target.name} was not observed in the snapshot "
+                                 f"{self.replay.path.name}")
+            return value
+        try:
+            value = fetch()
+        except ProbeError as exc:
+            if self.recorder is not None:
+                self.recorder.record(self.target.key, name, error=exc)
+            raise
+        if self.recorder is not None:
+            self.recorder.record(self.target.key, name, value=value)
+        return value
+
+    # ------------------------------------------------------------------ what the environment says
+    def server(self, role: str) -> Server:
+        """The (first) server of the environment with ``role``; a :class:`ProbeError` if none is listed."""
+        found = self.env.servers_with(role)
+        if not found:
+            raise ProbeError(f"the environment file lists no server with the role {role!r}")
+        return found[0]
+
+    def lab_info(self) -> dict[str, Any]:
+        """The lab's state file (``lab: {state_file: lab.json}`` in an environment the lab wrote), else {}."""
+        name = (self.env.lab or {}).get("state_file")
+        if not name:
+            return {}
+        try:
+            return json.loads(self.env.path(name).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # ------------------------------------------------------------------ what this run changed (disruptive checks)
+    def changed(self) -> dict[str, Any]:
+        """What disruptive checks of this run did to this target (``probes/actions.py`` records it; shared by
+        the run's xdist workers), e.g. ``{"unprovisioned": {"serial": ..., "return": 0}}``."""
+        return run_record(self.target.name, self.run_dir)
+
+
+# ---------------------------------------------------------------------- the run's record of disruptive actions
+_RUN_DIR: list[Path] = []  # the run folder this process's FactsCache was given (the plugin hands it over)
+
+
+def use_run_dir(run_dir: Path | None) -> None:
+    """Make ``run_dir`` this process's run folder for :func:`run_record_path` (FactsCache does, with the folder
+    the plugin gives it; an xdist worker's comes from the controller through workerinput)."""
+    _RUN_DIR[:] = [Path(run_dir)] if run_dir is not None else []
+
+
+def run_record_path(run_dir: Path | None = None) -> Path:
+    """Where this run's disruptive actions are recorded: ``actions.json`` in the run folder, shared by the
+    processes of the run. Without one (a process that is not a pytest-vpro run), a file per xdist run
+    (``PYTEST_XDIST_TESTRUNUID``) or per process in the temporary folder."""
+    run_dir = run_dir or (_RUN_DIR[0] if _RUN_DIR else None)
+    if run_dir is not None:
+        return Path(run_dir) / "actions.json"
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if not run:  # this process is the run: its pid and start time (a pid alone is reused)
+        try:
+            started = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        except (OSError, IndexError):
+            started = "0"
+        run = f"pid{os.getpid()}-{started}"
+    return Path(tempfile.gettempdir()) / "pytest-vpro-runs" / f"{run}.json"
+
+
+def run_record(target: str, run_dir: Path | None = None) -> dict[str, Any]:
+    """What this run's disruptive actions recorded for ``target`` ({} if nothing)."""
+    try:
+        return json.loads(run_record_path(run_dir).read_text()).get(target, {})
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,127 @@
+"""Active Directory over LDAPS, read-only: searches, security descriptors, the root DSE, the forest's computers
+(from a global catalog), computer accounts' SIDs and the enterprise CAs. Estate-wide: shared by every target's
+checks in the process."""
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+from ..environment import Server
+from ..probes import ldap as ldap_probe
+from ..probes.errors import ProbeError
+from ..probes.ldap import NoSuchObject
+from .core import key
+
+if TYPE_CHECKING:
+    from . import Facts
+
+
+class DirectoryFacet:
+    """``facts.directory``: the estate's domain controllers, through one shared connection (``credentials.ldap``)."""
+
+    #: searches through the shared connection hold it: the connection is shared by the checks of a process
+    lock = threading.RLock()
+
+    def __init__(self, facts: "Facts") -> None:
+        self.facts = facts
+
+    def search(self, base: str, ldap_filter: str, attributes: tuple[str, ...] | list[str],
+               scope: str = "subtree", *, fresh: bool = False) -> list[dict[str, Any]]:
+        """Entries (``{"dn", "attributes", "raw_attributes"}``), paged; shared by every check in this process.
+        ``fresh``: search again now (after an action of this run changed the directory)."""
+        connect = self.facts.connect
+
+        def run() -> list[dict[str, Any]]:
+            with self.lock:
+                return list(ldap_probe.search_paged(connect.ldap(), base, ldap_filter, list(attributes), scope=scope))
+        if fresh:
+            return run()
+        return self.facts.estate.get(key("ldap.search", scope, base, ldap_filter, tuple(attributes)), run)
+
+    def search_on(self, dc: str, base: str, ldap_filter: str, attributes: tuple[str, ...]) -> list[dict]:
+        """A search on one domain controller (its own connection): what that DC holds, replicated or not."""
+        connect = self.facts.connect
+
+        def run() -> list[dict]:
+            conn = connect.ldap_to([dc])
+            try:
+                return list(ldap_probe.search_paged(conn, base, ldap_filter, list(attributes)))
+            finally:
+                conn.unbind()
+        return self.facts.estate.per_host(dc, key("ldap.on", dc, base, ldap_filter, tuple(attributes)), run)
+
+    def security_descriptor(self, dn: str, *, gc: bool = False) -> Any:
+        """The parsed ``nTSecurityDescriptor`` (DACL) of ``dn``; with ``gc``, read from a global catalog (any
+        domain of the forest)."""
+        connect = self.facts.connect
+
+        def read() -> Any:
+            with self.lock:
+                return ldap_probe.read_security_descriptor(connect.gc() if gc else connect.ldap(), dn)
+        return self.facts.estate.get(key("ldap.sd", "gc", dn) if gc else key("ldap.sd", dn), read)
+
+    def root_dse(self) -> dict[str, Any]:
+        """The directory's root DSE: naming contexts (``defaultNamingContext``, ``configurationNamingContext``,
+        ``rootDomainNamingContext``), each a plain string."""
+        connect = self.facts.connect
+
+        def read() -> dict[str, Any]:
+            with self.lock:
+                dse = ldap_probe.root_dse(connect.ldap())
+            return {k: (v[0] if isinstance(v, list) and v else v) for k, v in dse.items()}
+        return self.facts.estate.get(key("ldap", "rootdse"), read)
+
+    def forest_computers(self) -> dict[str, list[str]]:
+        """``{dNSHostName (lower case): [DN, ...]}`` of every computer object in the forest, from a global catalog
+        (LDAPS 3269 on the estate's domain controllers): one paged search per run, whatever the fleet's size."""
+        connect = self.facts.connect
+
+        def run() -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            with self.lock:
+                for entry in ldap_probe.search_paged(connect.gc(), "", "(&(objectClass=computer)(dNSHostName=*))",
+                                                     ["dNSHostName"]):
+                    name = entry["attributes"].get("dNSHostName")
+                    name = name[0] if isinstance(name, list) and name else name
+                    if name:
+                        found.setdefault(str(name).lower().rstrip("."), []).append(entry["dn"])
+            return found
+        return self.facts.estate.get(key("ldap.gc", "computers"), run)
+
+    def account_sids(self, host: Server) -> dict[str, Any]:
+        """The computer account of ``host`` (by dNSHostName, in the directory's default domain): ``dn``, ``sid``
+        and ``sids``, its own SID, every group it is in (tokenGroups) and the well-known SIDs of a network logon:
+        what an access check on its behalf matches ACEs with."""
+        connect = self.facts.connect
+
+        def read() -> dict[str, Any]:
+            base = self.root_dse().get("defaultNamingContext") or ""
+            found = self.search(base, f"(&(objectClass=computer)(dNSHostName={host.name}))", ("objectSid",))
+            if not found:
+                raise ProbeError(f"no computer account with dNSHostName {host.name} under {base}")
+            dn = found[0]["dn"]
+            sid = ldap_probe.format_sid(found[0]["raw_attributes"]["objectSid"][0])
+            with self.lock:
+                groups = ldap_probe.token_groups(connect.ldap(), dn)
+            # Every network logon's token also carries Everyone and Authenticated Users (MS-DTYP 2.4.2.4).
+            return {"dn": dn, "sid": sid, "sids": [sid, *groups, "S-1-1-0", "S-1-5-11"]}
+        return self.facts.estate.get(key("ldap.account", host.name), read)
+
+    def enrollment_services(self) -> list[dict[str, Any]]:
+        """The forest's enterprise CAs: ``pKIEnrollmentService`` objects under CN=Enrollment Services (``dn``,
+        ``name``, ``host`` (dNSHostName), ``certificate`` (cACertificate, DER bytes), ``templates``)."""
+        config = self.root_dse().get("configurationNamingContext") or ""
+        try:
+            entries = self.search(f"CN=Enrollment Services,CN=Public Key Services,CN=Services,{config}",
+                                  "(objectClass=pKIEnrollmentService)",
+                                  ("cn", "dNSHostName", "cACertificate", "certificateTemplates"), scope="one")
+        except NoSuchObject:  # no enterprise CA was ever installed in this forest
+            entries = []
+
+        def first(entry: dict[str, Any], name: str) -> Any:
+            value = entry["raw_attributes"].get(name) or [b""]
+            return value[0]
+        return [{"dn": e["dn"], "name": first(e, "cn").decode(), "host": first(e, "dNSHostName").decode().lower(),
+                 "certificate": first(e, "cACertificate"),
+                 "templates": [t.decode() for t in e["raw_attributes"].get("certificateTemplates", [])]}
+                for e in entries]

@@ -1,0 +1,42 @@
+"""A snapshot written by the previous version of the facts (``pytest_vpro/facts.py`` before it became a package)
+replays with this one: every fact a check asks for is found under the same key, so every test gets the verdict it
+got in the live run that wrote the snapshot.
+
+``data/snapshot-v1/`` holds what that run left: ``facts.jsonl`` (``--facts-out`` of a 6-client lab with the
+faults missing_ptr, sol_ider_disabled and power_policy_s0_only), the lab's environment file (the pki paths made
+relative, the lab's state file dropped: a replay starts no lab) with its two public certificate files, and
+``verdicts.json``, each test's outcome and message in that live run.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+DATA = Path(__file__).parent / "data" / "snapshot-v1"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def verdicts(junit: Path) -> dict[str, list[str]]:
+    found = {}
+    for case in ET.parse(junit).iter("testcase"):
+        outcome, message = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome, message = child.tag, child.get("message", "")
+        found[f"{case.get('classname')}::{case.get('name')}"] = [outcome, message]
+    return found
+
+
+def test_a_snapshot_of_the_previous_version_replays_to_the_same_verdicts(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "pytest", f"--env={DATA / 'environment.yaml'}",
+                          f"--facts-in={DATA / 'facts.jsonl'}", "--no-html", f"--reports-dir={tmp_path}",
+                          "-p", "no:cacheprovider", "-p", "no:randomly", "-q"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode in (0, 1), out.stdout[-3000:] + out.stderr[-3000:]
+    got = verdicts(tmp_path / "latest" / "junit.xml")
+    want = json.loads((DATA / "verdicts.json").read_text())
+    differ = {k: (want.get(k), got.get(k)) for k in set(want) | set(got) if want.get(k) != got.get(k)}
+    assert not differ, json.dumps(dict(sorted(differ.items())[:8]), indent=1)
