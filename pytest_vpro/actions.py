@@ -96,7 +96,7 @@ def _console_device(facts, env):
     """The client's AMT over TLS 16993 as the console user (Kerberos), for power control."""
     port = env.expected["ports"]["amt_https"]
     return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
-                                 auth=NegotiateAuth(facts.console_credentials(), env.site.realm),
+                                 auth=NegotiateAuth(facts.console.credentials(), env.site.realm),
                                  ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
                                  legacy_ciphers=tls.ciphers_of(env)))
 
@@ -139,7 +139,7 @@ class _SmsProvider:
 
         site = facts.server("site_server")
         self.namespace = sms_namespace(env.site.code)
-        auth = NegotiateAuth(facts.console_credentials(), env.site.realm, spn=f"HTTP/{site.name}@{env.site.realm}")
+        auth = NegotiateAuth(facts.console.credentials(), env.site.realm, spn=f"HTTP/{site.name}@{env.site.realm}")
         self.winrm = WinRM(site.winrm or f"https://{site.name}:5986/wsman", auth=auth,
                            ca_bundle=env.pki.get("trusted_roots"), timeout=max(env.timeouts["read"], 30.0))
 
@@ -341,7 +341,7 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
                                 tls.ciphers_of(env))
             sessions[name] = conn
             result.tls = str(conn.negotiated)
-            token = facts.console_credentials().token(facts.amt_spn())[1]  # one AP-REQ per session (no replays)
+            token = facts.console.credentials().token(facts.amt.spn())[1]  # one AP-REQ per session (no replays)
             setattr(result, name, conn.open(kind, token))
         if result.sol != "started" or result.ider != "started":
             return result
@@ -641,7 +641,7 @@ def unprovision(client, env, facts) -> dict[str, Any]:
 
 def _unprovision(client, env, facts, permit: Permit) -> dict[str, Any]:
 
-    cert = facts.peer_certificate(client.name, env.expected["ports"]["amt_https"])
+    cert = facts.network.peer_certificate(client.name, env.expected["ports"]["amt_https"])
     _record(permit, client.name, unprovisioned={"serial": format(cert.serial_number, "x"),
                                                 "cdp": certs.cdp_urls(cert),
                                                 "issuer": cert.issuer.rfc4514_string()})

@@ -376,7 +376,8 @@ class Engine:
         permit every state-changing action asks for (permits.py); no other code can hold one."""
         if not (entry.check.disruptive and self.allow_disruptive and entry.target.canary):
             return contextlib.nullcontext()
-        return permits.granted(permits.Permit(entry.check.id, entry.target, run_record_path()))
+        record = run_record_path(getattr(self.facts, "run_dir", None))  # the run folder the plugin gave FactsCache
+        return permits.granted(permits.Permit(entry.check.id, entry.target, record))
 
     def call(self, entry: Entry) -> Verdict:
         evidence = Evidence()

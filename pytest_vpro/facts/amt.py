@@ -1,6 +1,6 @@
 """AMT over WS-MAN: this client's Intel AMT read as the tool (``facts.amt``) and as the console user
 (``facts.console.amt``), its Web UI, and the admin logins the checks try. Reads only: AMT's writes are the
-disruptive actions' (``probes/actions.py``).
+disruptive actions' (``pytest_vpro/actions.py``).
 
 One kept-alive WS-MAN session per client and identity; a device that does not answer costs one timeout for all
 its reads (AMT's own network stack, 16992-16995, is its own channel: it says nothing of the PC's OS).
@@ -10,8 +10,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..probes import webui as webui_probe
-from ..probes.amt import (AclEntry, AmtDevice, CertificateHash, ClockReading, EthernetPort, GeneralSettings,
-                          KerberosSettings, PowerPolicy, PowerStatus, Provisioning, Redirection, Version, WifiProfile)
+from ..probes.amt import (
+    AclEntry,
+    AmtDevice,
+    CertificateHash,
+    ClockReading,
+    EthernetPort,
+    GeneralSettings,
+    KerberosSettings,
+    PowerPolicy,
+    PowerStatus,
+    Provisioning,
+    Redirection,
+    Version,
+    WifiProfile,
+)
 from ..probes.kerberos import NegotiateAuth
 from ..probes.wsman import AuthFailed
 from .core import key

@@ -10,7 +10,7 @@ from ..environment import Environment, Target
 from .amt import AmtFacet
 from .connect import Connector
 from .console import ConsoleFacet
-from .core import Core, key, use_run_dir
+from .core import Core, key
 from .dhcp import DhcpFacet
 from .directory import DirectoryFacet
 from .dns import DnsFacet, route_connections
@@ -59,16 +59,6 @@ class Facts(Core):
             if session is not None and hasattr(session, "close"):
                 session.close()
 
-    # What probes/actions.py (the disruptive actions) asks of facts; it moves out of probes/ with issue 15 item 2.
-    def console_credentials(self) -> Any:
-        return self.console.credentials()
-
-    def amt_spn(self, port: int | None = None) -> str:
-        return self.amt.spn(port)
-
-    def peer_certificate(self, host: str, port: int) -> Any:
-        return self.network.peer_certificate(host, port)
-
 
 class FactsCache:
     """One :class:`Facts` per target per process. ``run_dir``: the run's folder (the plugin's; a worker's comes
@@ -82,7 +72,7 @@ class FactsCache:
         self._by_target: dict[str, Facts] = {}
         self._lock = threading.Lock()
         self._routed = False
-        use_run_dir(run_dir)
+        self.run_dir = run_dir
         self.estate = Facts(env.site, env, run_dir=run_dir)
         self.estate.hello_capture = hellos  # a HelloCapture (--hello-listen), or None
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..environment import Client, Server
-from ..probes import kerberos, ldap as ldap_probe, smb, tls
+from ..probes import kerberos, smb, tls
+from ..probes import ldap as ldap_probe
 from ..probes.amt import AmtDevice
 from ..probes.errors import ProbeError
 from ..probes.winrm import BasicAuth, WinRM, winrm_kerberos

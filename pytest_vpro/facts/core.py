@@ -109,14 +109,14 @@ class Core:
         makes the run quadratic in the fleet. ``name`` keeps one index; a new ``source`` (a fresh read) builds it
         again. Not a fact: never recorded, so a snapshot replays the same way.
         """
-        estate = self.estate
-        with estate._lock:
-            hit = estate._derived.get(name)
+        estate = self.estate  # another Core: the estate's indexes, shared by every target's facts
+        with estate._lock:  # noqa: SLF001
+            hit = estate._derived.get(name)  # noqa: SLF001
         if hit is not None and hit[0] is source:
             return hit[1]
         value = build(source)
-        with estate._lock:
-            estate._derived[name] = (source, value)
+        with estate._lock:  # noqa: SLF001
+            estate._derived[name] = (source, value)  # noqa: SLF001
         return value
 
     def _fetch(self, name: str, fetch: Callable[[], Any]) -> Any:
@@ -157,26 +157,17 @@ class Core:
 
     # ------------------------------------------------------------------ what this run changed (disruptive checks)
     def changed(self) -> dict[str, Any]:
-        """What disruptive checks of this run did to this target (``probes/actions.py`` records it; shared by
+        """What disruptive checks of this run did to this target (``pytest_vpro/actions.py`` records it; shared by
         the run's xdist workers), e.g. ``{"unprovisioned": {"serial": ..., "return": 0}}``."""
         return run_record(self.target.name, self.run_dir)
 
 
 # ---------------------------------------------------------------------- the run's record of disruptive actions
-_RUN_DIR: list[Path] = []  # the run folder this process's FactsCache was given (the plugin hands it over)
-
-
-def use_run_dir(run_dir: Path | None) -> None:
-    """Make ``run_dir`` this process's run folder for :func:`run_record_path` (FactsCache does, with the folder
-    the plugin gives it; an xdist worker's comes from the controller through workerinput)."""
-    _RUN_DIR[:] = [Path(run_dir)] if run_dir is not None else []
-
-
-def run_record_path(run_dir: Path | None = None) -> Path:
-    """Where this run's disruptive actions are recorded: ``actions.json`` in the run folder, shared by the
-    processes of the run. Without one (a process that is not a pytest-vpro run), a file per xdist run
-    (``PYTEST_XDIST_TESTRUNUID``) or per process in the temporary folder."""
-    run_dir = run_dir or (_RUN_DIR[0] if _RUN_DIR else None)
+def run_record_path(run_dir: Path | None) -> Path:
+    """Where this run's disruptive actions are recorded: ``actions.json`` in the run folder (the plugin hands it
+    to FactsCache, an xdist worker's through workerinput), shared by the processes of the run. Without one (a
+    process that is not a pytest-vpro run), a file per xdist run (``PYTEST_XDIST_TESTRUNUID``) or per process in
+    the temporary folder."""
     if run_dir is not None:
         return Path(run_dir) / "actions.json"
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..probes import httpclient, net, x509 as x509_probe
+from ..probes import httpclient, net
+from ..probes import x509 as x509_probe
 from .core import key
 
 if TYPE_CHECKING:

@@ -311,7 +311,7 @@ def parse_ldap_url(url: str) -> LdapLocation:
 
 
 #: ``read(location) -> list[bytes]``: the values of ``location.attribute`` (the caller's directory connection,
-#: e.g. :meth:`pytest_vpro.facts.Facts.download`); raises ProbeError.
+#: e.g. :meth:`pytest_vpro.facts.facts.network.download`); raises ProbeError.
 LdapReader = Callable[[LdapLocation], list]
 
 

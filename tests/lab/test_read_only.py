@@ -177,7 +177,7 @@ def test_the_engine_grants_the_permit_to_disruptive_checks_on_canaries_only(tmp_
     from pytest_vpro import gating, permits
     from pytest_vpro.catalog import load
 
-    monkeypatch.setattr(gating, "run_record_path", lambda: tmp_path / "actions.json")
+    monkeypatch.setattr(gating, "run_record_path", lambda run_dir: tmp_path / "actions.json")
     seen = {}
 
     def check(client):
