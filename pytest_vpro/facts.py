@@ -259,14 +259,25 @@ class Facts:
                                      lambda: self._winrm(host).registry_subkeys(hive, sub))
 
     def _winrm(self, host: Server | Client):
-        from .probes.winrm import BasicAuth, WinRM, winrm_kerberos  # noqa: PLC0415
+        from .probes import kerberos  # noqa: PLC0415
+        from .probes.winrm import WinRM, select_auth
+
+        def tgt():  # credentials.winrm's user, as Windows' WinRM client authenticates: Kerberos (estate-wide)
+            def acquire():
+                self.use_krb5_config()
+                cred = self.env.credentials["winrm"]
+                return kerberos.ConsoleCredentials.with_password(
+                    self.principal(cred.user), cred.password.resolve(),
+                    timeout=self.env.timeouts["connect"] + self.env.timeouts["read"])
+            return self.estate.get("kerberos.winrm", acquire)
 
         def connect():
             cred = self.env.credentials.get("winrm")
-            if cred is None:
-                raise ProbeError("no WinRM credential in the environment file (credentials.winrm)")
             url = getattr(host, "winrm", None) or f"https://{host.name}:5986/wsman"
-            auth = winrm_kerberos(host.name) if cred.kerberos else BasicAuth(cred.user, cred.password.resolve())
+            if cred is not None and cred.kerberos:
+                self.use_krb5_config()
+            auth = select_auth(host.name, url, cred, realm=self.env.site.realm, address=getattr(host, "address", None),
+                               kerberos_credentials=tgt)
             return WinRM(url, auth=auth, ca_bundle=self.env.pki.get("trusted_roots"),
                          timeout=self.env.timeouts["read"])
         return self.estate.get(f"winrm.session.{host.name}", connect)

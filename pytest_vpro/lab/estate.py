@@ -472,7 +472,8 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
             {"UserName": f"{NETBIOS}\\{OPERATORS_GROUP}", "InstanceKey": f"{SITE_CODE}00010", "rights": [
                 "Read", "Read Resource", "Modify Collection Setting", "View management controllers",
                 "Manage management controllers"]}],
-        tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
+        # WinRM as Windows has it by default: Kerberos (Negotiate) on, Basic off (docs/protocols.md)
+        tls_cert=str(cert), tls_key=str(key), basic_users={},
         kerberos_keytab=str(keytab), kerberos_realm=REALM, dns_servers=[plan.dc],
         provisioning_certificate_cn=pki_probe.common_name(pki.provisioning_cert) or "",
         provisioning_certificate_not_after=pki.provisioning_cert.not_valid_after_utc.isoformat(),
@@ -603,7 +604,10 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
         "credentials": {
             "ldap": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
             "smb": {"user": f"{NETBIOS}\\Administrator", "password": "file:secrets/admin.secret"},
-            "winrm": {"user": "Administrator", "password": "file:secrets/admin.secret"},
+            # Kerberos first everywhere; Basic (over https) only where the lab's host has no HTTP/ keytab yet
+            "winrm": {"user": "Administrator", "password": "file:secrets/admin.secret",
+                      "basic_hosts": [f"{HOSTS['ca']}.{DOMAIN}", f"{HOSTS['console']}.{DOMAIN}",
+                                      *(c.fqdn for c in clients if c.provisioning == "in_band")]},
             "amt": {"user": AMT_USER, "password": "file:secrets/amt.secret"},
             "console": {"user": f"{CONSOLE_USER}@{REALM}", "password": "file:secrets/console.secret"},
         },

@@ -104,8 +104,9 @@ class Unreachable(WsmanError, errors.Unreachable):
 class AuthFailed(WsmanError):
     """The server still answered 401 after we authenticated."""
 
-    def __init__(self, scheme: str, url: str, detail: str = ""):
+    def __init__(self, scheme: str, url: str, detail: str = "", offered: str = ""):
         self.scheme, self.url, self.detail = scheme, url, detail
+        self.offered = offered  # the 401's WWW-Authenticate: the schemes the server offers
         msg = f"{scheme} authentication to {url} was refused"
         super().__init__(msg + (f": {detail}" if detail else ""))
 
@@ -674,7 +675,8 @@ class WsmanClient:
         if 300 <= status < 400:  # never followed: the device's credentials go to the device only
             raise Redirected(self.url, status, resp.headers.get("Location", ""))
         if status == 401:
-            raise AuthFailed(self.auth.scheme, self.url, getattr(self._requests_auth, "problem", ""))
+            raise AuthFailed(self.auth.scheme, self.url, getattr(self._requests_auth, "problem", ""),
+                             offered=resp.headers.get("WWW-Authenticate", ""))
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         is_soap = ctype in ("application/soap+xml", "text/xml")
         if status == 400 and sent_negotiate and not is_soap:

@@ -222,7 +222,7 @@ def test_unprovision_action_does_what_the_real_one_does(lab):
     from cryptography import x509
 
     from pytest_vpro.probes.amt import AmtDevice
-    from pytest_vpro.probes.winrm import BasicAuth, WinRM
+    from pytest_vpro.probes.winrm import WinRM
     from pytest_vpro.probes.wsman import DigestAuth, WsmanClient
 
     from pytest_vpro.probes.dns import Resolver, route_connections
@@ -230,7 +230,12 @@ def test_unprovision_action_does_what_the_real_one_does(lab):
 
     info, plan = lab["info"], AddressPlan(NET)
     target = info["clients"][5]  # pc0006, provisioned
-    url, auth = "https://sccm01.vprolab.test:5986/wsman", BasicAuth("Administrator", info["dc"]["admin_password"])
+    from pytest_vpro.probes.kerberos import ConsoleCredentials, NegotiateAuth, use_config
+
+    use_config(info["dc"]["krb5_conf"])  # Basic is off on the lab's site server, as on Windows: Kerberos
+    creds = ConsoleCredentials.with_password("Administrator@VPROLAB.TEST", info["dc"]["admin_password"])
+    url = "https://sccm01.vprolab.test:5986/wsman"
+    auth = NegotiateAuth(creds, "VPROLAB.TEST", spn="HTTP/sccm01.vprolab.test@VPROLAB.TEST")
     with route_connections(Resolver([info["dns"]["address"]]), ["vprolab.test"]):
         reader = WinRM(url, auth=auth, ca_bundle=info["pki"]["root_cert"], timeout=10)
         (system,) = reader.enumerate("SMS_R_System", "root/sms/site_LAB", wql="SELECT ResourceId FROM SMS_R_System "
