@@ -262,6 +262,8 @@ class KerberosAuth:
             mutual_authentication=REQUIRED if self.mutual else OPTIONAL,
             service=self.service,
             hostname_override=self.spn_host or f"{parts.hostname}:{port}",
+            # a SOAP fault (HTTP 500) carries no mutual-auth token; keep its body for the caller to read
+            sanitize_mutual_error_response=False,
         )
 
 

@@ -124,9 +124,9 @@ def device(info, number: int) -> AmtDevice:
 
 
 def winrm(info, host: str = "sccm01") -> WinRM:
-    """WinRM to a lab host as Administrator: Kerberos to the site server (Basic is off there, as on Windows),
-    Basic over https to the hosts the lab's environment still lists in credentials.winrm.basic_hosts."""
-    auth = (lab_kerberos(info, "sccm01") if host == "sccm01"
+    """WinRM to a lab host as Administrator: Kerberos to the servers and the console host (Basic is off there, as
+    on Windows), Basic over https to the in-band PCs, which the lab's environment lists in basic_hosts."""
+    auth = (lab_kerberos(info, host) if host in ("sccm01", "ca01", "console01")
             else BasicAuth("Administrator", info["dc"]["admin_password"]))
     return WinRM(f"https://{host}.vprolab.test:5986/wsman", auth=auth, ca_bundle=info["pki"]["root_cert"],
                  timeout=10)
