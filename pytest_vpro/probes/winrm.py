@@ -148,6 +148,14 @@ def _reason(exc: Exception) -> str:
     return text.rsplit(": ", 1)[-1] if ": " in text else text
 
 
+def _about_the_host(exc: KerberosError) -> bool:
+    """A Kerberos error about the host's service ticket or its answer (not the KDC's silence, nor our TGT)."""
+    from pytest_vpro.probes.kerberos import KdcTimeout  # noqa: PLC0415
+
+    text = str(exc)
+    return not isinstance(exc, KdcTimeout) and text.startswith(("no service ticket", "mutual authentication"))
+
+
 def _offered(exc: Exception) -> str:
     return " ".join(str(getattr(exc, "offered", "") or "").split())[:200]
 
@@ -296,6 +304,8 @@ class WinRM:
                 self._tried.append(f"{self.client.auth.scheme.capitalize()}"
                                    + (f" ({_reason(exc)})" if isinstance(exc, KerberosError) else ""))
                 if self._settled or self._next >= len(self._auths):
+                    if isinstance(exc, KerberosError) and not _about_the_host(exc):
+                        raise  # the KDC did not answer, or refused our own credentials: not this host's doing
                     raise AuthRefused(self.host, list(self._tried), _offered(exc)) from None
                 self.client.close()
                 self.client = WsmanClient(self.url, auth=self._auths[self._next], **self._options)

@@ -171,14 +171,19 @@ def test_smbclient_reads_amtopmgr_log_with_a_hello_from_the_unprovisioned_pc(lab
         info, "AMTOPMGR.lo_")
 
 
-def test_pywinrm_enumerates_the_site_servers_hot_fixes(lab):
+def test_pywinrm_enumerates_the_site_servers_hot_fixes(lab, tmp_path, monkeypatch):
+    """pywinrm as Windows' WinRM accepts it by default: Kerberos (the lab's site server has Basic off)."""
     import re
 
     import winrm
 
     info, plan = lab["info"], AddressPlan(NET)
-    protocol = winrm.Protocol(endpoint=f"https://{plan.site_server}:5986/wsman", transport="basic",
-                              username="Administrator", password=info["dc"]["admin_password"],
+    monkeypatch.setenv("KRB5_CONFIG", info["dc"]["krb5_conf"])
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path}/cc")
+    kinit = run(["kinit", f"Administrator@{info['realm']}"], input=info["dc"]["admin_password"] + "\n")
+    assert kinit.returncode == 0, kinit.stderr
+    protocol = winrm.Protocol(endpoint=f"https://{plan.site_server}:5986/wsman", transport="kerberos",
+                              kerberos_hostname_override="sccm01.vprolab.test",
                               server_cert_validation="validate", ca_trust_path=info["pki"]["root_cert"])
     protocol.transport.build_session()
     protocol.transport.session.mount("https://", _pinned("sccm01.vprolab.test"))  # the certificate names the FQDN

@@ -131,3 +131,27 @@ def test_basic_hosts_is_read_and_only_under_winrm(tmp_path):
     path.write_text(yaml.safe_dump(env))
     with pytest.raises(EnvironmentFileError, match="basic_hosts"):
         load(path)
+
+
+def test_a_kdc_that_does_not_answer_is_not_reported_as_the_hosts_refusal(monkeypatch):
+    import pytest_vpro.probes.winrm as winrm
+    from pytest_vpro.probes.kerberos import KdcTimeout, KerberosError
+
+    class Silent(_Client):
+        def enumerate(self, uri, **_kw):
+            raise self.error
+
+    monkeypatch.setattr(winrm, "WsmanClient", Silent)
+    for error, raised in [(KdcTimeout("no service ticket for HTTP/x as a: no answer from the Kerberos KDC"),
+                           KdcTimeout),
+                          (KerberosError("no Kerberos ticket for a@R: Preauthentication failed"), KerberosError),
+                          (KerberosError("no service ticket for HTTP/x@R as a: Server not found in Kerberos "
+                                         "database"), AuthRefused)]:
+        Silent.error = error
+        w = WinRM(URL, auth=[KerberosAuth(spn_host=HOST)], ca_bundle="ca.pem", timeout=1)
+        with pytest.raises(raised) as got:
+            w.enumerate("Win32_OperatingSystem")
+        if raised is AuthRefused:
+            assert "refused Kerberos (Server not found in Kerberos database)" in str(got.value)
+        else:
+            assert type(got.value) is raised
