@@ -130,14 +130,15 @@ def winrm_kerberos(fqdn: str, mutual: bool = True) -> KerberosAuth:
 KERBEROS_ON = 'winrm set winrm/config/service/auth @{Kerberos="true"}'
 
 
-class AuthRefused(errors.ProbeError):
+class AuthRefused(AuthFailed):
     """The WinRM server refused every scheme this probe may use with it: the host, what it did, what Windows
     accepts by default, and what to do, in one sentence."""
 
     def __init__(self, host: str, tried: list[str], offered: str):
         self.host, self.tried, self.offered = host, tried, offered
+        self.scheme, self.url, self.detail = "/".join(t.split(" ", 1)[0].lower() for t in tried), host, ""
         offer = f"it offers {offered}" if offered else "it offers no authentication scheme this probe can use"
-        super().__init__(
+        errors.ProbeError.__init__(self, 
             f"WinRM on {host} refused {'; '.join(tried)} ({offer}); expected: Kerberos (Negotiate) accepted, as "
             f"Windows does by default (WinRM service Auth/Kerberos true); action: on {host} turn Kerberos on "
             f"({KERBEROS_ON}) and check that the computer account has the SPN HTTP/{host}")

@@ -182,10 +182,16 @@ def test_pywinrm_enumerates_the_site_servers_hot_fixes(lab, tmp_path, monkeypatc
     monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path}/cc")
     kinit = run(["kinit", f"Administrator@{info['realm']}"], input=info["dc"]["admin_password"] + "\n")
     assert kinit.returncode == 0, kinit.stderr
-    protocol = winrm.Protocol(endpoint=f"https://{plan.site_server}:5986/wsman", transport="kerberos",
-                              kerberos_hostname_override="sccm01.vprolab.test",
+    from requests_kerberos import REQUIRED, HTTPKerberosAuth
+
+    # pywinrm's own kerberos transport needs pykerberos; its envelopes over requests-kerberos (pyspnego) instead
+    protocol = winrm.Protocol(endpoint=f"https://{plan.site_server}:5986/wsman", transport="basic",
+                              username="unused", password="unused",
                               server_cert_validation="validate", ca_trust_path=info["pki"]["root_cert"])
     protocol.transport.build_session()
+    protocol.transport.session.auth = HTTPKerberosAuth(mutual_authentication=REQUIRED,
+                                                       hostname_override="sccm01.vprolab.test",
+                                                       sanitize_mutual_error_response=False)
     protocol.transport.session.mount("https://", _pinned("sccm01.vprolab.test"))  # the certificate names the FQDN
     uri = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/cimv2/Win32_QuickFixEngineering"
     reply = protocol.send_message(_envelope(uri, "Enumerate", "<wsen:Enumerate/>"))
