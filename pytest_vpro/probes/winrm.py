@@ -169,8 +169,8 @@ def select_auth(host: str, url: str, cred: Any, *, realm: str, address: str | No
     ``kerberos`` (the caller's ticket cache, requests-kerberos) or a user with a password, which
     ``kerberos_credentials()`` turns into :class:`~pytest_vpro.probes.kerberos.ConsoleCredentials` (called only
     here, when the first WinRM call needs it). Basic is added only if ``host`` is in the credential's
-    ``basic_hosts`` and the URL is https. Raises :class:`~pytest_vpro.probes.wsman.ConfigurationError` for a URL on another host than
-    ``host`` (no credential goes to a host the environment does not name) and for plain http.
+    ``basic_hosts`` and the URL is https. Raises :class:`~pytest_vpro.probes.wsman.ConfigurationError` for a URL
+    on another host than ``host`` (no credential goes to a host the environment does not name) and for plain http.
     """
     parts = urlsplit(url)
     named = {host.lower().rstrip(".")} | ({address} if address else set())
@@ -208,7 +208,8 @@ class _LazyNegotiate:
 
 class _DeferredAuth(requests.auth.AuthBase):
     def __init__(self, make: Any) -> None:
-        self._make, self._auth = make, None
+        self._make = make
+        self._auth: requests.auth.AuthBase | None = None
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._auth is None:
@@ -249,7 +250,7 @@ def _convert(kind: type, value: Any) -> Any:
 
 def typed(instance: Mapping[str, Any], class_name: str | None = None) -> dict[str, Any]:
     """A plain dict of ``instance`` with the known non-string properties converted; datetimes unwrapped."""
-    cls = class_name or getattr(instance, "class_name", "")
+    cls = class_name or str(getattr(instance, "class_name", "") or "")
     types = PROPERTY_TYPES.get(cls, {})
     out: dict[str, Any] = {}
     for key, value in instance.items():
@@ -382,7 +383,8 @@ class WinRM:
         self.close()
 
 
-__all__ = ["WinRM", "BasicAuth", "winrm_kerberos", "select_auth", "AuthRefused", "KERBEROS_ON", "wmi_uri", "sms_namespace", "typed", "cim_datetime",
+__all__ = ["WinRM", "BasicAuth", "winrm_kerberos", "select_auth", "AuthRefused", "KERBEROS_ON", "wmi_uri",
+           "sms_namespace", "typed", "cim_datetime",
            "NotReadOnly", "READ_ONLY_METHODS", "PROPERTY_TYPES", "ARRAY_PROPERTIES", "HIVES", "WMI_BASE",
            "WQL_DIALECT", "CIMV2",
            "DEFAULT", "WINRM_PORT_HTTP", "WINRM_PORT_HTTPS"]

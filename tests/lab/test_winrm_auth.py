@@ -1,8 +1,8 @@
 """WinRM as Windows speaks it (docs/protocols.md, "WinRM authentication"): the lab's site server accepts Kerberos
 through ``Negotiate`` with its ``HTTP/sccm01.vprolab.test`` keytab and has Basic off, as Windows by default (so do
-the CA host and the console host); the checks that read their Windows facts over WinRM pass with Kerberos. With ``winrm_kerberos_off`` (Kerberos turned off
-in its WinRM service, as ``winrm set winrm/config/service/auth @{Kerberos="false"}`` does) they fail, naming the
-host, what it did, what Windows accepts by default and what to do.
+the CA host and the console host); the checks that read their Windows facts over WinRM pass with Kerberos. With
+``winrm_kerberos_off`` (Kerberos turned off in its WinRM service, as ``winrm set winrm/config/service/auth
+@{Kerberos="false"}`` does) they fail, naming the host, what it did, what Windows accepts by default and what to do.
 """
 from __future__ import annotations
 
