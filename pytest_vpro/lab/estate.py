@@ -297,6 +297,8 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
     stands for the client's own computer account (the lab names both after the host, and one domain cannot hold
     two accounts of one name: SCCM's naming is unconfirmed); a not yet provisioned client's computer account in
     CN=Computers. The issuing CA's pKIEnrollmentService (an enterprise CA) lists the templates it issues."""
+    for role in ("ca", "console"):  # the Windows hosts' own accounts, with the SPN WinRM's Kerberos asks for
+        dc.add_winrm_host(HOSTS[role].upper(), f"{HOSTS[role]}.{DOMAIN}")
     site_server_dn = dc.add_computer(HOSTS["site_server"].upper(), spns=[f"HOST/{HOSTS['site_server']}.{DOMAIN}"],
                                      dns_host_name=f"{HOSTS['site_server']}.{DOMAIN}")
     # The DHCP server registers clients in the (secure only) zone: a member of DnsUpdateProxy, as on AD.
@@ -529,7 +531,7 @@ def _start_ca_host(state: Path, plan: AddressPlan, pki, dc, creds: dict[str, str
     cert, key = pki.issue_infrastructure_cert(fqdn)
     spec = CaHostSpec(address=plan.ca, fqdn=fqdn, ca_name=ISSUING_CA_NAME, domain_sid=dc.domain_sid,
                       site_server_sid=dc.sid_of(SITE_SERVER_ACCOUNT), tls_cert=str(cert), tls_key=str(key),
-                      kerberos_keytab=str(dc.add_winrm_host(HOSTS["ca"].upper(), fqdn, state / "ca" / "winrm.keytab")),
+                      kerberos_keytab=str(dc.export_winrm_keytab(fqdn, state / "ca" / "winrm.keytab")),
                       kerberos_realm=REALM, **planted)
     return CaHost(spec).start()
 
@@ -590,7 +592,7 @@ def _console_host(plan: AddressPlan, pki, dc, state: Path):
         fqdn=fqdn, address=plan.console, site_code="", agent_installed=False, mei_installed=False,
         hotfixes=["KB936059"], files=[rf"{CONSOLE_SYSTEM32}\msxml6.dll", rf"{CONSOLE_SYSTEM32}\telnet.exe"],
         registry=registry, tls_cert=str(cert), tls_key=str(key),
-        kerberos_keytab=str(dc.add_winrm_host(HOSTS["console"].upper(), fqdn, state / "console" / "winrm.keytab")),
+        kerberos_keytab=str(dc.export_winrm_keytab(fqdn, state / "console" / "winrm.keytab")),
         kerberos_realm=REALM)
 
 
