@@ -156,6 +156,9 @@ class Credential:
 
     user: str | None
     password: SecretRef | None
+    #: ``credentials.winrm.basic_hosts``: the FQDNs whose WinRM may be asked with HTTP Basic (over https, after
+    #: Kerberos was refused). Windows has Basic off by default (docs/protocols.md, "WinRM authentication").
+    basic_hosts: tuple[str, ...] = ()
 
     @property
     def kerberos(self) -> bool:
@@ -444,17 +447,36 @@ class _Validator:
     def credential(self, value: Any, path: tuple[Any, ...]) -> Credential | None:
         if value == "kerberos":
             return Credential(None, None)
-        m = self.mapping(value, path, ("user", "password"), required=("user", "password"))
+        winrm = path[-1:] == ("winrm",)
+        m = self.mapping(value, path, ("user", "password", *(("basic_hosts",) if winrm else ())),
+                         required=("user", "password"))
         if not m:
             return None
         self.secret_field(m, "password", path)
         user = self.string(m, "user", path)
+        basic_hosts = self.basic_hosts(m, path) if winrm else ()
         pw = m.get("password")
         if not is_reference(pw):
             return None
         ref = SecretRef(pw, self.doc.file.parent)
         self.secret_refs.append((path + ("password",), ref))
-        return Credential(user, ref)
+        return Credential(user, ref, basic_hosts)
+
+    def basic_hosts(self, m: dict[str, Any], path: tuple[Any, ...]) -> tuple[str, ...]:
+        """``credentials.winrm.basic_hosts``: a list of FQDNs (no wildcards: Basic is allowed host by host)."""
+        value = m.get("basic_hosts", [])
+        if not isinstance(value, list):
+            self.problem(path + ("basic_hosts",), f"expected a list of host FQDNs whose WinRM accepts HTTP Basic "
+                         f"over https, found {_kind(value)}")
+            return ()
+        out = []
+        for i, host in enumerate(value):
+            if not isinstance(host, str) or not FQDN_RE.match(host) or any(c in host for c in "*/:@"):
+                self.problem(path + ("basic_hosts", i), f"expected the fully qualified domain name of a host "
+                             f"(no wildcard, no URL), found {host!r}")
+                continue
+            out.append(host.lower().rstrip("."))
+        return tuple(out)
 
     def secret_field(self, m: dict[str, Any], key: str, path: tuple[Any, ...]) -> None:
         value = m.get(key)

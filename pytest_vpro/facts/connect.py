@@ -15,7 +15,7 @@ from ..probes import kerberos, smb, tls
 from ..probes import ldap as ldap_probe
 from ..probes.amt import AmtDevice
 from ..probes.errors import ProbeError
-from ..probes.winrm import BasicAuth, WinRM, winrm_kerberos
+from ..probes.winrm import WinRM, select_auth
 from ..probes.wsman import DigestAuth, KerberosAuth, WsmanClient
 from .core import key
 
@@ -72,12 +72,27 @@ class Connector:
 
     # ------------------------------------------------------------------ WinRM
     def winrm(self, host: Server | Client) -> WinRM:
-        """Read-only WinRM to ``host`` (its ``winrm`` URL, else ``https://<fqdn>:5986/wsman``), estate-wide."""
+        """Read-only WinRM to ``host`` (its ``winrm`` URL, else ``https://<fqdn>:5986/wsman``), estate-wide, as
+        Windows authenticates: Kerberos first, Basic only for the hosts ``credentials.winrm.basic_hosts`` names
+        (:func:`~pytest_vpro.probes.winrm.select_auth`)."""
+        env = self.facts.env
+
+        def tgt() -> Any:  # credentials.winrm's user's ticket, one for the whole run
+            def acquire() -> Any:
+                self.use_krb5_config()
+                cred = self.credential("winrm")
+                return kerberos.ConsoleCredentials.with_password(
+                    self.principal(cred.user), cred.password.resolve(),
+                    timeout=env.timeouts["connect"] + env.timeouts["read"])
+            return self.facts.estate.get(key("kerberos.winrm"), acquire)
+
         def connect() -> WinRM:
-            cred = self.credential("winrm")
+            cred = env.credentials.get("winrm")
             url = getattr(host, "winrm", None) or f"https://{host.name}:5986/wsman"
-            auth = winrm_kerberos(host.name) if cred.kerberos else BasicAuth(cred.user, cred.password.resolve())
-            env = self.facts.env
+            if cred is not None and cred.kerberos:
+                self.use_krb5_config()
+            auth = select_auth(host.name, url, cred, realm=env.site.realm, address=getattr(host, "address", None),
+                               kerberos_credentials=tgt)
             return WinRM(url, auth=auth, ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"])
         return self.facts.estate.get(key("winrm.session", host.name), connect)
 

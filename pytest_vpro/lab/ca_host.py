@@ -33,7 +33,14 @@ from impacket.ldap import ldaptypes
 
 from pytest_vpro.lab.service import BackgroundService
 from pytest_vpro.lab.site_server import BasicAuthenticator, SiteServerProvider, WinrmServer
-from pytest_vpro.lab.wsman_server import Fault, ServerInstance, WsmanEndpoint, WsmanRequest, server_ssl_context
+from pytest_vpro.lab.wsman_server import (
+    Fault,
+    NegotiateAcceptor,
+    ServerInstance,
+    WsmanEndpoint,
+    WsmanRequest,
+    server_ssl_context,
+)
 
 CERTSVC_KEY = r"SYSTEM\CurrentControlSet\Services\CertSvc\Configuration"
 POLICY_MODULE = "CertificateAuthority_MicrosoftDefault.Policy"
@@ -86,6 +93,8 @@ class CaHostSpec:
     tls_cert: str = ""
     tls_key: str = ""
     basic_users: dict[str, str] = field(default_factory=dict, repr=False)
+    kerberos_keytab: str = ""           # keys of HTTP/<fqdn>@<realm>: WinRM's Negotiate (Kerberos)
+    kerberos_realm: str = ""
     registry: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -159,7 +168,11 @@ class CaHost(BackgroundService):
     def _endpoint(self, tls: bool) -> WsmanEndpoint:
         s = self.spec
         basic = BasicAuthenticator(s.basic_users) if s.basic_users and tls else None
-        return WsmanEndpoint(CaHostProvider(s), digest=basic,  # type: ignore[arg-type]
+        negotiate = None
+        if s.kerberos_keytab and s.kerberos_realm:
+            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
+                                          max_token_bytes=64 * 1024)
+        return WsmanEndpoint(CaHostProvider(s), digest=basic, negotiate=negotiate,  # type: ignore[arg-type]
                              server_header="Microsoft-HTTPAPI/1.0")
 
     @staticmethod

@@ -256,14 +256,14 @@ def build(desc: Description, state: Path, log: Callable[[str], None]) -> Lab:
         site = _start_site_server(state, desc, plan, clients, pki, dc, creds,
                                   plant=lambda spec: faults.apply("site_server", planted, ctx, site_spec=spec))
         lab.started("site-server", site.stop)
-        ca_host = _start_ca_host(plan, pki, dc, creds, ctx.ca_host)
+        ca_host = _start_ca_host(state, plan, pki, dc, creds, ctx.ca_host)
         lab.started("ca-host", ca_host.stop)
         faults.apply("running", planted, ctx, site=site)
         log(f"Site server simulator: WinRM on {plan.site_server}:5985/5986, out of band service point on 9971, "
             f"AMTOPMGR.LOG in \\\\{HOSTS['dc']}\\SMS_{SITE_CODE}\\Logs ({time.monotonic() - t0:.1f} s)")
 
         t0 = time.monotonic()
-        in_band = _start_windows_clients(lab, state, clients, pki, device_certs, creds, plan, plant=lambda specs,
+        in_band = _start_windows_clients(lab, state, clients, pki, device_certs, creds, plan, dc, plant=lambda specs,
                                          console: faults.apply("windows", planted, ctx, windows=specs, console=console))
         logs = ", OOBMGMT.LOG on \\\\<pc>\\C$" if in_band else ""
         log(f"Windows hosts: the console host and {in_band} in-band PCs with WinRM on 5985/5986{logs} "
@@ -292,6 +292,8 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
     stands for the client's own computer account (the lab names both after the host, and one domain cannot hold
     two accounts of one name: SCCM's naming is unconfirmed); a not yet provisioned client's computer account in
     CN=Computers. The issuing CA's pKIEnrollmentService (an enterprise CA) lists the templates it issues."""
+    for role in ("ca", "console"):  # the Windows hosts' own accounts, with the SPN WinRM's Kerberos asks for
+        dc.add_winrm_host(HOSTS[role].upper(), f"{HOSTS[role]}.{DOMAIN}")
     site_server_dn = dc.add_computer(HOSTS["site_server"].upper(), spns=[f"HOST/{HOSTS['site_server']}.{DOMAIN}"],
                                      dns_host_name=f"{HOSTS['site_server']}.{DOMAIN}")
     # The DHCP server registers clients in the (secure only) zone: a member of DnsUpdateProxy, as on AD.
@@ -440,7 +442,8 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
             {"UserName": f"{NETBIOS}\\{OPERATORS_GROUP}", "InstanceKey": f"{SITE_CODE}00010", "rights": [
                 "Read", "Read Resource", "Modify Collection Setting", "View management controllers",
                 "Manage management controllers"]}],
-        tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
+        # WinRM as Windows has it by default: Kerberos (Negotiate) on, Basic off (docs/protocols.md)
+        tls_cert=str(cert), tls_key=str(key), basic_users={},
         kerberos_keytab=str(keytab), kerberos_realm=REALM, dns_servers=[plan.dc],
         provisioning_certificate_cn=pki_probe.common_name(pki.provisioning_cert) or "",
         provisioning_certificate_not_after=pki.provisioning_cert.not_valid_after_utc.isoformat(),
@@ -485,20 +488,22 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
                                             "amt_discover": amt_discover}).start()
 
 
-def _start_ca_host(plan: AddressPlan, pki, dc, creds: dict[str, str], planted: dict[str, Any]):
+def _start_ca_host(state: Path, plan: AddressPlan, pki, dc, creds: dict[str, str], planted: dict[str, Any]):
     """The issuing CA's host: WinRM with CertSvc's registry (its Security grants the site server Issue and
-    Manage Certificates), and the RPC endpoint mapper port, 135 (see :mod:`pytest_vpro.lab.ca_host`)."""
+    Manage Certificates), and the RPC endpoint mapper port, 135 (see :mod:`pytest_vpro.lab.ca_host`). WinRM as
+    Windows has it by default: Kerberos through its ``HTTP/<fqdn>`` keytab, Basic off."""
     fqdn = f"{HOSTS['ca']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     spec = CaHostSpec(address=plan.ca, fqdn=fqdn, ca_name=ISSUING_CA_NAME, domain_sid=dc.domain_sid,
                       site_server_sid=dc.sid_of(SITE_SERVER_ACCOUNT), tls_cert=str(cert), tls_key=str(key),
-                      basic_users={"Administrator": creds["admin"]}, **planted)
+                      kerberos_keytab=str(dc.export_winrm_keytab(fqdn, state / "ca" / "winrm.keytab")),
+                      kerberos_realm=REALM, **planted)
     return CaHost(spec).start()
 
 
 def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki,
                            device_certs: dict[str, tuple[Path, Path]], creds: dict[str, str], plan: AddressPlan,
-                           plant: Callable[[list, Any], None] = lambda specs, console: None) -> int:
+                           dc, plant: Callable[[list, Any], None] = lambda specs, console: None) -> int:
     """The operating system of in-band clients: WinRM/WMI on each PC's address, its C$ share with OOBMGMT.LOG;
     and the console host's (:func:`_console_host`)."""
     in_band = [c for c in clients if c.provisioning == "in_band"]
@@ -516,7 +521,7 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
             management_point=f"{HOSTS['site_server']}.{DOMAIN}", site_server=f"{HOSTS['site_server']}.{DOMAIN}",
             tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]},
             log_dir=str(files.ccm_logs_dir(c.address))))
-    console = _console_host(plan, pki, creds)
+    console = _console_host(plan, pki, dc, state)
     plant(specs, console)
     windows = WindowsClients([*specs, console], calls_file=state / "clients" / "calls.jsonl").start()
     lab.started("windows-clients", windows.stop)
@@ -527,11 +532,12 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
 CONSOLE_SYSTEM32 = r"C:\WINDOWS\system32"
 
 
-def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
+def _console_host(plan: AddressPlan, pki, dc, state: Path):
     """``console01``'s Windows side: a Windows XP Professional SP3 PC running the out of band console, as the
     guide's era had them. WinRM 1.1 (KB936059), MSXML 6.0, the Telnet client, KB908209's registry entry, and
     the root and issuing CA certificates in its Trusted Root store; KB908209 itself is part of XP SP3. (The
-    console's network side, connecting to AMT, is this machine: ``testinfra: local://``.)"""
+    console's network side, connecting to AMT, is this machine: ``testinfra: local://``.) WinRM as Windows has
+    it by default: Kerberos through its computer account's ``HTTP/<fqdn>`` keytab, Basic off."""
     fqdn = f"{HOSTS['console']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     registry: dict[str, dict[str, Any]] = {"HKLM\\" + KB908209_KEY: {"iexplore.exe": 1}}
@@ -543,7 +549,9 @@ def _console_host(plan: AddressPlan, pki, creds: dict[str, str]):
     return WindowsClientSpec(
         fqdn=fqdn, address=plan.console, site_code="", agent_installed=False, mei_installed=False,
         hotfixes=["KB936059"], files=[rf"{CONSOLE_SYSTEM32}\msxml6.dll", rf"{CONSOLE_SYSTEM32}\telnet.exe"],
-        registry=registry, tls_cert=str(cert), tls_key=str(key), basic_users={"Administrator": creds["admin"]})
+        registry=registry, tls_cert=str(cert), tls_key=str(key),
+        kerberos_keytab=str(dc.export_winrm_keytab(fqdn, state / "console" / "winrm.keytab")),
+        kerberos_realm=REALM)
 
 
 def _write_environment(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan], pki,
@@ -561,7 +569,10 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
         "credentials": {
             "ldap": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
             "smb": {"user": f"{NETBIOS}\\Administrator", "password": "file:secrets/admin.secret"},
-            "winrm": {"user": "Administrator", "password": "file:secrets/admin.secret"},
+            # Kerberos first everywhere; Basic (over https) only for the in-band PCs, whose lab computer account
+            # is their AMT object (deleted when un-provisioned), so they have no HTTP/ keytab of their own
+            "winrm": {"user": "Administrator", "password": "file:secrets/admin.secret",
+                      "basic_hosts": [c.fqdn for c in clients if c.provisioning == "in_band"]},
             "amt": {"user": AMT_USER, "password": "file:secrets/amt.secret"},
             "console": {"user": f"{CONSOLE_USER}@{REALM}", "password": "file:secrets/console.secret"},
         },

@@ -808,6 +808,16 @@ fault("winrm_1_0", "The site server (out of band service point) has WinRM 1.0: s
       scope="site", site_server=_site(_winrm_1_0), fails=("PRE-WINRM-SERVICE-POINT", "HF-KB936059"))
 
 
+def _winrm_kerberos_off(spec: Any) -> None:
+    spec.kerberos_keytab = ""  # Negotiate (Kerberos) no longer accepted; Basic stays off, as by default
+
+
+fault("winrm_kerberos_off", "Kerberos is turned off in the site server's WinRM service, as an administrator would "
+      "(winrm set winrm/config/service/auth @{Kerberos=\"false\"}); Basic stays off, so the checks that read it "
+      "over WinRM get no answer.", scope="site", site_server=_site(_winrm_kerberos_off),
+      fails=("PRE-WINRM-SERVICE-POINT", "PRE-SERVICE-POINT-WINDOWS-2003-SP2"))
+
+
 def _console(fn: Callable[..., None]) -> Callable[..., None]:
     """A windows step for a site-wide fault of the console host: ``fn(console_spec, **params)``."""
     return lambda ctx, target, **params: fn(ctx.console, **params)

@@ -826,6 +826,18 @@ class SambaDC(ChildProcess):
         return Path(path)
 
 
+    def add_winrm_host(self, name: str, fqdn: str) -> str:
+        """A Windows host's computer account (``NAME$``) with the SPN WinRM authenticates to, ``HTTP/<fqdn>``
+        (no port), and ``HOST/<fqdn>``, as a domain member has it. Over LDAP: made while the directory answers."""
+        return self.add_computer(name, spns=[f"HOST/{fqdn}", f"HTTP/{fqdn}"], dns_host_name=fqdn)
+
+    def export_winrm_keytab(self, fqdn: str, keytab: Path) -> Path:
+        """The key of ``HTTP/<fqdn>`` in ``keytab``, for the host's Negotiate acceptor (as ``samba-tool domain
+        exportkeytab --principal=HTTP/<fqdn>``; read from the DC's database, so a hung LDAP server is no matter)."""
+        Path(keytab).parent.mkdir(parents=True, exist_ok=True)
+        return self.export_keytab(Path(keytab), [f"HTTP/{fqdn}"])
+
+
 def _proc_table() -> dict[int, tuple[str, int, int]]:
     """{pid: (state, ppid, session id)} from /proc/<pid>/stat (proc(5): fields 3, 4 and 6)."""
     table = {}

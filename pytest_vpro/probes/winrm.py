@@ -15,8 +15,18 @@ Facts from Microsoft's WinRM documentation (MS-WSMV) as the WinRM clients use th
 WinRM answers every property as text; :func:`typed` turns the known numeric and boolean properties
 (:data:`PROPERTY_TYPES`) and CIM datetimes into Python values. This probe never changes a server: only the
 methods in :data:`READ_ONLY_METHODS` can be invoked, anything else raises :class:`NotReadOnly` before a byte is
-sent. Authentication: Kerberos (``Negotiate``, SPN ``HTTP/<fqdn>`` without a port, as WinRM registers it) or
-HTTP Basic, which is refused over plain http unless the caller says the server allows unencrypted traffic.
+sent.
+
+Authentication (docs/protocols.md, "WinRM authentication"): Windows' WinRM service has ``Auth/Kerberos`` and
+``Auth/Negotiate`` on and ``Auth/Basic`` off by default, on the client side too; so :func:`select_auth`, which the
+checks use, offers Kerberos first (``Negotiate`` with a Kerberos token for ``HTTP/<fqdn>`` without a port, as
+WinRM registers it, with mutual authentication): a ``kerberos`` credential through requests-kerberos
+(``HTTPKerberosAuth``, the caller's ticket cache), a user with a password through the console's GSSAPI code
+(:mod:`pytest_vpro.probes.kerberos`, a private ticket cache). HTTP Basic comes second, and only for a host the
+environment names in ``credentials.winrm.basic_hosts``, and only over https. WinRM over http encrypts each
+message with the SPNEGO session key (MS-WSMV); this probe does not implement that wrap, so it speaks WinRM over
+https (5986) only. Credentials go only to the host the environment names (the URL's host must be that host or
+its address), and no redirect is ever followed (:class:`~pytest_vpro.probes.wsman.Redirected`).
 """
 from __future__ import annotations
 
@@ -27,7 +37,9 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 import requests
 
-from pytest_vpro.probes.wsman import Instance, KerberosAuth, WsmanClient
+from pytest_vpro.probes import errors
+from pytest_vpro.probes.kerberos import KerberosError, NegotiateAuth
+from pytest_vpro.probes.wsman import AuthFailed, ConfigurationError, Instance, KerberosAuth, WsmanClient
 
 WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/"
 WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
@@ -109,9 +121,100 @@ class BasicAuth:
         return requests.auth.HTTPBasicAuth(self.user, self.password)
 
 
-def winrm_kerberos(fqdn: str) -> KerberosAuth:
-    """Kerberos to WinRM: SPN ``HTTP/<fqdn>`` (no port)."""
-    return KerberosAuth(spn_host=fqdn)
+def winrm_kerberos(fqdn: str, mutual: bool = True) -> KerberosAuth:
+    """Kerberos to WinRM from the caller's ticket cache (requests-kerberos): SPN ``HTTP/<fqdn>`` (no port)."""
+    return KerberosAuth(spn_host=fqdn, mutual=mutual)
+
+
+#: What an administrator runs on the host to turn Kerberos back on (``winrm set``, Microsoft's WinRM docs).
+KERBEROS_ON = 'winrm set winrm/config/service/auth @{Kerberos="true"}'
+
+
+class AuthRefused(AuthFailed):
+    """The WinRM server refused every scheme this probe may use with it: the host, what it did, what Windows
+    accepts by default, and what to do, in one sentence."""
+
+    def __init__(self, host: str, tried: list[str], offered: str):
+        self.host, self.tried, self.offered = host, tried, offered
+        self.scheme, self.url, self.detail = "/".join(t.split(" ", 1)[0].lower() for t in tried), host, ""
+        offer = f"it offers {offered}" if offered else "it offers no authentication scheme this probe can use"
+        errors.ProbeError.__init__(self, 
+            f"WinRM on {host} refused {'; '.join(tried)} ({offer}); expected: Kerberos (Negotiate) accepted, as "
+            f"Windows does by default (WinRM service Auth/Kerberos true); action: on {host} turn Kerberos on "
+            f"({KERBEROS_ON}) and check that the computer account has the SPN HTTP/{host}")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text.rsplit(": ", 1)[-1] if ": " in text else text
+
+
+def _about_the_host(exc: KerberosError) -> bool:
+    """A Kerberos error about the host's service ticket or its answer (not the KDC's silence, nor our TGT)."""
+    from pytest_vpro.probes.kerberos import KdcTimeout  # noqa: PLC0415
+
+    text = str(exc)
+    return not isinstance(exc, KdcTimeout) and text.startswith(("no service ticket", "mutual authentication"))
+
+
+def _offered(exc: Exception) -> str:
+    return " ".join(str(getattr(exc, "offered", "") or "").split())[:200]
+
+
+def select_auth(host: str, url: str, cred: Any, *, realm: str, address: str | None = None,
+                kerberos_credentials: Any = None) -> list[Any]:
+    """The authentications to try with WinRM on ``host`` at ``url``, in order: Kerberos, then Basic if allowed.
+
+    ``cred`` is the environment's ``credentials.winrm`` (:class:`~pytest_vpro.environment.Credential`):
+    ``kerberos`` (the caller's ticket cache, requests-kerberos) or a user with a password, which
+    ``kerberos_credentials()`` turns into :class:`~pytest_vpro.probes.kerberos.ConsoleCredentials` (called only
+    here, when the first WinRM call needs it). Basic is added only if ``host`` is in the credential's
+    ``basic_hosts`` and the URL is https. Raises :class:`~pytest_vpro.probes.wsman.ConfigurationError` for a URL
+    on another host than ``host`` (no credential goes to a host the environment does not name) and for plain http.
+    """
+    parts = urlsplit(url)
+    named = {host.lower().rstrip(".")} | ({address} if address else set())
+    if (parts.hostname or "").lower().rstrip(".") not in named:
+        raise ConfigurationError(f"{url}: WinRM URL of {host} names another host ({parts.hostname}); credentials "
+                                 f"go only to the host the environment names")
+    if parts.scheme != "https":
+        raise ConfigurationError(f"{url}: WinRM over http needs SPNEGO message encryption, which this probe does "
+                                 f"not implement; use https (port {WINRM_PORT_HTTPS}) for {host}")
+    if cred is None:
+        raise errors.ProbeError("no WinRM credential in the environment file (credentials.winrm)")
+    fqdn = host.lower().rstrip(".")
+    if cred.kerberos:
+        return [winrm_kerberos(fqdn)]
+    auths: list[Any] = [_LazyNegotiate(kerberos_credentials, realm, f"HTTP/{fqdn}@{realm}")]
+    if fqdn in {h.lower().rstrip(".") for h in getattr(cred, "basic_hosts", ())}:
+        auths.append(BasicAuth(cred.user, cred.password.resolve()))
+    return auths
+
+
+@dataclass(frozen=True)
+class _LazyNegotiate:
+    """:class:`NegotiateAuth` whose credentials (a TGT from the KDC) are asked for at the first request."""
+
+    credentials: Any = field(repr=False)
+    realm: str
+    spn: str
+    mutual: bool = True
+    scheme = "kerberos"
+
+    def for_url(self, url: str) -> requests.auth.AuthBase:
+        return _DeferredAuth(lambda: NegotiateAuth(self.credentials(), self.realm, mutual=self.mutual,
+                                                   spn=self.spn).for_url(url))
+
+
+class _DeferredAuth(requests.auth.AuthBase):
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._auth: requests.auth.AuthBase | None = None
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._auth is None:
+            self._auth = self._make()
+        return self._auth(request)
 
 
 # --- typing -------------------------------------------------------------------------------
@@ -147,7 +250,7 @@ def _convert(kind: type, value: Any) -> Any:
 
 def typed(instance: Mapping[str, Any], class_name: str | None = None) -> dict[str, Any]:
     """A plain dict of ``instance`` with the known non-string properties converted; datetimes unwrapped."""
-    cls = class_name or getattr(instance, "class_name", "")
+    cls = class_name or str(getattr(instance, "class_name", "") or "")
     types = PROPERTY_TYPES.get(cls, {})
     out: dict[str, Any] = {}
     for key, value in instance.items():
@@ -177,8 +280,41 @@ class WinRM:
     """
 
     def __init__(self, url: str, *, auth: Any, ca_bundle: str | None, timeout: float, **kwargs: Any):
-        self.client = WsmanClient(url, auth=auth, ca_bundle=ca_bundle, timeout=timeout, **kwargs)
+        self._auths = list(auth) if isinstance(auth, (list, tuple)) else [auth]
+        if not self._auths:
+            raise ConfigurationError(f"{url}: no WinRM authentication to use")
+        self._options = dict(ca_bundle=ca_bundle, timeout=timeout, **kwargs)
         self.url = url
+        self.host = urlsplit(url).hostname or url
+        self._next = 1
+        self._settled = len(self._auths) == 1
+        self._tried: list[str] = []
+        self.client = WsmanClient(url, auth=self._auths[0], **self._options)
+
+    @property
+    def auth_scheme(self) -> str:
+        """The scheme in use (``kerberos`` or ``basic``)."""
+        return self.client.auth.scheme
+
+    def _call(self, operation: Any) -> Any:
+        """``operation(client)``; a refused scheme moves on to the next one (:func:`select_auth`'s order) until
+        one is accepted; when none is, :class:`AuthRefused` says so."""
+        while True:
+            try:
+                out = operation(self.client)
+            except (AuthFailed, KerberosError) as exc:
+                self._tried.append(f"{self.client.auth.scheme.capitalize()}"
+                                   + (f" ({_reason(exc)})" if isinstance(exc, KerberosError) else ""))
+                if self._settled or self._next >= len(self._auths):
+                    if isinstance(exc, KerberosError) and not _about_the_host(exc):
+                        raise  # the KDC did not answer, or refused our own credentials: not this host's doing
+                    raise AuthRefused(self.host, list(self._tried), _offered(exc)) from None
+                self.client.close()
+                self.client = WsmanClient(self.url, auth=self._auths[self._next], **self._options)
+                self._next += 1
+                continue
+            self._settled = True
+            return out
 
     @classmethod
     def for_host(cls, host: str, *, tls: bool = True, port: int | None = None, **kwargs: Any) -> "WinRM":
@@ -191,26 +327,26 @@ class WinRM:
     def enumerate(self, class_name: str, namespace: str = CIMV2, wql: str | None = None) -> list[dict[str, Any]]:
         """Every instance of ``class_name``; with ``wql``, what the query selects (its FROM names the class)."""
         if wql is None:
-            items = self.client.enumerate(wmi_uri(class_name, namespace))
+            items = self._call(lambda c: c.enumerate(wmi_uri(class_name, namespace)))
         else:
             m = _WQL_CLASS.match(wql)
             if not m:
                 raise ValueError("WQL must be 'SELECT ... FROM <Class> ...'")
             if m[1].lower() != class_name.lower():
                 raise ValueError(f"WQL selects from {m[1]}, not {class_name}")
-            items = self.client.enumerate(wmi_uri("*", namespace), filter=(WQL_DIALECT, wql))
+            items = self._call(lambda c: c.enumerate(wmi_uri("*", namespace), filter=(WQL_DIALECT, wql)))
         return [typed(i, class_name) for i in items]
 
     def get(self, class_name: str, selectors: Mapping[str, str], namespace: str = CIMV2) -> dict[str, Any]:
         """One instance by its key properties (e.g. ``{"Name": "WinRM"}`` for Win32_Service)."""
-        return typed(self.client.get(wmi_uri(class_name, namespace), selectors), class_name)
+        return typed(self._call(lambda c: c.get(wmi_uri(class_name, namespace), selectors)), class_name)
 
     def invoke(self, class_name: str, method: str, params: Mapping[str, Any], namespace: str = DEFAULT,
                selectors: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Call a method on the read-only allow-list (:data:`READ_ONLY_METHODS`); anything else raises NotReadOnly."""
         if (class_name, method) not in READ_ONLY_METHODS:
             raise NotReadOnly(f"{class_name}.{method} is not a read-only method; this probe does not call it")
-        out = self.client.invoke(wmi_uri(class_name, namespace), method, params, selectors)
+        out = self._call(lambda c: c.invoke(wmi_uri(class_name, namespace), method, params, selectors))
         return dict(out)
 
     def registry_value(self, hive: str | int, key: str, value: str, kind: str = "string") -> str | int | bytes | None:
@@ -247,7 +383,8 @@ class WinRM:
         self.close()
 
 
-__all__ = ["WinRM", "BasicAuth", "winrm_kerberos", "wmi_uri", "sms_namespace", "typed", "cim_datetime",
+__all__ = ["WinRM", "BasicAuth", "winrm_kerberos", "select_auth", "AuthRefused", "KERBEROS_ON", "wmi_uri",
+           "sms_namespace", "typed", "cim_datetime",
            "NotReadOnly", "READ_ONLY_METHODS", "PROPERTY_TYPES", "ARRAY_PROPERTIES", "HIVES", "WMI_BASE",
            "WQL_DIALECT", "CIMV2",
            "DEFAULT", "WINRM_PORT_HTTP", "WINRM_PORT_HTTPS"]

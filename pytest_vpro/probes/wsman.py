@@ -103,8 +103,9 @@ class Unreachable(WsmanError, errors.Unreachable):
 class AuthFailed(WsmanError):
     """The server still answered 401 after we authenticated."""
 
-    def __init__(self, scheme: str, url: str, detail: str = ""):
+    def __init__(self, scheme: str, url: str, detail: str = "", offered: str = ""):
         self.scheme, self.url, self.detail = scheme, url, detail
+        self.offered = offered  # the 401's WWW-Authenticate: the schemes the server offers
         msg = f"{scheme} authentication to {url} was refused"
         super().__init__(msg + (f": {detail}" if detail else ""))
 
@@ -260,6 +261,8 @@ class KerberosAuth:
             mutual_authentication=REQUIRED if self.mutual else OPTIONAL,
             service=self.service,
             hostname_override=self.spn_host or f"{parts.hostname}:{port}",
+            # a SOAP fault (HTTP 500) carries no mutual-auth token; keep its body for the caller to read
+            sanitize_mutual_error_response=False,
         )
 
 
@@ -678,7 +681,8 @@ class WsmanClient:
         if 300 <= status < 400:  # never followed: the device's credentials go to the device only
             raise Redirected(self.url, status, resp.headers.get("Location", ""))
         if status == 401:
-            raise AuthFailed(self.auth.scheme, self.url, getattr(self._requests_auth, "problem", ""))
+            raise AuthFailed(self.auth.scheme, self.url, getattr(self._requests_auth, "problem", ""),
+                             offered=resp.headers.get("WWW-Authenticate", ""))
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         is_soap = ctype in ("application/soap+xml", "text/xml")
         if status == 400 and sent_negotiate and not is_soap:

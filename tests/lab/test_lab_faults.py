@@ -126,9 +126,20 @@ def device(info, number: int) -> AmtDevice:
 
 
 def winrm(info, host: str = "sccm01") -> WinRM:
-    return WinRM(f"https://{host}.vprolab.test:5986/wsman", auth=BasicAuth("Administrator",
-                                                                          info["dc"]["admin_password"]),
-                 ca_bundle=info["pki"]["root_cert"], timeout=10)
+    """WinRM to a lab host as Administrator: Kerberos to the servers and the console host (Basic is off there, as
+    on Windows), Basic over https to the in-band PCs, which the lab's environment lists in basic_hosts."""
+    auth = (lab_kerberos(info, host) if host in ("sccm01", "ca01", "console01")
+            else BasicAuth("Administrator", info["dc"]["admin_password"]))
+    return WinRM(f"https://{host}.vprolab.test:5986/wsman", auth=auth, ca_bundle=info["pki"]["root_cert"],
+                 timeout=10)
+
+
+def lab_kerberos(info, host: str):
+    from pytest_vpro.probes.kerberos import ConsoleCredentials, NegotiateAuth, use_config  # noqa: PLC0415
+
+    use_config(info["dc"]["krb5_conf"])
+    creds = ConsoleCredentials.with_password("Administrator@VPROLAB.TEST", info["dc"]["admin_password"])
+    return NegotiateAuth(creds, "VPROLAB.TEST", mutual=True, spn=f"HTTP/{host}.vprolab.test@VPROLAB.TEST")
 
 
 def console_files(info) -> set[str]:

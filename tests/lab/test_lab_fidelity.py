@@ -172,16 +172,27 @@ def test_smbclient_reads_amtopmgr_log_with_a_hello_from_the_unprovisioned_pc(lab
         info, "AMTOPMGR.lo_")
 
 
-def test_pywinrm_enumerates_the_site_servers_hot_fixes(lab):
+def test_pywinrm_enumerates_the_site_servers_hot_fixes(lab, tmp_path, monkeypatch):
+    """pywinrm as Windows' WinRM accepts it by default: Kerberos (the lab's site server has Basic off)."""
     import re
 
     import winrm
 
     info, plan = lab["info"], AddressPlan(NET)
+    monkeypatch.setenv("KRB5_CONFIG", info["dc"]["krb5_conf"])
+    monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path}/cc")
+    kinit = run(["kinit", f"Administrator@{info['realm']}"], input=info["dc"]["admin_password"] + "\n")
+    assert kinit.returncode == 0, kinit.stderr
+    from requests_kerberos import REQUIRED, HTTPKerberosAuth
+
+    # pywinrm's own kerberos transport needs pykerberos; its envelopes over requests-kerberos (pyspnego) instead
     protocol = winrm.Protocol(endpoint=f"https://{plan.site_server}:5986/wsman", transport="basic",
-                              username="Administrator", password=info["dc"]["admin_password"],
+                              username="unused", password="unused",
                               server_cert_validation="validate", ca_trust_path=info["pki"]["root_cert"])
     protocol.transport.build_session()
+    protocol.transport.session.auth = HTTPKerberosAuth(mutual_authentication=REQUIRED,
+                                                       hostname_override="sccm01.vprolab.test",
+                                                       sanitize_mutual_error_response=False)
     protocol.transport.session.mount("https://", _pinned("sccm01.vprolab.test"))  # the certificate names the FQDN
     uri = "http://schemas.microsoft.com/wbem/wsman/1/wmi/root/cimv2/Win32_QuickFixEngineering"
     reply = protocol.send_message(_envelope(uri, "Enumerate", "<wsen:Enumerate/>"))
@@ -224,12 +235,17 @@ def test_unprovision_action_does_what_the_real_one_does(lab):
 
     from pytest_vpro.probes.amt import AmtDevice
     from pytest_vpro.probes.dns import Resolver, route_connections
-    from pytest_vpro.probes.winrm import BasicAuth, NotReadOnly, WinRM
+    from pytest_vpro.probes.winrm import NotReadOnly, WinRM
     from pytest_vpro.probes.wsman import DigestAuth, WsmanClient
 
     info, plan = lab["info"], AddressPlan(NET)
     target = info["clients"][5]  # pc0006, provisioned
-    url, auth = "https://sccm01.vprolab.test:5986/wsman", BasicAuth("Administrator", info["dc"]["admin_password"])
+    from pytest_vpro.probes.kerberos import ConsoleCredentials, NegotiateAuth, use_config
+
+    use_config(info["dc"]["krb5_conf"])  # Basic is off on the lab's site server, as on Windows: Kerberos
+    creds = ConsoleCredentials.with_password("Administrator@VPROLAB.TEST", info["dc"]["admin_password"])
+    url = "https://sccm01.vprolab.test:5986/wsman"
+    auth = NegotiateAuth(creds, "VPROLAB.TEST", spn="HTTP/sccm01.vprolab.test@VPROLAB.TEST")
     with route_connections(Resolver([info["dns"]["address"]]), ["vprolab.test"]):
         reader = WinRM(url, auth=auth, ca_bundle=info["pki"]["root_cert"], timeout=10)
         (system,) = reader.enumerate("SMS_R_System", "root/sms/site_LAB", wql="SELECT ResourceId FROM SMS_R_System "
