@@ -286,10 +286,11 @@ def trend_svg(trend: list[dict], width: int = 720) -> str:
                    f"transform='rotate(-45 {cx:.1f} {top + plot_h + 12})'>{_e(day)}</text>")
     y = height - 8
     for j, (key, colour) in enumerate(FUNNEL_COLOURS.items()):
-        out.append(f"<rect x='{left + j * 110}' y='{y - 9}' width='10' height='10' fill='{colour}'/>"
-                   f"<text x='{left + j * 110 + 14}' y='{y}'>{'skipped or manual' if key == 'skipped' else key}</text>")
-    out.append(f"<rect x='{left + 330}' y='{y - 9}' width='10' height='10' fill='none' stroke='#555' "
-               f"stroke-dasharray='3,2'/><text x='{left + 344}' y='{y}'>not counted</text>")
+        out.append(f"<rect x='{left + j * 140}' y='{y - 9}' width='10' height='10' fill='{colour}'/>"
+                   f"<text x='{left + j * 140 + 14}' y='{y}'>{'skipped or manual' if key == 'skipped' else key}</text>")
+    out.append(f"<rect x='{left + 420}' y='{y - 9}' width='10' height='10' fill='none' stroke='#555' "
+               f"stroke-dasharray='3,2'/><text x='{left + 434}' y='{y}'>not counted (interrupted, or checked "
+               "nothing)</text>")
     out.append("</svg>")
     return "".join(out)
 
