@@ -137,23 +137,27 @@ def trim(records: list[dict[str, Any]], keep: int = KEEP_PER_ENVIRONMENT) -> lis
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Two runs that end at once do not lose each other's record."""
-    lock = path.with_name(f".{path.name}.lock")
-    with open(lock, "a") as fh:
-        try:
-            import fcntl  # noqa: PLC0415 (POSIX)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
+def _locked(folder: Path) -> Iterator[None]:
+    """Two runs that end at once do not lose each other's record: the reports folder itself is locked (the file
+    is replaced, so a lock on it would not hold; a lock file would be one more entry among the run folders)."""
+    try:
+        import fcntl  # noqa: PLC0415 (POSIX)
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
         yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def append(path: Path, record: dict[str, Any], keep: int = KEEP_PER_ENVIRONMENT) -> list[dict[str, Any]]:
     """Add ``record`` (a record of the same run id and environment is replaced), trim, and write the file
     atomically. Returns every record of the record's environment, oldest first, the new one last."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path):
+    with _locked(path.parent):
         records, _ = read(path)
         records = [r for r in records if (r["environment"], r["run"]) != (record["environment"], record["run"])]
         records = trim([*records, record], keep)
