@@ -289,8 +289,7 @@ def trend_svg(trend: list[dict], width: int = 720) -> str:
         out.append(f"<rect x='{left + j * 140}' y='{y - 9}' width='10' height='10' fill='{colour}'/>"
                    f"<text x='{left + j * 140 + 14}' y='{y}'>{'skipped or manual' if key == 'skipped' else key}</text>")
     out.append(f"<rect x='{left + 420}' y='{y - 9}' width='10' height='10' fill='none' stroke='#555' "
-               f"stroke-dasharray='3,2'/><text x='{left + 434}' y='{y}'>not counted (interrupted, or checked "
-               "nothing)</text>")
+               f"stroke-dasharray='3,2'/><text x='{left + 434}' y='{y}'>not counted</text>")
     out.append("</svg>")
     return "".join(out)
 
