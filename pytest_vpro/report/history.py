@@ -21,8 +21,9 @@ import datetime as dt
 import json
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 HISTORY_FILE = "history.jsonl"
 KEEP_PER_ENVIRONMENT = 30
@@ -75,7 +76,7 @@ def make_record(run, recorder, rows: list[dict[str, object]] | None = None,
     why = "" if run.complete else "interrupted"
     if not results:
         why = "checked nothing"
-    finished = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="seconds")
+    finished = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
     return {
         "v": VERSION, "environment": run.env.name, "run": run.id, "time": run.started or finished,
         "finished": finished, "complete": bool(run.complete), "counted": not why, "not_counted": why,
@@ -92,7 +93,7 @@ def make_record(run, recorder, rows: list[dict[str, object]] | None = None,
 
 def passed_pairs(record: dict[str, Any]) -> set[tuple[str, str]]:
     targets = record.get("targets") or []
-    out = set()
+    out: set[tuple[str, str]] = set()
     for check, bits in (record.get("passed") or {}).items():
         out.update((check, targets[i]) for i in _unbitmap(bits) if i < len(targets))
     return out
@@ -141,7 +142,7 @@ def _locked(folder: Path) -> Iterator[None]:
     """Two runs that end at once do not lose each other's record: the reports folder itself is locked (the file
     is replaced, so a lock on it would not hold; a lock file would be one more entry among the run folders)."""
     try:
-        import fcntl  # noqa: PLC0415 (POSIX)
+        import fcntl
         fd = os.open(folder, os.O_RDONLY)
     except (ImportError, OSError):
         yield

@@ -215,9 +215,9 @@ def night_over_night(history: dict | None, checks: dict[str, Check], results: di
     if not history.get("recorded"):
         return head + "<p>The history could not be written (see the run's notes): nothing to compare with.</p>"
     trend = history.get("trend") or []
-    parts = [head, f"<p>{plural(len(trend), 'recorded run')} of this environment in <code>{_e(history['file'])}"
-             f"</code> beside the run folders (the newest {KEEP_PER_ENVIRONMENT} are kept); hollow bars are runs "
-             "that were interrupted or checked nothing: recorded, never a baseline.</p>", trend_svg(trend)]
+    parts = [head, (f"<p>{plural(len(trend), 'recorded run')} of this environment in <code>{_e(history['file'])}"
+                    f"</code> beside the run folders (the newest {KEEP_PER_ENVIRONMENT} are kept); hollow bars are "
+                    "runs that were interrupted or checked nothing: recorded, never a baseline.</p>"), trend_svg(trend)]
     if history.get("not_counted"):
         parts.append(f"<p class='failed'>This run is not counted ({_e(history['not_counted'])}): the next run is "
                      "compared with the last complete one.</p>")
@@ -261,9 +261,9 @@ def trend_svg(trend: list[dict], width: int = 720) -> str:
     bar_w = max(4.0, slot * 0.7)
     most = max(r["passed"] + r["failed"] + r["skipped"] + r["manual"] for r in trend) or 1
     height = top + plot_h + label_h + 20
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' role='img' class='trend' width='{width}' height='{height}' "
-           f"viewBox='0 0 {width} {height}' font-family='sans-serif' font-size='11'>"
-           "<title>Night over night: results passed, failed and skipped per recorded run, oldest first</title>",
+    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' role='img' class='trend' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}' font-family='sans-serif' font-size='11'>"
+            "<title>Night over night: results passed, failed and skipped per recorded run, oldest first</title>"),
            f"<line x1='{left}' y1='{top + plot_h}' x2='{width - 4}' y2='{top + plot_h}' stroke='#888'/>",
            f"<text x='{left - 4}' y='{top + 10}' text-anchor='end'>{most}</text>",
            f"<text x='{left - 4}' y='{top + plot_h}' text-anchor='end'>0</text>"]

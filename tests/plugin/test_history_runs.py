@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from helpers import latest, make_project
+
 from pytest_vpro.report import history
 from pytest_vpro.report.merge import merge
 

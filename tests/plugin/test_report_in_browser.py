@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from helpers import latest, make_project
 
 CHROMIUM = shutil.which("chromium")
@@ -31,7 +30,7 @@ def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess:
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
                            "--disable-dev-shm-usage",
                            f"--user-data-dir={profile}", f"--window-size={WIDTH},2000", *args],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:

@@ -56,7 +56,7 @@ def test_a_run_appends_one_compact_record(tmp_path):
 def test_regressed_and_fixed_since_the_previous_run(tmp_path):
     _night(tmp_path, "run01", GOOD)
     later = {**GOOD, ("A", "pc1"): "failed", ("B", "pc2"): "passed", ("A", "pc2"): "skipped"}
-    run, rec = _night(tmp_path, "run02", later)
+    _, rec = _night(tmp_path, "run02", later)
     h = rec.history
     assert h["previous_run"] == "run01"
     assert h["regressed"] == [{"check": "A", "target": "client:pc1"}]  # passed then, failed now
@@ -102,7 +102,7 @@ def test_thirty_records_are_kept_per_environment(tmp_path):
 def test_a_record_of_the_same_run_replaces_the_old_one_and_bad_lines_are_skipped(tmp_path):
     path = tmp_path / "history.jsonl"
     path.write_text("not json\n")
-    run, rec = _night(tmp_path, "run01", GOOD)
+    run, _ = _night(tmp_path, "run01", GOOD)
     assert any("1 unreadable line" in n for n in run.notes)
     _night(tmp_path, "run01", GOOD)
     records, bad = history.read(path)
