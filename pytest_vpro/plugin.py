@@ -31,7 +31,7 @@ from .probes import (
     hello_listener,
     httpclient,  # noqa: F401  it reads the proxy settings now, in the main thread
 )
-from .report import fleet, html, listing, ticket
+from .report import fleet, history, html, listing, ticket
 from .secrets import redact
 
 ENGINE = pytest.StashKey[Engine]()
@@ -324,6 +324,8 @@ class ControllerSession:
         self.run.notes.extend(selection.problems)
         if selection.problems and exitstatus == pytest.ExitCode.OK:  # a green run on nothing is not green
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if self.run.shard is None:  # a shard is a part of a night: vpro-report records the merged night once
+            self.recorder.history = history.update(self.run, self.recorder)
         self.recorder.write(self.run)
         out = self.config.getoption("facts_out")
         if out:

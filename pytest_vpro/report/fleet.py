@@ -22,6 +22,7 @@ from ..catalog import Check
 from ..causes import CAUSED_RE, Causes
 from ..environment import Environment, Target
 from ..probes import errors
+from .history import summary_line as history_line
 
 STAGE_TITLES = {
     1: "Installation pre-requisites met",
@@ -84,6 +85,7 @@ class FleetRecorder:
         self.expected: dict[str, int] | None = None  # checks selected per target key; None: not known
         self.problems: list[str] = []  # what was missing from the selection or the inventory (never "ready")
         self.causes = Causes()  # the run's dead shared services (causes.json), set by the controller
+        self.history: dict | None = None  # night over night (history.update), set by the controller or the merge
 
     def record(self, report) -> None:
         props = dict(report.user_properties)
@@ -231,6 +233,8 @@ class FleetRecorder:
                          f"{c['skipped']:>8}")
         if not counts:
             lines.append("(no checks ran)")
+        if (line := history_line(self.history, env.name)) is not None:
+            lines.append(line)
         lines.append(f"fleet table: {run.dir / 'fleet.csv'}")
         lines.append(f"junit xml:   {run.dir / 'junit.xml'}")
         if run.html:
@@ -251,6 +255,8 @@ class FleetRecorder:
         ready, verdict = self.verdict(run, rows)
         summary = {"environment": self.env.name, "stages": self.stage_counts(), "clients": len(self.env.clients),
                    "complete": run.complete, "ready": ready, "verdict": verdict, "causes": self.cause_rows()}
+        if self.history is not None:
+            summary["history"] = self.history
         (run.dir / "summary.json").write_text(json.dumps(summary, indent=2))
         results_dir = run.dir / "allure-results"
         if results_dir.is_dir():

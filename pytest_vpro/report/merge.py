@@ -18,10 +18,10 @@ from pathlib import Path
 
 from .. import catalog, interrupts
 from .. import environment as envmod
-from . import html, ticket
 from ..causes import Causes
-from .fleet import FleetRecorder, Result
 from ..run import Run, read_selection
+from . import history, html, ticket
+from .fleet import FleetRecorder, Result
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ def merge(out: Path, runs: list[Path]) -> Path:
     run = Run(id=out.name, dir=out, root=out.parent, env=env, env_path=Path(meta["environment_file"]),
               started=meta.get("started", ""), complete=all(json.loads((r / "run.json").read_text()).get("complete")
                                                             for r in runs))
+    if any(json.loads((r / "run.json").read_text()).get("shard") for r in runs):  # one record for the night;
+        recorder.history = history.update(run, recorder)  # a re-rendered run recorded itself when it ended
     recorder.write(run)
     html.render(run)
     return ticket.render(run, recorder, catalog.load())

@@ -7,6 +7,8 @@ a minute and 3.6 GB to render. A ticket needs less, so this file holds, in plain
   complete or not), the stage funnel as a chart (inline SVG: no script, so it opens from a ticket's attachment)
   and as a table, every failed check with its targets, finding and corrective action, ordered by stage and then
   by what it blocks, and the fleet table (one row per client, wrapped to the page);
+* night over night (:mod:`.history`): the results of the environment's recorded runs as a chart (inline SVG), and
+  the (check, target) pairs that regressed or were fixed since the last complete run;
 * summarised: evidence (attached for the first few targets of each failing check, each attachment cut at a few
   KB), passed checks (counted per check) and skips (counted per reason).
 
@@ -23,9 +25,11 @@ from pathlib import Path
 from ..catalog import Check
 from ..causes import CAUSED_RE
 from .fleet import FLEET_FIELDS, STAGE_TITLES, FleetRecorder, plural
+from .history import KEEP_PER_ENVIRONMENT
 
 EVIDENCE_TARGETS_PER_CHECK = 10
 EVIDENCE_BYTES = 4_000
+HISTORY_ROWS = 200  # regressed or fixed pairs listed; the rest are in summary.json
 MAX_BYTES = 20_000_000  # the ticket file's budget; failures beyond it are counted, not listed
 
 CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:.5em 0}
@@ -85,6 +89,7 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
                      f"<td class='ok'>{c['passed']}</td><td class='failed'>{c['failed']}</td>"
                      f"<td>{c['skipped']}</td></tr>")
     parts.append("</table>")
+    parts.append(night_over_night(recorder.history, checks, results))
 
     failed: dict[str, list[tuple[str, object]]] = {}
     for nodeid, r in results.items():
@@ -196,6 +201,95 @@ def funnel_svg(counts: dict[int, dict[str, int]], width: int = 640) -> str:
         out.append(f"<rect x='{label_w + j * 110}' y='{y}' width='10' height='10' fill='{colour}'/>"
                    f"<text x='{label_w + j * 110 + 14}' y='{y + 10}'>{'skipped or gated' if key == 'skipped' else key}"
                    "</text>")
+    out.append("</svg>")
+    return "".join(out)
+
+
+def night_over_night(history: dict | None, checks: dict[str, Check], results: dict) -> str:
+    """The trend section: the pass/fail counts of the recorded runs as a chart, then what regressed and what was
+    fixed since the baseline (the newest earlier complete run of the environment)."""
+    head = "<h2 id='history'>Night over night</h2>"
+    if history is None:
+        return head + ("<p>This run is not in the history (a shard is recorded when the shards are merged; a "
+                       "re-rendered run was recorded when it ended).</p>")
+    if not history.get("recorded"):
+        return head + "<p>The history could not be written (see the run's notes): nothing to compare with.</p>"
+    trend = history.get("trend") or []
+    parts = [head, (f"<p>{plural(len(trend), 'recorded run')} of this environment in <code>{_e(history['file'])}"
+                    f"</code> beside the run folders (the newest {KEEP_PER_ENVIRONMENT} are kept); hollow bars are "
+                    "runs that were interrupted or checked nothing: recorded, never a baseline.</p>"), trend_svg(trend)]
+    if history.get("not_counted"):
+        parts.append(f"<p class='failed'>This run is not counted ({_e(history['not_counted'])}): the next run is "
+                     "compared with the last complete one.</p>")
+    if history.get("previous_run") is None:
+        parts.append("<p>No earlier complete run of this environment: nothing regressed or was fixed yet.</p>")
+        return "".join(parts)
+    counts = history["counts"]
+    change = ", ".join(f"{k} {counts['previous'][k]} &rarr; {counts['now'][k]}" for k in counts["now"])
+    parts.append(f"<p><b>{plural(len(history['regressed']), 'result')} regressed, {len(history['fixed'])} fixed</b> "
+                 f"since run <code>{_e(history['previous_run'])}</code> ({_e(history.get('previous_time') or '')}): "
+                 f"{change}.</p>")
+    findings = {(r.check, r.target): r.message for r in results.values() if r.outcome == "failed"}
+    for title, pairs, with_finding in (("Regressed (passed then, failed now)", history["regressed"], True),
+                                       ("Fixed (failed then, passed now)", history["fixed"], False)):
+        parts.append(f"<h3>{title}: {len(pairs)}</h3>")
+        if not pairs:
+            continue
+        parts.append("<table class='history'><tr><th>check</th><th>title</th><th>target</th>"
+                     + ("<th>finding now</th>" if with_finding else "") + "</tr>")
+        for pair in pairs[:HISTORY_ROWS]:
+            check = checks.get(pair["check"])
+            cell = ""
+            if with_finding:
+                lines = findings.get((pair["check"], pair["target"]), "").splitlines()
+                cell = f"<td><pre>{_e((lines[1] if len(lines) > 1 else ''.join(lines)).strip())}</pre></td>"
+            parts.append(f"<tr><td>{_e(pair['check'])}</td><td>{_e(check.title if check else '')}</td>"
+                         f"<td>{_e(pair['target'].split(':', 1)[-1])}</td>{cell}</tr>")
+        parts.append("</table>")
+        if len(pairs) > HISTORY_ROWS:
+            parts.append(f"<p>{len(pairs) - HISTORY_ROWS} more: see <code>summary.json</code> (history).</p>")
+    return "".join(parts)
+
+
+def trend_svg(trend: list[dict], width: int = 720) -> str:
+    """The recorded runs' results as stacked bars, oldest left: passed, failed, and skipped (manual included);
+    a run that is not counted is drawn hollow. Plain SVG, no script."""
+    if not trend:
+        return "<p>(no recorded run)</p>"
+    left, top, plot_h, label_h = 48, 8, 160, 50
+    slot = (width - left - 8) / max(len(trend), 10)
+    bar_w = max(4.0, slot * 0.7)
+    most = max(r["passed"] + r["failed"] + r["skipped"] + r["manual"] for r in trend) or 1
+    height = top + plot_h + label_h + 20
+    out = [(f"<svg xmlns='http://www.w3.org/2000/svg' role='img' class='trend' width='{width}' height='{height}' "
+            f"viewBox='0 0 {width} {height}' font-family='sans-serif' font-size='11'>"
+            "<title>Night over night: results passed, failed and skipped per recorded run, oldest first</title>"),
+           f"<line x1='{left}' y1='{top + plot_h}' x2='{width - 4}' y2='{top + plot_h}' stroke='#888'/>",
+           f"<text x='{left - 4}' y='{top + 10}' text-anchor='end'>{most}</text>",
+           f"<text x='{left - 4}' y='{top + plot_h}' text-anchor='end'>0</text>"]
+    for i, r in enumerate(trend):
+        x, y = left + i * slot + (slot - bar_w) / 2, top + plot_h
+        hollow = not r["counted"]
+        for key, value in (("passed", r["passed"]), ("failed", r["failed"]), ("skipped", r["skipped"] + r["manual"])):
+            h = plot_h * value / most
+            if h <= 0:
+                continue
+            y -= h
+            colour = FUNNEL_COLOURS[key]
+            paint = f"fill='none' stroke='{colour}' stroke-dasharray='3,2'" if hollow else f"fill='{colour}'"
+            out.append(f"<rect x='{x:.1f}' y='{y:.1f}' width='{bar_w:.1f}' height='{h:.1f}' {paint}>"
+                       f"<title>{_e(r['run'])}: {value} {key}"
+                       + (f" (not counted: {_e(r['not_counted'])})" if hollow else "") + "</title></rect>")
+        day = str(r.get("time", ""))[5:16].replace("T", " ")
+        cx = x + bar_w / 2
+        out.append(f"<text x='{cx:.1f}' y='{top + plot_h + 12}' text-anchor='end' font-size='9' "
+                   f"transform='rotate(-45 {cx:.1f} {top + plot_h + 12})'>{_e(day)}</text>")
+    y = height - 8
+    for j, (key, colour) in enumerate(FUNNEL_COLOURS.items()):
+        out.append(f"<rect x='{left + j * 140}' y='{y - 9}' width='10' height='10' fill='{colour}'/>"
+                   f"<text x='{left + j * 140 + 14}' y='{y}'>{'skipped or manual' if key == 'skipped' else key}</text>")
+    out.append(f"<rect x='{left + 420}' y='{y - 9}' width='10' height='10' fill='none' stroke='#555' "
+               f"stroke-dasharray='3,2'/><text x='{left + 434}' y='{y}'>not counted</text>")
     out.append("</svg>")
     return "".join(out)
 

@@ -109,6 +109,9 @@ def test_interrupt_keeps_finished_results_and_marks_the_report_incomplete(pytest
     ticket = (root / "reports" / "latest" / "report.html").read_text()
     assert "INCOMPLETE" in ticket and "interrupted" in ticket
     assert SECRET not in out and SECRET not in ticket
+    (record,) = [json.loads(line) for line in (root / "reports" / "history.jsonl").read_text().splitlines()]
+    assert (record["complete"], record["counted"], record["not_counted"]) == (False, False, "interrupted")
+    assert "This run is not counted (interrupted)" in ticket  # recorded and marked: never the next run's baseline
     fleet = {row.split(",")[0]: row.split(",")[4]
              for row in (root / "reports" / "latest" / "fleet.csv").read_text().splitlines()[1:]}
     assert "ok" not in fleet.values(), fleet  # no client had all its checks run: none is "ok"
