@@ -75,8 +75,16 @@ from aiohttp import web
 from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.wsman_server import (
-    Denied, Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, WsmanServer,
-    destination_unreachable, invalid_selectors, server_ssl_context,
+    Denied,
+    Fault,
+    NegotiateAcceptor,
+    ServerInstance,
+    WsmanEndpoint,
+    WsmanRequest,
+    WsmanServer,
+    destination_unreachable,
+    invalid_selectors,
+    server_ssl_context,
 )
 from pytest_vpro.probes.hello import MAX_HELLO_BYTES, Hello, MalformedHello, hello_or_error
 from pytest_vpro.probes.wsman import local_name
@@ -361,7 +369,7 @@ class SiteServerSpec:
         """Read a JSON (or YAML, by extension) spec file."""
         text = Path(path).read_text(encoding="utf-8")
         if str(path).endswith((".yaml", ".yml")):
-            import yaml
+            import yaml  # noqa: PLC0415 - only for a YAML spec file
             return cls.from_dict(yaml.safe_load(text))
         return cls.from_dict(json.loads(text))
 
@@ -1079,7 +1087,7 @@ class SiteServerSimulator(BackgroundService):
                 opcode, targets = item
                 for client in targets:
                     self._perform(opcode, client)
-            except Exception:  # noqa: BLE001 - the worker outlives a failed operation, as the service point does
+            except Exception:
                 log.exception("out of band operation failed")
             finally:
                 self.operations.task_done()

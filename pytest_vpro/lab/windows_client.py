@@ -49,11 +49,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.cmlog import CmLogWriter
+from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.site_server import WINRM_STACK_KEY, BasicAuthenticator, SiteServerProvider, WinrmServer
-from pytest_vpro.lab.wsman_server import Fault, NegotiateAcceptor, ServerInstance, WsmanEndpoint, WsmanRequest, \
-    server_ssl_context
+from pytest_vpro.lab.wsman_server import (
+    Fault,
+    NegotiateAcceptor,
+    ServerInstance,
+    WsmanEndpoint,
+    WsmanRequest,
+    server_ssl_context,
+)
 
 log = logging.getLogger(__name__)
 

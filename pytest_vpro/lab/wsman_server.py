@@ -40,7 +40,15 @@ from defusedxml import DefusedXmlException
 from multidict import CIMultiDict
 
 from pytest_vpro.probes.wsman import (
-    ANONYMOUS, ENDPOINT, NS_SOAP, NS_WSA, NS_WSEN, NS_WSMAN, NS_XSI, EndpointReference, local_name,
+    ANONYMOUS,
+    ENDPOINT,
+    NS_SOAP,
+    NS_WSA,
+    NS_WSEN,
+    NS_WSMAN,
+    NS_XSI,
+    EndpointReference,
+    local_name,
 )
 
 log = logging.getLogger(__name__)
@@ -111,7 +119,7 @@ class WsmanRequest:
 
     def body_properties(self) -> dict[str, Any]:
         """Children of the body element as ``{name: text | list | {ResourceURI, Selectors}}``."""
-        from pytest_vpro.probes.wsman import element_to_instance
+        from pytest_vpro.probes.wsman import element_to_instance  # noqa: PLC0415 - probes.wsman imports this module's peers
         return dict(element_to_instance(self.body)) if self.body is not None else {}
 
 
@@ -143,7 +151,8 @@ def parse_request(data: bytes) -> WsmanRequest:
     except (DefusedXmlException, SafeET.ParseError) as exc:
         raise schema_validation_error(f"request is not acceptable XML: {type(exc).__name__}") from None
     if local_name(root.tag) != "Envelope" or not root.tag.startswith(f"{{{NS_SOAP}}}"):
-        raise Fault("Sender", "s:VersionMismatch" if local_name(root.tag) == "Envelope" else "wsman:SchemaValidationError",
+        raise Fault("Sender",
+                    "s:VersionMismatch" if local_name(root.tag) == "Envelope" else "wsman:SchemaValidationError",
                     "request is not a SOAP 1.2 envelope")
     header = body = None
     for child in root:
@@ -194,7 +203,8 @@ def _value_xml(tag: str, value: Any) -> str:
 def instance_xml(inst: ServerInstance, prefix: str = "h") -> str:
     """``<h:Class xmlns:h="uri"><h:Prop>..</h:Prop></h:Class>`` (properties in the resource's namespace)."""
     inner = "".join(_value_xml(f"{prefix}:{k}", v) for k, v in inst.properties.items())
-    return f"<{prefix}:{inst.class_name} xmlns:{prefix}={quoteattr(inst.resource_uri)}>{inner}</{prefix}:{inst.class_name}>"
+    open_tag = f"<{prefix}:{inst.class_name} xmlns:{prefix}={quoteattr(inst.resource_uri)}>"
+    return f"{open_tag}{inner}</{prefix}:{inst.class_name}>"
 
 
 def response_envelope(action: str, relates_to: str, body: str, resource_uri: str = "") -> bytes:
@@ -223,7 +233,8 @@ def fault_envelope(fault: Fault, relates_to: str) -> bytes:
 class Denied(Exception):
     """Authentication refused: ``status`` 401 (try again) or 400 (token refused outright)."""
 
-    def __init__(self, status: int = 401, reason: str = "Unauthorized", challenge_extra: Mapping[str, str] | None = None):
+    def __init__(self, status: int = 401, reason: str = "Unauthorized",
+                 challenge_extra: Mapping[str, str] | None = None):
         super().__init__(reason)
         self.status, self.reason, self.challenge_extra = status, reason, dict(challenge_extra or {})
 
@@ -339,7 +350,7 @@ class NegotiateAcceptor:
         return "Negotiate"
 
     def _credentials(self):
-        import gssapi
+        import gssapi  # noqa: PLC0415 - libgssapi only where Kerberos is served
 
         if self._creds is None:
             name = gssapi.Name(self.spn, name_type=gssapi.NameType.kerberos_principal)
@@ -348,7 +359,7 @@ class NegotiateAcceptor:
 
     def accept(self, value: str) -> tuple[str, str | None]:
         """Check an ``Authorization: Negotiate <b64>`` value; return (principal, reply token b64)."""
-        import gssapi
+        import gssapi  # noqa: PLC0415 - libgssapi only where Kerberos is served
 
         b64 = value.split(None, 1)[1].strip() if " " in value else ""
         if len(b64) > (self.max_token_bytes * 4) // 3 + 8:
@@ -529,7 +540,8 @@ class WsmanServer:
                 self._enums.pop(k, None)
         ctx = str(uuid.uuid4())
         self._enums[ctx] = _Enumeration(list(items), req.resource_uri, now + self.enumeration_ttl)
-        return f"<wsen:EnumerateResponse><wsen:EnumerationContext>{ctx}</wsen:EnumerationContext></wsen:EnumerateResponse>"
+        return (f"<wsen:EnumerateResponse><wsen:EnumerationContext>{ctx}</wsen:EnumerationContext>"
+                "</wsen:EnumerateResponse>")
 
     def _pull(self, req: WsmanRequest) -> str:
         ctx = _context_of(req)

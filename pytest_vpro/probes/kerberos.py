@@ -33,7 +33,6 @@ import requests
 from . import deadline
 from .errors import ProbeError
 
-
 _CONFIG_LOCK = threading.Lock()
 
 
@@ -107,7 +106,8 @@ class ConsoleCredentials:
         import gssapi  # noqa: PLC0415
 
         if self._working is None or (spn not in self._spns and len(self._spns) >= CACHE_TICKETS):
-            store: dict[bytes | str, bytes | str] = {b"ccache": (self.cache or f"MEMORY:vpro-console-{os.getpid()}-{id(self)}").encode()}
+            ccache = self.cache or f"MEMORY:vpro-console-{os.getpid()}-{id(self)}"
+            store: dict[bytes | str, bytes | str] = {b"ccache": ccache.encode()}
             gssapi.raw.store_cred_into(store, self.creds, usage="initiate", mech=gssapi.MechType.kerberos,
                                        overwrite=True)  # re-initialised: a copy of creds, no ticket of ours
             self._working = gssapi.Credentials(usage="initiate", store=store)

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
+
 import requests
 
 from pytest_vpro.probes import errors
@@ -138,7 +139,7 @@ class AuthRefused(AuthFailed):
         self.host, self.tried, self.offered = host, tried, offered
         self.scheme, self.url, self.detail = "/".join(t.split(" ", 1)[0].lower() for t in tried), host, ""
         offer = f"it offers {offered}" if offered else "it offers no authentication scheme this probe can use"
-        errors.ProbeError.__init__(self, 
+        errors.ProbeError.__init__(self,
             f"WinRM on {host} refused {'; '.join(tried)} ({offer}); expected: Kerberos (Negotiate) accepted, as "
             f"Windows does by default (WinRM service Auth/Kerberos true); action: on {host} turn Kerberos on "
             f"({KERBEROS_ON}) and check that the computer account has the SPN HTTP/{host}")

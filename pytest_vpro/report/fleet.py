@@ -131,7 +131,8 @@ class FleetRecorder:
             for r in results:
                 gated = GATED_RE.search(r.message) if r.outcome == "skipped" else None
                 if r.outcome == "failed" or gated:
-                    blocker, blocked_at = (gated.group("check"), gated.group("target")) if gated else (r.check, client.name), r.stage
+                    blocker = (gated.group("check"), gated.group("target")) if gated else (r.check, client.name)
+                    blocked_at = r.stage
                     lines = [line.strip() for line in r.message.splitlines()]
                     finding = lines[1] if len(lines) > 1 and not gated else (lines[0] if lines else "")
                     blocking_message = r.message
@@ -218,7 +219,8 @@ class FleetRecorder:
         counts = self.stage_counts()
         env = self.env
         lines = [f"pytest-vpro fleet summary: environment {env.name}, {plural(len(env.clients), 'client')}, "
-                 f"{plural(len(env.servers), 'server')}" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else ""),
+                 f"{plural(len(env.servers), 'server')}"
+                 + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else ""),
                  self.verdict(run)[1]]
         causes = self.cause_rows()
         if causes:

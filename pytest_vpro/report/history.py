@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 from collections import Counter
@@ -142,7 +143,6 @@ def _locked(folder: Path) -> Iterator[None]:
     """Two runs that end at once do not lose each other's record: the reports folder itself is locked (the file
     is replaced, so a lock on it would not hold; a lock file would be one more entry among the run folders)."""
     try:
-        import fcntl
         fd = os.open(folder, os.O_RDONLY)
     except (ImportError, OSError):
         yield

@@ -69,8 +69,10 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
              f"</head><body><h1>{_e(title)}</h1>"]
     outcomes = Counter(r.outcome for r in results.values())
     parts.append(f"<p>Environment <b>{_e(run.env.name)}</b>: {plural(len(run.env.clients), 'client')}, "
-                 f"{plural(len(run.env.servers), 'server')}" + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else "")
-                 + f". Started {_e(run.started)}. {plural(len(results), 'result')}: {outcomes.get('passed', 0)} passed, "
+                 f"{plural(len(run.env.servers), 'server')}"
+                 + (f", shard {run.shard[0]}/{run.shard[1]}" if run.shard else "")
+                 + f". Started {_e(run.started)}. {plural(len(results), 'result')}: "
+                 f"{outcomes.get('passed', 0)} passed, "
                  f"{outcomes.get('failed', 0)} failed, {outcomes.get('skipped', 0)} skipped."
                  + ("" if run.complete else " <b class='failed'>The run was interrupted: results are incomplete."
                                             "</b>")
@@ -128,8 +130,10 @@ def render(run, recorder: FleetRecorder, checks: dict[str, Check]) -> Path:
             if i < EVIDENCE_TARGETS_PER_CHECK:
                 for item in evidence.get(nodeid, []):
                     body = item.get("body", "")
-                    cut = body if len(body) <= EVIDENCE_BYTES else body[:EVIDENCE_BYTES] + "\n... (cut; see allure-report/)"
-                    cell += f"<details><summary>{_e(item.get('name', 'evidence'))}</summary><pre>{_e(cut)}</pre></details>"
+                    cut = body if len(body) <= EVIDENCE_BYTES else (body[:EVIDENCE_BYTES]
+                                                                    + "\n... (cut; see allure-report/)")
+                    cell += (f"<details><summary>{_e(item.get('name', 'evidence'))}</summary>"
+                             f"<pre>{_e(cut)}</pre></details>")
             row = f"<tr><td>{_e(r.target.split(':', 1)[-1])}</td><td>{cell}</td></tr>"
             parts.append(row)
             size += len(row)

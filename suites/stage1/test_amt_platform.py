@@ -64,7 +64,8 @@ def test_client_runs_a_supported_amt_version(client, env, facts, evidence):
         return
     hosts = {s.name: s for role in ("site_server", "wsman_translator") for s in env.servers_with(role)}.values()
     translators = [f"{s.get('Name')} on {host.name}" for host in hosts
-                   for s in facts.windows.wmi(host, "Win32_Service", wql=TRANSLATOR_SERVICES) if s.get("State") == "Running"]
+                   for s in facts.windows.wmi(host, "Win32_Service", wql=TRANSLATOR_SERVICES)
+                   if s.get("State") == "Running"]
     evidence.attach("running WS-MAN translator services", translators)
     expect(translators,
            found=f"AMT {dotted(have)} (from {source}), not natively supported, and no WS-MAN translator",

@@ -52,7 +52,8 @@ def test_site_servers_have_full_control_of_the_amt_container(site, env, facts, e
     except NoSuchObject:
         expect(False, found=f"no object {site.amt_container}", expected="the AMT container (OU or CN) exists")
     evidence.attach(f"{site.amt_container} DACL", sd.describe())
-    evidence.attach("site server accounts", {s.name: facts.directory.account_sids(s) for s in env.servers_with("site_server")})
+    evidence.attach("site server accounts",
+                    {s.name: facts.directory.account_sids(s) for s in env.servers_with("site_server")})
     missing = full_control_missing(env, facts, site.amt_container)
     expect(not missing, found="; ".join(missing), expected=FULL_CONTROL_EXPECTED)
 

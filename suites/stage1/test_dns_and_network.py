@@ -23,6 +23,7 @@ import pytest
 from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro.probes.dns import parse_zone_allow_update
 from pytest_vpro.probes.errors import ProbeError, Undecided
+from pytest_vpro.probes.ldap import NoSuchObject, format_sid
 
 ZONE_UPDATE = {0: "none", 1: "nonsecure and secure", 2: "secure only"}  # MS-DNSP fAllowUpdate
 INVENTORY = "SELECT Name, ResourceNames, AMTFullVersion, ClientVersion FROM SMS_R_System"
@@ -60,7 +61,8 @@ def test_client_zones_accept_dynamic_updates(server, env, facts, evidence):
             problems.append(f"{zone}: dynamic updates {ZONE_UPDATE.get(value, value)}")
         elif value == 2:  # secure only: the DHCP servers update on the clients' behalf as DnsUpdateProxy members
             for dhcp in env.servers_with("dhcp"):
-                proxy = facts.directory.search(domain_dn(env.site.name), "(sAMAccountName=DnsUpdateProxy)", ("objectSid",))
+                proxy = facts.directory.search(domain_dn(env.site.name), "(sAMAccountName=DnsUpdateProxy)",
+                                               ("objectSid",))
                 try:
                     member = proxy and _sid(proxy[0]) in facts.directory.account_sids(dhcp)["sids"]
                 except ProbeError as exc:
@@ -76,8 +78,6 @@ def test_client_zones_accept_dynamic_updates(server, env, facts, evidence):
 
 
 def _zones(facts, base: str, zone: str) -> list[dict]:
-    from pytest_vpro.probes.ldap import NoSuchObject
-
     try:
         return facts.directory.search(base, f"(&(objectClass=dnsZone)(name={zone}))", ("name", "dNSProperty"))
     except NoSuchObject:
@@ -85,8 +85,6 @@ def _zones(facts, base: str, zone: str) -> list[dict]:
 
 
 def _sid(entry: dict) -> str:
-    from pytest_vpro.probes.ldap import format_sid
-
     return format_sid(entry["raw_attributes"]["objectSid"][0])
 
 

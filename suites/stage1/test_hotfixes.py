@@ -55,7 +55,8 @@ def site_version(env, facts) -> tuple[int, ...]:
 
 def require(host, facts, evidence, kb: str, *, included: str = "", rollup: str = "") -> None:
     """Pass if ``included`` names what already includes ``kb``, or ``kb`` (or ``rollup``) is installed."""
-    installed = sorted({str(f.get("HotFixID", "")).upper() for f in facts.windows.wmi(host, "Win32_QuickFixEngineering")})
+    fixes = facts.windows.wmi(host, "Win32_QuickFixEngineering")
+    installed = sorted({str(f.get("HotFixID", "")).upper() for f in fixes})
     evidence.attach("Win32_QuickFixEngineering HotFixIDs", installed)
     if included:
         evidence.attach(f"{kb} not needed", included)

@@ -199,7 +199,8 @@ def test_service_point_on_windows_2003_has_sp2(server, facts):
 def test_no_ipsec_policy_on_service_point(server, facts, evidence):
     policies = {"domain policy (GPTIPSECPolicy)": facts.windows.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyName")
                 or facts.windows.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyPath"),
-                "local policy (Policy\\Local ActivePolicy)": facts.windows.registry(server, IPSEC_LOCAL_KEY, "ActivePolicy")}
+                "local policy (Policy\\Local ActivePolicy)":
+                    facts.windows.registry(server, IPSEC_LOCAL_KEY, "ActivePolicy")}
     evidence.attach("IPsec policy assignments", policies)
     assigned = [f"{where}: {name}" for where, name in policies.items() if name]
     expect(not assigned, found=f"IPsec {'; '.join(assigned)} assigned (its filters cannot be read remotely: "

@@ -53,7 +53,8 @@ def test_client_is_in_a_collection_with_automatic_provisioning(client, facts, ev
 @pytest.mark.check("S2-INBAND-MEI-DRIVER")
 def test_mei_driver_is_installed_and_started(client, facts, evidence):
     _in_band_only(client)
-    signed = [d for d in facts.windows.wmi(client, "Win32_PnPSignedDriver") if MEI.search(str(d.get("DeviceName") or ""))]
+    signed = [d for d in facts.windows.wmi(client, "Win32_PnPSignedDriver")
+              if MEI.search(str(d.get("DeviceName") or ""))]
     drivers = [d for d in facts.windows.wmi(client, "Win32_SystemDriver")
                if MEI.search(f"{d.get('Name') or ''} {d.get('DisplayName') or ''}")]
     evidence.attach("MEI driver", {"Win32_PnPSignedDriver": [{k: d.get(k) for k in ("DeviceName", "DriverVersion",

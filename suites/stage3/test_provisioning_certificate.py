@@ -39,7 +39,8 @@ def test_provisioning_chain_keys_are_at_most_2048_bits(server, env, facts):
 
 @pytest.mark.check("S3-PROV-CERT-CHAIN-DATES-VALID")
 def test_provisioning_chain_is_in_date(server, facts):
-    problems = [f"{certs.common_name(c)}: {p}" for c in facts.pki.provisioning_chain() for p in certs.validity_problems(c)]
+    problems = [f"{certs.common_name(c)}: {p}" for c in facts.pki.provisioning_chain()
+                for p in certs.validity_problems(c)]
     expect(not problems, found="; ".join(problems), expected="every certificate of the chain within its dates")
 
 

@@ -43,7 +43,8 @@ def system_file(host, facts, name: str) -> tuple[str, list]:
     """``%windir%\\system32\\<name>`` on ``host`` and the CIM_DataFile rows found for it."""
     path = (windows(host, facts).get("SystemDirectory") or r"C:\WINDOWS\system32") + "\\" + name
     quoted = path.replace("\\", "\\\\").replace("'", "\\'")
-    return path, facts.windows.wmi(host, "CIM_DataFile", wql=f"SELECT Name, Version FROM CIM_DataFile WHERE Name = '{quoted}'")
+    return path, facts.windows.wmi(host, "CIM_DataFile",
+                                   wql=f"SELECT Name, Version FROM CIM_DataFile WHERE Name = '{quoted}'")
 
 
 @pytest.mark.check("PRE-WINRM-CONSOLE")

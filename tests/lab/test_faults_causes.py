@@ -15,9 +15,9 @@ import subprocess
 import sys
 
 import pytest
+from suite_runner import CHECKS, ROOT, verdicts
 
 from pytest_vpro.lab import manager
-from suite_runner import CHECKS, ROOT, verdicts
 
 NET = 118
 pytestmark = pytest.mark.lab

@@ -135,7 +135,7 @@ def winrm(info, host: str = "sccm01") -> WinRM:
 
 
 def lab_kerberos(info, host: str):
-    from pytest_vpro.probes.kerberos import ConsoleCredentials, NegotiateAuth, use_config  # noqa: PLC0415
+    from pytest_vpro.probes.kerberos import ConsoleCredentials, NegotiateAuth, use_config
 
     use_config(info["dc"]["krb5_conf"])
     creds = ConsoleCredentials.with_password("Administrator@VPROLAB.TEST", info["dc"]["admin_password"])

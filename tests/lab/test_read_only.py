@@ -204,7 +204,6 @@ def test_the_engine_grants_the_permit_to_disruptive_checks_on_canaries_only(tmp_
 
 def test_facts_read_amt_only():
     from pytest_vpro.facts import Facts
-
     from pytest_vpro.probes.amt import AmtDevice
 
     facts = Facts(Client(kind="client", name="pc0001.vprolab.test"), env=None)
