@@ -21,16 +21,13 @@ import pytest
 
 from . import catalog as catalog_mod
 from . import cmdline, interrupts, snapshot
+from . import facts as facts_mod  # its facets (and the protocol libraries) load when a run makes its FactsCache
 from . import run as runs
 from .causes import Causes, survey
 from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
 from .environment import Target
-from .facts import FactsCache
 from .gating import Engine, Entry, VerdictStore
-from .probes import (
-    hello_listener,
-    httpclient,  # noqa: F401  it reads the proxy settings now, in the main thread
-)
+from .probes import hello_listener
 from .report import fleet, history, html, listing, ticket
 from .secrets import redact
 
@@ -81,6 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
         cmdline.collect_shipped_suites(config)
     if config.getoption("list_checks") or not config.getoption("env"):
         return
+    from .probes import httpclient  # noqa: F401, PLC0415 - a run's HTTP client reads the proxy settings now, in the main thread
     worker = getattr(config, "workerinput", None)
     try:  # the controller listens before it starts a lab, so that the first hellos are heard
         hellos = hello_listener.for_run(config.getoption("hello_listen"), config.getoption("hello_wait"),
@@ -97,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
         hellos.set_spool(run.dir / hello_listener.SPOOL_NAME)
     config.stash[RUN] = run
     config.stash[ENGINE] = Engine(env=run.env, store=VerdictStore(run.dir / "verdicts.sqlite"),
-                                  facts=FactsCache(run.env, hellos=hellos, run_dir=run.dir),
+                                  facts=facts_mod.FactsCache(run.env, hellos=hellos, run_dir=run.dir),
                                   allow_disruptive=config.getoption("allow_disruptive"))
     _wire_snapshots(config, run, config.stash[ENGINE].facts)
     config.stash[ENGINE].causes = _causes(config, run, config.stash[ENGINE].facts, worker)
@@ -105,7 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ControllerSession(config, run), "vpro-controller")
 
 
-def _causes(config: pytest.Config, run: runs.Run, facts: FactsCache, worker) -> Causes:
+def _causes(config: pytest.Config, run: runs.Run, facts: facts_mod.FactsCache, worker) -> Causes:
     """The run's record of dead shared services: surveyed once by the controller, before xdist starts its
     workers, and read from the run folder by each worker, so every process attributes findings alike."""
     if worker is not None:
@@ -120,7 +118,7 @@ def _causes(config: pytest.Config, run: runs.Run, facts: FactsCache, worker) -> 
     return causes
 
 
-def _wire_snapshots(config: pytest.Config, run: runs.Run, facts: FactsCache) -> None:
+def _wire_snapshots(config: pytest.Config, run: runs.Run, facts: facts_mod.FactsCache) -> None:
     """--facts-in replays a snapshot in every process; --facts-out records each process's facts (merged at the end)."""
     if run.replay is not None:
         if config.getoption("allow_disruptive"):
