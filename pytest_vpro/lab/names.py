@@ -1,4 +1,4 @@
-"""The lab's names and shared types: what the estate (``estate.py``) and its faults (``faults.py``) both use.
+"""The lab's names and shared types: what the estate (``estate.py``) and its faults (``faults/``) both use.
 
 One way only: ``estate`` imports ``faults``, both import this module, and this module imports neither.
 """

@@ -1,4 +1,4 @@
-"""Planted faults (pytest_vpro/lab/faults.py) as independent clients and the project's probes see them.
+"""Planted faults (pytest_vpro/lab/faults/) as independent clients and the project's probes see them.
 
 Three labs on net 100, one after the other (class-scoped): A plants every client fault on its own client plus
 the site-wide faults that do not get in each other's way; B plants the faults that would spoil A (an expired
