@@ -16,7 +16,9 @@ worker is waited for. A test replays its stored verdict. So:
 * outcomes do not depend on scheduling: ``-n 0``, ``-n 4`` and every ``--shard i/N``
   compute the same function of the same facts;
 * no deadlock: a claim only ever waits on claims of strictly lower stages, and a
-  claim whose owner process died is taken over.
+  claim nobody can finish is taken over: its owner process died, its lease ran out,
+  or its holder gave it up (the claiming thread ended without a verdict, or the store
+  closed while a read-ahead thread was still computing it; issue 18).
 """
 from __future__ import annotations
 
