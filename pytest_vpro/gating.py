@@ -16,7 +16,9 @@ worker is waited for. A test replays its stored verdict. So:
 * outcomes do not depend on scheduling: ``-n 0``, ``-n 4`` and every ``--shard i/N``
   compute the same function of the same facts;
 * no deadlock: a claim only ever waits on claims of strictly lower stages, and a
-  claim whose owner process died is taken over.
+  claim nobody can finish is taken over: its owner process died, its lease ran out,
+  or its holder gave it up (the claiming thread ended without a verdict, or the store
+  closed while a read-ahead thread was still computing it; issue 18).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import contextlib
 import json
 import os
 import queue
+import secrets
 import sqlite3
 import threading
 import time
@@ -84,7 +87,16 @@ class Entry:
 
 
 class VerdictStore:
-    """Verdicts of one run, shared through SQLite by the processes of one machine."""
+    """Verdicts of one run, shared through SQLite by the processes of one machine.
+
+    A row without an outcome is a *claim*: one thread of one process (``owner`` its pid, ``token`` that claim)
+    computes the verdict. A claim holds only while its holder keeps it: the store renews its ``lease`` every
+    :data:`RENEW_S` while the claiming thread lives and the store is open, and gives it up (deletes the row) when
+    the thread ends without a verdict (an exception, an interrupt) and when the store closes with claims still
+    being computed (a worker that finished its tests while its read-ahead threads were in network calls). Another
+    process takes over a claim whose owner died, whose lease ran out or that was given up, so no worker waits
+    for ever on a verdict that nobody is computing (issue 18).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -92,16 +104,26 @@ class VerdictStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (nodeid TEXT PRIMARY KEY, owner INTEGER, "
-                         "outcome TEXT, message TEXT, evidence TEXT, duration REAL)")
+                         "outcome TEXT, message TEXT, evidence TEXT, duration REAL, token INTEGER, lease REAL)")
         self._done: dict[str, Verdict] = {}
-        self._mine: set[str] = set()  # claims this process is computing right now
+        # the claims this process is computing right now: nodeid -> (token, the thread computing it)
+        self._mine: dict[str, tuple[int, threading.Thread]] = {}
         self._lock = threading.RLock()  # the prefetch threads and the test loop share this store
+        self._closed = False
+        self._renewer: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def get(self, nodeid: str) -> Verdict | None:
         done = self._done.get(nodeid)  # a verdict known here needs no lock (the prefetch threads hold it often)
         if done is not None:
             return done
         with self._lock:
+            if self._closed:
+                return None
             return self._get(nodeid)
 
     def _get(self, nodeid: str) -> Verdict | None:
@@ -118,44 +140,105 @@ class VerdictStore:
     def claim(self, nodeid: str) -> bool:
         """True if this process (this thread, within it) now owns the computation of ``nodeid``."""
         with self._lock:
+            if self._closed:
+                return False
             return self._claim(nodeid)
 
     def _claim(self, nodeid: str) -> bool:
-        cur = self._db.execute("INSERT OR IGNORE INTO verdicts (nodeid, owner) VALUES (?, ?)", (nodeid, os.getpid()))
-        if cur.rowcount == 1:
-            self._mine.add(nodeid)
-            return True
-        row = self._db.execute("SELECT owner, outcome FROM verdicts WHERE nodeid=?", (nodeid,)).fetchone()
-        orphaned = row and row[1] is None and (
-            (row[0] == os.getpid() and nodeid not in self._mine)  # an earlier attempt here was interrupted
-            or (row[0] != os.getpid() and not alive(row[0])))     # the owner died (a worker killed mid-check)
-        if orphaned:
-            cur = self._db.execute("UPDATE verdicts SET owner=? WHERE nodeid=? AND owner=? AND outcome IS NULL",
-                                   (os.getpid(), nodeid, row[0]))
-            if cur.rowcount == 1:
-                self._mine.add(nodeid)
-                return True
-        return False
+        token, now = secrets.randbits(62), time.time()
+        cur = self._db.execute("INSERT OR IGNORE INTO verdicts (nodeid, owner, token, lease) VALUES (?, ?, ?, ?)",
+                               (nodeid, os.getpid(), token, now + LEASE_S))
+        if cur.rowcount != 1:
+            row = self._db.execute("SELECT owner, outcome, token, lease FROM verdicts WHERE nodeid=?",
+                                   (nodeid,)).fetchone()
+            orphaned = row and row[1] is None and (
+                (row[0] == os.getpid() and nodeid not in self._mine)  # an earlier attempt here was interrupted
+                or (row[0] != os.getpid() and not alive(row[0]))      # the owner died (a worker killed mid-check)
+                or (row[3] or 0) < now)                               # its holder stopped renewing it
+            if not orphaned:
+                return False
+            cur = self._db.execute("UPDATE verdicts SET owner=?, token=?, lease=? WHERE nodeid=? AND token IS ? "
+                                   "AND outcome IS NULL", (os.getpid(), token, now + LEASE_S, nodeid, row[2]))
+            if cur.rowcount != 1:
+                return False
+        self._mine[nodeid] = (token, threading.current_thread())
+        self._start_renewing()
+        return True
 
-    def put(self, nodeid: str, verdict: Verdict) -> None:
+    def put(self, nodeid: str, verdict: Verdict) -> bool:
+        """Store this process's verdict of its claim; False if the claim is no longer its own (given up when the
+        store closed, or taken over after its lease ran out): then the other holder's verdict is the verdict."""
         with self._lock:
-            self._put(nodeid, verdict)
+            return self._put(nodeid, verdict)
 
-    def _put(self, nodeid: str, verdict: Verdict) -> None:
-        self._db.execute("UPDATE verdicts SET outcome=?, message=?, evidence=?, duration=? WHERE nodeid=?",
-                         (verdict.outcome, verdict.message, json.dumps(list(verdict.evidence)), verdict.duration,
-                          nodeid))
+    def _put(self, nodeid: str, verdict: Verdict) -> bool:
+        held = self._mine.pop(nodeid, None)
+        if self._closed or held is None:
+            return False
+        cur = self._db.execute("UPDATE verdicts SET outcome=?, message=?, evidence=?, duration=? WHERE nodeid=? "
+                               "AND token=? AND outcome IS NULL",
+                               (verdict.outcome, verdict.message, json.dumps(list(verdict.evidence)),
+                                verdict.duration, nodeid, held[0]))
+        if cur.rowcount != 1:
+            return False
         self._done[nodeid] = verdict
-        self._mine.discard(nodeid)
+        return True
 
     def release(self, nodeid: str) -> None:
-        """Forget this process's claim without a verdict (an interrupted evaluation may be retried)."""
+        """Give up this process's claim without a verdict (an interrupted evaluation): any worker may compute it
+        again at once. Nothing to do once the verdict is stored."""
         with self._lock:
-            self._mine.discard(nodeid)
+            held = self._mine.pop(nodeid, None)
+            if held is not None and not self._closed:
+                self._db.execute("DELETE FROM verdicts WHERE nodeid=? AND token=? AND outcome IS NULL",
+                                 (nodeid, held[0]))
+
+    # -- leases --
+    def _start_renewing(self) -> None:
+        if self._renewer is None:
+            self._renewer = threading.Thread(target=self._renew_loop, name="vpro-claims", daemon=True)
+            self._renewer.start()
+
+    def _renew_loop(self) -> None:
+        while not self._wake.wait(RENEW_S):
+            self.renew()
+
+    def renew(self) -> None:
+        """Extend the lease of every claim whose thread still computes it; give up those whose thread ended
+        without a verdict (it cannot store one any more)."""
+        with self._lock:
+            if self._closed:
+                return
+            until = time.time() + LEASE_S
+            for nodeid, (token, thread) in list(self._mine.items()):
+                if thread.is_alive():
+                    self._db.execute("UPDATE verdicts SET lease=? WHERE nodeid=? AND token=? AND outcome IS NULL",
+                                     (until, nodeid, token))
+                else:
+                    del self._mine[nodeid]
+                    self._db.execute("DELETE FROM verdicts WHERE nodeid=? AND token=? AND outcome IS NULL",
+                                     (nodeid, token))
 
     def close(self) -> None:
+        """Give up the claims still being computed here (another worker computes them; a verdict this process
+        finds later is dropped), then close."""
         with self._lock:
+            if self._closed:
+                return
+            for nodeid, (token, _thread) in self._mine.items():
+                self._db.execute("DELETE FROM verdicts WHERE nodeid=? AND token=? AND outcome IS NULL",
+                                 (nodeid, token))
+            self._mine.clear()
+            self._closed = True
+            self._wake.set()
             self._db.close()
+
+
+#: How long a claim holds without being renewed, and how often its holder renews it (seconds, wall clock: the
+#: processes of one machine share it). A lease only runs out when its holder can no longer renew it (a process
+#: stopped but not dead): a live claim is renewed many times within one lease.
+LEASE_S = 30.0
+RENEW_S = 2.0
 
 
 class OpenClients:
@@ -255,21 +338,30 @@ class Engine:
             if verdict is not None:
                 return verdict
             if self.store.claim(entry.nodeid):
+                stored = False
                 try:
-                    verdict = self.evaluate(entry)
-                except Exception:
-                    if self._stopping.is_set():
-                        raise
-                    trace = "".join(traceback.format_exc(limit=-6))
-                    verdict = Verdict("error", redact(failure_message(
-                        entry, "the engine could not evaluate this check:\n" + trace)))
+                    try:
+                        verdict = self.evaluate(entry)
+                    except Exception:  # a claim gets a verdict: another worker may wait on it
+                        if self._stopping.is_set():
+                            raise
+                        trace = "".join(traceback.format_exc(limit=-6))
+                        verdict = Verdict("error", redact(failure_message(
+                            entry, "the engine could not evaluate this check:\n" + trace)))
+                    if self._stopping.is_set() and deadline.abandoned():  # cut short by the interrupt
+                        return Verdict("skipped", "the run was interrupted before this check finished")
+                    stored = self.store.put(entry.nodeid, verdict)
                 finally:
-                    self.store.release(entry.nodeid)
-                if self._stopping.is_set() and deadline.abandoned():  # cut short by the interrupt: not a verdict
-                    return Verdict("skipped", "the run was interrupted before this check finished")
-                self.store.put(entry.nodeid, verdict)
-                return verdict
-            time.sleep(0.02)  # another worker computes it; its claim only waits on lower stages
+                    if not stored:  # no verdict from here: give the claim up, whoever needs it computes it
+                        self.store.release(entry.nodeid)
+                if stored:
+                    return verdict
+                if self._stopping.is_set():  # the store closed under this thread: nobody replays this verdict
+                    return verdict
+                continue  # the claim was taken over (its lease ran out): the other holder's verdict counts
+            if self.store.closed:  # a read-ahead thread left running after the store closed: nothing to wait for
+                return Verdict("skipped", "the run ended before this check finished")
+            time.sleep(0.02)  # another thread or worker computes it; its claim only waits on lower stages
 
     # -- prefetch: overlap the waiting on slow targets ------------------------------------------------------
     def prefetch(self, entries: list[Entry], threads: int, start: float = 0.0) -> None:
