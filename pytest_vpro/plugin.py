@@ -31,7 +31,7 @@ from .probes import (
     hello_listener,
     httpclient,  # noqa: F401  it reads the proxy settings now, in the main thread
 )
-from .report import fleet, history, html, listing, ticket
+from .report import allure_writer, fleet, history, html, listing, ticket
 from .secrets import redact
 
 ENGINE = pytest.StashKey[Engine]()
@@ -96,6 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if hellos is not None:
         hellos.set_spool(run.dir / hello_listener.SPOOL_NAME)
     config.stash[RUN] = run
+    allure_writer.install(config)  # allure-pytest's results in batches, not two files per test (docs/scale.md)
     config.stash[ENGINE] = Engine(env=run.env, store=VerdictStore(run.dir / "verdicts.sqlite"),
                                   facts=FactsCache(run.env, hellos=hellos, run_dir=run.dir),
                                   allow_disruptive=config.getoption("allow_disruptive"))
