@@ -59,7 +59,11 @@ class BufferedAllureWriter:
         self.every, self.max_bytes = every, max_bytes
         self._pending: collections.deque[tuple[str, bytes]] = collections.deque()
         self._bytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one writer at a time: the thread's batch, or a flush
+        self._count = threading.Lock()  # the buffer and its byte count, between the adder and the writer
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stop = False
         self.written = 0
 
     # ---------------------------------------------------------------- allure_commons hooks (as AllureFileLogger)
@@ -96,27 +100,62 @@ class BufferedAllureWriter:
 
     # ---------------------------------------------------------------- buffering
     def _add(self, name: str, data: bytes) -> None:
-        with self._lock:
-            self._pending.append((name, data))
+        with self._count:
+            self._pending.append((name, data))  # the writer pops from the other end
             self._bytes += len(data)
-            full = len(self._pending) >= self.every or self._bytes >= self.max_bytes
-        if full:
+        if len(self._pending) >= self.every or self._bytes >= self.max_bytes:
+            if self._thread is not None and len(self._pending) < 4 * self.every and self._bytes < 4 * self.max_bytes:
+                self._wake.set()  # the writer thread writes the batch while the tests go on
+            else:  # no thread, or it fell behind: write here, so the memory stays bounded
+                self.flush()
+
+    def start(self) -> None:
+        """Write the batches in a thread: creating a file is a system call that releases the GIL, and it is the
+        larger part of the cost (about 1 ms a file on this machine's file system under load, docs/scale.md)."""
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="vpro-allure-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
             self.flush()
 
+    def stop(self) -> None:
+        """Stop the writer thread (after its batch) and write what is left, here."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop = True
+            self._wake.set()
+            thread.join(timeout=60)
+        self.flush()
+
     def flush(self) -> int:
-        """Write every buffered file; returns how many. Safe to call again after an interruption part-way."""
+        """Write every buffered file; returns how many. When it returns, every file added before is written (it
+        waits for a batch the writer thread is writing). Safe to call again after an interruption part-way."""
         count = 0
+        folder = str(self.dir)
         with self._lock:
             while self._pending:
                 name, data = self._pending[0]
-                tmp = self.dir / f"{name}.tmp"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, self.dir / name)
-                self._pending.popleft()  # only once written: an interrupted batch keeps the rest
-                self._bytes -= len(data)
+                tmp = f"{folder}/{name}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                finally:
+                    os.close(fd)
+                os.replace(tmp, f"{folder}/{name}")
+                with self._count:
+                    self._pending.popleft()  # only once written: an interrupted batch keeps the rest
+                    self._bytes -= len(data)
                 count += 1
-        self.written += count
+            self.written += count
         return count
 
     @property
@@ -146,6 +185,7 @@ class Installer:
         if original is None:  # no --alluredir, or someone else's logger: nothing to replace
             return None
         writer = BufferedAllureWriter(original._report_dir, every=self.every)
+        writer.start()
         manager.unregister(original)
         manager.register(writer)
         self.writer, self._original = writer, original
@@ -157,7 +197,7 @@ class Installer:
         if self.writer is None:
             return
         try:
-            self.writer.flush()
+            self.writer.stop()
         finally:
             manager = plugin_manager
             if manager.is_registered(self.writer):

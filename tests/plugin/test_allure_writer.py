@@ -142,3 +142,14 @@ def test_an_interrupted_run_still_has_its_allure_results(pytester):
               for r in (json.loads(p.read_text()) for p in results.glob("*-result.json")) if r["status"] == "passed"}
     stage1 = [f"suites.stage1.test_stage1#test_client['{k.split('[')[1][:-1]}']" for k in STAGE1]
     assert set(stage1) <= passed, (stage1, sorted(passed))
+
+
+def test_the_writer_thread_writes_every_batch_and_stop_writes_the_rest(tmp_path):
+    writer = allure_writer.BufferedAllureWriter(tmp_path, every=7)
+    writer.start()
+    for i in range(100):
+        writer.report_attached_data(body=f"body {i}", file_name=f"{i}-attachment.txt")
+    writer.stop()
+    assert writer.pending == 0 and writer.written == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{i}-attachment.txt" for i in range(100))
+    assert (tmp_path / "42-attachment.txt").read_text() == "body 42"
