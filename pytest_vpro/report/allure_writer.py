@@ -3,15 +3,17 @@
 allure-pytest registers an ``AllureFileLogger`` with allure's own plugin manager (``allure_commons.plugin_manager``)
 in its ``pytest_configure``. That logger writes each result, container and attachment as it is reported: a
 ``.tmp`` file, a ``json.dump`` into it, a rename. ``json.dump`` to a file runs the pure-Python encoder (only
-``json.dumps`` without indent uses the C one), and the two files per test cost about 0.8 ms of CPU each, half of
-a trivial test's whole cost (docs/scale.md).
+``json.dumps`` without indent uses the C one). The two files per test cost 0.4 to 0.8 ms, most of it creating the
+files, on the thread that runs the tests (docs/scale.md, "Allure's files").
 
 :class:`BufferedAllureWriter` takes the file logger's place with allure's plugin manager. It keeps allure's model
 and labels untouched (the same ``attr.asdict`` with the same filter, the same file names
 ``<uuid>-result.json``, ``<uuid>-container.json``, ``<uuid>-attachment.<ext>``, the same JSON text), but it
 serialises with the C encoder and writes the files in batches:
 
-* every :data:`FLUSH_EVERY` results or :data:`FLUSH_BYTES` bytes, whichever comes first (memory stays bounded);
+* every :data:`FLUSH_EVERY` files or :data:`FLUSH_BYTES` bytes, whichever comes first, from a thread of its own
+  (creating files is kernel time, outside the GIL); four batches behind, the test loop writes itself, so the
+  memory stays bounded;
 * at the end of the session (``pytest_sessionfinish``, tryfirst: before the run renders its reports from them);
 * on interrupt (``pytest_keyboard_interrupt``: the first Ctrl-C or SIGTERM; pytest then still finishes the
   session, which flushes again what came after), so an interrupted run keeps every finished result;
@@ -19,8 +21,8 @@ serialises with the C encoder and writes the files in batches:
 
 Each process has its own buffer (an xdist worker writes its own results). A file being written is a ``.tmp`` and
 is renamed when complete, as allure's logger does, so a reader never sees half a result. A batch interrupted
-half-way keeps its unwritten files for the next flush. A process killed outright (SIGKILL) loses at most the last
-unflushed batch.
+half-way keeps its unwritten files for the next flush. A process killed outright (SIGKILL) loses the files not yet
+written: fewer than four batches.
 """
 from __future__ import annotations
 
@@ -111,7 +113,7 @@ class BufferedAllureWriter:
 
     def start(self) -> None:
         """Write the batches in a thread: creating a file is a system call that releases the GIL, and it is the
-        larger part of the cost (about 1 ms a file on this machine's file system under load, docs/scale.md)."""
+        larger part of the cost (0.2 ms a file here, more when the machine is loaded; docs/scale.md)."""
         if self._thread is None:
             self._stop = False
             self._thread = threading.Thread(target=self._run, name="vpro-allure-writer", daemon=True)
