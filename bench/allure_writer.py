@@ -17,10 +17,10 @@ import uuid
 from pathlib import Path
 
 from allure_commons.logger import AllureFileLogger
-from allure_commons.model2 import Label, Parameter, Attachment, Status, TestResult, TestResultContainer
+from allure_commons.model2 import Attachment, Label, Parameter, Status, TestResult, TestResultContainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pytest_vpro.report.allure_writer import BufferedAllureWriter  # noqa: E402
+from pytest_vpro.report.allure_writer import BufferedAllureWriter
 
 
 def items(count: int):

@@ -173,7 +173,7 @@ class Installer:
     def __init__(self, config: pytest.Config, every: int = FLUSH_EVERY) -> None:
         self.config, self.every = config, every
         self.writer: BufferedAllureWriter | None = None
-        self._original = None
+        self._original: AllureFileLogger | None = None
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -184,9 +184,10 @@ class Installer:
             return self.writer
         manager = plugin_manager
         original = next((p for p in manager.get_plugins() if type(p) is AllureFileLogger), None)
-        if original is None:  # no --alluredir, or someone else's logger: nothing to replace
+        report_dir = getattr(self.config.option, "allure_report_dir", None)
+        if original is None or not report_dir:  # no --alluredir, or someone else's logger: nothing to replace
             return None
-        writer = BufferedAllureWriter(original._report_dir, every=self.every)
+        writer = BufferedAllureWriter(os.path.abspath(report_dir), every=self.every)  # as allure-pytest made it
         writer.start()
         manager.unregister(original)
         manager.register(writer)

@@ -15,7 +15,7 @@ import pytest
 from pytest_vpro.report import allure_writer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reliability"))
-from test_interrupts import STAGE1, kill_group, project, start, wait_hanging  # noqa: E402
+from test_interrupts import STAGE1, kill_group, project, start, wait_hanging
 
 SMALL = '''
 import allure, pytest
