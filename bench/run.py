@@ -7,7 +7,8 @@
 Every scenario runs ``--repeat`` times (median reported) in the same invocation, on the same machine:
 
 * ``floor``: as many trivially passing tests as the 1,000-client suite has, same plugins and options (Allure
-  and JUnit on, as many processes as the suite): what pytest itself costs per test;
+  and JUnit on, as many processes as the suite): what pytest itself costs per test; and the same floor with
+  pytest-vpro's buffered Allure writer (``pytest_vpro/report/allure_writer.py``, what a suite run uses);
 * ``suite N @ L ms``: ``pytest --env=<lab of N clients, L ms per WS-MAN call>`` (the lab is started before and
   stopped after, outside the timing);
 * ``facts-in 1000``: the 1,000-client run re-judged from its ``--facts-out`` snapshot, no network;
@@ -229,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
                              "-p", "no:cacheprovider", f"--alluredir={work / f'floor-allure-{i}'}",
                              f"--junitxml={work / f'floor-{i}.xml'}"], floor_suite(work, tests))
                             for i in range(repeat)], tests=tests)
+                        record(f"floor ({n}-client count), buffered Allure writer", [measure(
+                            [sys.executable, "-m", "pytest", "-q", "-n", floor_workers(args.workers),
+                             "-p", "no:cacheprovider", "-p", "pytest_vpro.report.allure_writer",
+                             f"--alluredir={work / f'floor-buffered-allure-{i}'}",
+                             f"--junitxml={work / f'floor-buffered-{i}.xml'}"], floor_suite(work, tests))
+                            for i in range(repeat)], tests=tests)
                         rendered = work / "rendered"
                         html_runs = [measure([sys.executable, "-m", "pytest_vpro.report.merge", str(rendered),
                                               str((reports / "latest").resolve())], ROOT) for _ in range(repeat)]
@@ -274,6 +281,8 @@ def table(report: dict) -> str:
         return f"{res[a]['wall_s'] / res[b]['wall_s']:.2f}" if a in res and b in res and res[b]["wall_s"] else "n/a"
     lines += ["", "| target | ratio |", "|---|---|",
               f"| suite 1000 @ 0 ms / floor (≤ 1.5) | {ratio('suite 1000 @ 0 ms', 'floor (1000-client count)')} |",
+              "| floor, buffered Allure writer / floor (information) | "
+              f"{ratio('floor (1000-client count), buffered Allure writer', 'floor (1000-client count)')} |",
               "| suite 1000 @ 300 ms / suite 1000 @ 0 ms (≤ 1.5) | "
               f"{ratio('suite 1000 @ 300 ms', 'suite 1000 @ 0 ms')} |",
               f"| naive / suite 1000 @ 300 ms (≥ 5) | {ratio('naive 1000 @ 300 ms (amt)', 'suite 1000 @ 300 ms')} |",

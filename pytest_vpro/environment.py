@@ -43,9 +43,10 @@ PROVISIONING = ("out_of_band", "in_band")
 SECRET_KEYS = ("password", "psk", "secret", "pps", "key")
 FQDN_RE = re.compile(r"^(?=.{1,253}$)[^\s.]+(\.[^\s.]+)+$")  # loose: the checks judge the characters
 DN_RE = re.compile(r"^(OU|CN|DC)=(?:[^,\\]|\\.)+(?:,\s*[A-Za-z]+=(?:[^,\\]|\\.)+)*$", re.I)
-#: The keys of an inline client, and the columns a CSV inventory may have.
+#: The keys of an inline client, and the columns a CSV inventory may have. ``site``: the client's site code, for
+#: ``--shard-by site`` (docs/ci.md); a client without one belongs to the environment's site.
 CLIENT_KEYS = ("fqdn", "provisioning", "canary", "address", "uuid", "amt_version", "os_hostname", "notes",
-               "wireless", "ieee8021x")
+               "wireless", "ieee8021x", "site")
 CSV_BOOLEANS = ("canary", "wireless", "ieee8021x")
 CSV_SEPARATORS = {";": "semicolons (;)", "\t": "tabs", "|": "vertical bars (|)"}
 CSV_EXAMPLE = "fqdn,provisioning,canary"

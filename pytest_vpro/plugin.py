@@ -28,7 +28,7 @@ from .checks import CHECK_ARGS, check_argnames, show_pytest_the_target_only
 from .environment import Target
 from .gating import Engine, Entry, VerdictStore
 from .probes import hello_listener
-from .report import fleet, history, html, listing, ticket
+from .report import allure_writer, fleet, history, html, listing, ticket
 from .secrets import redact
 
 ENGINE = pytest.StashKey[Engine]()
@@ -41,7 +41,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("vpro", "pytest-vpro: vPro / Configuration Manager out of band checks")
     group.addoption("--env", metavar="NAME", help="environment to check: environments/NAME.yaml, or a path")
     group.addoption("--stage", type=int, metavar="N", help="run stages 1 to N only")
-    group.addoption("--shard", metavar="I/N", help="run the I-th of N deterministic slices of the targets")
+    group.addoption("--shard", metavar="I/N", help="run the I-th of N deterministic slices of the clients; auto: "
+                    "the index and total of the CI job's copy (GitLab CI_NODE_INDEX/CI_NODE_TOTAL, docs/ci.md)")
+    group.addoption("--shard-by", metavar="count|site|ATTR", default="count",
+                    help="slice by count (default), by site code (whole sites per shard), or by an inventory attribute")
     group.addoption("--allow-disruptive", action="store_true",
                     help="run disruptive checks (power cycle, SOL/IDER, un-provision), on canary clients only")
     group.addoption("--list-checks", nargs="?", const="table", choices=("table", "json"),
@@ -94,6 +97,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if hellos is not None:
         hellos.set_spool(run.dir / hello_listener.SPOOL_NAME)
     config.stash[RUN] = run
+    allure_writer.install(config)  # allure-pytest's results in batches, not two files per test (docs/scale.md)
     config.stash[ENGINE] = Engine(env=run.env, store=VerdictStore(run.dir / "verdicts.sqlite"),
                                   facts=facts_mod.FactsCache(run.env, hellos=hellos, run_dir=run.dir),
                                   allow_disruptive=config.getoption("allow_disruptive"))
@@ -218,7 +222,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties += [("vpro_check", check.id), ("vpro_target", target.key),
                                  ("vpro_stage", check.test_stage)]
     engine.finish_registration()
-    keep, drop = runs.select(items, engine, config.getoption("stage"), config.stash[RUN].shard)
+    run = config.stash[RUN]
+    keep, drop = runs.select(items, engine, config.getoption("stage"), run.shard, run.shard_by)
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep

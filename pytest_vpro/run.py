@@ -30,6 +30,7 @@ class Run:
     env: envmod.Environment
     env_path: Path
     shard: tuple[int, int] | None = None
+    shard_by: str = "count"
     started: str = ""
     complete: bool = False
     html: Path | None = None
@@ -38,16 +39,103 @@ class Run:
     notes: list[str] = field(default_factory=list)
 
 
-def parse_shard(value: str | None) -> tuple[int, int] | None:
+#: CI systems that start N copies of a job and tell each its index: (name, index variable, total variable, the
+#: index of the first copy). Sources in docs/ci.md.
+CI_SHARD_VARIABLES = (
+    ("GitLab CI (parallel:)", "CI_NODE_INDEX", "CI_NODE_TOTAL", 1),
+    ("Buildkite (parallelism:)", "BUILDKITE_PARALLEL_JOB", "BUILDKITE_PARALLEL_JOB_COUNT", 0),
+    ("CircleCI (parallelism:)", "CIRCLE_NODE_INDEX", "CIRCLE_NODE_TOTAL", 0),
+    ("Bitbucket Pipelines (parallel steps)", "BITBUCKET_PARALLEL_STEP", "BITBUCKET_PARALLEL_STEP_COUNT", 0),
+    ("Semaphore (parallelism:)", "SEMAPHORE_JOB_INDEX", "SEMAPHORE_JOB_COUNT", 1),
+)
+
+
+def parse_shard(value: str | None, environ: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """``--shard I/N`` (1-based), or ``--shard auto``: the index and total the CI gives the job's copy."""
     if not value:
         return None
+    if value == "auto":
+        return shard_from_ci(os.environ if environ is None else environ)
     try:
         i, n = (int(x) for x in value.split("/"))
     except ValueError:
-        raise pytest.UsageError(f"--shard {value}: expected I/N, e.g. --shard 2/4") from None
+        raise pytest.UsageError(f"--shard {value}: expected I/N, e.g. --shard 2/4, or auto") from None
     if not 1 <= i <= n:
         raise pytest.UsageError(f"--shard {value}: I must be between 1 and N")
     return i, n
+
+
+def shard_from_ci(environ) -> tuple[int, int]:
+    """The shard (1-based) from the first CI of :data:`CI_SHARD_VARIABLES` whose two variables are set."""
+    for name, index_var, total_var, first in CI_SHARD_VARIABLES:
+        index, total = environ.get(index_var), environ.get(total_var)
+        if index is None or total is None:
+            continue
+        try:
+            i, n = int(index) - first + 1, int(total)
+        except ValueError:
+            raise pytest.UsageError(f"--shard auto: {name}: {index_var}={index!r} and {total_var}={total!r} "
+                                    "are not numbers") from None
+        if not 1 <= i <= n:
+            raise pytest.UsageError(f"--shard auto: {name}: {index_var}={index} is outside the {total} copies "
+                                    f"of the job ({index_var} counts from {first})")
+        return i, n
+    raise pytest.UsageError(
+        "--shard auto: no CI job index found; it reads "
+        + ", ".join(f"{i}/{t} ({name})" for name, i, t, _ in CI_SHARD_VARIABLES)
+        + ". Outside such a job give the shard as I/N (e.g. --shard 2/4)")
+
+
+SHARD_BY = ("count", "site")
+
+
+def shard_groups(clients, by: str, default_site: str = "") -> dict[str, str]:
+    """Client key -> its group for ``--shard-by``: ``site`` is the client's site code (an inventory column or
+    key ``site``; else the environment's site code); any other name is that inventory attribute."""
+    key = "site" if by == "site" else by
+    out = {}
+    for c in clients:
+        value = c.extra.get(key)
+        out[c.key] = str(value).strip().upper() if by == "site" and value not in (None, "") else (
+            default_site if by == "site" else ("" if value is None else str(value)))
+    return out
+
+
+def shard_of_clients(clients, by: str, n: int, default_site: str = "") -> dict[str, int]:
+    """Client key -> its shard (0-based) of ``n``. ``count``: every N-th client in sorted order. A group (``site``
+    or an attribute): every client of one group in one shard; the groups in sorted order, the g-th in shard
+    g mod N, so with as many shards as sites, shard I is the I-th site code in alphabetical order."""
+    if by == "count":
+        return {c.key: i % n for i, c in enumerate(clients)}
+    groups = shard_groups(clients, by, default_site)
+    rank = {g: r for r, g in enumerate(sorted(set(groups.values())))}
+    return {k: rank[g] % n for k, g in groups.items()}
+
+
+def check_shard_by(config: pytest.Config, env: envmod.Environment, shard: tuple[int, int] | None) -> str:
+    """``--shard-by``: ``count`` (default), ``site``, or an attribute some client of the inventory has."""
+    by = config.getoption("shard_by", None) or "count"
+    if by != "count" and shard is None:
+        raise pytest.UsageError(f"--shard-by {by}: give the shard too (--shard I/N or --shard auto)")
+    if by not in SHARD_BY and not any(by in c.extra for c in env.clients):
+        found = sorted({k for c in env.clients for k in c.extra})
+        raise pytest.UsageError(f"--shard-by {by}: no client of {env.name} has the attribute {by!r}; choose count, "
+                                f"site{''.join(', ' + k for k in found if k != 'site')}")
+    return by
+
+
+def describe_shard(env: envmod.Environment, shard: tuple[int, int], by: str) -> str:
+    i, n = shard
+    mine = [c for c, s in zip(env.clients, shard_of_clients(env.clients, by, n, env.site.code).values())
+            if s == i - 1]
+    if by == "count":
+        return f"shard {i}/{n}: {len(mine)} of {len(env.clients)} clients"
+    groups = shard_groups(env.clients, by, env.site.code)
+    counts: dict[str, int] = {}
+    for c in mine:
+        counts[groups[c.key]] = counts.get(groups[c.key], 0) + 1
+    listed = ", ".join(f"{g or '(none)'} ({k})" for g, k in sorted(counts.items())) or "none"
+    return f"shard {i}/{n} by {by}: {len(mine)} of {len(env.clients)} clients, {by} {listed}"
 
 
 def start(config: pytest.Config) -> Run:
@@ -100,7 +188,10 @@ def start(config: pytest.Config) -> Run:
     run_dir.mkdir(parents=True)
     envmod.write_inventory_cache(env, run_dir / "inventory.json")
     say(f"environment {env.name}: {len(env.clients)} clients, {len(env.servers)} servers; run folder {run_dir}")
-    run = Run(id=run_dir.name, dir=run_dir, root=root, env=env, env_path=env_path, shard=shard,
+    shard_by = check_shard_by(config, env, shard)
+    if shard is not None:
+        say(describe_shard(env, shard, shard_by))
+    run = Run(id=run_dir.name, dir=run_dir, root=root, env=env, env_path=env_path, shard=shard, shard_by=shard_by,
               started=now.isoformat(timespec="seconds"), lab=lab, replay=replay)
     _wire_outputs(config, run)
     return run
@@ -111,8 +202,9 @@ def join(config: pytest.Config, workerinput: dict[str, Any]) -> Run:
     run_dir = Path(workerinput["vpro_run_dir"])
     env_path = Path(workerinput["vpro_env_path"])
     env = _load(env_path, inventory_cache=run_dir / "inventory.json")
-    run = Run(id=run_dir.name, dir=run_dir, root=run_dir.parent, env=env, env_path=env_path,
-              shard=parse_shard(config.getoption("shard")), replay=_replay(config))
+    shard = parse_shard(config.getoption("shard"))
+    run = Run(id=run_dir.name, dir=run_dir, root=run_dir.parent, env=env, env_path=env_path, shard=shard,
+              shard_by=check_shard_by(config, env, shard), replay=_replay(config))
     if workerinput.get("vpro_allure_dir"):
         config.option.allure_report_dir = workerinput["vpro_allure_dir"]
     return run
@@ -177,15 +269,15 @@ def progress(config: pytest.Config, prefix: str = "vpro-lab"):
     return log
 
 
-def select(items: list[pytest.Item], engine, stage: int | None,
-           shard: tuple[int, int] | None) -> tuple[list[pytest.Item], list[pytest.Item]]:
+def select(items: list[pytest.Item], engine, stage: int | None, shard: tuple[int, int] | None,
+           shard_by: str = "count") -> tuple[list[pytest.Item], list[pytest.Item]]:
     """Items to run and items to deselect, by ``--stage`` and ``--shard``; lower stages first.
 
-    A shard is a deterministic slice of the clients (the i-th of every N in
-    sorted order); the site and server checks run in shard 1, and any shard
+    A shard is a deterministic slice of the clients (:func:`shard_of_clients`: by count, the i-th of every N in
+    sorted order; by site or attribute, whole groups); the site and server checks run in shard 1, and any shard
     that needs them as gates computes them without reporting them.
     """
-    index = {c.key: i for i, c in enumerate(engine.env.clients)}
+    index = shard_of_clients(engine.env.clients, shard_by, shard[1], engine.env.site.code) if shard else {}
 
     def wanted(entry) -> bool:
         if stage is not None and entry.stage > stage:
@@ -193,7 +285,7 @@ def select(items: list[pytest.Item], engine, stage: int | None,
         if shard is not None:
             i, n = shard
             if entry.target.kind == "client":
-                return index[entry.target.key] % n == i - 1
+                return index[entry.target.key] == i - 1
             return i == 1
         return True
 
