@@ -86,6 +86,11 @@ class Entry:
         return (self.stage, KIND_ORDER[self.target.kind], self.order, self.nodeid)
 
 
+#: The store's one table: a verdict per test (outcome NULL while claimed), with its claim's token and lease.
+VERDICTS_TABLE = ("CREATE TABLE IF NOT EXISTS verdicts (nodeid TEXT PRIMARY KEY, owner INTEGER, outcome TEXT, "
+                  "message TEXT, evidence TEXT, duration REAL, token INTEGER, lease REAL)")
+
+
 class VerdictStore:
     """Verdicts of one run, shared through SQLite by the processes of one machine.
 
@@ -103,8 +108,7 @@ class VerdictStore:
         self._db = sqlite3.connect(path, timeout=120, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (nodeid TEXT PRIMARY KEY, owner INTEGER, "
-                         "outcome TEXT, message TEXT, evidence TEXT, duration REAL, token INTEGER, lease REAL)")
+        self._db.execute(VERDICTS_TABLE)
         self._done: dict[str, Verdict] = {}
         # the claims this process is computing right now: nodeid -> (token, the thread computing it)
         self._mine: dict[str, tuple[int, threading.Thread]] = {}

@@ -19,6 +19,7 @@ from pathlib import Path
 from .. import catalog, interrupts
 from .. import environment as envmod
 from ..causes import Causes
+from ..gating import VERDICTS_TABLE
 from ..run import Run, read_selection
 from . import history, html, ticket
 from .fleet import FleetRecorder, Result
@@ -60,10 +61,12 @@ def _merge_verdicts(db: Path, into: Path) -> None:
         return
     con = sqlite3.connect(into)
     try:
-        con.execute("CREATE TABLE IF NOT EXISTS verdicts (nodeid TEXT PRIMARY KEY, owner INTEGER, outcome TEXT, "
-                    "message TEXT, evidence TEXT, duration REAL)")
+        con.execute(VERDICTS_TABLE)
         con.execute("ATTACH DATABASE ? AS part", (str(db),))
-        con.execute("INSERT OR IGNORE INTO verdicts SELECT * FROM part.verdicts WHERE outcome IS NOT NULL")
+        # the verdicts themselves, whatever claim bookkeeping columns each store has (gating.VerdictStore)
+        con.execute("INSERT OR IGNORE INTO verdicts (nodeid, owner, outcome, message, evidence, duration) "
+                    "SELECT nodeid, owner, outcome, message, evidence, duration FROM part.verdicts "
+                    "WHERE outcome IS NOT NULL")
         con.commit()
         con.execute("DETACH DATABASE part")
     finally:
