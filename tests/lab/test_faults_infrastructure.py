@@ -76,8 +76,9 @@ def client_faults(tmp_path_factory):
 
 
 @pytest.mark.parametrize("check, target, found", [
-    ("S1-PORTS-SERVICE-POINT-TO-AMT", "pc0002.vprolab.test", r"127\.104\.1\.2:16992 filtered after \d+ ms"),
-    ("S1-PORTS-CONSOLE-TO-AMT", "pc0002.vprolab.test", r"16993 filtered .*16995 filtered"),
+    ("S1-PORTS-SERVICE-POINT-TO-AMT", "pc0002.vprolab.test",
+     r"127\.104\.1\.2:16992 filtered after \d+ ms.*, probed from this machine \(127\.\d+\.\d+\.\d+\)"),
+    ("S1-PORTS-CONSOLE-TO-AMT", "pc0002.vprolab.test", r"16993 filtered .*16994 filtered .*16995 filtered"),
     ("S1-PORTS-SERVICE-POINT-TO-AMT", "pc0003.vprolab.test", r"127\.104\.1\.3:16992 refused"),
     ("S1-PORTS-CONSOLE-TO-AMT", "pc0003.vprolab.test", r"127\.104\.1\.3:16993 refused"),
     ("S1-CLIENT-ME-DHCP", "pc0004.vprolab.test", "DHCPEnabled false"),
