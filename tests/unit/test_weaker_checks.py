@@ -157,3 +157,20 @@ def test_an_assigned_ipsec_policy_fails_and_says_its_filters_were_not_read():
     assigned = facts_with({(IPSEC_GPO_KEY, "DSIPSECPolicyName"): "Secure Server (Require Security)"})
     with pytest.raises(Finding, match=r"Secure Server \(Require Security\) assigned; its filters were not read"):
         no_ipsec(None, assigned, Evidence())
+
+
+def test_a_snapshot_without_16994_judges_the_other_ports_and_says_16994_was_not_probed():
+    class OldSnapshot(Network):
+        def ports(self, host, ports):
+            if 16994 in ports:
+                raise ProbeError(f"tcp.{host}:16994 was not observed in the snapshot")
+            return super().ports(host, ports)
+
+    facts = client_facts({})
+    facts.network = OldSnapshot({})
+    evidence = Evidence()
+    network_checks.test_console_reaches_amt_ports(None, ENV, facts, evidence)
+    assert "16994 not probed" in evidence.items[0]["body"]
+    facts.network = OldSnapshot({16993: "filtered"})
+    with pytest.raises(Finding, match="16993 filtered"):
+        network_checks.test_console_reaches_amt_ports(None, ENV, facts, Evidence())
