@@ -39,9 +39,30 @@ class DhcpFacet:
         return facts.estate.get(key("dhcp.inform", server.name), ask)
 
 
+    def asked_from(self) -> str:
+        """Which scope :meth:`inform` asked, in words for a finding: the DHCPINFORM's source address (ciaddr) is
+        the server's ``probe_from`` (an address in a client scope) or, without it, this machine's own address,
+        whose scope is not the clients'."""
+        facts = self.facts
+        return asked_from(facts.target, facts.dns.address())
+
+
+def asked_from(server: Any, address: str) -> str:
+    """The scope a DHCPINFORM to ``server`` at ``address`` asks (see :meth:`DhcpFacet.asked_from`)."""
+    source = _source(server, address)
+    if getattr(server, "extra", {}).get("probe_from"):
+        return f"the scope of {source} (probe_from)"
+    return (f"the scope of this machine's address {source}, not the clients' scopes (no probe_from: set it to an "
+            "address in a client scope to ask theirs)")
+
+
+def _source(server: Any, address: str) -> str:
+    return getattr(server, "extra", {}).get("probe_from") or local_address_towards(address)
+
+
 def _inform(env: Environment, server: Any, address: str) -> Any:
     extra = getattr(server, "extra", {})
-    source = extra.get("probe_from") or local_address_towards(address)
+    source = _source(server, address)
     port = int(extra.get("dhcp_port") or 67)
     return dhcp_inform(address, client_address=source, port=port, fqdn=f"vpro-probe.{env.site.name}",
                        timeout=env.timeouts["connect"])

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from ..probes import httpclient, net
 from ..probes import x509 as x509_probe
 from .core import key
+from .dns import local_address_towards
 
 if TYPE_CHECKING:
     from . import Facts
@@ -27,6 +28,15 @@ class NetworkFacet:
             for state in net.probe_many([(host, p) for p in todo], timeout):
                 estate.get(key("tcp", f"{host}:{state.port}"), lambda state=state: state)
         return [estate.get(key("tcp", f"{host}:{p}"), lambda p=p: net.probe_tcp(host, p, timeout)) for p in ports]
+
+    def vantage(self, host: str) -> str:
+        """Where :meth:`ports` probes ``host`` from, in words for a finding: "from this machine (<address>)", the
+        address this machine uses towards ``host`` (not the service point's or the console's network position)."""
+        try:
+            address = local_address_towards(host)
+        except (OSError, UnicodeError):  # a name that does not resolve: the port verdicts say so
+            return "from this machine"
+        return f"from this machine ({address})"
 
     def peer_tls(self, host: str, port: int) -> net.TlsPeer:
         """:class:`~pytest_vpro.probes.net.TlsPeer` of ``host:port``: the certificate it presents and what the

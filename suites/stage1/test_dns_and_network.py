@@ -107,7 +107,9 @@ def test_me_gets_its_address_from_dhcp(client, facts, evidence):
                    expected="AMT_EthernetPortSettings, a hello from the ME's dynamic address, or an active scope")
         evidence.attach("DHCP", {"WS-MAN": str(exc), "DHCPINFORM answered, options": sorted(reply.options),
                                  "note": "the ME's own DHCP setting is a MEBx check until it is provisioned"})
-        return
+        # An answering scope says nothing of the ME: its DHCP setting and its address are unknown here.
+        raise Undecided(f"no WS-MAN answer ({exc}) and no hello in AMTOPMGR.LOG: the ME's DHCP setting and "
+                        "address cannot be read (the DHCP server answers; check DHCP in MEBx)")
     wired = [p for p in ports if not p.wireless] or ports
     evidence.attach("AMT_EthernetPortSettings", [vars(p) for p in ports])
     static = [p.instance_id for p in wired if not p.dhcp_enabled]
@@ -122,18 +124,21 @@ def test_service_point_takes_hellos_on_9971(server, env, facts, evidence):
     if not any(c.provisioning == "out_of_band" for c in env.clients):
         not_applicable("no out of band clients: no hello packets are sent")
     port = env.expected["ports"]["provisioning"]
-    state = facts.network.ports(server.address or server.name, [port])[0]
-    evidence.attach("TCP", str(state))
-    expect(state.open, found=f"{server.name}: {state}", expected=f"TCP {port} open on the out of band service point")
+    host = server.address or server.name
+    state, where = facts.network.ports(host, [port])[0], facts.network.vantage(host)
+    evidence.attach("TCP", {"probed": where, "result": str(state)})
+    expect(state.open, found=f"{server.name}: {state}, probed {where}",
+           expected=f"TCP {port} open on the out of band service point (from the clients' side)")
 
 
 @pytest.mark.check("S1-PORTS-SERVICE-POINT-TO-AMT")
 def test_service_point_reaches_amt_ports(client, env, facts, evidence):
-    ports = env.expected["ports"]
-    states = facts.network.ports(facts.dns.address(), [ports["amt_http"], ports["amt_https"]])
-    evidence.attach("TCP", [str(s) for s in states])
+    ports, host = env.expected["ports"], facts.dns.address()
+    states, where = facts.network.ports(host, [ports["amt_http"], ports["amt_https"]]), facts.network.vantage(host)
+    evidence.attach("TCP", {"probed": where, "results": [str(s) for s in states]})
     closed = judge(states)
-    expect(not closed, found="; ".join(closed), expected=f"TCP {ports['amt_http']} and {ports['amt_https']} open")
+    expect(not closed, found=f"{'; '.join(closed)}, probed {where}",
+           expected=f"TCP {ports['amt_http']} and {ports['amt_https']} open (the service point's ports)")
     try:
         peer = facts.network.peer_tls(facts.dns.address(), ports["amt_https"])
     except Undecided:  # a detail with no public source did not fit: cannot decide
@@ -147,17 +152,25 @@ def test_service_point_reaches_amt_ports(client, env, facts, evidence):
 
 @pytest.mark.check("S1-PORTS-CONSOLE-TO-AMT")
 def test_console_reaches_amt_ports(client, env, facts, evidence):
-    ports = env.expected["ports"]
-    wanted = [ports["amt_https"], ports["redirection_tls"]]
-    states = facts.network.ports(facts.dns.address(), wanted)
-    evidence.attach("TCP", [str(s) for s in states])
+    ports, host = env.expected["ports"], facts.dns.address()
+    plain = ports["redirection"]  # 16994, redirection without TLS
+    wanted, where, unprobed = [ports["amt_https"], plain, ports["redirection_tls"]], facts.network.vantage(host), ""
+    try:
+        states = facts.network.ports(host, wanted)
+    except ProbeError as exc:  # a live probe always has a verdict; a snapshot taken before 16994 was probed has none
+        states, unprobed = facts.network.ports(host, [ports["amt_https"], ports["redirection_tls"]]), str(exc)
+    evidence.attach("TCP", {"probed": where, "results": [str(s) for s in states]}
+                    | ({f"{plain} not probed": unprobed} if unprobed else {}))
     try:  # the redirection port listens only on a provisioned ME whose redirection listener is on
         listening = facts.amt.redirection().listener_enabled
     except ProbeError:
         listening = False
-    closed = judge(states, may_be_refused=() if listening else (ports["redirection_tls"],))
-    expect(not closed, found="; ".join(closed),
-           expected=f"TCP {ports['amt_https']} and {ports['redirection_tls']} (SOL/IDER) open from the console")
+    # 16994 (redirection without TLS): the guide's stage 1 asks firewalls to allow 16992-16995, but a TLS ME (as
+    # SCCM provisions it) need not listen there: refused (the host answered) passes, filtered fails.
+    closed = judge(states, may_be_refused=(plain,) if listening else (plain, ports["redirection_tls"]))
+    expect(not closed, found=f"{'; '.join(closed)}, probed {where}",
+           expected=f"TCP {ports['amt_https']} and {ports['redirection_tls']} (SOL/IDER) open from the console, "
+                    f"{plain} not filtered")
 
 
 @pytest.mark.check("PRE-DNS-REQUIRED-NO-WINS")

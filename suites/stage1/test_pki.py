@@ -79,10 +79,11 @@ def test_enterprise_issuing_ca_is_published_and_reachable(server, facts, evidenc
            expected="a CA certificate (basicConstraints cA)")
     addresses = facts.dns.forward(server.name)
     expect(addresses, found=f"{server.name} has no A record", expected="the CA host resolves in DNS")
-    port = facts.network.ports(addresses[0], [RPC_ENDPOINT_MAPPER])[0]
-    evidence.attach("TCP", str(port))
-    expect(port.open, found=f"{server.name}: {port}", expected=f"TCP {RPC_ENDPOINT_MAPPER} open (RPC endpoint mapper: "
-                                                                "the site server requests certificates over DCOM)")
+    port, where = facts.network.ports(addresses[0], [RPC_ENDPOINT_MAPPER])[0], facts.network.vantage(addresses[0])
+    evidence.attach("TCP", {"probed": where, "result": str(port)})
+    expect(port.open, found=f"{server.name}: {port}, probed {where}",
+           expected=f"TCP {RPC_ENDPOINT_MAPPER} open (RPC endpoint mapper: the site server requests certificates "
+                    "over DCOM)")
 
 
 @pytest.mark.check("S1-CA-ISSUE-MANAGE-PERMISSION")

@@ -203,8 +203,10 @@ def test_no_ipsec_policy_on_service_point(server, facts, evidence):
                     facts.windows.registry(server, IPSEC_LOCAL_KEY, "ActivePolicy")}
     evidence.attach("IPsec policy assignments", policies)
     assigned = [f"{where}: {name}" for where, name in policies.items() if name]
-    expect(not assigned, found=f"IPsec {'; '.join(assigned)} assigned (its filters cannot be read remotely: "
-                               "exempt AMT traffic or unassign it)",
+    # The policy's filters (ipsecFilter objects in the directory, [MS-GPIPSEC] 2.2.1.5, docs/protocols.md) are
+    # not read: any assigned policy is taken to cover AMT traffic, and the finding says so.
+    expect(not assigned, found=f"IPsec {'; '.join(assigned)} assigned; its filters were not read, so it is "
+                               "taken to cover AMT traffic",
            expected="no IPsec policy for AMT traffic (ports 16992-16995, 9971)")
 
 

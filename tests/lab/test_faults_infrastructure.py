@@ -31,10 +31,11 @@ def test_site_faults_fail_their_stage_1_checks(tmp_path):
     assert "RequestDisposition 0x100" in results[("PRE-CA-AUTO-APPROVE", CA)][1]
     assert_fails(results, "S1-PROV-CERT-CHAIN-INSTALLED", SP,
                  r"is not in sccm01.vprolab.test's Personal \(Local Computer\) store")
-    assert_fails(results, "S1-PORT-9971-AMT-TO-SERVICE-POINT", SP, r"127\.104\.0\.11:9971 filtered after \d+ ms")
+    assert_fails(results, "S1-PORT-9971-AMT-TO-SERVICE-POINT", SP,
+                 r"127\.104\.0\.11:9971 filtered after \d+ ms.*, probed from this machine \(127\.")
     assert_fails(results, "PRE-DNS-REQUIRED-NO-WINS", SITE, r"DNS servers 127\.104\.0\.99: .*no DNS answer")
     assert_fails(results, "S1-CA-ENTERPRISE-ISSUING-CA-AVAILABLE", CA,
-                 r"ca01.vprolab.test: 127\.104\.0\.13:135 filtered after \d+ ms")
+                 r"ca01.vprolab.test: 127\.104\.0\.13:135 filtered after \d+ ms.*, probed from this machine \(")
     assert_fails(results, "PRE-CLIENT-VPRO-SUPPORTED-AMT", "pc0002.vprolab.test",
                  r"AMT 3\.0\.0 \(from SMS_R_System.AMTFullVersion\), not natively supported, and no WS-MAN translator")
     assert_healthy(results, "pc0001.vprolab.test")
@@ -76,8 +77,9 @@ def client_faults(tmp_path_factory):
 
 
 @pytest.mark.parametrize("check, target, found", [
-    ("S1-PORTS-SERVICE-POINT-TO-AMT", "pc0002.vprolab.test", r"127\.104\.1\.2:16992 filtered after \d+ ms"),
-    ("S1-PORTS-CONSOLE-TO-AMT", "pc0002.vprolab.test", r"16993 filtered .*16995 filtered"),
+    ("S1-PORTS-SERVICE-POINT-TO-AMT", "pc0002.vprolab.test",
+     r"127\.104\.1\.2:16992 filtered after \d+ ms.*, probed from this machine \(127\.\d+\.\d+\.\d+\)"),
+    ("S1-PORTS-CONSOLE-TO-AMT", "pc0002.vprolab.test", r"16993 filtered .*16994 filtered .*16995 filtered"),
     ("S1-PORTS-SERVICE-POINT-TO-AMT", "pc0003.vprolab.test", r"127\.104\.1\.3:16992 refused"),
     ("S1-PORTS-CONSOLE-TO-AMT", "pc0003.vprolab.test", r"127\.104\.1\.3:16993 refused"),
     ("S1-CLIENT-ME-DHCP", "pc0004.vprolab.test", "DHCPEnabled false"),

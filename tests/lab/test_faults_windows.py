@@ -48,7 +48,8 @@ def test_a_missing_appendix_a_hot_fix_fails_its_row(server_faults, kb):
     ("PRE-WINRM-SERVICE-POINT", SERVER, r"WinRM 1\.0 \(StackVersion 1\.0\)"),
     ("HF-KB908209", CONSOLE, "KB908209 not installed"),
     ("HF-KB908209-REGISTRY", CONSOLE, "no iexplore.exe value"),
-    ("PRE-NO-IPSEC", SERVER, r"domain policy \(GPTIPSECPolicy\): Secure Server \(Require Security\)"),
+    ("PRE-NO-IPSEC", SERVER, r"domain policy \(GPTIPSECPolicy\): Secure Server \(Require Security\) assigned; its "
+                             "filters were not read"),
     ("PRE-REPORTING-POINT", SERVER, "no 'SMS Reporting Point' role on sccm01"),
     ("S1-OOB-SERVICE-POINT-INSTALLED", SERVER, "sccm01.vprolab.test has the roles"),
     ("PRE-NETWORK-DISCOVERY-PREREQS", SITE, "no out of band service point in the site and no AMT Provisioning"),

@@ -105,10 +105,10 @@ fault("service_point_firewall_blocks_9971", "The service point's firewall drops 
 
 def _filtered(ctx: Context, d: Any) -> None:
     ctx.devices.remove(d)  # behind the firewall, nothing reaches the device
-    ctx.firewall.extend((d.address, port) for port in (16992, 16993, 16995))
+    ctx.firewall.extend((d.address, port) for port in (16992, 16993, 16994, 16995))
 
 
-fault("amt_ports_filtered", "A firewall drops TCP 16992, 16993 and 16995 to the client: connections get no "
+fault("amt_ports_filtered", "A firewall drops TCP 16992-16995 to the client: connections get no "
       "answer (filtered), where 'unreachable' is refused.", scope="client", device=_filtered,
       fails=("S1-PORTS-SERVICE-POINT-TO-AMT", "S1-PORTS-CONSOLE-TO-AMT"))
 fault("me_static_ip", "The ME has a static IP address (AMT_EthernetPortSettings.DHCPEnabled false).",
