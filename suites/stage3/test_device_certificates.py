@@ -37,9 +37,11 @@ def _in(domain: str, parent: str) -> bool:
 
 
 def _me_domain(client, facts) -> tuple[str, str]:
-    """(the DNS suffix the ME trusts, where it was read)."""
+    """(the DNS suffix the ME trusts, where it was read): AMT's own once provisioned (before, it answers no WS-MAN:
+    docs/protocols.md "An un-provisioned device"), else DHCP option 15, which the ME in setup takes its domain
+    from, else the client's DNS suffix."""
     try:
-        domain = facts.amt.general_settings().domain_name
+        domain = facts.amt.general_settings().domain_name if facts.amt.provisioned() else ""
         if domain:
             return domain.lower(), "AMT_GeneralSettings.DomainName"
     except ProbeError:

@@ -52,8 +52,7 @@ def root_hashes(facts, evidence) -> tuple[list[tuple[str, str, bool]], str]:
     (``AMT_ProvisioningCertificateHash``). Before, the ME answers no WS-MAN (docs/protocols.md, "An un-provisioned
     device"): its hash list is in the PKI hellos it sends (the latest the run's ``--hello-listen`` heard). Neither:
     the check cannot decide."""
-    status = facts.site.provisioning_status()
-    if status.by_site() or status.me_provisioned():
+    if facts.amt.provisioned():
         hashes = facts.amt.certificate_hashes()
         evidence.attach("AMT trusted root hashes", [{"name": h.name, "type": h.hash_type_name, "hash": h.hex,
                                                      "enabled": h.enabled} for h in hashes])

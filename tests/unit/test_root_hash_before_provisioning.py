@@ -75,7 +75,8 @@ class Facts:
         def certificate_hashes():
             self.wsman_reads += 1
             return self.amt_hashes
-        return SimpleNamespace(certificate_hashes=certificate_hashes)
+        return SimpleNamespace(certificate_hashes=certificate_hashes,
+                               provisioned=lambda: self.status.by_site() or self.status.me_provisioned())
 
 
 def outcome(facts) -> str:
