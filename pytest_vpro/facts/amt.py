@@ -124,6 +124,14 @@ class AmtFacet(AmtReads):
     def __init__(self, facts: "Facts") -> None:
         super().__init__(facts, facts.connect.amt)
 
+    def provisioned(self) -> str | None:
+        """Why this client's ME counts as provisioned (the site's word first: ``SMS_R_System.AMTStatus`` 3 or its
+        log's completed provisioning, else the ME's own ProvisioningState 2), or None. Before provisioning real
+        firmware answers WS-MAN only to the provisioning server (docs/protocols.md "An un-provisioned device"):
+        the checks read the ME over WS-MAN only when this says why."""
+        status = self.facts.site.provisioning_status()
+        return status.by_site() or status.me_provisioned()
+
     def tls(self) -> str:
         """What this client's WS-MAN session over TLS used ("TLS 1.0, AES128-SHA (legacy fallback)"), once it
         has answered; "" before, or when the session is not over TLS."""

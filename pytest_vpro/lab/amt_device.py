@@ -9,10 +9,15 @@ Modelling decisions (lab simplifications, each in one place):
    answers 404 on ``/wsman`` (:data:`FIRST_WSMAN_VERSION`).
  * The ME is unreachable while the host is in a sleep state its power policy does not
    cover (e.g. policy "ON in S0" and the PC off): the connection is dropped unanswered.
- * Pre-provisioned devices (state 0) still answer WS-MAN with the digest account (real
-   firmware only offers the provisioning TLS port: the lab serves 16993 with a self-signed
-   setup certificate, see ``estate._setup_certificate``); ``CommitChanges`` moves a device to
-   post-provisioning (real provisioning runs a PSK/PKI TLS handshake first).
+ * Pre-provisioned devices (state 0) serve 16993 with a self-signed setup certificate (see
+   ``estate._setup_certificate``). Real firmware answers WS-MAN there only to the provisioning server,
+   which presents a certificate chain whose root hash the device lists in its hello (docs/protocols.md,
+   "An un-provisioned device"). A modern lab's device still answers WS-MAN with the digest account
+   (lab shortcut, kept for the modern lab's tests); with ``setup_answers_wsman`` false (a lab of 2009)
+   a device in its initial setup answers nothing on 16992 and resets 16993 after the TLS handshake,
+   until ``CommitChanges`` moves it to post-provisioning (real provisioning runs a PSK/PKI TLS handshake
+   first). A device un-provisioned during the run keeps answering: what firmware serves right after a
+   full un-provision is not modelled.
  * ``AMT_EthernetPortSettings``: the wired port (``... Settings 0``) and a laptop's wireless
    port (``... Settings 1``, PhysicalConnectionType 3) on ``wireless_address``, where the device
    also answers; ``AMT_8021XProfile`` (wired 802.1X) and ``CIM_WiFiEndpointSettings`` with
@@ -189,6 +194,9 @@ class DeviceSpec:
     #: "modern" (TLS 1.2+) or "legacy" (TLS 1.0 only, AES-CBC-SHA: AMT 3.2.1-6.x; docs/protocols.md "TLS")
     tls_profile: str = "modern"
     send_hellos: bool = True
+    #: False (a lab of 2009): in its initial setup (ProvisioningState 0 from the start, until CommitChanges) the
+    #: device answers no WS-MAN and no WebUI, as real firmware (docs/protocols.md "An un-provisioned device")
+    setup_answers_wsman: bool = True
     provision_server: tuple[str, int] | None = None
     hello_interval: float = 1.0
     hello_max_retries: int = 15
@@ -242,6 +250,7 @@ class Device:
 
     def __init__(self, spec: DeviceSpec, record: Callable[[dict[str, Any]], None]):
         self.spec = spec
+        self.in_initial_setup = spec.provisioning_state == 0  # until provisioned (CommitChanges)
         self._record = record
         self.realm = amt_digest_realm(spec.uuid)
         self.hello_wakeup: asyncio.Event | None = None  # set by the simulator's loop
@@ -277,6 +286,11 @@ class Device:
     def me_reachable(self) -> bool:
         """The ME answers only in S-states its power policy keeps it on (or wakes it) in."""
         return self.sstate in self.scheme.me_on
+
+    def answers_wsman(self) -> bool:
+        """WS-MAN (and the WebUI) answer: the ME is reachable, and not in an initial setup that serves only the
+        provisioning server (``setup_answers_wsman`` false)."""
+        return self.me_reachable() and (self.spec.setup_answers_wsman or not self.in_initial_setup)
 
     def _log(self, req: WsmanRequest, op: str, cls: str, params: dict[str, Any], rv: int) -> None:
         self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address, "op": op,
@@ -556,6 +570,7 @@ class Device:
 
     def _m_AMT_SetupAndConfigurationService_CommitChanges(self, req, params) -> dict[str, Any]:
         self.spec.provisioning_state = 2
+        self.in_initial_setup = False
         return {"ReturnValue": RV_OK}
 
     def _m_AMT_SystemPowerScheme_SetPowerScheme(self, req, params) -> dict[str, Any]:

@@ -107,7 +107,7 @@ class AmtSimulator(BackgroundService):
                                               max_token_bytes=s.max_token_bytes)
             return WsmanEndpoint(dev, digest=digest, negotiate=negotiate,
                                  server_header=f"Intel(R) Active Management Technology {s.amt_version}",
-                                 latency_s=s.latency_ms / 1000, enabled=s.has_wsman, reachable=dev.me_reachable,
+                                 latency_s=s.latency_ms / 1000, enabled=s.has_wsman, reachable=dev.answers_wsman,
                                  web=WebUI(dev) if port == self.https_port else None)
 
         assert self.server is not None

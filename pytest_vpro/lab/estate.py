@@ -88,6 +88,10 @@ class Description:
     state_dir: str = ".lab"
     dhcp_port: int = 67  # 0: any free UDP port, so several labs (tests) can run beside each other
     era: str = "modern"  # or "2009": SHA-1 PKI with ldap:/// locations first, AMT 3.2.1/4.x/5.x speaking TLS 1.0
+    #: False: the service point's simulator leaves TCP 9971 on its address free for the run's own listener
+    #: (``--hello-listen <service point>:9971``, as a run on that host would listen), which then hears the hellos
+    #: the devices send there; the site logs none of them (AMTOPMGR.LOG keeps what it was planted with)
+    site_hears_hellos: bool = True
     faults: list[dict[str, Any]] = field(default_factory=list)
 
     def client_name(self, index: int) -> str:
@@ -369,6 +373,7 @@ def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[
             kerberos_spns=[f"HTTP/{c.fqdn}:16992", f"HTTP/{c.fqdn}:16993"] if c.provisioned else [],
             acl=[AclEntry(kerberos_sid=console_sid)], latency_ms=desc.latency_ms,
             tls_cert=str(cert), tls_key=str(key), send_hellos=not c.provisioned,
+            setup_answers_wsman=not desc.of_2009,  # real firmware: only the provisioning server's TLS
             provision_server=(plan.site_server, 9971), wireless_address=c.wireless_address,
             ieee8021x_protocol=2 if c.ieee8021x else None,  # PEAPv0/EAP-MSCHAPv2
             wifi_profiles=[{"name": "VPROLAB-WLAN", "authentication": 7, "encryption": 4, "protocol": 2}]
@@ -443,7 +448,7 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
                 "Read", "Read Resource", "Modify Collection Setting", "View management controllers",
                 "Manage management controllers"]}],
         # WinRM as Windows has it by default: Kerberos (Negotiate) on, Basic off (docs/protocols.md)
-        tls_cert=str(cert), tls_key=str(key), basic_users={},
+        tls_cert=str(cert), tls_key=str(key), basic_users={}, hello_port=9971 if desc.site_hears_hellos else 0,
         kerberos_keytab=str(keytab), kerberos_realm=REALM, dns_servers=[plan.dc],
         provisioning_certificate_cn=pki_probe.common_name(pki.provisioning_cert) or "",
         provisioning_certificate_not_after=pki.provisioning_cert.not_valid_after_utc.isoformat(),

@@ -37,9 +37,11 @@ def _in(domain: str, parent: str) -> bool:
 
 
 def _me_domain(client, facts) -> tuple[str, str]:
-    """(the DNS suffix the ME trusts, where it was read)."""
+    """(the DNS suffix the ME trusts, where it was read): AMT's own once provisioned (before, it answers no WS-MAN:
+    docs/protocols.md "An un-provisioned device"), else DHCP option 15, which the ME in setup takes its domain
+    from, else the client's DNS suffix."""
     try:
-        domain = facts.amt.general_settings().domain_name
+        domain = facts.amt.general_settings().domain_name if facts.amt.provisioned() else ""
         if domain:
             return domain.lower(), "AMT_GeneralSettings.DomainName"
     except ProbeError:
@@ -57,6 +59,8 @@ def _amt_version(facts) -> tuple[str, str]:
     resource = facts.site.resource()
     if resource and resource.get("AMTFullVersion"):
         return str(resource["AMTFullVersion"]), "SMS_R_System.AMTFullVersion"
+    if not facts.amt.provisioned():  # before provisioning AMT answers no WS-MAN (docs/protocols.md)
+        return "unknown", "not in SMS_R_System.AMTFullVersion; no WS-MAN before provisioning"
     return facts.amt.version().text, "CIM_SoftwareIdentity"
 
 
@@ -112,6 +116,8 @@ def test_third_level_domain_is_trusted(client, env, facts, evidence):
 
 @pytest.mark.check("S3-AMT-321-SELF-SIGNED-CERT")
 def test_amt_321_does_not_serve_a_self_signed_certificate(client, env, facts, evidence):
+    if not facts.amt.provisioned():  # in setup every device presents its own self-signed setup certificate
+        not_applicable("not provisioned yet: the web server certificate is issued at provisioning")
     version, where = _amt_version(facts)
     parts = tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
     if parts != (3, 2, 1):

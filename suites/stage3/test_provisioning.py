@@ -139,12 +139,9 @@ def _by_host(computers: dict[str, list[str]]) -> dict[str, list[tuple[str, str]]
 
 @pytest.mark.check("S3-ME-HOSTNAME-MATCHES-OS")
 def test_me_host_name_matches_the_os(client, env, facts, evidence):
-    try:
-        settings = facts.amt.general_settings()
-    except ProbeError:
-        if not facts.site.provisioning_status().by_site():
-            not_applicable("not provisioned by the site yet: AMT answers WS-MAN once provisioned")
-        raise
+    if not facts.amt.provisioned():
+        not_applicable("not provisioned yet: AMT answers WS-MAN once provisioned")
+    settings = facts.amt.general_settings()
     me = settings.fqdn.lower()
     if client.provisioning == "in_band":
         system = facts.windows.wmi(client, "Win32_ComputerSystem")[0]

@@ -7,7 +7,8 @@ in the provisioning certificate signing chain have valid dates"; "... key length
 """
 import pytest
 
-from pytest_vpro.checks import expect
+from pytest_vpro.checks import cannot_decide, expect, not_applicable
+from pytest_vpro.probes import hello
 from pytest_vpro.probes import x509 as certs
 
 SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
@@ -44,13 +45,43 @@ def test_provisioning_chain_is_in_date(server, facts):
     expect(not problems, found="; ".join(problems), expected="every certificate of the chain within its dates")
 
 
+def root_hashes(facts, evidence) -> tuple[list[tuple[str, str, bool]], str]:
+    """The root hashes this client's ME trusts for provisioning, as ``([(type, hex, enabled)], where read)``.
+
+    Once the ME is provisioned (the site's word, else its own ProvisioningState 2), from WS-MAN
+    (``AMT_ProvisioningCertificateHash``). Before, the ME answers no WS-MAN (docs/protocols.md, "An un-provisioned
+    device"): its hash list is in the PKI hellos it sends (the latest the run's ``--hello-listen`` heard). Neither:
+    the check cannot decide."""
+    if facts.amt.provisioned():
+        hashes = facts.amt.certificate_hashes()
+        evidence.attach("AMT trusted root hashes", [{"name": h.name, "type": h.hash_type_name, "hash": h.hex,
+                                                     "enabled": h.enabled} for h in hashes])
+        return [(h.hash_type_name, h.hex.lower(), h.enabled) for h in hashes], "AMT_ProvisioningCertificateHash"
+    heard = facts.hellos.heard()
+    if heard is None:
+        cannot_decide("not provisioned yet, so AMT answers no WS-MAN, and its trusted root hashes travel in its "
+                      "hello packets, which this run does not hear (AMTOPMGR.LOG does not list them): listen with "
+                      "--hello-listen ADDR:PORT where ProvisionServer points")
+    hellos = [s for s in heard if s.hello is not None]
+    pki = [s for s in hellos if s.hello.version == hello.VERSION_PKI]
+    if not pki:
+        if hellos:
+            not_applicable(f"its hellos are PSK (version {hellos[-1].hello.version}): PSK provisioning checks no "
+                           "root hash")
+        cannot_decide(f"not provisioned yet and no hello heard on {facts.hellos.listener().where}: its trusted root "
+                      "hashes travel only in its hellos (S2-CLIENT-SENDING-HELLO judges the silence)")
+    last = pki[-1]
+    listed = [(hello.HASH_TYPES.get(t, (f"type {t}", 0))[0], d.hex(), True) for t, d in last.hello.hashes]
+    evidence.attach(f"hash list of its hello heard on {facts.hellos.listener().where} (retry {last.hello.retry_count})",
+                    [{"type": t, "hash": h} for t, h, _e in listed])
+    return listed, f"its hello packet (retry {last.hello.retry_count}, from {last.peer})"
+
+
 @pytest.mark.check("S3-PROV-CERT-ROOT-HASH-IN-AMT")
 def test_amt_trusts_the_provisioning_root(client, facts, evidence):
     root = facts.pki.provisioning_chain()[-1]
     wanted = {certs.fingerprint(root, "sha1"), certs.fingerprint(root, "sha256")}
-    hashes = facts.amt.certificate_hashes()
-    evidence.attach("AMT trusted root hashes", [{"name": h.name, "type": h.hash_type_name, "hash": h.hex,
-                                                 "enabled": h.enabled} for h in hashes])
-    expect(any(h.enabled and h.hex.lower() in wanted for h in hashes),
-           found=f"{len(hashes)} hashes, none enabled for {certs.common_name(root)}",
+    hashes, where = root_hashes(facts, evidence)
+    expect(any(enabled and h in wanted for _t, h, enabled in hashes),
+           found=f"{client.fqdn}: {len(hashes)} hashes in {where}, none enabled for {certs.common_name(root)}",
            expected=f"an enabled hash of the provisioning root ({certs.fingerprint(root, 'sha256')})")

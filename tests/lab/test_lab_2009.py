@@ -171,3 +171,29 @@ def test_legacy_suites_a_device_does_not_offer_leave_its_checks_undecided(tmp_pa
         assert not [k for k, v in results.items() if k[1] == PC(n) and v[0] in ("failed", "error")], n
         assert not [k for k, v in results.items() if k[1] == PC(n) and "gated:" in v[1]], n
     assert results[("S1-PORTS-CONSOLE-TO-AMT", PC(1))][0] == "passed"  # TCP: decided without TLS
+
+
+def test_unprovisioned_clients_answer_no_wsman_and_are_judged_from_their_hellos(tmp_path):
+    """Issue 16, items 4 and 9: pc0002 and pc0003 are not provisioned (their provisioning failed an hour ago, so
+    AMTOPMGR.LOG has their old hellos) and answer no WS-MAN, as real firmware in setup; the run listens where their
+    hellos go (the service point's 9971, left to it: ``site_hears_hellos: false``). The root-hash check judges the
+    hash list of their hellos: pc0002's lists the root, pc0003's does not (``root_hash_missing``)."""
+    from pytest_vpro.lab.addresses import AddressPlan
+
+    listen = f"{AddressPlan(NET).site_server}:9971"
+    results, run = _run(tmp_path, [{"fault": "provisioning_failed", "client": 2},
+                                   {"fault": "provisioning_failed", "client": 3},
+                                   {"fault": "root_hash_missing", "client": 3}], 3,
+                        "--stage", "3", "--hello-listen", listen, "--hello-wait", "70",
+                        unprovisioned=2, in_band_every=0, site_hears_hellos=False)
+    check = "S3-PROV-CERT-ROOT-HASH-IN-AMT"
+    assert results[(check, PC(2))][0] == "passed", results[(check, PC(2))]
+    assert "hash list of its hello heard on" in _evidence(run, "test_amt_trusts_the_provisioning_root", PC(2))
+    assert_fails(results, check, PC(3), rf"{PC(3)}: 0 hashes in its hello packet \(retry \d+, from [\d.]+\), none "
+                 r"enabled for VPROLAB Root CA")
+    outcome, message = results[(check, PC(3))]
+    assert "an enabled hash of the provisioning root (" in message and "MEBx" in message, message  # the action
+    assert results[(check, PC(1))][0] == "passed"  # provisioned: over WS-MAN
+    for n in (2, 3):  # no WS-MAN before provisioning: the ME's own state is read from nothing
+        assert "no answer over WS-MAN" in _evidence(run, "test_me_is_unprovisioned", PC(n)) or \
+            results[("S2-ME-UNPROVISIONED", PC(n))][0] == "passed", n
