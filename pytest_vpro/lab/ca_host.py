@@ -32,7 +32,8 @@ from typing import Any, Callable
 from impacket.ldap import ldaptypes
 
 from pytest_vpro.lab.service import BackgroundService
-from pytest_vpro.lab.site_server import BasicAuthenticator, SiteServerProvider, WinrmServer
+from pytest_vpro.lab.site_provider import SiteServerProvider
+from pytest_vpro.lab.winrm_server import BasicAuthenticator, WinrmServer
 from pytest_vpro.lab.wsman_server import (
     Fault,
     NegotiateAcceptor,

@@ -51,7 +51,9 @@ from typing import Any, Callable, Iterable, Mapping
 
 from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
-from pytest_vpro.lab.site_server import WINRM_STACK_KEY, BasicAuthenticator, SiteServerProvider, WinrmServer
+from pytest_vpro.lab.site_provider import SiteServerProvider
+from pytest_vpro.lab.site_spec import WINRM_STACK_KEY
+from pytest_vpro.lab.winrm_server import BasicAuthenticator, WinrmServer
 from pytest_vpro.lab.wsman_server import (
     Fault,
     NegotiateAcceptor,
