@@ -146,10 +146,12 @@ def test_client_presents_an_enterprise_web_server_certificate(client, env, facts
     if not provisioned and certs.is_self_signed(cert):
         not_applicable("not provisioned by the site yet: the ME presents its own self-signed certificate until then")
     problems = []
+    intermediates, where = _issuers_of(cert, env, facts)
     try:
-        certs.verify_chain(cert, facts.pki.provisioning_chain()[1:], facts.pki.trusted_roots())
+        certs.verify_chain(cert, intermediates, facts.pki.trusted_roots())
     except certs.ChainProblem as exc:
-        problems.append(f"does not chain to a trusted root ({exc})")
+        problems.append(f"does not chain to a trusted root ({exc}; intermediates {where})")
+    problems += _revocation(cert, intermediates, facts, evidence)
     if not certs.has_eku(cert, SERVER_AUTH):
         problems.append("no serverAuth EKU")
     names = {n.lower().rstrip(".") for n in [certs.common_name(cert), *certs.dns_names(cert)] if n}
@@ -158,4 +160,39 @@ def test_client_presents_an_enterprise_web_server_certificate(client, env, facts
     problems += certs.validity_problems(cert)
     expect(not problems, found=f"{cert.subject.rfc4514_string()} from {cert.issuer.rfc4514_string()}: "
                                + "; ".join(problems),
-           expected=f"issued by the enterprise CA, serverAuth, CN/SAN {client.fqdn}, within its dates")
+           expected=f"issued by the enterprise CA, not revoked, serverAuth, CN/SAN {client.fqdn}, within its dates")
+
+
+def _issuers_of(cert, env, facts) -> tuple[list, str]:
+    """The certificate's issuing CAs as the estate publishes them (its AIA caIssuers, http:// or ldap:///), else the
+    exported provisioning chain's CAs (named so in the finding)."""
+    chain, problems = certs.chain_via_aia(cert, facts.network.download)
+    if len(chain) > 1 and not problems:
+        return chain[1:], "from the certificate's AIA"
+    if env.pki.get("provisioning_chain"):
+        why = "; ".join(problems) or "no issuer found through AIA"
+        return facts.pki.provisioning_chain()[1:], f"from pki.provisioning_chain, as AIA gave none ({why})"
+    return chain[1:], "from the certificate's AIA (" + ("; ".join(problems) or "none") + ")"
+
+
+def _revocation(cert, intermediates, facts, evidence) -> list[str]:
+    """Whether the issuing CA revoked ``cert``, from the CRL its CDP names (RFC 5280 §5.3). A CRL that cannot be read
+    is said in the evidence, not judged here: S3-CA-CRL-AIA-AVAILABLE judges the CRLs' availability."""
+    issuer = next((c for c in intermediates if c.subject == cert.issuer), None)
+    seen = []
+    for url in certs.cdp_urls(cert):
+        try:
+            crl = certs.parse_crl(facts.network.download(url), url)
+            certs.check_crl(crl, url=url, issuer=issuer)
+        except certs.CrlProblem as exc:
+            seen.append({"crl": url, "not read": str(exc)})
+            continue
+        seen.append({"crl": url, "this_update": str(crl.last_update_utc)})
+        if certs.is_revoked(crl, cert.serial_number):
+            reason = certs.revocation_reason(crl, cert.serial_number)
+            evidence.attach("revocation", seen)
+            return [f"revoked by {certs.common_name(issuer) if issuer else cert.issuer.rfc4514_string()} "
+                    f"(serial {cert.serial_number:x}" + (f", reason {reason.value}" if reason else "") + f", {url})"]
+        break  # one readable, in-date CRL of the issuer answers it
+    evidence.attach("revocation", seen or [{"crl": "the certificate names no CDP"}])
+    return []

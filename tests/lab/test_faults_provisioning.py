@@ -163,3 +163,13 @@ def test_a_rejection_in_the_log_alone_fails_the_acceptance(tmp_path):
     assert_fails(results, "S3-PROV-CERT-ACCEPTED-BY-SCCM", SERVER,
                  r"certificate CN=sccm01\.vprolab\.test rejected: the certificate has neither the Intel\(R\) AMT")
     assert results[("S3-PROV-CERT-DOMAIN-TRUSTED-BY-AMT", pc(1))][0] == "passed"
+
+
+def test_a_revoked_web_server_certificate_fails_its_check(tmp_path_factory):
+    """The CA revoked pc0002's AMT web server certificate: the check reads the CRL its CDP names and says so;
+    pc0001's, chained through the issuing CA its AIA names, passes."""
+    results = run_suite(tmp_path_factory.mktemp("revoked"), [{"fault": "web_server_cert_revoked", "client": 2}],
+                        clients=2, net=122)
+    assert_fails(results, "S3-CLIENT-AMT-WEB-SERVER-CERT", pc(2), r"revoked by VPROLAB Issuing CA \(serial [0-9a-f]+, "
+                                                                  r"reason keyCompromise, http://")
+    assert results[("S3-CLIENT-AMT-WEB-SERVER-CERT", pc(1))][0] == "passed"

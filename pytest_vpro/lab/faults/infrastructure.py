@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from ...probes import x509 as certs
@@ -187,3 +188,14 @@ def _ieee8021x(ctx: Context | None, c: ClientPlan) -> None:
 fault("ieee8021x_amt_3", "A client on an 802.1X authenticated wired network runs AMT 3.2.1 (802.1X needs 4.0).",
       scope="client", plan=_ieee8021x, device=_set(amt_version="3.2.1"),
       site_server=_set(amt_full_version="3.2.1"), fails=("PRE-8021X-AMT-4",))
+
+
+def _web_server_cert_revoked(ctx: Context, c: ClientPlan) -> None:
+    cert = x509.load_pem_x509_certificate((ctx.state / "pki" / "devices" / f"{c.fqdn}.pem").read_bytes())
+    ctx.lab_pki.revoke(cert.serial_number, x509.ReasonFlags.key_compromise)  # the CA console's Revoke Certificate
+    ctx.lab_pki.publish_crl()
+
+
+fault("web_server_cert_revoked", "The CA administrator revoked the client's AMT web server certificate (reason key "
+      "compromise) and published the CRL; the ME still presents the certificate.", scope="client",
+      needs="provisioned", directory=_web_server_cert_revoked, fails=("S3-CLIENT-AMT-WEB-SERVER-CERT",))
