@@ -145,6 +145,17 @@ class AuthRefused(AuthFailed):
             f"({KERBEROS_ON}) and check that the computer account has the SPN HTTP/{host}")
 
 
+class CredentialsRejected(AuthFailed):
+    """The WinRM server offers the scheme this probe used and rejected the credentials sent with it."""
+
+    def __init__(self, host: str, scheme: str):
+        self.host, self.scheme, self.url, self.detail = host, scheme.lower(), host, ""
+        self.tried, self.offered = [scheme], scheme
+        errors.ProbeError.__init__(self,
+            f"WinRM on {host} rejected the {scheme} credentials of credentials.winrm (it offers {scheme}); expected: "
+            f"the account and password accepted; action: check the user and the password credentials.winrm names")
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc)
     return text.rsplit(": ", 1)[-1] if ": " in text else text
@@ -309,7 +320,10 @@ class WinRM:
                 if self._settled or self._next >= len(self._auths):
                     if isinstance(exc, KerberosError) and not _about_the_host(exc):
                         raise  # the KDC did not answer, or refused our own credentials: not this host's doing
-                    raise AuthRefused(self.host, list(self._tried), _offered(exc)) from None
+                    offered = _offered(exc)
+                    if self.client.auth.scheme == "basic" and "basic" in offered.lower():
+                        raise CredentialsRejected(self.host, "Basic") from None  # the right scheme, a wrong password
+                    raise AuthRefused(self.host, list(self._tried), offered) from None
                 self.client.close()
                 self.client = WsmanClient(self.url, auth=self._auths[self._next], **self._options)
                 self._next += 1
