@@ -34,8 +34,6 @@ from ..probes.dns import ConnectionRouting, Resolver
 from ..probes.wsman import DigestAuth, WsmanClient
 from . import faults
 from .addresses import AddressPlan
-from .amt_sim import AclEntry, AmtSimulator, DeviceSpec
-from .ca_host import CaHost, CaHostSpec
 from .dhcp import LabDHCP
 from .file_server import LabFileServer
 from .firewall import DroppingFirewall
@@ -58,8 +56,7 @@ from .names import (
 )
 from .pki import ISSUING_CA_NAME, ROOT_CA_NAME, LabPKI, PkiFaults, sign
 from .samba import SambaDC, reverse_name
-from .site_server import KB908209_KEY, SMS_PERMISSIONS, ClientRecord, SiteServerSimulator, SiteServerSpec
-from .windows_client import WindowsClients, WindowsClientSpec
+from .site_spec import KB908209_KEY
 
 #: Where a domain member's logical stores come from, by default: the Trusted Root store's enterprise root from AD
 #: (the Enterprise store), Personal and Intermediate from the computer's own registry stores.
@@ -349,6 +346,8 @@ def _publish_ca_certificates(dc, pki) -> None:
 def _start_amt(state: Path, desc: Description, plan: AddressPlan, clients: list[ClientPlan],
                device_certs: dict[str, tuple[Path, Path]], pki, keytab: Path, creds: dict[str, str], dc,
                plant: Callable[[list], None] = lambda specs: None):
+    from .amt_sim import AclEntry, AmtSimulator, DeviceSpec  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
+
 
     root_hash = bytes.fromhex(pki.root_sha256())
     root_sha1 = bytes.fromhex(pki.root_sha1())
@@ -422,6 +421,8 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
     the next CRL, its AD object deleted. It is a 64-bit Windows Server 2003 x64: Configuration Manager, a 32-bit
     program, keeps its keys under ``SOFTWARE\\Wow6432Node``.
     """
+    from .site_server import SMS_PERMISSIONS, ClientRecord, SiteServerSimulator, SiteServerSpec  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
+
     fqdn = f"{HOSTS['site_server']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     keytab = state / "site" / "winrm.keytab"
@@ -497,6 +498,8 @@ def _start_ca_host(state: Path, plan: AddressPlan, pki, dc, creds: dict[str, str
     """The issuing CA's host: WinRM with CertSvc's registry (its Security grants the site server Issue and
     Manage Certificates), and the RPC endpoint mapper port, 135 (see :mod:`pytest_vpro.lab.ca_host`). WinRM as
     Windows has it by default: Kerberos through its ``HTTP/<fqdn>`` keytab, Basic off."""
+    from .ca_host import CaHost, CaHostSpec  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
+
     fqdn = f"{HOSTS['ca']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     spec = CaHostSpec(address=plan.ca, fqdn=fqdn, ca_name=ISSUING_CA_NAME, domain_sid=dc.domain_sid,
@@ -511,6 +514,8 @@ def _start_windows_clients(lab: Lab, state: Path, clients: list[ClientPlan], pki
                            dc, plant: Callable[[list, Any], None] = lambda specs, console: None) -> int:
     """The operating system of in-band clients: WinRM/WMI on each PC's address, its C$ share with OOBMGMT.LOG;
     and the console host's (:func:`_console_host`)."""
+    from .windows_client import WindowsClients, WindowsClientSpec  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
+
     in_band = [c for c in clients if c.provisioning == "in_band"]
     files = None
     if in_band:
@@ -543,6 +548,8 @@ def _console_host(plan: AddressPlan, pki, dc, state: Path):
     the root and issuing CA certificates in its Trusted Root store; KB908209 itself is part of XP SP3. (The
     console's network side, connecting to AMT, is this machine: ``testinfra: local://``.) WinRM as Windows has
     it by default: Kerberos through its computer account's ``HTTP/<fqdn>`` keytab, Basic off."""
+    from .windows_client import WindowsClientSpec  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
+
     fqdn = f"{HOSTS['console']}.{DOMAIN}"
     cert, key = pki.issue_infrastructure_cert(fqdn)
     registry: dict[str, dict[str, Any]] = {"HKLM\\" + KB908209_KEY: {"iexplore.exe": 1}}

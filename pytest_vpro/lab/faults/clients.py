@@ -7,11 +7,10 @@ from typing import Any
 
 import ldap3
 
-from ..amt_sim import AclEntry
 from ..names import (
     ClientPlan,
 )
-from ..site_server import (
+from ..site_spec import (
     AMT_STATUS,
     THREADS,
 )
@@ -118,6 +117,8 @@ fault("clock_skew", "The device's clock is off by `seconds`.", scope="client",
 
 
 def _acl_without_console(ctx: Context, d: Any) -> None:
+    from ..amt_device import AclEntry  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
+
     d.acl = [AclEntry(kerberos_sid=f"{ctx.dc.domain_sid}-500")]  # only the domain's Administrator
 
 

@@ -12,7 +12,7 @@ from ..names import (
     OPERATORS_GROUP,
     ClientPlan,
 )
-from ..site_server import (
+from ..site_spec import (
     AMT_STATUS,
 )
 from .registry import Context, _amt_object_dn, _option, _set, _site, fault

@@ -24,7 +24,7 @@ from ..pki import (
     sign,
 )
 from ..samba import reverse_name
-from ..site_server import (
+from ..site_spec import (
     THREADS,
 )
 

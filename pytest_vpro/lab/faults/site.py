@@ -12,7 +12,7 @@ from ..names import (
 from ..pki import (
     ISSUING_CA_NAME,
 )
-from ..site_server import (
+from ..site_spec import (
     KB908209_KEY,
     THREADS,
     WINRM_STACK_KEY,

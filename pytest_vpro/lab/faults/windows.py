@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ..site_server import (
+from ..site_spec import (
     IPSEC_GPO_KEY,
     OOB_SP2_PROPS,
     THREADS,
 )
-from ..windows_client import TABLET_PC_KEY
 from .registry import Context, Param, _set, _site, fault
 
 
@@ -112,6 +111,8 @@ UNSUPPORTED_CLIENT_OS = {
 
 
 def _client_os(ctx: Context, w: Any, os: str) -> None:
+    from ..windows_client import TABLET_PC_KEY  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
+
     for key, value in UNSUPPORTED_CLIENT_OS[os].items():
         setattr(w, key, value)
     if w.tablet_pc:
