@@ -167,7 +167,7 @@ def _issuers_of(cert, env, facts) -> tuple[list, str]:
     """The certificate's issuing CAs as the estate publishes them (its AIA caIssuers, http:// or ldap:///), else the
     exported provisioning chain's CAs (named so in the finding)."""
     chain, problems = certs.chain_via_aia(cert, facts.network.download)
-    if len(chain) > 1 and not problems:
+    if len(chain) > 1:  # an issuer was found (a location that failed before another answered does not matter)
         return chain[1:], "from the certificate's AIA"
     if env.pki.get("provisioning_chain"):
         why = "; ".join(problems) or "no issuer found through AIA"
