@@ -69,12 +69,13 @@ __all__ = ["NotPermitted", "power_cycle", "sol_ider_session", "unprovision"]
 def _permit(target: Any, action: str) -> Permit:
     """The engine's permit for ``target`` (NotPermitted without one); what follows is recorded as disruptive."""
     permit = require(target, action)
-    _record(permit, target.name, disruptive=True)
+    _record(permit, disruptive=True)
     return permit
 
 
-def _record(permit: Permit, target: str, **values: Any) -> dict[str, Any]:
-    """Merge ``values`` into ``target``'s entry of the run's record (a file the run's processes share)."""
+def _record(permit: Permit, **values: Any) -> dict[str, Any]:
+    """Merge ``values`` into the permit's target's entry of the run's record (a file the run's processes share)."""
+    target = permit.target.name
     path = permit.record_file
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
@@ -259,8 +260,7 @@ def _power_cycle(facts, env, permit: Permit) -> PowerCycle:
             cycle.up.reached = cycle.down.reached
         if not cycle.up.ok:
             cycle.note = "could not restore: the client is still off; power it on locally"
-        _record(permit, facts.target.name,
-                power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
+        _record(permit, power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
         return cycle
     finally:
         provider.close()
@@ -354,7 +354,7 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
         step = PowerStep(wanted)
         _request(device, step)
         result.reboot = f"RequestPowerStateChange({wanted}) from PowerState {state}: {step.answer}"
-        _record(permit, client.name, redirection={"reboot": result.reboot})
+        _record(permit, redirection={"reboot": result.reboot})
         if step.answer != "ReturnValue 0":
             return result
         with deadline.Deadline(2 * timeout + 1, f"SOL and IDE-R {client.name}") as limit:  # a record a byte at a time
@@ -372,8 +372,7 @@ def sol_ider_session(client, env, facts, image: bytes | None = None) -> Redirect
             conn.close()
         if device is not None and before is not None:
             _restore_boot_configuration(device, before, result)
-            _record(permit, client.name,
-                    redirection={"boot_config": result.boot_config, "restored": result.restored})
+            _record(permit, redirection={"boot_config": result.boot_config, "restored": result.restored})
 
 
 def _set_boot_configuration(device, result: RedirectionResult):
@@ -631,20 +630,19 @@ def unprovision(client, env, facts) -> dict[str, Any]:
     provisioning is provisioned again by the site (CM2007 library, "How to Remove Provisioning Information for
     AMT-Based Computers")."""
     permit = _permit(client, "un-provisioning")
-    _record(permit, client.name, unprovisioned={"started": time.time()})
+    _record(permit, unprovisioned={"started": time.time()})
     try:
         return _unprovision(client, env, facts, permit)
     except BaseException as exc:
-        _record(permit, client.name, unprovisioned={"finished": time.time(), "return": f"not done: {exc}"})
+        _record(permit, unprovisioned={"finished": time.time(), "return": f"not done: {exc}"})
         raise
 
 
 def _unprovision(client, env, facts, permit: Permit) -> dict[str, Any]:
 
     cert = facts.network.peer_certificate(client.name, env.expected["ports"]["amt_https"])
-    _record(permit, client.name, unprovisioned={"serial": format(cert.serial_number, "x"),
-                                                "cdp": certs.cdp_urls(cert),
-                                                "issuer": cert.issuer.rfc4514_string()})
+    _record(permit, unprovisioned={"serial": format(cert.serial_number, "x"), "cdp": certs.cdp_urls(cert),
+                                   "issuer": cert.issuer.rfc4514_string()})
     provider = _SmsProvider(facts, env)
     result: dict[str, Any] = {}
     try:
@@ -672,7 +670,7 @@ def _unprovision(client, env, facts, permit: Permit) -> dict[str, Any]:
         result["amt_status"] = None if status is None else int(str(status))
     finally:
         provider.close()
-    return _record(permit, client.name, unprovisioned={**result, "finished": time.time()})["unprovisioned"]
+    return _record(permit, unprovisioned={**result, "finished": time.time()})["unprovisioned"]
 
 
 def _digest_device(facts, env):
