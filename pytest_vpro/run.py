@@ -228,7 +228,7 @@ def worker_input(run: Run) -> dict[str, str]:
 
 def _search_directory(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     """The ``ldap:`` inventory reader; ldap3 is imported only by a run whose environment has such a source."""
-    from .probes.ldap import search_computers  # noqa: PLC0415
+    from .probes.ldap import search_computers  # noqa: PLC0415 - ldap3 only for an environment with ldap: sources
 
     return search_computers(*args, **kwargs)
 

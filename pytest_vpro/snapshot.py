@@ -17,6 +17,7 @@ Replaying never touches the network: a fact that is not in the snapshot is a :cl
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import dataclasses
 import datetime as dt
@@ -24,6 +25,7 @@ import enum
 import importlib
 import json
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Iterable
@@ -78,7 +80,7 @@ def encode(value: Any) -> Any:
                 "v": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
     x509 = _x509_kind(value)
     if x509:
-        from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415
+        from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415 - cryptography loads only when a snapshot holds a certificate or CRL
 
         return {"__t": x509, "v": base64.b64encode(value.public_bytes(Encoding.DER)).decode()}
     if type(value).__name__ == "Instance" and type(value).__module__ == "pytest_vpro.probes.wsman":
@@ -87,7 +89,7 @@ def encode(value: Any) -> Any:
 
 
 def _x509_kind(value: Any) -> str | None:
-    from cryptography import x509  # noqa: PLC0415
+    from cryptography import x509  # noqa: PLC0415 - cryptography loads only when a snapshot holds a certificate or CRL
 
     if isinstance(value, x509.Certificate):
         return "x509.cert"
@@ -153,15 +155,15 @@ def decode(value: Any) -> Any:
                 object.__setattr__(obj, f.name, fields[f.name])
         return obj
     if tag == "x509.cert":
-        from cryptography import x509  # noqa: PLC0415
+        from cryptography import x509  # noqa: PLC0415 - cryptography loads only when a snapshot holds a certificate or CRL
 
         return x509.load_der_x509_certificate(base64.b64decode(v))
     if tag == "x509.crl":
-        from cryptography import x509  # noqa: PLC0415
+        from cryptography import x509  # noqa: PLC0415 - cryptography loads only when a snapshot holds a certificate or CRL
 
         return x509.load_der_x509_crl(base64.b64decode(v))
     if tag == "wsman.Instance":
-        from .probes.wsman import Instance  # noqa: PLC0415
+        from .probes.wsman import Instance  # noqa: PLC0415 - requests loads only when a snapshot holds a WS-MAN instance
 
         inst = Instance(value["cls"])
         inst.update(decode(v))
@@ -291,9 +293,6 @@ def _show(row: dict[str, Any], limit: int = 160) -> str:
 # ----------------------------------------------------------------------------------------------- command line
 def main(argv: list[str] | None = None) -> int:
     """``vpro-facts diff A B`` (what changed in the estate between two snapshots) and ``vpro-facts show A``."""
-    import argparse  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     parser = argparse.ArgumentParser(prog="vpro-facts", description="Read and compare pytest-vpro fact snapshots "
                                      "(written by pytest --facts-out=FILE).")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -15,8 +15,11 @@ import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Iterator
+
+import allure
 
 from ..catalog import Check
 from ..causes import CAUSED_RE, Causes
@@ -55,7 +58,6 @@ def allure_labels(check: Check, target: Target) -> Iterator[tuple[str, str]]:
 
 def label_result(check: Check, target: Target) -> None:
     """Give the running test's Allure result its labels (a no-op when allure-pytest is off)."""
-    import allure  # noqa: PLC0415
     for label_type, value in allure_labels(check, target):
         allure.dynamic.label(label_type, value)
 
@@ -63,7 +65,6 @@ def label_result(check: Check, target: Target) -> None:
 def attach_evidence(verdict) -> None:
     if not verdict.evidence:
         return
-    import allure  # noqa: PLC0415 (allure-pytest is a dependency; attach is a no-op when it is off)
     for item in verdict.evidence:
         kind = allure.attachment_type.JSON if item["kind"] == "json" else allure.attachment_type.TEXT
         allure.attach(item["body"], name=item["name"], attachment_type=kind)
@@ -314,7 +315,6 @@ ALLURE_CATEGORIES = [
 
 def write_allure_metadata(results_dir: Path, env: Environment) -> None:
     """``categories.json`` and ``environment.properties`` (Allure's Environment panel) in the results folder."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
     try:
         ours = version("pytest-vpro")
     except PackageNotFoundError:
