@@ -39,7 +39,7 @@ from aiohttp import web
 from defusedxml import DefusedXmlException
 from multidict import CIMultiDict
 
-from pytest_vpro.probes.wsman import (
+from pytest_vpro.probes.wsman_envelope import (
     ANONYMOUS,
     ENDPOINT,
     NS_SOAP,
@@ -48,6 +48,7 @@ from pytest_vpro.probes.wsman import (
     NS_WSMAN,
     NS_XSI,
     EndpointReference,
+    element_to_instance,
     local_name,
 )
 
@@ -119,7 +120,6 @@ class WsmanRequest:
 
     def body_properties(self) -> dict[str, Any]:
         """Children of the body element as ``{name: text | list | {ResourceURI, Selectors}}``."""
-        from pytest_vpro.probes.wsman import element_to_instance  # noqa: PLC0415 - probes.wsman imports this module's peers
         return dict(element_to_instance(self.body)) if self.body is not None else {}
 
 

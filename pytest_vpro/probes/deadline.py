@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import errors
+
 #: How often the watcher shuts sockets again for an expired exchange that is still open: a library that tries
 #: another address (ldap3, for a name with several) opens a new socket after the first one was shut.
 REAPPLY_S = 0.05
@@ -141,9 +143,7 @@ class Deadline:
 
     def too_late(self, host: str, port: int | None):
         """The :class:`~pytest_vpro.probes.errors.Unreachable` for this exchange cut at its deadline."""
-        from .errors import too_late  # noqa: PLC0415
-
-        return too_late(host, port, self.seconds, self.interrupted)
+        return errors.too_late(host, port, self.seconds, self.interrupted)
 
 
 def current() -> Deadline | None:

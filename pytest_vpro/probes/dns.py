@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -208,8 +209,6 @@ def parse_zone_allow_update(properties: list[bytes]) -> int | None:
     """An AD-integrated zone's dynamic update setting from its ``dNSProperty`` values (MS-DNSP 2.3.2.1: u32
     DataLength, NameLength, Flag, Version, Id, then Data): 0 none, 1 nonsecure and secure, 2 secure only; None if
     the zone has no such property."""
-    import struct  # noqa: PLC0415
-
     for blob in properties:
         if len(blob) < 21:
             continue

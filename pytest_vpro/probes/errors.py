@@ -1,6 +1,8 @@
 """Errors every probe raises: a target that cannot be asked is a finding, not a crash."""
 from __future__ import annotations
 
+import socket
+
 
 class ProbeError(Exception):
     """A fact could not be read. ``str()`` is a complete sentence for a report."""
@@ -50,8 +52,6 @@ def vocabulary(how: str) -> str:
 def what_happened(exc: BaseException) -> str:
     """The vocabulary's word for a failed connection, from the exception types of its chain first (socket,
     urllib3 and requests keep the OS's error as a cause), then from their words; never a library's repr."""
-    import socket  # noqa: PLC0415
-
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:

@@ -18,6 +18,7 @@ Hash types: 1 SHA-1 (20 bytes), 2 SHA-256 (32), 3 SHA-384 (48).
 from __future__ import annotations
 
 import struct
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -81,8 +82,6 @@ def receive_hello(sock, timeout: float) -> bytes:
     """The bytes a sender wrote on an accepted TCP connection until it closed it (hellos are one packet per
     connection), at most one byte more than any valid hello, all within ``timeout`` seconds: a sender that
     trickles its bytes is cut there (what arrived is then judged, and is not a hello unless it is one)."""
-    import time  # noqa: PLC0415
-
     end = time.monotonic() + timeout
     data = b""
     try:

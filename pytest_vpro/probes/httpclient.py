@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import certifi
 import requests
 import requests.adapters
 import urllib3
@@ -145,8 +146,6 @@ def public_and(roots: str | None) -> str | bool:
         return True
     with _BUNDLES_LOCK:
         if roots not in _BUNDLES:
-            import certifi  # noqa: PLC0415 (requests' own dependency)
-
             folder = Path(tempfile.mkdtemp(prefix="vpro-ca-"))
             bundle = folder / "public-and-estate.pem"
             bundle.write_bytes(Path(certifi.where()).read_bytes() + b"\n" + Path(roots).read_bytes())

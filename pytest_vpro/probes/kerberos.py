@@ -27,6 +27,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -103,7 +104,7 @@ class ConsoleCredentials:
     def _working_creds(self, spn: str) -> Any:
         """Credentials on the working cache, started again from the TGT when a new ``spn`` would make it hold more
         than :data:`CACHE_TICKETS` service tickets. Called under ``lock``."""
-        import gssapi  # noqa: PLC0415
+        import gssapi  # noqa: PLC0415 - gssapi (libgssapi) loads only when a Kerberos ticket is needed
 
         if self._working is None or (spn not in self._spns and len(self._spns) >= CACHE_TICKETS):
             ccache = self.cache or f"MEMORY:vpro-console-{os.getpid()}-{id(self)}"
@@ -134,7 +135,7 @@ class ConsoleCredentials:
 
     @classmethod
     def _with_password(cls, principal: str, password: str) -> "ConsoleCredentials":
-        import gssapi  # noqa: PLC0415
+        import gssapi  # noqa: PLC0415 - gssapi (libgssapi) loads only when a Kerberos ticket is needed
 
         name = gssapi.Name(principal, gssapi.NameType.kerberos_principal)
         try:
@@ -149,7 +150,7 @@ class ConsoleCredentials:
     @classmethod
     def from_default_cache(cls, cache: str = "", timeout: float = DEFAULT_TIMEOUT) -> "ConsoleCredentials":
         """The caller's own tickets (``credentials.console: kerberos``); their cache is read, never written."""
-        import gssapi  # noqa: PLC0415
+        import gssapi  # noqa: PLC0415 - gssapi (libgssapi) loads only when a Kerberos ticket is needed
 
         try:
             creds = gssapi.Credentials(usage="initiate")
@@ -164,7 +165,7 @@ class ConsoleCredentials:
         ``Negotiate`` carries it as it is (RFC 4559 allows the raw Kerberos token; AMT and HTTP.sys accept it):
         MIT's SPNEGO cannot use password-acquired credentials. A :class:`KerberosError` says why not.
         """
-        import gssapi  # noqa: PLC0415
+        import gssapi  # noqa: PLC0415 - gssapi (libgssapi) loads only when a Kerberos ticket is needed
 
         flags = [gssapi.RequirementFlag.out_of_sequence_detection]
         if mutual:
@@ -213,8 +214,6 @@ class NegotiateAuth:
     scheme = "kerberos"
 
     def for_url(self, url: str) -> requests.auth.AuthBase:
-        from urllib.parse import urlsplit  # noqa: PLC0415
-
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return _Negotiate(self.creds, self.spn or f"HTTP/{parts.hostname}:{port}@{self.realm}", self.mutual)
@@ -236,7 +235,7 @@ class _Negotiate(requests.auth.AuthBase):
     def _verify(self, ctx, resp: requests.Response) -> requests.Response:
         if resp.status_code >= 300:
             return resp  # refused or redirected: the caller reports the status (a redirect is never followed)
-        import gssapi  # noqa: PLC0415
+        import gssapi  # noqa: PLC0415 - gssapi (libgssapi) loads only when a Kerberos ticket is needed
 
         value = next((v.split(None, 1)[1] for v in resp.headers.get("WWW-Authenticate", "").split(",")
                       if v.strip().lower().startswith("negotiate ")), "")

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import errno
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import deadline
+from cryptography import x509
+
+from . import deadline, tls
 from .dns import NoAnswer, NxDomain, Resolver
 from .errors import MalformedReply, Unreachable
 
@@ -169,12 +172,6 @@ def peer_tls(host: str, port: int, timeout: float, *, legacy_ciphers: str | None
     purpose, and it is named for what it does. Toward an AMT port a device that refuses the modern handshake is
     asked once more with the legacy settings (:mod:`pytest_vpro.probes.tls`).
     """
-    import ssl  # noqa: PLC0415
-
-    from cryptography import x509  # noqa: PLC0415
-
-    from . import tls  # noqa: PLC0415
-
     attempts = 2 if tls.may_fall_back(port) else 1  # a refused modern handshake is tried once more, legacy
     limit = deadline.Deadline(2 * timeout * attempts, f"TLS handshake {host}:{port}")  # connect + a slow handshake
     try:

@@ -53,7 +53,7 @@ def smbprotocol_client():
     found = sys.modules.get("smbclient")
     if found is not None and hasattr(found, "register_session"):
         return found
-    import smbprotocol  # noqa: PLC0415
+    import smbprotocol  # noqa: PLC0415 - smbprotocol (and its cryptography, pyspnego) loads only when a share is read
 
     folder = Path(smbprotocol.__file__).resolve().parent.parent / "smbclient"
     spec = importlib.util.spec_from_file_location("smbclient", folder / "__init__.py",
@@ -77,8 +77,8 @@ _TRANSPORT_LOCK = threading.Lock()
 def _bound_the_transport() -> None:
     """Make smbprotocol connect through :class:`_BoundedTcp` (its ``Connection.connect`` names the class ``Tcp``
     of ``smbprotocol.connection``). Done once; every other behaviour of the transport is smbprotocol's own."""
-    import smbprotocol.connection  # noqa: PLC0415
-    from smbprotocol.transport import Tcp  # noqa: PLC0415
+    import smbprotocol.connection  # noqa: PLC0415 - smbprotocol loads only when a share is read
+    from smbprotocol.transport import Tcp  # noqa: PLC0415 - smbprotocol loads only when a share is read
 
     with _TRANSPORT_LOCK:
         if getattr(smbprotocol.connection.Tcp, "vpro_bounded", False):

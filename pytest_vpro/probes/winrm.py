@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 import requests
 
 from pytest_vpro.probes import errors
-from pytest_vpro.probes.kerberos import KerberosError, NegotiateAuth
+from pytest_vpro.probes.kerberos import KdcTimeout, KerberosError, NegotiateAuth
 from pytest_vpro.probes.wsman import AuthFailed, ConfigurationError, Instance, KerberosAuth, WsmanClient
 
 WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/"
@@ -163,8 +163,6 @@ def _reason(exc: Exception) -> str:
 
 def _about_the_host(exc: KerberosError) -> bool:
     """A Kerberos error about the host's service ticket or its answer (not the KDC's silence, nor our TGT)."""
-    from pytest_vpro.probes.kerberos import KdcTimeout  # noqa: PLC0415
-
     text = str(exc)
     return not isinstance(exc, KdcTimeout) and text.startswith(("no service ticket", "mutual authentication"))
 

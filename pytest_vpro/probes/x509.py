@@ -34,6 +34,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -391,7 +392,6 @@ def parse_certificate(data: bytes, url: str = "<bytes>") -> x509.Certificate:
         try:
             return x509.load_der_x509_certificate(data)
         except ValueError:
-            from cryptography.hazmat.primitives.serialization import pkcs7  # noqa: PLC0415
             return pkcs7.load_der_pkcs7_certificates(data)[0]
     except (ValueError, IndexError) as exc:
         raise CrlProblem("unparsable", url, str(exc) or "not a certificate") from None
