@@ -99,7 +99,7 @@ def _console_device(facts, env):
     return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
                                  auth=NegotiateAuth(facts.console.credentials(), env.site.realm),
                                  ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
-                                 legacy_ciphers=tls.ciphers_of(env)))
+                                 connect_timeout=env.timeouts["connect"], legacy_ciphers=tls.ciphers_of(env)))
 
 
 def _poll(read: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> tuple[Any, float]:
@@ -682,7 +682,7 @@ def _digest_device(facts, env):
     return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
                                  auth=DigestAuth(cred.user, cred.password.resolve()),
                                  ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
-                                 legacy_ciphers=tls.ciphers_of(env)))
+                                 connect_timeout=env.timeouts["connect"], legacy_ciphers=tls.ciphers_of(env)))
 
 
 __all__ = ["power_cycle", "sol_ider_session", "unprovision", "NotPermitted", "PowerCycle", "PowerStep",

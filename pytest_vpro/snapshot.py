@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .probes.errors import ProbeError
+from .probes.wsman_envelope import Instance
 
 FORMAT, VERSION = "pytest-vpro facts", 1
 PART_PREFIX = "facts-part-"
@@ -55,6 +56,8 @@ def encode(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return {"__t": "frozenset" if isinstance(value, frozenset) else "set",
                 "v": sorted((encode(v) for v in value), key=lambda x: json.dumps(x, sort_keys=True))}
+    if isinstance(value, Instance):  # a dict that keeps its class name: before plain dicts
+        return {"__t": "wsman.Instance", "cls": value.class_name, "v": encode(dict(value))}
     if isinstance(value, dict):
         if all(isinstance(k, str) for k in value) and "__t" not in value:
             return {k: encode(v) for k, v in value.items()}
@@ -83,8 +86,6 @@ def encode(value: Any) -> Any:
         from cryptography.hazmat.primitives.serialization import Encoding  # noqa: PLC0415 - cryptography loads only when a snapshot holds a certificate or CRL
 
         return {"__t": x509, "v": base64.b64encode(value.public_bytes(Encoding.DER)).decode()}
-    if type(value).__name__ == "Instance" and type(value).__module__ == "pytest_vpro.probes.wsman":
-        return {"__t": "wsman.Instance", "cls": value.class_name, "v": encode(dict(value))}
     raise Unencodable(f"{type(value).__module__}.{type(value).__qualname__}")
 
 
@@ -163,8 +164,6 @@ def decode(value: Any) -> Any:
 
         return x509.load_der_x509_crl(base64.b64decode(v))
     if tag == "wsman.Instance":
-        from .probes.wsman import Instance  # noqa: PLC0415 - requests loads only when a snapshot holds a WS-MAN instance
-
         inst = Instance(value["cls"])
         inst.update(decode(v))
         return inst

@@ -51,7 +51,7 @@ class Connector:
         env = self.facts.env
         return WsmanClient(f"https://{self.facts.target.name}:{env.expected['ports']['amt_https']}/wsman", auth=auth,
                            ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
-                           legacy_ciphers=self.legacy_ciphers)
+                           connect_timeout=env.timeouts["connect"], legacy_ciphers=self.legacy_ciphers)
 
     def amt(self) -> AmtDevice:
         """This client's AMT as the tool (``credentials.amt``: Digest, or Kerberos): one kept-alive session."""
@@ -93,7 +93,8 @@ class Connector:
                 self.use_krb5_config()
             auth = select_auth(host.name, url, cred, realm=env.site.realm, address=getattr(host, "address", None),
                                kerberos_credentials=tgt)
-            return WinRM(url, auth=auth, ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"])
+            return WinRM(url, auth=auth, ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
+                         connect_timeout=env.timeouts["connect"])
         return self.facts.estate.get(key("winrm.session", host.name), connect)
 
     # ------------------------------------------------------------------ LDAP

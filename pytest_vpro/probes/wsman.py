@@ -270,7 +270,8 @@ class WsmanClient:
     """WS-MAN over one keep-alive ``requests.Session``.
 
     ``ca_bundle`` is the path of the CA certificates that verify the server (required
-    for https; ``None`` only for plain http). ``timeout`` bounds connect and each read.
+    for https; ``None`` only for plain http). ``timeout`` bounds each read, ``connect_timeout`` (default:
+    ``timeout``) the TCP connect, so a device that drops every SYN costs the environment's connect timeout.
     Toward an AMT port over https, a device that refuses the modern handshake is asked once more with the
     legacy settings of :mod:`pytest_vpro.probes.tls` (``legacy_ciphers``); :attr:`negotiated` says what the
     session used.
@@ -283,6 +284,7 @@ class WsmanClient:
         auth: Auth,
         ca_bundle: str | None,
         timeout: float,
+        connect_timeout: float | None = None,
         session: requests.Session | None = None,
         max_bytes: int = 4_000_000,
         transcript: Transcript | None = None,
@@ -299,6 +301,7 @@ class WsmanClient:
         self.auth = auth
         self.ca_bundle = ca_bundle
         self.timeout = timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
         self.max_bytes = max_bytes
         self.transcript = transcript
         self.session = session or httpclient.direct()
@@ -336,7 +339,8 @@ class WsmanClient:
         # its socket when it passes (probes/deadline.py); if the exchange still has not ended shortly after (a
         # Kerberos token stuck in the KDC), its thread is abandoned and its session discarded.
         # One long-lived worker per client: requests' Digest state (nonce, count) is per thread.
-        seconds = 2 * self.timeout * (2 if self._amt_tls and not self._legacy else 1)  # a legacy retry too
+        retries = 2 if self._amt_tls and not self._legacy else 1  # a legacy retry too
+        seconds = (self.connect_timeout + self.timeout) * retries
         limit = deadline.Deadline(seconds, f"WS-MAN {self.url}")
         box: dict[str, Any] = {}
         session = self.session
@@ -389,7 +393,7 @@ class WsmanClient:
                 resp = session.post(
                     self.url, data=envelope, headers=headers, auth=self._requests_auth,
                     verify=self.ca_bundle if self.url.startswith("https") else True,
-                    timeout=(self.timeout, self.timeout), stream=True, allow_redirects=False,
+                    timeout=(self.connect_timeout, self.timeout), stream=True, allow_redirects=False,
                 )
             except requests.exceptions.SSLError as exc:
                 if adapter is not None and not self._legacy and tls.refused_modern(exc):
@@ -404,7 +408,7 @@ class WsmanClient:
                                              f"({self.legacy_ciphers}, TLS 1.0 and later): {tls.reason(exc)}") from None
                 raise TlsError(self.url, _tls_reason(exc)) from None
             except requests.exceptions.ConnectTimeout:
-                raise Unreachable(self.host, self.port, self.timeout) from None
+                raise Unreachable(self.host, self.port, self.connect_timeout) from None
             except requests.exceptions.ReadTimeout:
                 raise Unreachable(self.host, self.port, self.timeout) from None
             except requests.exceptions.ConnectionError as exc:
