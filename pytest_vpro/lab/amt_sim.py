@@ -18,6 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.wsman_server import (
     DigestAuthenticator,
@@ -164,7 +166,6 @@ def load_specs(path: str | Path) -> list[DeviceSpec]:
     """Read ``{"devices": [...]}`` (or a bare list) from a JSON or YAML estate file."""
     text = Path(path).read_text(encoding="utf-8")
     if str(path).endswith((".yaml", ".yml")):
-        import yaml  # noqa: PLC0415 - only for a YAML spec file
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-log = logging.getLogger(__name__)
+import yaml
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +290,6 @@ class SiteServerSpec:
         """Read a JSON (or YAML, by extension) spec file."""
         text = Path(path).read_text(encoding="utf-8")
         if str(path).endswith((".yaml", ".yml")):
-            import yaml  # noqa: PLC0415 - only for a YAML spec file
             return cls.from_dict(yaml.safe_load(text))
         return cls.from_dict(json.loads(text))
 

@@ -29,6 +29,7 @@ import ssl
 import struct
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 from urllib.request import parse_http_list, parse_keqv_list
@@ -48,6 +49,7 @@ from pytest_vpro.probes.wsman import (
     NS_WSMAN,
     NS_XSI,
     EndpointReference,
+    element_to_instance,
     local_name,
 )
 
@@ -119,7 +121,6 @@ class WsmanRequest:
 
     def body_properties(self) -> dict[str, Any]:
         """Children of the body element as ``{name: text | list | {ResourceURI, Selectors}}``."""
-        from pytest_vpro.probes.wsman import element_to_instance  # noqa: PLC0415 - probes.wsman imports this module's peers
         return dict(element_to_instance(self.body)) if self.body is not None else {}
 
 
@@ -603,8 +604,6 @@ LEGACY_PROTOCOL, LEGACY_CIPHERS = "TLSv1", "AES128-SHA:AES256-SHA"
 def server_ssl_context(cert_file: str, key_file: str, profile: str = "modern") -> ssl.SSLContext:
     """A TLS server context for one device: ``modern`` (TLS 1.2+), or ``legacy``, the TLS of AMT 3.2.1-6.x
     (:data:`LEGACY_CIPHERS` over TLS 1.0 only; security level 0, which SHA-1 certificates need too)."""
-    import warnings  # noqa: PLC0415
-
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if profile == "legacy":
         ctx.set_ciphers(f"{LEGACY_CIPHERS}:@SECLEVEL=0")
