@@ -245,8 +245,9 @@ def _managed_system() -> EndpointReference:
     return _sel("CIM_ComputerSystem", CreationClassName="CIM_ComputerSystem", Name="ManagedSystem")
 
 
-class Device:
-    """One AMT device's state and its WS-MAN provider (see :class:`~pytest_vpro.lab.wsman_server.Provider`)."""
+class DeviceModel:
+    """One AMT device's state and the WS-MAN instance table it is read as (the model): what Get and Enumerate
+    see. :class:`Device` serves it, and its methods change it."""
 
     def __init__(self, spec: DeviceSpec, record: Callable[[dict[str, Any]], None]):
         self.spec = spec
@@ -291,10 +292,6 @@ class Device:
         """WS-MAN (and the WebUI) answer: the ME is reachable, and not in an initial setup that serves only the
         provisioning server (``setup_answers_wsman`` false)."""
         return self.me_reachable() and (self.spec.setup_answers_wsman or not self.in_initial_setup)
-
-    def _log(self, req: WsmanRequest, op: str, cls: str, params: dict[str, Any], rv: int) -> None:
-        self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address, "op": op,
-                      "class": cls, "params": params, "return": rv, "principal": req.principal})
 
     # -- instances --
     def _instances(self) -> dict[str, Callable[[], list[dict[str, Any]]]]:
@@ -411,6 +408,15 @@ class Device:
             "SharedDynamicIP": "true" if dhcp else "false", "IpSyncEnabled": "true", "DHCPEnabled": str(dhcp).lower(),
             "IPAddress": address, "SubnetMask": "255.255.0.0", "PhysicalConnectionType": kind,
         } for n, address, dhcp, kind, mac_ in ports]
+
+
+class Device(DeviceModel):
+    """One AMT device's WS-MAN provider (see :class:`~pytest_vpro.lab.wsman_server.Provider`): Get, Enumerate,
+    Put and Invoke over its :class:`DeviceModel`, the methods, and the BIOS POST a power-on starts."""
+
+    def _log(self, req: WsmanRequest, op: str, cls: str, params: dict[str, Any], rv: int) -> None:
+        self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address, "op": op,
+                      "class": cls, "params": params, "return": rv, "principal": req.principal})
 
     def _lookup(self, req: WsmanRequest) -> tuple[str, list[dict[str, Any]]]:
         cls = req.resource_uri.rstrip("/").rsplit("/", 1)[-1]
