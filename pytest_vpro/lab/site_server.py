@@ -70,11 +70,6 @@ from typing import Any, Iterable, Mapping
 
 from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
-from pytest_vpro.lab.wsman_server import (
-    NegotiateAcceptor,
-    WsmanEndpoint,
-    server_ssl_context,
-)
 from pytest_vpro.probes.hello import MAX_HELLO_BYTES, Hello, MalformedHello, hello_or_error
 
 from .site_provider import HOOK_ORDER, HOOKS, Hook, SiteServerProvider
@@ -235,8 +230,7 @@ class SiteServerSimulator(AmtOpmgrLog, BackgroundService):
         return self.log.path if self.log else None
 
     def winrm_url(self, tls: bool = False) -> str:
-        port = self.spec.https_port if tls else self.spec.http_port
-        return f"{'https' if tls else 'http'}://{self.spec.address}:{port}/wsman"
+        return self.spec.winrm_url(self.spec.address, tls)
 
     # -- recording --
     def _record(self, call: dict[str, Any]) -> None:
@@ -396,26 +390,13 @@ class SiteServerSimulator(AmtOpmgrLog, BackgroundService):
             self._event("hello_not_imported", thread="hello", ip=peer, uuid=str(hello.uuid))
 
     # -- life cycle --
-    def _endpoint(self, tls: bool) -> WsmanEndpoint:
-        s = self.spec
-        negotiate = None
-        if s.kerberos_keytab and s.kerberos_realm:
-            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
-                                          max_token_bytes=64 * 1024)
-        basic = BasicAuthenticator(s.basic_users) if s.basic_users and (tls or s.allow_unencrypted) else None
-        return WsmanEndpoint(self.provider, digest=basic, negotiate=negotiate,  # type: ignore[arg-type]
-                             server_header="Microsoft-HTTPAPI/1.0")
-
     async def start_async(self) -> None:
         t0 = time.perf_counter()
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self.write_history()
         self.server = WinrmServer()
-        self.server.add(self.spec.address, self.spec.http_port, self._endpoint(False))
-        if self.spec.tls_cert and self.spec.tls_key:
-            self.server.add(self.spec.address, self.spec.https_port, self._endpoint(True),
-                            server_ssl_context(self.spec.tls_cert, self.spec.tls_key))
+        self.server.add_host(self.spec.address, self.spec.fqdn, self.spec, lambda: self.provider)
         self._worker = threading.Thread(target=self._work, name="oob-service-point", daemon=True)
         self._worker.start()
         try:

@@ -53,19 +53,12 @@ from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.site_provider import SiteServerProvider
 from pytest_vpro.lab.site_spec import WINRM_STACK_KEY
-from pytest_vpro.lab.winrm_server import BasicAuthenticator, WinrmServer
-from pytest_vpro.lab.wsman_server import (
-    Fault,
-    NegotiateAcceptor,
-    ServerInstance,
-    WsmanEndpoint,
-    WsmanRequest,
-    server_ssl_context,
-)
+from pytest_vpro.lab.winrm_host import WinrmHostSettings
+from pytest_vpro.lab.winrm_server import WinrmServer
+from pytest_vpro.lab.wsman_server import Fault, ServerInstance, WsmanRequest
 
 log = logging.getLogger(__name__)
 
-HTTP_PORT, HTTPS_PORT = 5985, 5986
 LOG_NAME = "OOBMGMT.LOG"
 LOG_SUBDIR = r"WINDOWS\system32\CCM\Logs"  # under C:\ on Windows XP (the CCM client's log folder)
 SP1_CLIENT_VERSION = "4.00.6221.1000"       # the guide: "SCCM agent from Microsoft SCCM SP1 is 4.0.6221.1000"
@@ -126,8 +119,9 @@ def oobmgmt_message(event: str, **fields: Any) -> str:
 
 # --- the spec --------------------------------------------------------------------------------------------------
 @dataclass
-class WindowsClientSpec:
-    """One in-band client's operating system; JSON-loadable (:meth:`from_dict`)."""
+class WindowsClientSpec(WinrmHostSettings):
+    """One in-band client's operating system; JSON-loadable (:meth:`from_dict`). Its WinRM listeners are the
+    :class:`WinrmHostSettings` it inherits."""
 
     fqdn: str
     address: str
@@ -159,15 +153,6 @@ class WindowsClientSpec:
     policy_downloaded: bool = True       # the automatic provisioning policy reached the client
     policy_enabled: bool = True
     site_server: str = "sccm01.vprolab.test"  # where the provisioning request goes (log text)
-    # WinRM
-    http_port: int = HTTP_PORT
-    https_port: int = HTTPS_PORT
-    tls_cert: str = ""
-    tls_key: str = ""
-    basic_users: dict[str, str] = field(default_factory=dict, repr=False)
-    allow_unencrypted: bool = False      # WinRM AllowUnencrypted: Basic over http
-    kerberos_keytab: str = ""            # keys of HTTP/<fqdn>@<realm>
-    kerberos_realm: str = ""
     registry: dict[str, dict[str, Any]] = field(default_factory=dict)
     # OOBMGMT.LOG
     log_dir: str = ""                    # the client's C:\WINDOWS\system32\CCM\Logs; "" writes no log
@@ -431,7 +416,7 @@ class WindowsClients(BackgroundService):
         s = self.spec(fqdn_or_address)
         if s is None:
             raise KeyError(fqdn_or_address)
-        return f"{'https' if tls else 'http'}://{s.address}:{s.https_port if tls else s.http_port}/wsman"
+        return s.winrm_url(s.address, tls)
 
     def log_path(self, fqdn_or_address: str) -> Path | None:
         s = self.spec(fqdn_or_address)
@@ -448,15 +433,6 @@ class WindowsClients(BackgroundService):
                     fh.write(json.dumps(call, default=str) + "\n")
 
     # -- life cycle --
-    def _endpoint(self, s: WindowsClientSpec, tls: bool) -> WsmanEndpoint:
-        negotiate = None
-        if s.kerberos_keytab and s.kerberos_realm:
-            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
-                                          max_token_bytes=64 * 1024)
-        basic = BasicAuthenticator(s.basic_users) if s.basic_users and (tls or s.allow_unencrypted) else None
-        return WsmanEndpoint(WindowsClientProvider(s, self), digest=basic,  # type: ignore[arg-type]
-                             negotiate=negotiate, server_header="Microsoft-HTTPAPI/1.0")
-
     async def start_async(self) -> None:
         t0 = time.perf_counter()
         self.loop = asyncio.get_running_loop()
@@ -465,10 +441,7 @@ class WindowsClients(BackgroundService):
             write_oobmgmt_log(s)
         self.server = WinrmServer()
         for s in self.specs:
-            self.server.add(s.address, s.http_port, self._endpoint(s, False))
-            if s.tls_cert and s.tls_key:
-                self.server.add(s.address, s.https_port, self._endpoint(s, True),
-                                server_ssl_context(s.tls_cert, s.tls_key))
+            self.server.add_host(s.address, s.fqdn, s, lambda s=s: WindowsClientProvider(s, self))
         try:
             await self.server.start()
         except BaseException:
