@@ -10,7 +10,7 @@ Modelling decisions (lab simplifications, each in one place):
  * The ME is unreachable while the host is in a sleep state its power policy does not
    cover (e.g. policy "ON in S0" and the PC off): the connection is dropped unanswered.
  * Pre-provisioned devices (state 0) serve 16993 with a self-signed setup certificate (see
-   ``estate._setup_certificate``). Real firmware answers WS-MAN there only to the provisioning server,
+   ``builder._setup_certificate``). Real firmware answers WS-MAN there only to the provisioning server,
    which presents a certificate chain whose root hash the device lists in its hello (docs/protocols.md,
    "An un-provisioned device"). A modern lab's device still answers WS-MAN with the digest account
    (lab shortcut, kept for the modern lab's tests); with ``setup_answers_wsman`` false (a lab of 2009)
