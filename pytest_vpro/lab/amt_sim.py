@@ -34,14 +34,13 @@ from .amt_device import (
     HTTPS_PORT,
     POWER_SCHEMES,
     REDIRECTION_TLS_PORT,
-    AclEntry,
     Device,
-    DeviceSpec,
     PowerScheme,
     scheme_by,
 )
 from .amt_hello import HelloListener, hello_delay, hello_for, hello_loop
 from .amt_redirection import RedirectionSession, WebUI
+from .amt_spec import AclEntry, DeviceSpec
 
 # What the lab and its tests import from here.
 __all__ = ["POWER_SCHEMES", "AclEntry", "AmtSimulator", "Device", "DeviceSpec", "HelloListener", "PowerScheme",
