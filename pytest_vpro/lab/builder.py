@@ -31,7 +31,8 @@ from ..probes.dns import ConnectionRouting, Resolver
 from ..probes.wsman import DigestAuth, WsmanClient
 from . import faults
 from .addresses import AddressPlan
-from .amt_sim import AclEntry, AmtSimulator, DeviceSpec
+from .amt_sim import AmtSimulator
+from .amt_spec import AclEntry, DeviceSpec
 from .ca_host import CaHost, CaHostSpec
 from .dhcp import LabDHCP
 from .estate import Description, plan_clients, plant_faults
