@@ -1,4 +1,4 @@
-"""A simulated Intel AMT device: its specification and its WS-MAN classes and methods (the model).
+"""A simulated Intel AMT device: its WS-MAN classes and methods (the model); its specification is in :mod:`.amt_spec`.
 
 Behaviour follows ``docs/protocols.md``; WS-MAN transport and auth come from
 :mod:`pytest_vpro.lab.wsman_server`. One process (one event loop) serves many devices,
@@ -6,11 +6,11 @@ each on its own loopback address, port 16992 (HTTP) and, with a certificate, 169
 
 Modelling decisions (lab simplifications, each in one place):
  * AMT before 3.2.1 had no WS-MAN (only the legacy EOI SOAP services): such a device
-   answers 404 on ``/wsman`` (:data:`FIRST_WSMAN_VERSION`).
+   answers 404 on ``/wsman`` (:data:`.amt_spec.FIRST_WSMAN_VERSION`).
  * The ME is unreachable while the host is in a sleep state its power policy does not
    cover (e.g. policy "ON in S0" and the PC off): the connection is dropped unanswered.
  * Pre-provisioned devices (state 0) serve 16993 with a self-signed setup certificate (see
-   ``estate._setup_certificate``). Real firmware answers WS-MAN there only to the provisioning server,
+   ``builder._setup_certificate``). Real firmware answers WS-MAN there only to the provisioning server,
    which presents a certificate chain whose root hash the device lists in its hello (docs/protocols.md,
    "An un-provisioned device"). A modern lab's device still answers WS-MAN with the digest account
    (lab shortcut, kept for the modern lab's tests); with ``setup_answers_wsman`` false (a lab of 2009)
@@ -48,7 +48,7 @@ import base64
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from pytest_vpro.lab.wsman_server import (
@@ -64,11 +64,12 @@ from pytest_vpro.probes import redirection as redir
 from pytest_vpro.probes.amt import realm_exists, sid_to_wire
 from pytest_vpro.probes.wsman import EndpointReference, resource_uri
 
+from .amt_spec import DeviceSpec
+
 if TYPE_CHECKING:
     from .amt_redirection import RedirectionSession
 
 log = logging.getLogger(__name__)
-FIRST_WSMAN_VERSION = (3, 2, 1)
 HTTP_PORT, HTTPS_PORT, HELLO_PORT = 16992, 16993, 9971
 REDIRECTION_TLS_PORT = 16995  # SOL/IDER over TLS (16994 is the plain one, unused once TLS is configured)
 
@@ -147,96 +148,6 @@ def scheme_by(key: str) -> PowerScheme:
     raise KeyError(key)
 
 
-@dataclass
-class AclEntry:
-    """A user ACL entry: a Kerberos SID (or a digest user name) and its realms (docs/protocols.md, "Classes the
-    checks read").
-
-    ``kerberos_sid`` is written here as text (S-1-...); the device sends it as real firmware does, the base64
-    of the binary SID, and leaves out the realms its version does not have (20, 21 before AMT 4.0)."""
-
-    kerberos_sid: str = ""
-    digest_user: str = ""
-    realms: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 7, 12, 13])
-    access: int = 2  # 0 local, 1 network, 2 any
-
-
-@dataclass
-class DeviceSpec:
-    """Everything that makes one simulated AMT PC (an estate file lists these)."""
-
-    fqdn: str
-    address: str
-    uuid: str
-    amt_version: str = "6.2.10"
-    provisioning_state: int = 2
-    provisioning_mode: int = 1
-    power_state: int = 2
-    power_scheme: str = "Desktop: ON in S0, ME Wake in S3, S4-5"
-    redirection_state: int = 32771
-    redirection_listener: bool = True
-    # (type, name, digest, enabled, default)
-    hashes: list[tuple[int, str, bytes, bool, bool]] = field(default_factory=list)
-    host_name: str = ""
-    domain_name: str = ""
-    digest_user: str = "admin"
-    digest_password: str = field(default="P@ssw0rd", repr=False)
-    kerberos_realm: str = ""
-    kerberos_keytab: str = ""
-    kerberos_spns: list[str] = field(default_factory=list)
-    kerberos_enabled: bool = True
-    max_token_bytes: int = 4096
-    acl: list[AclEntry] = field(default_factory=list)
-    clock_offset_s: float = 0.0
-    latency_ms: float = 0.0
-    tls_cert: str = ""
-    tls_key: str = ""
-    #: "modern" (TLS 1.2+) or "legacy" (TLS 1.0 only, AES-CBC-SHA: AMT 3.2.1-6.x; docs/protocols.md "TLS")
-    tls_profile: str = "modern"
-    send_hellos: bool = True
-    #: False (a lab of 2009): in its initial setup (ProvisioningState 0 from the start, until CommitChanges) the
-    #: device answers no WS-MAN and no WebUI, as real firmware (docs/protocols.md "An un-provisioned device")
-    setup_answers_wsman: bool = True
-    provision_server: tuple[str, int] | None = None
-    hello_interval: float = 1.0
-    hello_max_retries: int = 15
-    hello_mode: str = "PKI"
-    pid: str = ""
-    dhcp_enabled: bool = True            # AMT_EthernetPortSettings.DHCPEnabled of the wired port
-    wireless_address: str = ""           # a wireless port (Ethernet Port Settings 1) with this address
-    ieee8021x_protocol: int | None = None  # wired 802.1X (AMT_8021XProfile) AuthenticationProtocol, None: off
-    #: wireless profiles: {"name", "ssid", "authentication" (CIM_WiFiEndpointSettings.AuthenticationMethod),
-    #: "encryption" (EncryptionMethod), "protocol" (CIM_IEEE8021xSettings.AuthenticationProtocol, for 802.1X)}
-    wifi_profiles: list[dict[str, Any]] = field(default_factory=list)
-    webui_enabled: bool = True           # the WebUI on 16993 (the site's "Enable Web UI", pushed at provisioning)
-    power_off_ignored: bool = False      # RequestPowerStateChange(8/6) answers 0 but the host stays on
-    bios_ider_boot: bool = True          # the BIOS offers IDE-R boot (AMT_BootCapabilities.IDER); off in BIOS Setup
-    #: a second password the admin account answers to (a MEBx password provisioning did not replace); "" none
-    digest_also_accepts: str = field(default="", repr=False)
-
-    def __post_init__(self) -> None:
-        host, _, domain = self.fqdn.partition(".")
-        self.host_name = self.host_name or host
-        self.domain_name = self.domain_name or domain
-        self.hashes = [(int(t), n, bytes.fromhex(d) if isinstance(d, str) else bytes(d), bool(e), bool(f))
-                       for t, n, d, e, f in self.hashes]
-        self.acl = [a if isinstance(a, AclEntry) else AclEntry(**a) for a in self.acl]
-        if self.provision_server is not None:
-            self.provision_server = (str(self.provision_server[0]), int(self.provision_server[1]))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DeviceSpec":
-        return cls(**data)
-
-    @property
-    def version_tuple(self) -> tuple[int, ...]:
-        return tuple(int(p) for p in self.amt_version.split(".")[:3] if p.isdigit())
-
-    @property
-    def has_wsman(self) -> bool:
-        return self.version_tuple >= FIRST_WSMAN_VERSION
-
-
 def _sel(uri_class: str, **selectors: str) -> EndpointReference:
     return EndpointReference(resource_uri(uri_class), selectors)
 
@@ -245,8 +156,9 @@ def _managed_system() -> EndpointReference:
     return _sel("CIM_ComputerSystem", CreationClassName="CIM_ComputerSystem", Name="ManagedSystem")
 
 
-class Device:
-    """One AMT device's state and its WS-MAN provider (see :class:`~pytest_vpro.lab.wsman_server.Provider`)."""
+class DeviceModel:
+    """One AMT device's state and the WS-MAN instance table it is read as (the model): what Get and Enumerate
+    see. :class:`Device` serves it, and its methods change it."""
 
     def __init__(self, spec: DeviceSpec, record: Callable[[dict[str, Any]], None]):
         self.spec = spec
@@ -291,10 +203,6 @@ class Device:
         """WS-MAN (and the WebUI) answer: the ME is reachable, and not in an initial setup that serves only the
         provisioning server (``setup_answers_wsman`` false)."""
         return self.me_reachable() and (self.spec.setup_answers_wsman or not self.in_initial_setup)
-
-    def _log(self, req: WsmanRequest, op: str, cls: str, params: dict[str, Any], rv: int) -> None:
-        self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address, "op": op,
-                      "class": cls, "params": params, "return": rv, "principal": req.principal})
 
     # -- instances --
     def _instances(self) -> dict[str, Callable[[], list[dict[str, Any]]]]:
@@ -411,6 +319,15 @@ class Device:
             "SharedDynamicIP": "true" if dhcp else "false", "IpSyncEnabled": "true", "DHCPEnabled": str(dhcp).lower(),
             "IPAddress": address, "SubnetMask": "255.255.0.0", "PhysicalConnectionType": kind,
         } for n, address, dhcp, kind, mac_ in ports]
+
+
+class Device(DeviceModel):
+    """One AMT device's WS-MAN provider (see :class:`~pytest_vpro.lab.wsman_server.Provider`): Get, Enumerate,
+    Put and Invoke over its :class:`DeviceModel`, the methods, and the BIOS POST a power-on starts."""
+
+    def _log(self, req: WsmanRequest, op: str, cls: str, params: dict[str, Any], rv: int) -> None:
+        self._record({"ts": time.time(), "device": self.spec.fqdn, "address": self.spec.address, "op": op,
+                      "class": cls, "params": params, "return": rv, "principal": req.principal})
 
     def _lookup(self, req: WsmanRequest) -> tuple[str, list[dict[str, Any]]]:
         cls = req.resource_uri.rstrip("/").rsplit("/", 1)[-1]

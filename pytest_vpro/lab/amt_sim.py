@@ -18,6 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.wsman_server import (
     DigestAuthenticator,
@@ -32,14 +34,13 @@ from .amt_device import (
     HTTPS_PORT,
     POWER_SCHEMES,
     REDIRECTION_TLS_PORT,
-    AclEntry,
     Device,
-    DeviceSpec,
     PowerScheme,
     scheme_by,
 )
 from .amt_hello import HelloListener, hello_delay, hello_for, hello_loop
 from .amt_redirection import RedirectionSession, WebUI
+from .amt_spec import AclEntry, DeviceSpec
 
 # What the lab and its tests import from here.
 __all__ = ["POWER_SCHEMES", "AclEntry", "AmtSimulator", "Device", "DeviceSpec", "HelloListener", "PowerScheme",
@@ -164,7 +165,6 @@ def load_specs(path: str | Path) -> list[DeviceSpec]:
     """Read ``{"devices": [...]}`` (or a bare list) from a JSON or YAML estate file."""
     text = Path(path).read_text(encoding="utf-8")
     if str(path).endswith((".yaml", ".yml")):
-        import yaml  # noqa: PLC0415 - only for a YAML spec file
         data = yaml.safe_load(text)
     else:
         data = json.loads(text)

@@ -19,7 +19,7 @@ Registry (Microsoft AD CS, Windows Server 2003; MS-CSRA 3.1.1.7 for the access r
   ``REQDISP_ISSUE`` 0x1, the enterprise default: issue at once; ``REQDISP_PENDING`` 0x100: every request waits
   for a certificate manager).
 
-Run in the lab by :mod:`pytest_vpro.lab.estate` (a thread, one event loop). This module knows nothing of pytest.
+Run in the lab by :mod:`pytest_vpro.lab.builder` (a thread, one event loop). This module knows nothing of pytest.
 """
 from __future__ import annotations
 

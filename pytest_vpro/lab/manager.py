@@ -2,7 +2,7 @@
 
 ``vpro-lab up`` (and ``pytest --env lab`` when no lab is running) starts
 ``python -m pytest_vpro.lab.manager serve``, a supervisor in a session of its
-own that builds the estate (:mod:`pytest_vpro.lab.estate`), writes
+own that builds the estate (:mod:`pytest_vpro.lab.builder`), writes
 ``lab.json`` with ``status: ready`` and serves until SIGTERM, when it stops
 every server it started. ``vpro-lab down`` sends that SIGTERM and waits; it
 then checks that nothing is left listening on the lab's addresses.
@@ -178,7 +178,8 @@ def serve(description: Path, state: Path, clients: int | None, latency_ms: float
 
     started = time.monotonic()
     try:
-        lab = estate.build(desc, state, log)
+        from .builder import build  # noqa: PLC0415 - the simulators (aiohttp, the [lab] extra) load only where a lab is built
+        lab = build(desc, state, log)
     except Exception as exc:  # noqa: BLE001 - the supervisor's failure is said in its log and exit status
         log(f"error: {type(exc).__name__}: {exc}")
         return 1

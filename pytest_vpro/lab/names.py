@@ -1,6 +1,7 @@
-"""The lab's names and shared types: what the estate (``estate.py``) and its faults (``faults/``) both use.
+"""The lab's names and shared types: what the estate (``estate.py`` its description, ``builder.py`` its build) and
+its faults (``faults/``) all use.
 
-One way only: ``estate`` imports ``faults``, both import this module, and this module imports neither.
+One way only: ``estate`` and ``builder`` import ``faults``, all import this module, and this module imports none.
 """
 from __future__ import annotations
 

@@ -70,11 +70,6 @@ from typing import Any, Iterable, Mapping
 
 from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
-from pytest_vpro.lab.wsman_server import (
-    NegotiateAcceptor,
-    WsmanEndpoint,
-    server_ssl_context,
-)
 from pytest_vpro.probes.hello import MAX_HELLO_BYTES, Hello, MalformedHello, hello_or_error
 
 from .site_provider import HOOK_ORDER, HOOKS, Hook, SiteServerProvider
@@ -121,63 +116,12 @@ def _resolve(path: str) -> Hook:
     return getattr(importlib.import_module(module), attr)
 
 
-class SiteServerSimulator(BackgroundService):
-    """WinRM, the 9971 hello listener and AMTOPMGR.LOG for one :class:`SiteServerSpec`.
+class AmtOpmgrLog:
+    """The site's AMTOPMGR.LOG as the simulator writes it: the history a real log already holds at start, the
+    provisioning certificate's warnings, and one line per event (:data:`THREADS` names the worker)."""
 
-    ``hooks`` (``amt_unprovision``, ``revoke_certificate``, ``delete_ad_object``) are called with the
-    :class:`ClientRecord` by the un-provision action, in that order; ``amt_power`` and ``amt_discover`` by the
-    power and discovery operations; a missing hook is skipped. Without ``hooks``, the spec's ``callbacks``
-    ("module:function") are imported. Operations run on the service point's worker thread, one at a time;
-    :meth:`wait_idle` waits for the queue to drain.
-    """
-
-    thread_name = "site-server"
-    start_timeout = 30.0
-
-    def __init__(self, spec: SiteServerSpec, *, hooks: Mapping[str, Hook] | None = None,
-                 calls_file: str | Path | None = None):
-        self.spec = spec
-        unknown = set(hooks or {}) - set(HOOKS)
-        unknown |= set(spec.callbacks) - set(HOOKS) if hooks is None else set()
-        if unknown:
-            raise ValueError(f"unknown hook(s) {sorted(unknown)}; known: {HOOKS}")
-        self.hooks: dict[str, Hook] = dict(hooks) if hooks is not None else {
-            k: _resolve(v) for k, v in spec.callbacks.items()}
-        path = calls_file or spec.calls_file
-        self.calls_file = Path(path) if path else None
-        self.calls: list[dict[str, Any]] = []
-        self.log = CmLogWriter(Path(spec.log_dir) / LOG_NAME, max_bytes=spec.log_max_bytes) if spec.log_dir else None
-        self.provider = SiteServerProvider(spec, self)
-        self.server: WinrmServer | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._hello_server: asyncio.AbstractServer | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.hellos: deque[tuple[str, Hello | MalformedHello]] = deque(maxlen=10000)  # (peer, hello) as received
-        self.operations: queue.Queue[tuple[int, list[ClientRecord]] | None] = queue.Queue()
-        self.pending: list[tuple[int, list[ClientRecord]]] = []  # queued while the service point is stopped
-        self._worker: threading.Thread | None = None
-        self.start_seconds = 0.0
-
-    def __repr__(self) -> str:
-        return f"SiteServerSimulator({self.spec.fqdn!r} at {self.spec.address})"
-
-    @property
-    def log_path(self) -> Path | None:
-        return self.log.path if self.log else None
-
-    def winrm_url(self, tls: bool = False) -> str:
-        port = self.spec.https_port if tls else self.spec.http_port
-        return f"{'https' if tls else 'http'}://{self.spec.address}:{port}/wsman"
-
-    # -- recording and logging --
-    def _record(self, call: dict[str, Any]) -> None:
-        with self._lock:
-            self.calls.append(call)
-            if self.calls_file is not None:
-                with self.calls_file.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(call, default=str) + "\n")
+    spec: SiteServerSpec
+    log: CmLogWriter | None
 
     def _event(self, event: str, client: ClientRecord | None = None, *, when: dt.datetime | None = None,
                thread: str = "provision", **fields: Any) -> None:
@@ -237,6 +181,64 @@ class SiteServerSimulator(BackgroundService):
         elif days <= CERT_WARNING_DAYS:
             self.log.write(CERTIFICATE_EXPIRING.format(thumbprint=thumbprint, days=days),
                            when=now - dt.timedelta(minutes=1), thread=THREADS["provision"], type_=3)
+
+
+class SiteServerSimulator(AmtOpmgrLog, BackgroundService):
+    """WinRM, the 9971 hello listener and AMTOPMGR.LOG for one :class:`SiteServerSpec`.
+
+    ``hooks`` (``amt_unprovision``, ``revoke_certificate``, ``delete_ad_object``) are called with the
+    :class:`ClientRecord` by the un-provision action, in that order; ``amt_power`` and ``amt_discover`` by the
+    power and discovery operations; a missing hook is skipped. Without ``hooks``, the spec's ``callbacks``
+    ("module:function") are imported. Operations run on the service point's worker thread, one at a time;
+    :meth:`wait_idle` waits for the queue to drain.
+    """
+
+    thread_name = "site-server"
+    start_timeout = 30.0
+
+    def __init__(self, spec: SiteServerSpec, *, hooks: Mapping[str, Hook] | None = None,
+                 calls_file: str | Path | None = None):
+        self.spec = spec
+        unknown = set(hooks or {}) - set(HOOKS)
+        unknown |= set(spec.callbacks) - set(HOOKS) if hooks is None else set()
+        if unknown:
+            raise ValueError(f"unknown hook(s) {sorted(unknown)}; known: {HOOKS}")
+        self.hooks: dict[str, Hook] = dict(hooks) if hooks is not None else {
+            k: _resolve(v) for k, v in spec.callbacks.items()}
+        path = calls_file or spec.calls_file
+        self.calls_file = Path(path) if path else None
+        self.calls: list[dict[str, Any]] = []
+        self.log = CmLogWriter(Path(spec.log_dir) / LOG_NAME, max_bytes=spec.log_max_bytes) if spec.log_dir else None
+        self.provider = SiteServerProvider(spec, self)
+        self.server: WinrmServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._hello_server: asyncio.AbstractServer | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.hellos: deque[tuple[str, Hello | MalformedHello]] = deque(maxlen=10000)  # (peer, hello) as received
+        self.operations: queue.Queue[tuple[int, list[ClientRecord]] | None] = queue.Queue()
+        self.pending: list[tuple[int, list[ClientRecord]]] = []  # queued while the service point is stopped
+        self._worker: threading.Thread | None = None
+        self.start_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return f"SiteServerSimulator({self.spec.fqdn!r} at {self.spec.address})"
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.log.path if self.log else None
+
+    def winrm_url(self, tls: bool = False) -> str:
+        return self.spec.winrm_url(self.spec.address, tls)
+
+    # -- recording --
+    def _record(self, call: dict[str, Any]) -> None:
+        with self._lock:
+            self.calls.append(call)
+            if self.calls_file is not None:
+                with self.calls_file.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(call, default=str) + "\n")
 
     # -- the SMS Provider's operations --
     def _holders(self, principal: str) -> set[str]:
@@ -388,26 +390,13 @@ class SiteServerSimulator(BackgroundService):
             self._event("hello_not_imported", thread="hello", ip=peer, uuid=str(hello.uuid))
 
     # -- life cycle --
-    def _endpoint(self, tls: bool) -> WsmanEndpoint:
-        s = self.spec
-        negotiate = None
-        if s.kerberos_keytab and s.kerberos_realm:
-            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
-                                          max_token_bytes=64 * 1024)
-        basic = BasicAuthenticator(s.basic_users) if s.basic_users and (tls or s.allow_unencrypted) else None
-        return WsmanEndpoint(self.provider, digest=basic, negotiate=negotiate,  # type: ignore[arg-type]
-                             server_header="Microsoft-HTTPAPI/1.0")
-
     async def start_async(self) -> None:
         t0 = time.perf_counter()
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self.write_history()
         self.server = WinrmServer()
-        self.server.add(self.spec.address, self.spec.http_port, self._endpoint(False))
-        if self.spec.tls_cert and self.spec.tls_key:
-            self.server.add(self.spec.address, self.spec.https_port, self._endpoint(True),
-                            server_ssl_context(self.spec.tls_cert, self.spec.tls_key))
+        self.server.add_host(self.spec.address, self.spec.fqdn, self.spec, lambda: self.provider)
         self._worker = threading.Thread(target=self._work, name="oob-service-point", daemon=True)
         self._worker.start()
         try:

@@ -8,13 +8,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-log = logging.getLogger(__name__)
+import yaml
+
+from .winrm_host import WinrmHostSettings
 
 log = logging.getLogger(__name__)
 
 WMI_BASE = "http://schemas.microsoft.com/wbem/wsman/1/wmi/"
 WQL_DIALECT = "http://schemas.microsoft.com/wbem/wsman/1/WQL"
-HTTP_PORT, HTTPS_PORT, HELLO_PORT = 5985, 5986, 9971
+HELLO_PORT = 9971
 LOG_NAME = "AMTOPMGR.LOG"
 HKLM = 0x80000002
 HIVE_NUMBERS = {"HKCR": 0x80000000, "HKCU": 0x80000001, "HKLM": 0x80000002, "HKU": 0x80000003, "HKCC": 0x80000005,
@@ -170,8 +172,9 @@ def _default_registry() -> dict[str, dict[str, Any]]:
 
 
 @dataclass
-class SiteServerSpec:
-    """Everything that makes the simulated site server; JSON-loadable with :meth:`load`."""
+class SiteServerSpec(WinrmHostSettings):
+    """Everything that makes the simulated site server; JSON-loadable with :meth:`load`. Its WinRM listeners
+    (ports, TLS files, Basic users, AllowUnencrypted, keytab) are the :class:`WinrmHostSettings` it inherits."""
 
     address: str
     fqdn: str = "sccm01.vprolab.test"
@@ -224,14 +227,6 @@ class SiteServerSpec:
     dns_servers: list[str] = field(default_factory=list)  # the network adapter's DNS servers, in order
     wins_servers: list[str] = field(default_factory=list)  # its WINS servers (primary, secondary)
     winrm_version: str = "1.1"
-    http_port: int = HTTP_PORT
-    https_port: int = HTTPS_PORT
-    tls_cert: str = ""
-    tls_key: str = ""
-    basic_users: dict[str, str] = field(default_factory=dict, repr=False)
-    allow_unencrypted: bool = False             # WinRM AllowUnencrypted: Basic over http
-    kerberos_keytab: str = ""
-    kerberos_realm: str = ""
     hello_port: int = HELLO_PORT
     log_dir: str = ""
     calls_file: str = ""
@@ -290,7 +285,6 @@ class SiteServerSpec:
         """Read a JSON (or YAML, by extension) spec file."""
         text = Path(path).read_text(encoding="utf-8")
         if str(path).endswith((".yaml", ".yml")):
-            import yaml  # noqa: PLC0415 - only for a YAML spec file
             return cls.from_dict(yaml.safe_load(text))
         return cls.from_dict(json.loads(text))
 

@@ -28,7 +28,8 @@ Sources: Microsoft WMI class documentation (Win32_OperatingSystem, Win32_TimeZon
 Win32_PnPEntity ``ConfigManagerErrorCode``: 0 working, 22 disabled, 28 no driver installed); the guide (MEI
 formerly HECI driver "installed and started", agent 4.0.6221.1000 = SP1, policy "downloaded and enabled" seen in
 OOBMGMT.LOG); ``docs/protocols.md`` (CCM log format). Every name no public source confirms is in the one
-table :data:`UNCONFIRMED`, the log texts in :data:`OOBMGMT_MESSAGES`.
+table :data:`UNCONFIRMED`, the log texts in :data:`OOBMGMT_MESSAGES`; both, and :class:`WindowsClientSpec`, live in
+:mod:`.windows_spec` (plain data the lab's faults change without aiohttp) and are re-exported here.
 
 Run as a process: ``python -m pytest_vpro.lab.windows_client --spec clients.json [--calls calls.jsonl]`` (a JSON
 list of specs, or ``{"clients": [...]}``); it prints one ``READY ...`` line and stops cleanly on SIGTERM/SIGINT.
@@ -45,179 +46,36 @@ import sys
 import threading
 import time
 import uuid as uuidlib
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
 from pytest_vpro.lab.site_provider import SiteServerProvider
-from pytest_vpro.lab.site_spec import WINRM_STACK_KEY
-from pytest_vpro.lab.winrm_server import BasicAuthenticator, WinrmServer
-from pytest_vpro.lab.wsman_server import (
-    Fault,
-    NegotiateAcceptor,
-    ServerInstance,
-    WsmanEndpoint,
-    WsmanRequest,
-    server_ssl_context,
+from pytest_vpro.lab.windows_spec import (
+    CCM_COMPONENT,
+    CCM_THREAD,
+    LMS_SERVICE,
+    LOG_NAME,
+    LOG_SUBDIR,
+    MEI_DEVICE_NAME,
+    MEI_DEVICE_STATUS,
+    MEI_DRIVER_SERVICE,
+    MEI_HARDWARE_ID,
+    MOBILE_CLIENT_KEY,
+    OOBMGMT_MESSAGES,
+    POLICY_CLASS,
+    POLICY_ENABLED_PROPERTY,
+    POLICY_NAMESPACE,
+    SP1_CLIENT_VERSION,
+    UNCONFIRMED,
+    WindowsClientSpec,
+    oobmgmt_message,
 )
+from pytest_vpro.lab.winrm_server import WinrmServer
+from pytest_vpro.lab.wsman_server import Fault, ServerInstance, WsmanRequest
 
 log = logging.getLogger(__name__)
-
-HTTP_PORT, HTTPS_PORT = 5985, 5986
-LOG_NAME = "OOBMGMT.LOG"
-LOG_SUBDIR = r"WINDOWS\system32\CCM\Logs"  # under C:\ on Windows XP (the CCM client's log folder)
-SP1_CLIENT_VERSION = "4.00.6221.1000"       # the guide: "SCCM agent from Microsoft SCCM SP1 is 4.0.6221.1000"
-MOBILE_CLIENT_KEY = r"SOFTWARE\Microsoft\SMS\Mobile Client"  # values AssignedSiteCode, ProductVersion
-
-# --- names no public source confirms: ALL (unconfirmed), kept in this one table --------------------------------
-MEI_DEVICE_NAME = "Intel(R) Management Engine Interface"
-MEI_DRIVER_SERVICE = "HECI"           # Win32_SystemDriver.Name of the MEI (formerly HECI) kernel driver
-MEI_DEFAULT_VERSION = "6.2.0.1046"    # a MEI driver of the AMT 6.x generation
-MEI_HARDWARE_ID = r"PCI\VEN_8086&DEV_3B64"  # the MEI PCI function of a 5 series (AMT 6) chipset
-LMS_SERVICE = "LMS"                   # Intel Management and Security Application Local Management Service
-TABLET_PC_KEY = r"SYSTEM\WPA\TabletPC"  # DWORD Installed = 1 on Windows XP Tablet PC Edition
-#: Win32_PnPEntity.ConfigManagerErrorCode the device shows for each driver state (codes are documented; which
-#: one a real "installed but not started" MEI shows is the guess).
-MEI_DEVICE_STATUS = {"started": 0, "not_started": 22, "not_installed": 28}
-POLICY_NAMESPACE = "root/ccm/Policy/Machine/ActualConfig"
-POLICY_CLASS = "CCM_OutOfBandManagementSettings"   # the automatic (in-band) provisioning policy
-POLICY_ENABLED_PROPERTY = "AutoProvision"
-CCM_COMPONENT = "OobMgmt"             # the ``component`` attribute of OOBMGMT.LOG lines
-CCM_THREAD = 2644                     # thread id of the simulated CCM out of band agent
-UNCONFIRMED: dict[str, Any] = {
-    "MEI device name": MEI_DEVICE_NAME, "MEI driver service (Win32_SystemDriver)": MEI_DRIVER_SERVICE,
-    "MEI driver version": MEI_DEFAULT_VERSION, "MEI hardware id": MEI_HARDWARE_ID,
-    "LMS service name": LMS_SERVICE, "MEI ConfigManagerErrorCode per state": MEI_DEVICE_STATUS,
-    "Tablet PC Edition marker": TABLET_PC_KEY + r"\Installed",
-    "policy namespace": POLICY_NAMESPACE, "policy class": POLICY_CLASS,
-    "policy enabled property": POLICY_ENABLED_PROPERTY, "OOBMGMT.LOG component": CCM_COMPONENT,
-    "OOBMGMT.LOG texts": "OOBMGMT_MESSAGES",
-    "Win32_TimeZone.Bias sign": "minutes east of UTC (negative west), as Win32_OperatingSystem.CurrentTimeZone",
-    "SMS_Client / SMS_Authority properties": "ClientVersion, ClientType; Name, CurrentManagementPoint, Index",
-    "Server header": "Microsoft-HTTPAPI/1.0",
-}
-
-#: event -> OOBMGMT.LOG text (str.format fields: site_code, version, mei_version, fqdn, uuid, site_server, reason).
-#: ALL (unconfirmed): no public source gives the CCM out of band agent's wording.
-OOBMGMT_MESSAGES: dict[str, str] = {
-    "agent_started": "Out of band management agent started; Configuration Manager client version {version}",
-    "policy_downloaded": "AMT auto provisioning policy downloaded from site {site_code}",
-    "policy_enabled": "AMT auto provisioning is enabled in policy",
-    "policy_disabled": "AMT auto provisioning is disabled in policy; no provisioning request will be sent",
-    "policy_missing": "No AMT auto provisioning policy received from site {site_code}",
-    "mei_found": "Intel(R) Management Engine Interface driver found, version {mei_version}",
-    "mei_missing": "Cannot connect to the Intel(R) Management Engine Interface driver: {reason}",
-    "provisioning_request_sent": "Sent AMT provisioning request (in-band) for {fqdn}, AMT device UUID {uuid},"
-                                 " to site server {site_server}",
-}
-
-
-def oobmgmt_message(event: str, **fields: Any) -> str:
-    """The text of ``event`` with ``fields`` filled in; missing fields become ``unknown``."""
-
-    class _Default(dict):
-        def __missing__(self, key: str) -> str:
-            return "unknown"
-
-    return OOBMGMT_MESSAGES[event].format_map(_Default({k: v for k, v in fields.items() if v not in (None, "")}))
-
-
-# --- the spec --------------------------------------------------------------------------------------------------
-@dataclass
-class WindowsClientSpec:
-    """One in-band client's operating system; JSON-loadable (:meth:`from_dict`)."""
-
-    fqdn: str
-    address: str
-    uuid: str = ""                       # SMBIOS UUID = the AMT device UUID; default derived from the fqdn
-    # Windows
-    os_caption: str = "Microsoft Windows XP Professional"
-    os_version: str = "5.1.2600"
-    csd_version: str = "Service Pack 3"
-    service_pack_major: int = 3
-    product_type: int = 1                # Win32_OperatingSystem.ProductType: 1 workstation, 3 server
-    tablet_pc: bool = False              # Windows XP Tablet PC Edition (registry TABLET_PC_KEY Installed = 1)
-    workgroup: str = ""                  # not joined: a member of this workgroup instead of the domain
-    hotfixes: list[str] = field(default_factory=list)         # Win32_QuickFixEngineering HotFixIDs
-    files: list[str] = field(default_factory=list)            # CIM_DataFile: full paths that exist
-    optional_features: dict[str, int] = field(default_factory=dict)  # Win32_OptionalFeature Name -> InstallState
-    winrm_version: str = "1.1"           # registry WINRM_STACK_KEY StackVersion (1.1: XP/2003 with KB936059)
-    utc_offset_minutes: int = 0          # the client's time zone, minutes east of UTC (UTC-7: -420)
-    time_zone_name: str = "GMT Standard Time"
-    clock_offset_s: float = 0.0          # how far the client's clock is ahead of the real time
-    # Intel MEI (formerly HECI) driver
-    mei_installed: bool = True
-    mei_started: bool = True
-    mei_version: str = MEI_DEFAULT_VERSION
-    # Configuration Manager client (agent)
-    agent_installed: bool = True
-    agent_version: str = SP1_CLIENT_VERSION
-    site_code: str = "LAB"               # assigned site; "" = not assigned
-    management_point: str = "sccm01.vprolab.test"
-    policy_downloaded: bool = True       # the automatic provisioning policy reached the client
-    policy_enabled: bool = True
-    site_server: str = "sccm01.vprolab.test"  # where the provisioning request goes (log text)
-    # WinRM
-    http_port: int = HTTP_PORT
-    https_port: int = HTTPS_PORT
-    tls_cert: str = ""
-    tls_key: str = ""
-    basic_users: dict[str, str] = field(default_factory=dict, repr=False)
-    allow_unencrypted: bool = False      # WinRM AllowUnencrypted: Basic over http
-    kerberos_keytab: str = ""            # keys of HTTP/<fqdn>@<realm>
-    kerberos_realm: str = ""
-    registry: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # OOBMGMT.LOG
-    log_dir: str = ""                    # the client's C:\WINDOWS\system32\CCM\Logs; "" writes no log
-    history_age_s: float = 86400.0
-
-    def __post_init__(self) -> None:
-        self.registry.setdefault("HKLM\\" + WINRM_STACK_KEY, {}).setdefault("StackVersion", self.winrm_version)
-        if self.tablet_pc:
-            self.registry.setdefault("HKLM\\" + TABLET_PC_KEY, {}).setdefault("Installed", 1)
-        self.fqdn = self.fqdn.lower().rstrip(".")
-        self.uuid = str(uuidlib.UUID(self.uuid)) if self.uuid else str(uuidlib.uuid5(uuidlib.NAMESPACE_DNS,
-                                                                                       self.fqdn))
-        self.site_code = self.site_code.upper()
-        if self.agent_installed:
-            mobile = self.registry.setdefault("HKLM\\" + MOBILE_CLIENT_KEY, {})
-            mobile.setdefault("ProductVersion", self.agent_version)
-            if self.site_code:
-                mobile.setdefault("AssignedSiteCode", self.site_code)
-        if self.mei_installed:
-            self.registry.setdefault(rf"HKLM\SYSTEM\CurrentControlSet\Services\{MEI_DRIVER_SERVICE}", {
-                "Start": 3, "Type": 1, "ImagePath": rf"system32\DRIVERS\{MEI_DRIVER_SERVICE}.sys",
-                "DisplayName": MEI_DEVICE_NAME})
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "WindowsClientSpec":
-        return cls(**dict(data))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def netbios(self) -> str:
-        return self.fqdn.split(".", 1)[0].upper()[:15]
-
-    @property
-    def domain(self) -> str:
-        return self.fqdn.split(".", 1)[1] if "." in self.fqdn else ""
-
-    @property
-    def tz(self) -> dt.timezone:
-        return dt.timezone(dt.timedelta(minutes=self.utc_offset_minutes))
-
-    def now(self) -> dt.datetime:
-        """The client's clock: real time plus ``clock_offset_s``, in the client's time zone."""
-        return dt.datetime.now(self.tz) + dt.timedelta(seconds=self.clock_offset_s)
-
-    @property
-    def mei_state(self) -> str:
-        return "not_installed" if not self.mei_installed else "started" if self.mei_started else "not_started"
-
 
 def _cim_datetime(when: dt.datetime) -> dict[str, str]:
     """A WMI datetime as WinRM serializes it: ``<p:Prop><cim:Datetime>xs:dateTime</cim:Datetime></p:Prop>``."""
@@ -431,7 +289,7 @@ class WindowsClients(BackgroundService):
         s = self.spec(fqdn_or_address)
         if s is None:
             raise KeyError(fqdn_or_address)
-        return f"{'https' if tls else 'http'}://{s.address}:{s.https_port if tls else s.http_port}/wsman"
+        return s.winrm_url(s.address, tls)
 
     def log_path(self, fqdn_or_address: str) -> Path | None:
         s = self.spec(fqdn_or_address)
@@ -448,15 +306,6 @@ class WindowsClients(BackgroundService):
                     fh.write(json.dumps(call, default=str) + "\n")
 
     # -- life cycle --
-    def _endpoint(self, s: WindowsClientSpec, tls: bool) -> WsmanEndpoint:
-        negotiate = None
-        if s.kerberos_keytab and s.kerberos_realm:
-            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
-                                          max_token_bytes=64 * 1024)
-        basic = BasicAuthenticator(s.basic_users) if s.basic_users and (tls or s.allow_unencrypted) else None
-        return WsmanEndpoint(WindowsClientProvider(s, self), digest=basic,  # type: ignore[arg-type]
-                             negotiate=negotiate, server_header="Microsoft-HTTPAPI/1.0")
-
     async def start_async(self) -> None:
         t0 = time.perf_counter()
         self.loop = asyncio.get_running_loop()
@@ -465,10 +314,7 @@ class WindowsClients(BackgroundService):
             write_oobmgmt_log(s)
         self.server = WinrmServer()
         for s in self.specs:
-            self.server.add(s.address, s.http_port, self._endpoint(s, False))
-            if s.tls_cert and s.tls_key:
-                self.server.add(s.address, s.https_port, self._endpoint(s, True),
-                                server_ssl_context(s.tls_cert, s.tls_key))
+            self.server.add_host(s.address, s.fqdn, s, lambda s=s: WindowsClientProvider(s, self))
         try:
             await self.server.start()
         except BaseException:

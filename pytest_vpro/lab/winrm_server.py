@@ -6,18 +6,21 @@ import base64
 import binascii
 import hmac
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
 from aiohttp import web
 
+from pytest_vpro.lab.winrm_host import WinrmHostSettings
 from pytest_vpro.lab.wsman_server import (
     Denied,
+    NegotiateAcceptor,
+    Provider,
     WsmanEndpoint,
     WsmanServer,
+    server_ssl_context,
 )
 
 log = logging.getLogger(__name__)
-
 
 
 class BasicAuthenticator:
@@ -48,6 +51,22 @@ class BasicAuthenticator:
 
 class WinrmServer(WsmanServer):
     """The core server with HTTP Basic (the core has no hook for it)."""
+
+    def add_host(self, address: str, fqdn: str, settings: WinrmHostSettings, provider: Callable[[], Provider]) -> None:
+        """Serve one Windows host's WinRM as ``settings`` say: http, and https once it has a certificate; each
+        listener gets its own provider from ``provider``."""
+        for tls in (False, True) if settings.serves_https else (False,):
+            spn = settings.negotiate_spn(fqdn)
+            negotiate = None if spn is None else NegotiateAcceptor(settings.kerberos_keytab, spn,
+                                                                   max_token_bytes=64 * 1024)
+            basic = BasicAuthenticator(settings.basic_users) if settings.basic_offered(tls) else None
+            endpoint = WsmanEndpoint(provider(), digest=basic, negotiate=negotiate,  # type: ignore[arg-type]
+                                     server_header="Microsoft-HTTPAPI/1.0")
+            if tls:
+                self.add(address, settings.https_port, endpoint,
+                         server_ssl_context(settings.tls_cert, settings.tls_key))
+            else:
+                self.add(address, settings.http_port, endpoint)
 
     def _authenticate(self, ep: WsmanEndpoint, request: web.Request) -> tuple[str, dict[str, str]]:
         value = request.headers.get("Authorization", "")

@@ -29,6 +29,7 @@ import ssl
 import struct
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 from urllib.request import parse_http_list, parse_keqv_list
@@ -603,8 +604,6 @@ LEGACY_PROTOCOL, LEGACY_CIPHERS = "TLSv1", "AES128-SHA:AES256-SHA"
 def server_ssl_context(cert_file: str, key_file: str, profile: str = "modern") -> ssl.SSLContext:
     """A TLS server context for one device: ``modern`` (TLS 1.2+), or ``legacy``, the TLS of AMT 3.2.1-6.x
     (:data:`LEGACY_CIPHERS` over TLS 1.0 only; security level 0, which SHA-1 certificates need too)."""
-    import warnings  # noqa: PLC0415
-
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if profile == "legacy":
         ctx.set_ciphers(f"{LEGACY_CIPHERS}:@SECLEVEL=0")

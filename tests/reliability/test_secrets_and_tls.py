@@ -93,7 +93,7 @@ def test_plaintext_password_is_refused_with_how_to_reference_it(tmp_path):
 
 
 def test_lab_credentials_are_generated_per_lab_into_0600_files():
-    source = (ROOT / "pytest_vpro" / "lab" / "estate.py").read_text()
+    source = (ROOT / "pytest_vpro" / "lab" / "builder.py").read_text()
     assert "pysecrets.token_urlsafe" in source and "os.chmod(path, 0o600)" in source
     # the files of a real lab (mode 0600, not in its environment file): test_unreachable.py's lab run
 

@@ -1,6 +1,7 @@
-"""Without the [lab] extra, `vpro-lab` and a run still load the lab's description side (names, faults, estate,
-manager, cli), so they can say "pip install 'pytest-vpro[lab]'" instead of a traceback; the simulators (aiohttp)
-load only when a lab is built. tests/lab/test_installed_wheel.py proves the message from a wheel."""
+"""Without the [lab] extra, `vpro-lab` and a run still load the lab's description side (names, faults, the estate's
+description, the simulators' specs, manager, cli), so they can say "pip install 'pytest-vpro[lab]'" instead of a traceback; the simulators
+(aiohttp) load only when a lab is built, through lab/builder.py, which imports them at its top.
+tests/lab/test_installed_wheel.py proves the message from a wheel."""
 from __future__ import annotations
 
 import subprocess
@@ -14,6 +15,14 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r}")
 sys.meta_path.insert(0, Block())
 import pytest_vpro.lab.cli, pytest_vpro.lab.manager, pytest_vpro.lab.estate, pytest_vpro.lab.faults
+import pytest_vpro.lab.amt_spec, pytest_vpro.lab.site_spec, pytest_vpro.lab.windows_spec, pytest_vpro.lab.winrm_host
+assert "pytest_vpro.lab.builder" not in sys.modules, "the description side imported the builder"
+try:
+    import pytest_vpro.lab.builder
+except ModuleNotFoundError as exc:
+    assert "aiohttp" in str(exc), exc
+else:
+    raise AssertionError("the builder loaded without aiohttp: its simulators are not imported at its top")
 """
 
 

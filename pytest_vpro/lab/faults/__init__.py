@@ -9,7 +9,7 @@ A description names faults as data::
 
 :func:`parse` checks every entry against :data:`FAULTS` (unknown names, bad clients and bad parameters raise
 :class:`~pytest_vpro.lab.names.DescriptionError` naming the fault and listing the known ones). :func:`apply` is
-called by :func:`pytest_vpro.lab.estate.build` at each point where the estate's data is decided, the *stages*:
+called by :func:`pytest_vpro.lab.builder.build` at each point where the estate's data is decided, the *stages*:
 
 =============== =========================================================== ==================================
 stage           when                                                        a client fault's ``target``

@@ -7,6 +7,7 @@ from typing import Any
 
 import ldap3
 
+from ..amt_spec import AclEntry
 from ..names import (
     ClientPlan,
 )
@@ -117,8 +118,6 @@ fault("clock_skew", "The device's clock is off by `seconds`.", scope="client",
 
 
 def _acl_without_console(ctx: Context, d: Any) -> None:
-    from ..amt_device import AclEntry  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
-
     d.acl = [AclEntry(kerberos_sid=f"{ctx.dc.domain_sid}-500")]  # only the domain's Administrator
 
 

@@ -10,6 +10,7 @@ from ..site_spec import (
     OOB_SP2_PROPS,
     THREADS,
 )
+from ..windows_spec import TABLET_PC_KEY
 from .registry import Context, Param, _set, _site, fault
 
 
@@ -111,8 +112,6 @@ UNSUPPORTED_CLIENT_OS = {
 
 
 def _client_os(ctx: Context, w: Any, os: str) -> None:
-    from ..windows_client import TABLET_PC_KEY  # noqa: PLC0415 - the simulators (the [lab] extra) load only when a lab is built
-
     for key, value in UNSUPPORTED_CLIENT_OS[os].items():
         setattr(w, key, value)
     if w.tablet_pc:
