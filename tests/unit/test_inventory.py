@@ -384,3 +384,17 @@ def test_the_environment_module_imports_no_protocol():
     tree = ast.parse(Path(envmod.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not {m for m in imported if m.startswith("probes") and m != "probes.errors"}, imported
+
+
+def test_the_environment_modules_import_no_protocol_and_import_one_way():
+    """The loader is five modules (environment.py's docstring): none imports a protocol, and each imports only
+    those before it in that list (environment.py, the entry, all of them), so there is no cycle."""
+    import ast
+    order = ["environment_model", "environment_walk", "environment_inventory", "environment_schema", "environment"]
+    folder = Path(envmod.__file__).parent
+    assert sorted(p.stem for p in folder.glob("environment*.py")) == sorted(order)
+    for i, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module and n.level}
+        assert not {m for m in imported if m.startswith("probes") and m != "probes.errors"}, (name, imported)
+        assert not imported & set(order[i:]), (name, imported & set(order[i:]))
