@@ -33,14 +33,12 @@ from impacket.ldap import ldaptypes
 
 from pytest_vpro.lab.service import BackgroundService
 from pytest_vpro.lab.site_provider import SiteServerProvider
-from pytest_vpro.lab.winrm_server import BasicAuthenticator, WinrmServer
+from pytest_vpro.lab.winrm_host import WinrmHostSettings
+from pytest_vpro.lab.winrm_server import WinrmServer
 from pytest_vpro.lab.wsman_server import (
     Fault,
-    NegotiateAcceptor,
     ServerInstance,
-    WsmanEndpoint,
     WsmanRequest,
-    server_ssl_context,
 )
 
 CERTSVC_KEY = r"SYSTEM\CurrentControlSet\Services\CertSvc\Configuration"
@@ -76,8 +74,9 @@ def pack_security_descriptor(owner: str, aces: list[tuple[str, int]]) -> bytes:
 
 
 @dataclass
-class CaHostSpec:
-    """The CA host: its name and address, the CA's registry settings, WinRM and RPC."""
+class CaHostSpec(WinrmHostSettings):
+    """The CA host: its name and address, the CA's registry settings, RPC; its WinRM as every lab Windows host's
+    (:class:`~pytest_vpro.lab.winrm_host.WinrmHostSettings`)."""
 
     address: str
     fqdn: str
@@ -89,13 +88,6 @@ class CaHostSpec:
     ca_type: int = ENUM_ENTERPRISE_SUBCA
     rpc: bool = True                    # the RPC endpoint mapper (TCP 135) accepts connections
     rpc_port: int = 135
-    http_port: int = 5985
-    https_port: int = 5986
-    tls_cert: str = ""
-    tls_key: str = ""
-    basic_users: dict[str, str] = field(default_factory=dict, repr=False)
-    kerberos_keytab: str = ""           # keys of HTTP/<fqdn>@<realm>: WinRM's Negotiate (Kerberos)
-    kerberos_realm: str = ""
     registry: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -166,16 +158,6 @@ class CaHost(BackgroundService):
     def __repr__(self) -> str:
         return f"CaHost({self.spec.fqdn!r} at {self.spec.address})"
 
-    def _endpoint(self, tls: bool) -> WsmanEndpoint:
-        s = self.spec
-        basic = BasicAuthenticator(s.basic_users) if s.basic_users and tls else None
-        negotiate = None
-        if s.kerberos_keytab and s.kerberos_realm:
-            negotiate = NegotiateAcceptor(s.kerberos_keytab, f"HTTP/{s.fqdn}@{s.kerberos_realm}",
-                                          max_token_bytes=64 * 1024)
-        return WsmanEndpoint(CaHostProvider(s), digest=basic, negotiate=negotiate,  # type: ignore[arg-type]
-                             server_header="Microsoft-HTTPAPI/1.0")
-
     @staticmethod
     async def _on_rpc(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()  # reachability only: the lab speaks no DCE/RPC
@@ -186,9 +168,7 @@ class CaHost(BackgroundService):
         self._stop_event = asyncio.Event()
         s = self.spec
         self.server = WinrmServer()
-        self.server.add(s.address, s.http_port, self._endpoint(False))
-        if s.tls_cert and s.tls_key:
-            self.server.add(s.address, s.https_port, self._endpoint(True), server_ssl_context(s.tls_cert, s.tls_key))
+        self.server.add_host(s.address, s.fqdn, s, lambda: CaHostProvider(s))
         try:
             await self.server.start()
             if s.rpc:
