@@ -55,7 +55,8 @@ from .names import (
     DescriptionError,
 )
 from .pki import ISSUING_CA_NAME, ROOT_CA_NAME, LabPKI, PkiFaults, sign
-from .samba import SambaDC, reverse_name
+from .samba import SambaDC
+from .samba_dns import reverse_name
 from .site_spec import KB908209_KEY
 
 #: Where a domain member's logical stores come from, by default: the Trusted Root store's enterprise root from AD
