@@ -53,7 +53,8 @@ from .names import (
     ClientPlan,
 )
 from .pki import ISSUING_CA_NAME, ROOT_CA_NAME, LabPKI, PkiFaults, sign
-from .samba import SambaDC, reverse_name
+from .samba import SambaDC
+from .samba_dns import reverse_name
 from .site_server import SMS_PERMISSIONS, ClientRecord, SiteServerSimulator, SiteServerSpec
 from .site_spec import KB908209_KEY
 from .windows_client import WindowsClients, WindowsClientSpec

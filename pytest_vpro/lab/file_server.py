@@ -106,7 +106,7 @@ class LabFileServer(ChildProcess):
         for address in self.addresses:
             self.drive_dir(address).mkdir(parents=True, exist_ok=True)
         (s / "etc" / "users.map").write_text(f"{self.unix_account} = {self.user}\n")
-        interfaces = " ".join(f"{a}/8" for a in self.addresses)  # /8: lo carries 127.0.0.1/8 (see samba.py)
+        interfaces = " ".join(f"{a}/8" for a in self.addresses)  # /8: lo carries 127.0.0.1/8 (see samba_conf.py)
         self.smb_conf.write_text(f"""# Written by pytest_vpro.lab.file_server: the lab clients' C$ shares only.
 [global]
 \tserver role = standalone server

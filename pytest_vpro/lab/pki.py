@@ -154,7 +154,126 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-class LabPKI:
+class PkiPublication:
+    """Where the lab's CAs publish and what: the http:// files in :attr:`publish_dir` (CA certificates, CRLs),
+    the ldap:/// objects of a PKI with ``ldap_config_dn``, the CDP and AIA URLs that name them, and the
+    revocations the CRLs list (``state.json``). :class:`LabPKI` sets the attributes."""
+
+    dir: Path
+    crl_base_url: str
+    ldap_config_dn: str | None
+    ca_host: str
+    faults: PkiFaults
+    signature_hash: str
+    on_publish: Callable[[str, bytes], None] | None
+    root_key: rsa.RSAPrivateKey
+    root_cert: x509.Certificate
+    issuing_key: rsa.RSAPrivateKey
+    issuing_cert: x509.Certificate
+
+    # ------------------------------------------------------------------ locations
+    @property
+    def publish_dir(self) -> Path:
+        """Public files only (CRLs, CA certificates in DER): what the HTTP server serves."""
+        return self.dir / "publish"
+
+    issuing_crl_path = property(lambda self: self.publish_dir / "issuing.crl")
+    root_crl_path = property(lambda self: self.publish_dir / "root.crl")
+
+    def url(self, name: str) -> str:
+        return f"{self.crl_base_url}/{name}"
+
+    def ldap_cdp_dn(self, ca_name: str) -> str:
+        """Where AD CS publishes ``ca_name``'s CRL: ``CN=<CA>,CN=<CA host>,CN=CDP,CN=Public Key Services,...``."""
+        return f"CN={ca_name},CN={self.ca_host},CN=CDP,CN=Public Key Services,CN=Services,{self.ldap_config_dn}"
+
+    def ldap_aia_dn(self, ca_name: str) -> str:
+        """Where AD CS publishes ``ca_name``'s certificate: ``CN=<CA>,CN=AIA,CN=Public Key Services,...``."""
+        return f"CN={ca_name},CN=AIA,CN=Public Key Services,CN=Services,{self.ldap_config_dn}"
+
+    def _locations(self, issuer: x509.Certificate, file: str, kind: str) -> list[str]:
+        """The CDP (``kind`` "cdp") or AIA URLs of a certificate ``issuer`` signs: the http:// file, and before
+        it, in a PKI with ``ldap_config_dn``, the ldap:/// object as AD CS writes it (spaces as %20)."""
+        http = self.url(file)
+        if not self.ldap_config_dn:
+            return [http]
+        ca = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        if kind == "cdp":
+            ldap = (f"ldap:///{quote(self.ldap_cdp_dn(ca), safe='=,')}?certificateRevocationList?base?"
+                    "objectClass=cRLDistributionPoint")
+        else:
+            ldap = (f"ldap:///{quote(self.ldap_aia_dn(ca), safe='=,')}"
+                    "?cACertificate?base?objectClass=certificationAuthority")
+        return [ldap, http]
+
+    # ------------------------------------------------------------------ revocation
+    def _state(self) -> dict:
+        path = self.dir / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {"crl_number": 0, "revoked": []}
+
+    def _save_state(self, state: dict) -> None:
+        _write_atomic(self.dir / "state.json", json.dumps(state, indent=1).encode())
+
+    def revoke(self, serial: int, reason: x509.ReasonFlags = x509.ReasonFlags.superseded,
+               *, ca: str = "issuing") -> None:
+        """Record ``serial`` as revoked by ``ca`` ("issuing" or "root"); call :meth:`publish_crl`.
+
+        Un-provisioning revokes the client's web server certificate with reason superseded
+        (docs/protocols.md).
+        """
+        if ca not in ("issuing", "root"):
+            raise ValueError(f"ca must be 'issuing' or 'root', not {ca!r}")
+        if self.faults.revocation_refused:
+            raise PermissionError(f"the {ca} CA denied the revocation of serial {serial:x}: the requester does not "
+                                  "have Issue and Manage Certificates")
+        state = self._state()
+        if not any(r["serial"] == serial and r["ca"] == ca for r in state["revoked"]):
+            state["revoked"].append({"serial": serial, "reason": reason.value, "ca": ca,
+                                     "date": _now().isoformat()})
+            self._save_state(state)
+
+    def publish_crl(self, next_update: dt.timedelta | dt.datetime | None = None, *,
+                    this_update: dt.datetime | None = None) -> None:
+        """Write ``issuing.crl`` and ``root.crl`` (DER, RFC 5280 §5) into :attr:`publish_dir`.
+
+        ``next_update`` defaults to 7 days ahead (1 day in the past with the expired-CRL fault).
+        Files are replaced atomically, so the HTTP server serves old or new, never half.
+        """
+        now = this_update or _now()
+        if next_update is None:
+            next_update = dt.timedelta(days=-1 if self.faults.expired_crl else 7)
+        if isinstance(next_update, dt.timedelta):
+            next_update = now + next_update
+        if next_update <= now:  # an already-expired CRL: thisUpdate a week before nextUpdate
+            now = next_update - dt.timedelta(days=7)
+        state = self._state()
+        state["crl_number"] += 1
+        self._save_state(state)
+        for ca, key, cert, path in (("issuing", self.issuing_key, self.issuing_cert, self.issuing_crl_path),
+                                    ("root", self.root_key, self.root_cert, self.root_crl_path)):
+            ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+            builder = (x509.CertificateRevocationListBuilder().issuer_name(cert.subject)
+                       .last_update(now).next_update(next_update)
+                       .add_extension(x509.CRLNumber(state["crl_number"]), critical=False)
+                       .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                                      critical=False))
+            for entry in (r for r in state["revoked"] if r["ca"] == ca):
+                revoked = (x509.RevokedCertificateBuilder().serial_number(entry["serial"])
+                           .revocation_date(dt.datetime.fromisoformat(entry["date"]))
+                           .add_extension(x509.CRLReason(x509.ReasonFlags(entry["reason"])), critical=False)
+                           .build())
+                builder = builder.add_revoked_certificate(revoked)
+            crl = sign(builder, key, self.signature_hash)
+            _write_atomic(path, crl.public_bytes(serialization.Encoding.DER))
+            if self.on_publish is not None:
+                self.on_publish(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
+                                crl.public_bytes(serialization.Encoding.DER))
+
+    def revoked_serials(self, ca: str = "issuing") -> set[int]:
+        return {r["serial"] for r in self._state()["revoked"] if r["ca"] == ca}
+
+
+class LabPKI(PkiPublication):
     """Root CA, issuing CA, provisioning and device certificates, CRLs, in ``dir``."""
 
     def __init__(self, dir: Path, *, domain: str = "vprolab.test",  # noqa: A002 - the keyword callers pass
@@ -196,22 +315,12 @@ class LabPKI:
         if not self.issuing_crl_path.exists() or not self.root_crl_path.exists():
             self.publish_crl()
 
-    # ------------------------------------------------------------------ paths and URLs
-    @property
-    def publish_dir(self) -> Path:
-        """Public files only (CRLs, CA certificates in DER): what the HTTP server serves."""
-        return self.dir / "publish"
-
+    # ------------------------------------------------------------------ paths
     root_path = property(lambda self: self.dir / "root.pem")
     issuing_path = property(lambda self: self.dir / "issuing.pem")
     provisioning_path = property(lambda self: self.dir / "provisioning.pem")
     provisioning_key_path = property(lambda self: self.dir / "provisioning.key.pem")
     provisioning_chain_path = property(lambda self: self.dir / "provisioning-chain.pem")
-    issuing_crl_path = property(lambda self: self.publish_dir / "issuing.crl")
-    root_crl_path = property(lambda self: self.publish_dir / "root.crl")
-
-    def url(self, name: str) -> str:
-        return f"{self.crl_base_url}/{name}"
 
     # ------------------------------------------------------------------ persistence
     def _load_or_make(self, stem: str, make):
@@ -223,13 +332,6 @@ class LabPKI:
         _write_atomic(key_path, _key_pem(key), 0o600)
         _write_atomic(cert_path, _cert_pem(cert))
         return key, cert
-
-    def _state(self) -> dict:
-        path = self.dir / "state.json"
-        return json.loads(path.read_text()) if path.exists() else {"crl_number": 0, "revoked": []}
-
-    def _save_state(self, state: dict) -> None:
-        _write_atomic(self.dir / "state.json", json.dumps(state, indent=1).encode())
 
     # ------------------------------------------------------------------ CAs
     def _new_key(self, bits: int | None = None) -> rsa.RSAPrivateKey:
@@ -294,29 +396,6 @@ class LabPKI:
                 .add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
                     x509.AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(u))
                     for u in self._locations(issuer, aia, "aia")]), critical=False))
-
-    def ldap_cdp_dn(self, ca_name: str) -> str:
-        """Where AD CS publishes ``ca_name``'s CRL: ``CN=<CA>,CN=<CA host>,CN=CDP,CN=Public Key Services,...``."""
-        return f"CN={ca_name},CN={self.ca_host},CN=CDP,CN=Public Key Services,CN=Services,{self.ldap_config_dn}"
-
-    def ldap_aia_dn(self, ca_name: str) -> str:
-        """Where AD CS publishes ``ca_name``'s certificate: ``CN=<CA>,CN=AIA,CN=Public Key Services,...``."""
-        return f"CN={ca_name},CN=AIA,CN=Public Key Services,CN=Services,{self.ldap_config_dn}"
-
-    def _locations(self, issuer: x509.Certificate, file: str, kind: str) -> list[str]:
-        """The CDP (``kind`` "cdp") or AIA URLs of a certificate ``issuer`` signs: the http:// file, and before
-        it, in a PKI with ``ldap_config_dn``, the ldap:/// object as AD CS writes it (spaces as %20)."""
-        http = self.url(file)
-        if not self.ldap_config_dn:
-            return [http]
-        ca = issuer.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-        if kind == "cdp":
-            ldap = (f"ldap:///{quote(self.ldap_cdp_dn(ca), safe='=,')}?certificateRevocationList?base?"
-                    "objectClass=cRLDistributionPoint")
-        else:
-            ldap = (f"ldap:///{quote(self.ldap_aia_dn(ca), safe='=,')}"
-                    "?cACertificate?base?objectClass=certificationAuthority")
-        return [ldap, http]
 
     def _leaf(self, fqdn: str, key, ekus: list[x509.ObjectIdentifier], *, ou: str | None,
               days: int = 365, expired: bool = False) -> x509.Certificate:
@@ -405,66 +484,6 @@ class LabPKI:
                 .add_extension(self._ca_usage(), critical=True)
                 .sign(key, hashes.SHA256()))
         return key, cert
-
-    # ------------------------------------------------------------------ revocation
-    def revoke(self, serial: int, reason: x509.ReasonFlags = x509.ReasonFlags.superseded,
-               *, ca: str = "issuing") -> None:
-        """Record ``serial`` as revoked by ``ca`` ("issuing" or "root"); call :meth:`publish_crl`.
-
-        Un-provisioning revokes the client's web server certificate with reason superseded
-        (docs/protocols.md).
-        """
-        if ca not in ("issuing", "root"):
-            raise ValueError(f"ca must be 'issuing' or 'root', not {ca!r}")
-        if self.faults.revocation_refused:
-            raise PermissionError(f"the {ca} CA denied the revocation of serial {serial:x}: the requester does not "
-                                  "have Issue and Manage Certificates")
-        state = self._state()
-        if not any(r["serial"] == serial and r["ca"] == ca for r in state["revoked"]):
-            state["revoked"].append({"serial": serial, "reason": reason.value, "ca": ca,
-                                     "date": _now().isoformat()})
-            self._save_state(state)
-
-    def publish_crl(self, next_update: dt.timedelta | dt.datetime | None = None, *,
-                    this_update: dt.datetime | None = None) -> None:
-        """Write ``issuing.crl`` and ``root.crl`` (DER, RFC 5280 §5) into :attr:`publish_dir`.
-
-        ``next_update`` defaults to 7 days ahead (1 day in the past with the expired-CRL fault).
-        Files are replaced atomically, so the HTTP server serves old or new, never half.
-        """
-        now = this_update or _now()
-        if next_update is None:
-            next_update = dt.timedelta(days=-1 if self.faults.expired_crl else 7)
-        if isinstance(next_update, dt.timedelta):
-            next_update = now + next_update
-        if next_update <= now:  # an already-expired CRL: thisUpdate a week before nextUpdate
-            now = next_update - dt.timedelta(days=7)
-        state = self._state()
-        state["crl_number"] += 1
-        self._save_state(state)
-        for ca, key, cert, path in (("issuing", self.issuing_key, self.issuing_cert, self.issuing_crl_path),
-                                    ("root", self.root_key, self.root_cert, self.root_crl_path)):
-            ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-            builder = (x509.CertificateRevocationListBuilder().issuer_name(cert.subject)
-                       .last_update(now).next_update(next_update)
-                       .add_extension(x509.CRLNumber(state["crl_number"]), critical=False)
-                       .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
-                                      critical=False))
-            for entry in (r for r in state["revoked"] if r["ca"] == ca):
-                revoked = (x509.RevokedCertificateBuilder().serial_number(entry["serial"])
-                           .revocation_date(dt.datetime.fromisoformat(entry["date"]))
-                           .add_extension(x509.CRLReason(x509.ReasonFlags(entry["reason"])), critical=False)
-                           .build())
-                builder = builder.add_revoked_certificate(revoked)
-            crl = sign(builder, key, self.signature_hash)
-            _write_atomic(path, crl.public_bytes(serialization.Encoding.DER))
-            if self.on_publish is not None:
-                self.on_publish(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value,
-                                crl.public_bytes(serialization.Encoding.DER))
-
-    def revoked_serials(self, ca: str = "issuing") -> set[int]:
-        return {r["serial"] for r in self._state()["revoked"] if r["ca"] == ca}
-
     # ------------------------------------------------------------------ hashes
     def root_sha256(self) -> str:
         """SHA-256 of the root certificate (DER), lowercase hex: an AMT trusted-root hash."""

@@ -22,7 +22,8 @@ from ldap3.protocol.formatters.formatters import format_sid
 
 from pytest_vpro.lab import estate, faults, manager
 from pytest_vpro.lab.addresses import AddressPlan
-from pytest_vpro.lab.samba import CERTIFICATE_ENROLLMENT, DSPROPERTY_ZONE_ALLOW_UPDATE, parse_dns_property
+from pytest_vpro.lab.samba_directory import CERTIFICATE_ENROLLMENT
+from pytest_vpro.lab.samba_dns import DSPROPERTY_ZONE_ALLOW_UPDATE, parse_dns_property
 from pytest_vpro.probes import dhcp
 from pytest_vpro.probes import ldap as ldap_probe
 from pytest_vpro.probes import x509 as x509_probe

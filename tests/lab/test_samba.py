@@ -11,16 +11,10 @@ from pathlib import Path
 import pytest
 
 from pytest_vpro.lab.addresses import AddressPlan
-from pytest_vpro.lab.samba import (
-    CERTIFICATE_ENROLLMENT,
-    SYSTEM_PYTHON,
-    SambaDC,
-    alive,
-    pack_dns_count_name,
-    pack_dns_record,
-    parse_dns_property,
-    reverse_name,
-)
+from pytest_vpro.lab.samba import SambaDC, alive
+from pytest_vpro.lab.samba_client import SYSTEM_PYTHON
+from pytest_vpro.lab.samba_directory import CERTIFICATE_ENROLLMENT
+from pytest_vpro.lab.samba_dns import pack_dns_count_name, pack_dns_record, parse_dns_property, reverse_name
 
 CLIENTS = 3
 TOKEN_GROUPS = 40

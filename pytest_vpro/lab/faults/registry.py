@@ -23,7 +23,7 @@ from ..names import (
 from ..pki import (
     sign,
 )
-from ..samba import reverse_name
+from ..samba_dns import reverse_name
 from ..site_spec import (
     THREADS,
 )
