@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,12 @@ class VantagePort:
         return f"{self.port} on {self.host} {self.how}"
 
 
+def _given(seen: "VantagePort | ProbeError") -> VantagePort:
+    if isinstance(seen, ProbeError):
+        raise seen
+    return seen
+
+
 def _bounded_addr(host: Any, deadline: int) -> Any:
     """testinfra's Addr module bound to ``host``, each of its commands (getent, nc, ping) under ``timeout``."""
     from testinfra.modules.addr import Addr  # noqa: PLC0415 - loaded only where a server has testinfra:
@@ -150,9 +157,23 @@ class VantageFacet:
     def ports(self, server: "Server", host: str, ports: list[int] | tuple[int, ...]) -> list[VantagePort]:
         """Whether each ``host:port`` is reachable from ``server``, once per run; :class:`VantageUndecided` where
         ``server``'s backend cannot run testinfra's Addr or fails."""
-        addr = self._addr(server)
-        return [self.facts.estate.get(key("vantage", server.name, "tcp", f"{host}:{p}"),
-                                      lambda p=p: self._reachable(server, addr, host, p)) for p in ports]
+        addr, estate = self._addr(server), self.facts.estate
+        name = lambda p: key("vantage", server.name, "tcp", f"{host}:{p}")  # noqa: E731
+        todo = [p for p in ports if not estate.has(name(p))]
+        if len(todo) > 1 and estate.replay is None:  # at once, as facts.network probes: a dropped client costs one
+            with ThreadPoolExecutor(max_workers=len(todo), thread_name_prefix="vpro-vantage") as pool:  # deadline
+                for port, seen in zip(todo, pool.map(lambda p: self._settle(server, addr, host, p), todo)):
+                    try:
+                        estate.get(name(port), lambda seen=seen: _given(seen))
+                    except ProbeError:
+                        pass  # remembered: the read below raises it
+        return [estate.get(name(p), lambda p=p: self._reachable(server, addr, host, p)) for p in ports]
+
+    def _settle(self, server: "Server", addr: Any, host: str, port: int) -> "VantagePort | ProbeError":
+        try:
+            return self._reachable(server, addr, host, port)
+        except ProbeError as exc:  # handed to the cache, which remembers it
+            return exc
 
     def resolvable(self, server: "Server", name: str) -> bool:
         """Whether ``name`` resolves on ``server`` (``getent ahosts``, bounded by the read timeout), once per run."""

@@ -11,7 +11,8 @@ import pytest
 
 from pytest_vpro.checks import Evidence, Finding
 from pytest_vpro.environment import DEFAULT_EXPECTED
-from pytest_vpro.facts.vantage import VantageFacet, VantagePort, VantageUndecided, backend_url, display_url
+from pytest_vpro.facts.vantage import (VantageFacet, VantagePort, VantageUndecided, _bounded_addr, backend_url,
+                                      display_url)
 from pytest_vpro.probes.errors import ProbeError
 from pytest_vpro.probes.net import PortState
 from pytest_vpro.secrets import MASK, redact
@@ -36,7 +37,12 @@ class Network:
 
 
 class Estate:
-    """The core's ``get`` without its cache (each fact fetched where asked)."""
+    """The core's ``get`` without its cache (each fact fetched where asked); no snapshot replayed."""
+
+    replay = None
+
+    def has(self, name):
+        return False
 
     def get(self, name, fetch):
         return fetch()
@@ -164,3 +170,24 @@ def test_an_unset_reference_is_a_probe_error_naming_the_reference_not_a_value():
     with pytest.raises(Exception, match="VPRO_TEST_VANTAGE_UNSET is not set") as caught:
         facts.vantage.ports(server, CLIENT, [16993])
     assert isinstance(caught.value, ProbeError)
+
+
+def test_every_command_testinfras_addr_runs_has_a_deadline():
+    ran = []
+
+    class Host:
+        """A testinfra host that has nc and records what it is asked to run."""
+
+        def exists(self, command):
+            return True
+
+        def run(self, command, *args):
+            ran.append(command % args if args else command)
+            return SimpleNamespace(rc=0, stdout="127.0.0.1 STREAM localhost\n")
+
+        run_expect = lambda self, expected, command, *args: self.run(command, *args)  # noqa: E731
+
+    addr = _bounded_addr(Host(), 3)
+    assert addr("192.0.2.10").port(16993).is_reachable
+    assert addr("pc01.corp.example.com").is_resolvable
+    assert ran == ["timeout 3 nc -w 1 -z 192.0.2.10 16993", "timeout 3 getent ahosts pc01.corp.example.com"]
