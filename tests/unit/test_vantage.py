@@ -11,8 +11,14 @@ import pytest
 
 from pytest_vpro.checks import Evidence, Finding
 from pytest_vpro.environment import DEFAULT_EXPECTED
-from pytest_vpro.facts.vantage import (VantageFacet, VantagePort, VantageUndecided, _bounded_addr, backend_url,
-                                      display_url)
+from pytest_vpro.facts.vantage import (
+    VantageFacet,
+    VantagePort,
+    VantageUndecided,
+    _bounded_addr,
+    backend_url,
+    display_url,
+)
 from pytest_vpro.probes.errors import ProbeError
 from pytest_vpro.probes.net import PortState
 from pytest_vpro.secrets import MASK, redact
