@@ -5,7 +5,7 @@ pytest-testinfra's one module per resource):
 * :mod:`.connect`: credentials into sessions, once;
 * facets: :mod:`.amt` (``facts.amt``), :mod:`.console` (``facts.console``, with ``facts.console.amt``),
   :mod:`.dns`, :mod:`.dhcp`, :mod:`.directory`, :mod:`.windows`, :mod:`.site`, :mod:`.logs`, :mod:`.network`,
-  :mod:`.pki`, :mod:`.hellos`;
+  :mod:`.pki`, :mod:`.hellos`, :mod:`.vantage` (the network seen from a server with ``testinfra:``);
 * :mod:`.cache`: :class:`Facts` (a core with its facets) and :class:`FactsCache` (one per target per process).
 
 docs/writing-checks.md lists every facet method a check may call.
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
 
 #: the facets of :class:`Facts`, by attribute name, as checks reach them (docs/writing-checks.md lists them)
 FACETS = ("amt", "console", "console.amt", "dns", "dhcp", "directory", "windows", "site", "logs", "network", "pki",
-          "hellos")
+          "hellos", "vantage")
 
 __all__ = ["FACETS", "WOW64_SOFTWARE", "Core", "Facts", "FactsCache", "index_resources", "key",
            "local_address_towards", "route_connections", "run_record", "run_record_path"]

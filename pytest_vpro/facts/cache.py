@@ -19,6 +19,7 @@ from .logs import LogsFacet
 from .network import NetworkFacet
 from .pki import PkiFacet
 from .site import SiteFacet
+from .vantage import VantageFacet
 from .windows import WindowsFacet
 
 
@@ -46,6 +47,7 @@ class Facts(Core):
         self.network = NetworkFacet(self)
         self.pki = PkiFacet(self)
         self.hellos = HellosFacet(self)
+        self.vantage = VantageFacet(self)
 
     def release_connections(self) -> None:
         """Close this client's own sessions (WS-MAN to its AMT, as the tool and as the console user; WinRM to its

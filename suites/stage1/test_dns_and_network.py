@@ -15,6 +15,13 @@ qualified domain name."; "IPv6 is not supported. Out of band management uses IPv
 
 Each port gets a verdict within the connect timeout: open, refused (the host answered with a reset: nothing
 listens), filtered (no answer: a firewall drops it) or unreachable (no route, no name).
+
+Vantage points: the ports the guide wants open "from the out of band service point" and "from computers running
+the out of band management console" are probed from the first server of that role whose entry has ``testinfra:``
+(``facts.vantage``: reachable or not, testinfra's Addr does not tell refused from filtered); a port it cannot
+reach is shown with this machine's verdict beside it. Where no server of the role can decide (none has
+``testinfra:``, or its backend is ``winrm://``), the ports are probed from this machine, and the finding and the
+evidence say so and why.
 """
 import ipaddress
 
@@ -35,6 +42,27 @@ def domain_dn(domain: str) -> str:
 
 def as_list(value) -> list:
     return value if isinstance(value, list) else [] if value in (None, "") else [value]
+
+
+def from_vantage_point(facts, role: str, host: str, ports: list[int]):
+    """``(name, states, undecided)``: the ports as the first vantage point of ``role`` that can decide sees them
+    (``name`` None and ``states`` empty where none can), and a sentence for each one that could not."""
+    undecided = []
+    for server in facts.vantage.points(role):
+        try:
+            return facts.vantage.name(server), facts.vantage.ports(server, host, ports), undecided
+        except ProbeError as exc:  # VantageUndecided, or its password reference unset: this machine's view
+            text = str(exc)
+            undecided.append(text if text.startswith("cannot decide") else
+                             f"cannot decide from {facts.vantage.name(server)}: {text}")
+    return None, [], undecided
+
+
+def judge_from(point: str, name: str, states, here, *, may_be_refused=()) -> list[str]:
+    """The ports ``point`` cannot reach, as texts naming it, this machine's verdict (``here``, by port) beside
+    each; one in ``may_be_refused`` that this machine sees refused passes (nc -z says only "not reachable")."""
+    return [f"from {point}: {s.port} on {name} ({s.host}) {s.how} (this machine: {here[s.port]})"
+            for s in states if not s.reachable and not (s.port in may_be_refused and here[s.port].verdict == "refused")]
 
 
 def judge(states, *, may_be_refused=()) -> list[str]:
@@ -134,11 +162,22 @@ def test_service_point_takes_hellos_on_9971(server, env, facts, evidence):
 @pytest.mark.check("S1-PORTS-SERVICE-POINT-TO-AMT")
 def test_service_point_reaches_amt_ports(client, env, facts, evidence):
     ports, host = env.expected["ports"], facts.dns.address()
-    states, where = facts.network.ports(host, [ports["amt_http"], ports["amt_https"]]), facts.network.vantage(host)
-    evidence.attach("TCP", {"probed": where, "results": [str(s) for s in states]})
-    closed = judge(states)
-    expect(not closed, found=f"{'; '.join(closed)}, probed {where}",
-           expected=f"TCP {ports['amt_http']} and {ports['amt_https']} open (the service point's ports)")
+    wanted = [ports["amt_http"], ports["amt_https"]]
+    point, seen, undecided = from_vantage_point(facts, "oob_service_point", host, wanted)
+    if point is not None:
+        here = {s.port: s for s in facts.network.ports(host, [s.port for s in seen if not s.reachable])}
+        evidence.attach("TCP", {"probed": f"from {point}", "results": [str(s) for s in seen]}
+                        | ({"this machine": [str(s) for s in here.values()]} if here else {}))
+        closed = judge_from(point, client.name, seen, here)
+        expect(not closed, found="; ".join(closed),
+               expected=f"TCP {ports['amt_http']} and {ports['amt_https']} reachable from the service point")
+    else:
+        states, where = facts.network.ports(host, wanted), facts.network.vantage(host)
+        where += "".join(f"; {u}" for u in undecided)
+        evidence.attach("TCP", {"probed": where, "results": [str(s) for s in states]})
+        closed = judge(states)
+        expect(not closed, found=f"{'; '.join(closed)}, probed {where}",
+               expected=f"TCP {ports['amt_http']} and {ports['amt_https']} open (the service point's ports)")
     try:
         peer = facts.network.peer_tls(facts.dns.address(), ports["amt_https"])
     except Undecided:  # a detail with no public source did not fit: cannot decide
@@ -154,23 +193,33 @@ def test_service_point_reaches_amt_ports(client, env, facts, evidence):
 def test_console_reaches_amt_ports(client, env, facts, evidence):
     ports, host = env.expected["ports"], facts.dns.address()
     plain = ports["redirection"]  # 16994, redirection without TLS
-    wanted, where, unprobed = [ports["amt_https"], plain, ports["redirection_tls"]], facts.network.vantage(host), ""
-    try:
-        states = facts.network.ports(host, wanted)
-    except ProbeError as exc:  # a live probe always has a verdict; a snapshot taken before 16994 was probed has none
-        states, unprobed = facts.network.ports(host, [ports["amt_https"], ports["redirection_tls"]]), str(exc)
-    evidence.attach("TCP", {"probed": where, "results": [str(s) for s in states]}
-                    | ({f"{plain} not probed": unprobed} if unprobed else {}))
+    wanted, unprobed = [ports["amt_https"], plain, ports["redirection_tls"]], ""
     try:  # the redirection port listens only on a provisioned ME whose redirection listener is on
         listening = facts.amt.redirection().listener_enabled
     except ProbeError:
         listening = False
     # 16994 (redirection without TLS): the guide's stage 1 asks firewalls to allow 16992-16995, but a TLS ME (as
     # SCCM provisions it) need not listen there: refused (the host answered) passes, filtered fails.
-    closed = judge(states, may_be_refused=(plain,) if listening else (plain, ports["redirection_tls"]))
-    expect(not closed, found=f"{'; '.join(closed)}, probed {where}",
-           expected=f"TCP {ports['amt_https']} and {ports['redirection_tls']} (SOL/IDER) open from the console, "
-                    f"{plain} not filtered")
+    may_be_refused = (plain,) if listening else (plain, ports["redirection_tls"])
+    expected = (f"TCP {ports['amt_https']} and {ports['redirection_tls']} (SOL/IDER) open from the console, "
+                f"{plain} not filtered")
+    point, seen, undecided = from_vantage_point(facts, "oob_console", host, wanted)
+    if point is not None:
+        here = {s.port: s for s in facts.network.ports(host, [s.port for s in seen if not s.reachable])}
+        evidence.attach("TCP", {"probed": f"from {point}", "results": [str(s) for s in seen]}
+                        | ({"this machine": [str(s) for s in here.values()]} if here else {}))
+        closed = judge_from(point, client.name, seen, here, may_be_refused=may_be_refused)
+        expect(not closed, found="; ".join(closed), expected=expected)
+        return
+    where = facts.network.vantage(host) + "".join(f"; {u}" for u in undecided)
+    try:
+        states = facts.network.ports(host, wanted)
+    except ProbeError as exc:  # a live probe always has a verdict; a snapshot taken before 16994 was probed has none
+        states, unprobed = facts.network.ports(host, [ports["amt_https"], ports["redirection_tls"]]), str(exc)
+    evidence.attach("TCP", {"probed": where, "results": [str(s) for s in states]}
+                    | ({f"{plain} not probed": unprobed} if unprobed else {}))
+    closed = judge(states, may_be_refused=may_be_refused)
+    expect(not closed, found=f"{'; '.join(closed)}, probed {where}", expected=expected)
 
 
 @pytest.mark.check("PRE-DNS-REQUIRED-NO-WINS")

@@ -41,7 +41,8 @@ class Network:
 def client_facts(verdicts: dict[int, str], listener: bool = True) -> SimpleNamespace:
     redirection = SimpleNamespace(listener_enabled=listener)
     return SimpleNamespace(network=Network(verdicts), dns=SimpleNamespace(address=lambda: CLIENT),
-                           amt=SimpleNamespace(redirection=lambda: redirection))
+                           amt=SimpleNamespace(redirection=lambda: redirection),
+                           vantage=SimpleNamespace(points=lambda role: []))  # no server has testinfra:
 
 
 ENV = SimpleNamespace(expected={"ports": PORTS})
