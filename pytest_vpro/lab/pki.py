@@ -30,7 +30,7 @@ CRL signed with SHA-1, as a Windows Server 2003/2008 CA signed them, and every C
 one. ``cryptography`` does not sign with SHA-1: :func:`sign` lets it sign with SHA-256, then puts
 sha1WithRSAEncryption into the TBS
 and signs those bytes again with the CA's key (RFC 5280 §4.1.1.2-3, §5.1.1.2-3). The ldap:/// objects are
-published into the lab's directory by :func:`pytest_vpro.lab.estate.build` (``on_publish`` for the CRLs).
+published into the lab's directory by :func:`pytest_vpro.lab.builder.build` (``on_publish`` for the CRLs).
 """
 from __future__ import annotations
 
