@@ -22,7 +22,8 @@ import functools
 import ipaddress
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor, wait
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -235,7 +236,7 @@ def survey(env: Environment, facts: Any = None) -> Causes:
 RANGE_PREFIX = 24
 SAMPLE = 3             # clients asked per range (spread over the range's addresses)
 CONCURRENCY = 64       # connection attempts at once, whatever the fleet's size
-BUDGET_TIMEOUTS = 3    # the whole range survey ends within this many connect timeouts (plus one for stragglers)
+BUDGET_TIMEOUTS = 3    # the whole range survey ends within this many connect timeouts
 
 
 def client_ranges(clients: list[Client]) -> dict[str, list[Client]]:
@@ -299,11 +300,17 @@ def survey_ranges(ranges: dict[str, list[Client]], port: int, timeout: float,
         else:
             answered.add(network)
 
+    def decided() -> bool:  # every range answered, or every sample of it was asked
+        return all(network in answered or len(seen[network]) == len(picked[network]) for network in picked)
+
     pool = ThreadPoolExecutor(min(CONCURRENCY, len(order)))
-    futures = [pool.submit(ask, network, client) for network, client in order]
-    wait(futures, timeout=BUDGET_TIMEOUTS * timeout)
-    pool.shutdown(wait=True, cancel_futures=True)  # the running ones end within their own connect timeout
-    return {network: what for network, what in seen.items()
+    pending = {pool.submit(ask, network, client) for network, client in order}
+    end = time.monotonic() + BUDGET_TIMEOUTS * timeout
+    while pending and not decided() and time.monotonic() < end:
+        _, pending = wait(pending, timeout=max(0.0, end - time.monotonic()), return_when=FIRST_COMPLETED)
+    # Not waited for: a connection under way to a range already decided ends within its own connect timeout.
+    pool.shutdown(wait=False, cancel_futures=True)
+    return {network: list(what) for network, what in seen.items()
             if network not in answered and len(what) == len(picked[network])}
 
 
