@@ -4,7 +4,9 @@ When a service every target needs does not answer (the estate's DNS servers, the
 CA's host, the DHCP server), hundreds of checks fail with the same symptom and each gives its own advice ("install
 hot fix KB...") for a fact it never read. So the run asks those services first (:func:`survey`): one exchange
 each, what the checks themselves would do first (a DNS query, a TCP connection to the port the facts use, a
-DHCPINFORM). A service that does not answer is a :class:`Cause`, with its own corrective action.
+DHCPINFORM). A service that does not answer is a :class:`Cause`, with its own corrective action. Meanwhile a few
+clients of each client range (the /24 of their addresses) are asked on their AMT port (:func:`survey_ranges`): a
+range none of whose sampled clients answered is a cause too, the network path to it.
 
 A check's :class:`~pytest_vpro.probes.errors.ProbeError` is then attributed (:meth:`Causes.of`): a name that did
 not resolve while every DNS server is down is the DNS cause; an unanswered exchange with a dead service's host is
@@ -13,8 +15,8 @@ instead of the check's own, and a result gated by such a finding names the cause
 
 The survey runs once per run on the controller (before xdist starts its workers) and is written to the run's
 folder (``causes.json``); every worker reads that file. So every process attributes with the same record, and a
-finding reads the same under ``-n 0``, ``-n 2`` and every shard of one night. This module knows nothing of
-pytest.
+finding reads the same under ``-n 0``, ``-n 2`` and every shard of one night; ``--facts-out`` keeps the record in
+the snapshot's header, and ``--facts-in`` attributes with it. This module knows nothing of pytest.
 """
 from __future__ import annotations
 

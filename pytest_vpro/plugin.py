@@ -114,6 +114,9 @@ def _causes(config: pytest.Config, run: runs.Run, facts: facts_mod.FactsCache, w
         return Causes.read(run.dir)
     if run.replay is not None:  # a replay sends nothing: the recorded run's survey (none in older snapshots)
         causes = Causes.from_json(run.replay.header.get("causes"))
+        if "causes" in run.replay.header:
+            runs.progress(config, "pytest-vpro")("shared services, as the snapshot's run found them: " + (
+                "; ".join(c.what for c in causes) if causes else "every one answered"))
     elif config.option.collectonly:
         causes = Causes()
     else:
