@@ -136,3 +136,38 @@ def test_a_dropped_client_range_is_the_cause_of_its_clients_findings_and_not_of_
             assert "caused by:" not in message, (check, target, message)
     blocking = {row["client"]: row["blocking_cause"] for row in rows}
     assert {k: v for k, v in blocking.items() if v} == {t: first["what"] for t in DROPPED}, blocking
+
+
+def replay(tmp_path, facts):
+    """The suite judged from ``facts`` (a --facts-out snapshot of the lab of ``tmp_path``, now down); (results,
+    summary)."""
+    reports = tmp_path / "replay"
+    out = subprocess.run([sys.executable, "-m", "pytest", f"--env={tmp_path / 'state' / 'environment.yaml'}",
+                          f"--facts-in={facts}", f"--reports-dir={reports}", "--no-html", "-p", "no:cacheprovider",
+                          "-q", "-p", "no:randomly", "--stage", "1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    return verdicts(reports / "latest" / "junit.xml"), json.loads((reports / "latest" / "summary.json").read_text())
+
+
+def test_a_dropped_range_reads_the_same_under_n_0_n_2_and_in_a_replay_of_its_snapshot(tmp_path_factory):
+    first = tmp_path_factory.mktemp("s0")
+    facts = first / "facts.jsonl"
+    one, summary, _, _, _ = run_down(first, "client_subnet_dropped", "--stage", "1", f"--facts-out={facts}",
+                                     clients=4)
+    two, _, _, _, _ = run_down(tmp_path_factory.mktemp("s2"), "client_subnet_dropped", "--stage", "1", "-n", "2",
+                               clients=4)
+    assert one.keys() == two.keys()
+
+    def text(verdict):  # the outcome and the whole message; a measured time is the one thing allowed to differ
+        return verdict[0], re.sub(r"\d+ ms", "N ms", verdict[1])
+    differ = {k: (one[k], two[k]) for k in one if text(one[k]) != text(two[k])}
+    assert not differ, differ
+    assert sum(f"caused by: {summary['causes'][0]['what']}" in m for _, m in one.values()) >= 4
+    # the replay sends nothing, yet names the recorded run's causes and gives its findings word for word
+    again, replayed = replay(first, facts)
+    assert [c["what"] for c in replayed["causes"]] == [c["what"] for c in summary["causes"]]
+    assert replayed["causes"][0]["targets_blocked"] == summary["causes"][0]["targets_blocked"]
+    assert again.keys() == one.keys()
+    differ = {k: (one[k], again[k]) for k in one if one[k] != again[k]}
+    assert not differ, differ
