@@ -184,7 +184,8 @@ def survey(env: Environment, facts: Any = None) -> Causes:
     """Ask each shared service of ``env`` once, concurrently; the ones that do not answer are the causes.
 
     ``facts``: the estate's :class:`~pytest_vpro.facts.Facts` (for the DHCPINFORM, which needs its knobs); None
-    leaves DHCP out. Bounded by the connect timeout (and one DNS query's) per service.
+    leaves DHCP out. Bounded by the connect timeout (and one DNS query's) per service; the client ranges are asked
+    meanwhile, within their own deadline (:func:`survey_ranges`).
     """
     timeout = env.timeouts["connect"]
     jobs: dict[str, Callable[[], str]] = {}
