@@ -4,7 +4,9 @@ When a service every target needs does not answer (the estate's DNS servers, the
 CA's host, the DHCP server), hundreds of checks fail with the same symptom and each gives its own advice ("install
 hot fix KB...") for a fact it never read. So the run asks those services first (:func:`survey`): one exchange
 each, what the checks themselves would do first (a DNS query, a TCP connection to the port the facts use, a
-DHCPINFORM). A service that does not answer is a :class:`Cause`, with its own corrective action.
+DHCPINFORM). A service that does not answer is a :class:`Cause`, with its own corrective action. Meanwhile a few
+clients of each client range (the /24 of their addresses) are asked on their AMT port (:func:`survey_ranges`): a
+range none of whose sampled clients answered is a cause too, the network path to it.
 
 A check's :class:`~pytest_vpro.probes.errors.ProbeError` is then attributed (:meth:`Causes.of`): a name that did
 not resolve while every DNS server is down is the DNS cause; an unanswered exchange with a dead service's host is
@@ -13,8 +15,8 @@ instead of the check's own, and a result gated by such a finding names the cause
 
 The survey runs once per run on the controller (before xdist starts its workers) and is written to the run's
 folder (``causes.json``); every worker reads that file. So every process attributes with the same record, and a
-finding reads the same under ``-n 0``, ``-n 2`` and every shard of one night. This module knows nothing of
-pytest.
+finding reads the same under ``-n 0``, ``-n 2`` and every shard of one night; ``--facts-out`` keeps the record in
+the snapshot's header, and ``--facts-in`` attributes with it. This module knows nothing of pytest.
 """
 from __future__ import annotations
 
@@ -22,13 +24,16 @@ import functools
 import ipaddress
 import json
 import re
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from .environment import Environment, Server
+from .environment import Client, Environment, Server
+from .probes import net
+from .probes.dns import NoAnswer, NxDomain, Resolver
 from .probes.errors import DID_NOT_RESOLVE, ProbeError, Unreachable
 
 FILE = "causes.json"
@@ -38,12 +43,13 @@ CAUSED_RE = re.compile(r"caused by: (?P<what>[^\n;]+)")
 
 @dataclass(frozen=True)
 class Cause:
-    key: str                 # "dns", "directory", "site_server", "issuing_ca", "dhcp"
+    key: str                 # "dns", "directory", "site_server", "issuing_ca", "dhcp", "client_subnet"
     what: str                # "DNS server 127.0.0.53 not answering"
     where: str               # the endpoints asked
     action: str              # what to do about it
     hosts: tuple[str, ...]   # names and addresses whose unanswered exchanges follow from it
     found: str = ""          # what the survey saw, in the probes' vocabulary
+    network: str = ""        # a client range's network ("10.1.2.0/24"): every address in it follows from it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +66,11 @@ ACTIONS = {
                   "Then run the checks again.",
     "dhcp": "Start the DHCP service on {where} (or correct the environment file's DHCP server). Then run the "
             "checks again.",
+    "client_subnet": "None of the PCs sampled in {network} answered on their AMT port from this machine: check the "
+                     "router, VLAN or firewall between this machine and {network} (a route removed, an access list "
+                     "that drops the range, the VLAN's uplink down); ping and tracert a PC of the range from here. "
+                     "If the PCs of that range are switched off at the wall, switch them on. Then run the checks "
+                     "again.",
 }
 NAMES = {"directory": "directory (domain controller {names})", "site_server": "site server {names}",
          "issuing_ca": "CA host {names}", "dhcp": "DHCP server {names}"}
@@ -72,6 +83,7 @@ class Causes:
         self.causes = tuple(causes)
         self._dns = next((c for c in self.causes if c.key == "dns"), None)
         self._by_host = {h.lower(): c for c in self.causes for h in c.hosts}
+        self._networks = [(ipaddress.ip_network(c.network), c) for c in self.causes if c.network]
 
     def __iter__(self):
         return iter(self.causes)
@@ -94,6 +106,11 @@ class Causes:
         for host in hosts:
             if host in self._by_host:
                 return self._by_host[host]
+            if self._networks and _is_address(host):  # an address of a dead client range (a wireless one too)
+                address = ipaddress.ip_address(host)
+                for network, cause in self._networks:
+                    if address in network:
+                        return cause
         if self._dns is not None and hosts and not any(_is_address(h) for h in hosts):
             return self._dns  # a name no DNS server could give an address for: however the exchange ended
         return None
@@ -112,7 +129,18 @@ class Causes:
 
     # ---------------------------------------------------------------- the run folder
     def write(self, run_dir: Path) -> None:
-        (run_dir / FILE).write_text(json.dumps([c.to_json() for c in self.causes], indent=1))
+        (run_dir / FILE).write_text(json.dumps(self.to_json(), indent=1))
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [c.to_json() for c in self.causes]
+
+    @classmethod
+    def from_json(cls, rows: Any) -> "Causes":
+        """The record as :meth:`to_json` wrote it (``causes.json``, a snapshot's header); fields this version does
+        not know are left out, so a newer record still reads."""
+        known = {f.name for f in fields(Cause)}
+        return cls([Cause(**{**{k: v for k, v in row.items() if k in known}, "hosts": tuple(row.get("hosts", ()))})
+                    for row in rows or () if isinstance(row, dict)])
 
     @classmethod
     def read(cls, run_dir: Path) -> "Causes":
@@ -120,7 +148,7 @@ class Causes:
             rows = json.loads((run_dir / FILE).read_text())
         except (OSError, ValueError):
             return cls()
-        return cls([Cause(**{**row, "hosts": tuple(row.get("hosts", ()))}) for row in rows])
+        return cls.from_json(rows)
 
 
 def _is_address(host: str) -> bool:
@@ -142,8 +170,6 @@ def _winrm_port(server: Server) -> int:
 
 def _tcp(host: str, port: int, timeout: float) -> str:
     """"" if ``host:port`` accepts a connection, else what happened, in the vocabulary."""
-    from .probes import net  # noqa: PLC0415
-
     state = net.probe_tcp(host, port, timeout)
     if state.open:
         return ""
@@ -158,10 +184,9 @@ def survey(env: Environment, facts: Any = None) -> Causes:
     """Ask each shared service of ``env`` once, concurrently; the ones that do not answer are the causes.
 
     ``facts``: the estate's :class:`~pytest_vpro.facts.Facts` (for the DHCPINFORM, which needs its knobs); None
-    leaves DHCP out. Bounded by the connect timeout (and one DNS query's) per service.
+    leaves DHCP out. Bounded by the connect timeout (and one DNS query's) per service; the client ranges are asked
+    meanwhile, within their own deadline (:func:`survey_ranges`).
     """
-    from .probes.dns import NoAnswer, NxDomain, Resolver  # noqa: PLC0415
-
     timeout = env.timeouts["connect"]
     jobs: dict[str, Callable[[], str]] = {}
     dns_servers = list(env.dns.get("servers") or [])
@@ -198,9 +223,106 @@ def survey(env: Environment, facts: Any = None) -> Causes:
                 return ""  # it answered, wrongly perhaps: that is its own check's finding
             return ""
         jobs[f"dhcp|{dhcp[0].name}|67"] = ask_dhcp
+    ranges = client_ranges(list(env.clients))
+    port = int(env.expected["ports"]["amt_https"])
     with ThreadPoolExecutor(max(1, min(8, len(jobs)))) as pool:
-        found = dict(zip(jobs, pool.map(lambda job: job(), jobs.values())))
-    return Causes(_causes(env, found, groups, dhcp))
+        services = [pool.submit(job) for job in jobs.values()]
+        dead_ranges = survey_ranges(ranges, port, timeout)  # meanwhile, bounded by its own deadline
+        found = dict(zip(jobs, (f.result() for f in services)))
+    return Causes(_causes(env, found, groups, dhcp) + [_range_cause(network, ranges[network], port, seen)
+                                                       for network, seen in dead_ranges.items()])
+
+
+# -------------------------------------------------------------------- client ranges
+#: A client's range is the /24 of its address: the environment file carries no DHCP scope or subnet per client,
+#: and a /24 is the usual size of a client VLAN. A larger range that is dropped shows as each of its /24s.
+RANGE_PREFIX = 24
+SAMPLE = 3             # clients asked per range (spread over the range's addresses)
+CONCURRENCY = 64       # connection attempts at once, whatever the fleet's size
+BUDGET_TIMEOUTS = 3    # the whole range survey ends within this many connect timeouts
+
+
+def client_ranges(clients: list[Client]) -> dict[str, list[Client]]:
+    """The clients with an address in the environment, by range (``"10.1.2.0/24"``), each sorted by address.
+
+    A client without an address is left out: its range is not known without asking DNS, which may be the cause."""
+    out: dict[str, list[Client]] = {}
+    for client in clients:
+        if client.address and _is_address(client.address):
+            network = ipaddress.ip_network(f"{client.address}/{RANGE_PREFIX}", strict=False)
+            out.setdefault(str(network), []).append(client)
+    return {k: sorted(v, key=lambda c: ipaddress.ip_address(c.address or "0.0.0.0")) for k, v in out.items()}
+
+
+def sample(clients: list[Client], k: int = SAMPLE) -> list[Client]:
+    """Up to ``k`` clients spread over the range: the first, the last and evenly between (the same every run)."""
+    if len(clients) <= k:
+        return list(clients)
+    picks = dict.fromkeys(round(i * (len(clients) - 1) / (k - 1)) for i in range(k))
+    return [clients[i] for i in picks]
+
+
+def _answered(address: str, port: int, timeout: float) -> str:
+    """"" if ``address:port`` answered (accepted, or refused: a reset came back, so the path works), else what
+    happened, in the vocabulary (no answer, no route)."""
+    state = net.probe_tcp(address, port, timeout)
+    if state.verdict in (net.OPEN, net.REFUSED):
+        return ""
+    try:
+        state.require_open(timeout)
+    except Unreachable as exc:
+        return str(exc)
+    return str(state)
+
+
+def survey_ranges(ranges: dict[str, list[Client]], port: int, timeout: float,
+                  k: int = SAMPLE) -> dict[str, list[str]]:
+    """The ranges of at least two clients whose every sampled client did not answer: ``{network: [what each
+    did]}``.
+
+    One TCP connection to each sampled client's AMT ``port``, by address (so a DNS outage is not taken for a
+    dropped range), at most :data:`CONCURRENCY` at once; the first sample of every range is asked before the
+    second of any, a range stops being asked once one client answered, and the survey ends after
+    :data:`BUDGET_TIMEOUTS` connect timeouts: a range not fully asked by then is not a cause (it is not known).
+    A fleet of thousands costs at most ``ranges * k`` connections and that one deadline.
+    """
+    picked = {network: sample(clients, k) for network, clients in ranges.items() if len(clients) >= 2}
+    order = [(network, c) for i in range(k) for network, clients in picked.items() if i < len(clients)
+             for c in clients[i:i + 1]]
+    if not order:
+        return {}
+    answered: set[str] = set()
+    seen: dict[str, list[str]] = {network: [] for network in picked}
+
+    def ask(network: str, client: Client) -> None:
+        if network in answered:
+            return
+        what = _answered(client.address or "", port, timeout)
+        if what:
+            seen[network].append(what)
+        else:
+            answered.add(network)
+
+    def decided() -> bool:  # every range answered, or every sample of it was asked
+        return all(network in answered or len(seen[network]) == len(picked[network]) for network in picked)
+
+    pool = ThreadPoolExecutor(min(CONCURRENCY, len(order)))
+    pending = {pool.submit(ask, network, client) for network, client in order}
+    end = time.monotonic() + BUDGET_TIMEOUTS * timeout
+    while pending and not decided() and time.monotonic() < end:
+        _, pending = wait(pending, timeout=max(0.0, end - time.monotonic()), return_when=FIRST_COMPLETED)
+    # Not waited for: a connection under way to a range already decided ends within its own connect timeout.
+    pool.shutdown(wait=False, cancel_futures=True)
+    return {network: list(what) for network, what in seen.items()
+            if network not in answered and len(what) == len(picked[network])}
+
+
+def _range_cause(network: str, clients: list[Client], port: int, seen: list[str]) -> Cause:
+    hosts = tuple(h for c in clients for h in (c.name, c.address or "") if h)
+    count = f"{len(clients)} client{'s' if len(clients) != 1 else ''}"
+    return Cause("client_subnet", f"network path to {network} ({count}) not answering",
+                 f"{network}: AMT TCP {port} of {len(seen)} sampled client{'s' if len(seen) != 1 else ''}",
+                 ACTIONS["client_subnet"].format(network=network), hosts, "; ".join(seen), network)
 
 
 def _causes(env: Environment, found: dict[str, str], groups: dict[str, list[Server]],

@@ -112,7 +112,12 @@ def _causes(config: pytest.Config, run: runs.Run, facts: facts_mod.FactsCache, w
     workers, and read from the run folder by each worker, so every process attributes findings alike."""
     if worker is not None:
         return Causes.read(run.dir)
-    if config.option.collectonly or run.replay is not None:  # a replay sends nothing: its facts say what they say
+    if run.replay is not None:  # a replay sends nothing: the recorded run's survey (none in older snapshots)
+        causes = Causes.from_json(run.replay.header.get("causes"))
+        if "causes" in run.replay.header:
+            runs.progress(config, "pytest-vpro")("shared services, as the snapshot's run found them: " + (
+                "; ".join(c.what for c in causes) if causes else "every one answered"))
+    elif config.option.collectonly:
         causes = Causes()
     else:
         causes = survey(run.env, facts(run.env.site))
@@ -333,7 +338,8 @@ class ControllerSession:
         out = self.config.getoption("facts_out")
         if out:
             inventory = json.loads((self.run.dir / "inventory.json").read_text())
-            count = snapshot.merge(self.run.dir, Path(out), environment=self.run.env.name, inventory=inventory)
+            count = snapshot.merge(self.run.dir, Path(out), environment=self.run.env.name, inventory=inventory,
+                                   causes=Causes.read(self.run.dir).to_json())
             self.run.notes.append(f"facts:       {out} ({count} facts)")
         if not self.config.getoption("no_html"):
             self._progress(f"rendering the reports of {len(self.recorder.results)} results "

@@ -3,7 +3,8 @@
 A snapshot is JSON Lines, one fact per line, sorted, so two nightly snapshots diff with ``vpro-facts diff A B``
 (or any text diff)::
 
-    {"format": "pytest-vpro facts", "version": 1, "environment": "lab", "created": "...", "inventory": {...}}
+    {"format": "pytest-vpro facts", "version": 1, "environment": "lab", "created": "...", "inventory": {...},
+     "causes": [...]}
     {"target": "client:pc0001.vprolab.test", "name": "amt.provisioning", "value": {...}}
     {"target": "client:pc0002.vprolab.test", "name": "amt.provisioning", "error": {...}}
 
@@ -196,8 +197,12 @@ class Recorder:
             f.write(line + "\n")
 
 
-def merge(run_dir: Path, out: Path, *, environment: str, inventory: Any = None) -> int:
-    """Merge the run's part files into ``out`` (sorted, one line per fact); returns the number of facts."""
+def merge(run_dir: Path, out: Path, *, environment: str, inventory: Any = None, causes: Any = None) -> int:
+    """Merge the run's part files into ``out`` (sorted, one line per fact); returns the number of facts.
+
+    ``causes``: the run's survey of the shared services (``causes.json``'s rows), kept in the header so that
+    ``--facts-in`` attributes findings as the recorded run did. An optional key of version 1: a snapshot without
+    it (written before) replays with no causes, and a reader that does not know it ignores it."""
     rows: dict[tuple[str, str], str] = {}
     for part in sorted(run_dir.glob(f"{PART_PREFIX}*.jsonl")):
         for line in part.read_text(encoding="utf-8").splitlines():
@@ -206,7 +211,7 @@ def merge(run_dir: Path, out: Path, *, environment: str, inventory: Any = None) 
                 rows[(row["target"], row["name"])] = line
     header = {"format": FORMAT, "version": VERSION, "environment": environment,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "facts": len(rows),
-              "inventory": inventory}
+              "inventory": inventory, **({"causes": causes} if causes is not None else {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:

@@ -1,6 +1,7 @@
 """Root causes (issue 18): a shared service that does not answer is named once, first, as the cause.
 
-Each lab has one shared service down: the estate's DNS server, the directory (the DC's LDAP), the site server.
+Each lab has one shared service down: the estate's DNS server, the directory (the DC's LDAP), the site server,
+or the network path to one client range (the lab's ``client_subnet_dropped``).
 The run asks the shared services first (pytest_vpro/causes.py); the terminal summary, summary.json and report.html
 name the cause first, and every finding that follows from it says "caused by: ..." with the cause's corrective
 action, not its own check's (a hot-fix check that could not read the site server does not say "install the hot
@@ -23,12 +24,12 @@ NET = 118
 pytestmark = pytest.mark.lab
 
 
-def run_down(tmp_path, fault: str, *args: str):
-    """A two-client lab with ``fault``, the suite run over it with the reports; (results, summary, html, stdout,
-    fleet rows)."""
+def run_down(tmp_path, fault: str, *args: str, clients: int = 2):
+    """A lab of ``clients`` clients with ``fault``, the suite run over it with the reports; (results, summary,
+    html, stdout, fleet rows)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     description = tmp_path / "lab.yaml"
-    description.write_text(f'lab: {{clients: 2, net: {NET}, in_band_every: 0, canaries: 0, unprovisioned: 0, '
+    description.write_text(f'lab: {{clients: {clients}, net: {NET}, in_band_every: 0, canaries: 0, unprovisioned: 0, '
                            f'dhcp_port: 0, state_dir: state, faults: [{{"fault": "{fault}"}}]}}\n')
     reports = tmp_path / "reports"
     try:
@@ -44,8 +45,8 @@ def run_down(tmp_path, fault: str, *args: str):
             (run / "report.html").read_text(), out.stdout, rows)
 
 
-def assert_named_first(tmp_path, fault: str, cause: str, *args: str):
-    results, summary, page, stdout, rows = run_down(tmp_path, fault, *args)
+def assert_named_first(tmp_path, fault: str, cause: str, *args: str, clients: int = 2):
+    results, summary, page, stdout, rows = run_down(tmp_path, fault, *args, clients=clients)
     # the terminal: the cause comes right after the verdict, before the stage table
     terminal = stdout[stdout.index("pytest-vpro fleet summary"):]
     assert re.search(r"root causes, by what they block \(\d+\): fix these first\n  1\. " + cause, terminal), terminal
@@ -116,3 +117,57 @@ def test_findings_read_the_same_under_n_0_and_n_2(tmp_path_factory):
     differ = {k: (one[k], two[k]) for k in one if text(one[k]) != text(two[k])}
     assert not differ, differ
     assert any("caused by: DNS server" in message for _, message in one.values())
+
+
+SUBNET = rf"network path to 127\.{NET}\.250\.0/24 \(2 clients\) not answering"
+DROPPED = ("pc0003.vprolab.test", "pc0004.vprolab.test")  # the last two of four: the fault's range
+
+
+def test_a_dropped_client_range_is_the_cause_of_its_clients_findings_and_not_of_the_others(tmp_path):
+    results, summary, rows = assert_named_first(tmp_path, "client_subnet_dropped", SUBNET, "--stage", "1",
+                                                clients=4)
+    first = summary["causes"][0]
+    assert first["service"] == "client_subnet" and first["targets_blocked"] == 2, summary["causes"]
+    assert [c["service"] for c in summary["causes"]] == ["client_subnet"]  # no shared service is blamed
+    for (check, target), (outcome, message) in results.items():
+        if target in DROPPED and outcome == "failed":  # every finding of the range's clients points at it
+            assert f"caused by: {first['what']}" in message, (check, target, message)
+        elif target not in DROPPED:  # the other range's clients are judged as on a healthy lab
+            assert "caused by:" not in message, (check, target, message)
+    blocking = {row["client"]: row["blocking_cause"] for row in rows}
+    assert {k: v for k, v in blocking.items() if v} == {t: first["what"] for t in DROPPED}, blocking
+
+
+def replay(tmp_path, facts):
+    """The suite judged from ``facts`` (a --facts-out snapshot of the lab of ``tmp_path``, now down); (results,
+    summary)."""
+    reports = tmp_path / "replay"
+    out = subprocess.run([sys.executable, "-m", "pytest", f"--env={tmp_path / 'state' / 'environment.yaml'}",
+                          f"--facts-in={facts}", f"--reports-dir={reports}", "--no-html", "-p", "no:cacheprovider",
+                          "-q", "-p", "no:randomly", "--stage", "1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    return verdicts(reports / "latest" / "junit.xml"), json.loads((reports / "latest" / "summary.json").read_text())
+
+
+def test_a_dropped_range_reads_the_same_under_n_0_n_2_and_in_a_replay_of_its_snapshot(tmp_path_factory):
+    first = tmp_path_factory.mktemp("s0")
+    facts = first / "facts.jsonl"
+    one, summary, _, _, _ = run_down(first, "client_subnet_dropped", "--stage", "1", f"--facts-out={facts}",
+                                     clients=4)
+    two, _, _, _, _ = run_down(tmp_path_factory.mktemp("s2"), "client_subnet_dropped", "--stage", "1", "-n", "2",
+                               clients=4)
+    assert one.keys() == two.keys()
+
+    def text(verdict):  # the outcome and the whole message; a measured time is the one thing allowed to differ
+        return verdict[0], re.sub(r"\d+ ms", "N ms", verdict[1])
+    differ = {k: (one[k], two[k]) for k in one if text(one[k]) != text(two[k])}
+    assert not differ, differ
+    assert sum(f"caused by: {summary['causes'][0]['what']}" in m for _, m in one.values()) >= 4
+    # the replay sends nothing, yet names the recorded run's causes and gives its findings word for word
+    again, replayed = replay(first, facts)
+    assert [c["what"] for c in replayed["causes"]] == [c["what"] for c in summary["causes"]]
+    assert replayed["causes"][0]["targets_blocked"] == summary["causes"][0]["targets_blocked"]
+    assert again.keys() == one.keys()
+    differ = {k: (one[k], again[k]) for k in one if one[k] != again[k]}
+    assert not differ, differ

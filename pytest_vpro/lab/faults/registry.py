@@ -177,7 +177,7 @@ def parse(entries: Any, clients: list[ClientPlan]) -> list[Planted]:
     # A fault that needs, say, a provisioned client is judged on the plan the other faults leave.
     trial = [replace(c) for c in clients]
     for p in planted:
-        if "plan" in p.fault.steps:
+        if "plan" in p.fault.steps and p.client is not None:  # a site fault's plan step needs the whole context
             p.fault.steps["plan"](None, trial[p.client], **p.params)
     for i, p in enumerate(planted):
         if p.client is not None:
