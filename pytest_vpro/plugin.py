@@ -348,7 +348,7 @@ class ControllerSession:
         self.run.notes.extend(selection.problems)
         if selection.problems and exitstatus == pytest.ExitCode.OK:  # a green run on nothing is not green
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.run.shard is None:  # a shard is a part of a night: vpro-report records the merged night once
+        if self.run.shard is None and not self.run.site_only:  # a part of a night: vpro-report records it
             self.recorder.history = history.update(self.run, self.recorder)
         self.recorder.write(self.run)
         out = self.config.getoption("facts_out")

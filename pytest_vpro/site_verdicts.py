@@ -111,17 +111,27 @@ def read(path: Path, ident: dict[str, Any] | None = None, max_age_h: float = DEF
     if ident is not None:
         _refuse_misfit(path, data, ident, max_age_h, now or dt.datetime.now(dt.timezone.utc))
     written = data.get("written", "?")
+    note = f"verdict from the site verdicts file {path.name}, written {written} by run {data.get('run')}"
     verdicts = {}
-    for row in data.get("verdicts", []):
-        note = f"verdict from the site verdicts file {path.name}, written {written} by run {data.get('run')}"
-        message = row["message"] + f"\n  ({note}; not computed again here)" if row["message"] else ""
-        evidence = (*map(dict, row.get("evidence", [])), {"name": "verdict source", "body": note, "kind": "text"})
-        verdicts[(row["check"], row["target"])] = Verdict(row["outcome"], message, evidence, row.get("duration", 0.0))
+    for n, row in enumerate(data.get("verdicts") or [], 1):
+        try:
+            message = f"{row['message']}\n  ({note}; not computed again here)" if row["message"] else ""
+            evidence = (*map(dict, row.get("evidence", [])), {"name": "verdict source", "body": note, "kind": "text"})
+            if row["outcome"] not in OUTCOMES:
+                raise ValueError(row["outcome"])
+            verdicts[(row["check"], row["target"])] = Verdict(row["outcome"], message, evidence,
+                                                              float(row.get("duration", 0.0)))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SiteVerdictsError(f"{path}: verdict {n} is not one this version writes (check, target, "
+                                    "outcome, message): write the file again with --site-verdicts-out") from None
     return Artifact(path, data, verdicts)
 
 
-FIT = (("environment_sha256", "the environment file"), ("catalog_sha256", "the checks catalog"),
-       ("pytest_vpro", "the pytest-vpro version"), ("allow_disruptive", "--allow-disruptive"))
+OUTCOMES = ("passed", "failed", "skipped", "error")
+
+
+FIT = (("environment_sha256", "environment file"), ("catalog_sha256", "checks catalog"),
+       ("pytest_vpro", "pytest-vpro version"), ("allow_disruptive", "--allow-disruptive setting"))
 
 
 def _refuse_misfit(path: Path, data: dict[str, Any], ident: dict[str, Any], max_age_h: float,
