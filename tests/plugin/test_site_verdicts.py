@@ -3,12 +3,19 @@
 give the outcomes of one whole run; an artifact that does not fit the run is refused before anything runs."""
 from __future__ import annotations
 
+import csv
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 from helpers import calls, latest, make_project, outcomes, run
 
+ROOT = Path(__file__).resolve().parents[2]
 SERVER = "suites.stage1.test_stage1::test_server[sccm01.sample.test]"
 NOTE = re.compile(r"\n  \(verdict from the site verdicts file [^\n]*\)$")
 
@@ -101,3 +108,35 @@ def test_the_site_job_takes_no_shard(pytester, monkeypatch, artifact):
     result = run(pytester, "--shard", "1/2", f"--site-verdicts-out={artifact}", monkeypatch=monkeypatch)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--site-verdicts-out is the site job" in result.stderr.str()
+
+
+def test_the_gitlab_recipe_of_docs_ci_md_as_its_jobs_would_run_it(pytester, monkeypatch):
+    """The commands of docs/ci.md's .gitlab-ci.yml, as typed, on the sample estate: the site job, the copies of
+    the parallel job (CI_NODE_INDEX 1..N), then vpro-report; the merged fleet table is the whole run's."""
+    recipe = re.search(r"```yaml\n(# \.gitlab-ci\.yml.*?)```", (ROOT / "docs" / "ci.md").read_text(), re.S)
+    assert recipe, "docs/ci.md has no .gitlab-ci.yml"
+    jobs = yaml.safe_load(recipe.group(1))
+    make_project(pytester, {"T1-SERVER": ["sccm01.sample.test"], "T2-CLIENT": ["pc03.sample.test"]})
+    whole = _run(pytester, monkeypatch)
+    env = {**os.environ, "SAMPLE_AMT_PASSWORD": "Sup3r-Secret-Value"}
+    env.pop("CI_NODE_INDEX", None)
+
+    def sh(line: str, **variables: str) -> None:
+        line = (line.replace(".venv/bin/pytest --env prod", f"{sys.executable} -m pytest --env sample -p no:randomly")
+                .replace(".venv/bin/vpro-report", f"{sys.executable} -m pytest_vpro.report.merge")
+                .replace("-prod-", "-sample-"))
+        out = subprocess.run(["sh", "-c", line], cwd=pytester.path, env={**env, **variables}, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, line + "\n" + out.stdout[-2000:] + out.stderr[-2000:]
+
+    sh(jobs["vpro-site"]["script"][-1])
+    assert jobs["vpro"]["needs"] == ["vpro-site"] and (pytester.path / "site-verdicts.json").is_file()
+    total = jobs["vpro"]["parallel"]
+    for i in range(1, total + 1):
+        sh(jobs["vpro"]["script"][-1], CI_NODE_INDEX=str(i), CI_NODE_TOTAL=str(total))
+    assert len(list((pytester.path / "shard-reports").glob("2*-sample-shard*"))) == total
+    sh(jobs["vpro-report"]["script"][-1])
+    merged, one = (list(csv.DictReader((folder / "fleet.csv").open())) for folder in (pytester.path / "merged", whole))
+    for row in merged + one:  # vpro-report reads the shipped catalog's actions; the sample has a catalog of its own
+        row.pop("corrective_action")
+    assert merged == one and {r["status"] for r in one} == {"gated"}
