@@ -25,7 +25,22 @@ import pytest
 
 # option -> (argparse dest, whether its value is a folder): every path-valued option of pytest-vpro
 PATH_OPTIONS = {"--env": ("env", False), "--reports-dir": ("reports_dir", True),
-                "--facts-out": ("facts_out", False), "--facts-in": ("facts_in", False)}
+                "--facts-out": ("facts_out", False), "--facts-in": ("facts_in", False),
+                "--site-verdicts-out": ("site_verdicts_out", False), "--site-verdicts-in": ("site_verdicts_in", False)}
+
+
+def add_site_verdicts_options(group) -> None:
+    """The site job and its shards (``site_verdicts.py``, docs/ci.md)."""
+    from .site_verdicts import DEFAULT_MAX_AGE_H  # noqa: PLC0415
+
+    group.addoption("--site-verdicts-out", metavar="FILE",
+                    help="the site job: check the site and the servers only and write their verdicts to FILE, "
+                         "for the shards of the same estate to take with --site-verdicts-in")
+    group.addoption("--site-verdicts-in", metavar="FILE",
+                    help="take the site and server verdicts from FILE (written by --site-verdicts-out) instead of "
+                         "computing them again; refused if from another environment, catalog or version, or stale")
+    group.addoption("--site-verdicts-max-age", type=float, default=DEFAULT_MAX_AGE_H, metavar="HOURS",
+                    help=f"the oldest --site-verdicts-in file taken, in hours (default {DEFAULT_MAX_AGE_H:g})")
 
 
 def shipped_suites() -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from . import catalog as catalog_mod
-from . import cmdline, interrupts, snapshot
+from . import cmdline, interrupts, site_verdicts, snapshot
 from . import facts as facts_mod  # its facets (and the protocol libraries) load when a run makes its FactsCache
 from . import run as runs
 from .causes import Causes, survey
@@ -63,6 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "and judge the hello checks from them; default: judge from AMTOPMGR.LOG")
     group.addoption("--hello-wait", type=float, default=hello_listener.DEFAULT_WAIT_S, metavar="SECONDS",
                     help="how long after the listener starts a silent client is waited for (default 60)")
+    cmdline.add_site_verdicts_options(group)
     parser.addini("vpro_catalog", "path of an alternative checks catalog (for pytest-vpro's own tests)")
 
 
@@ -228,7 +229,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                  ("vpro_stage", check.test_stage)]
     engine.finish_registration()
     run = config.stash[RUN]
-    keep, drop = runs.select(items, engine, config.getoption("stage"), run.shard, run.shard_by)
+    if run.site_verdicts is not None:  # before the read-ahead: nothing computes what the site job did
+        missing = site_verdicts.seed(run.site_verdicts, engine)
+        if missing:
+            run.notes.append(f"{len(missing)} site and server checks were not in {run.site_verdicts.path} and were "
+                             f"computed here, e.g. {missing[0].check.id} on {missing[0].target.name}")
+    keep, drop = runs.select(items, engine, config.getoption("stage"), run.shard, run.shard_by, run.site_only)
     if drop:
         config.hook.pytest_deselected(items=drop)
     items[:] = keep
@@ -247,6 +253,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     engine, worker = config.stash.get(ENGINE, None), getattr(config, "workerinput", None)
     if engine is not None and (worker is None or worker["workerid"] == "gw0"):  # every worker collects the same
         runs.write_selection(config.stash[RUN], session.items, engine, config.stash.get(EMPTY_STAGES, []))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The site job (--site-verdicts-out) writes every site and server verdict, in the one process that has them
+    all (the only one, or xdist's gw0: every worker collects the same), unless the run was interrupted."""
+    config = session.config
+    engine, out = config.stash.get(ENGINE, None), config.getoption("site_verdicts_out", None)
+    worker = getattr(config, "workerinput", None)
+    if (engine is None or not out or not engine.entries or config.option.collectonly
+            or exitstatus == pytest.ExitCode.INTERRUPTED or (worker is not None and worker["workerid"] != "gw0")):
+        return
+    run = config.stash[RUN]
+    count = site_verdicts.write(Path(out), engine, environment=run.env.name,
+                                ident=runs.site_identity(config, run.env_path), run_id=run.id)
+    runs.progress(config, "pytest-vpro")(f"site verdicts: {out} ({count} site and server verdicts)")
 
 
 def freeze_the_heap() -> None:
@@ -332,7 +353,7 @@ class ControllerSession:
         self.run.notes.extend(selection.problems)
         if selection.problems and exitstatus == pytest.ExitCode.OK:  # a green run on nothing is not green
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if self.run.shard is None:  # a shard is a part of a night: vpro-report records the merged night once
+        if self.run.shard is None and not self.run.site_only:  # a part of a night: vpro-report records it
             self.recorder.history = history.update(self.run, self.recorder)
         self.recorder.write(self.run)
         out = self.config.getoption("facts_out")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from . import environment as envmod
-from . import snapshot
+from . import site_verdicts, snapshot
 
 
 @dataclass
@@ -36,6 +36,8 @@ class Run:
     html: Path | None = None
     lab: Any = None  # a lab this run started (and stops), or None
     replay: Any = None  # the snapshot.Replay of --facts-in, or None
+    site_only: bool = False  # the site job (--site-verdicts-out): the site and server checks only
+    site_verdicts: site_verdicts.Artifact | None = None  # --site-verdicts-in, checked against this run
     notes: list[str] = field(default_factory=list)
 
 
@@ -161,6 +163,7 @@ def start(config: pytest.Config) -> Run:
             lab, env_path = manager.ensure(env_path, log=progress(config))
         except (estate.DescriptionError, manager.LabError) as exc:
             raise pytest.UsageError(f"the lab could not be started: {exc}") from None
+    artifact = _site_verdicts(config, env_path, shard)  # refused here, before the inventory or a survey is read
     inventory = None
     if replay is not None and replay.header.get("inventory") is not None:  # the fleet as it was recorded
         inventory = Path(config.getoption("reports_dir") or config.rootpath / "reports") / f".inventory-{os.getpid()}"
@@ -179,7 +182,9 @@ def start(config: pytest.Config) -> Run:
             inventory.unlink(missing_ok=True)
     root = Path(config.getoption("reports_dir") or config.rootpath / "reports")
     now = dt.datetime.now(dt.timezone.utc)
-    run_id = now.strftime("%Y%m%d-%H%M%S") + f"-{env.name}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "")
+    site_only = bool(config.getoption("site_verdicts_out", None))
+    run_id = now.strftime("%Y%m%d-%H%M%S") + f"-{env.name}" + (f"-shard{shard[0]}of{shard[1]}" if shard else "") + (
+        "-site" if site_only else "")  # a site job's folder is not one of the shards vpro-report merges
     run_dir = root / run_id
     suffix = 1
     while run_dir.exists():
@@ -192,7 +197,10 @@ def start(config: pytest.Config) -> Run:
     if shard is not None:
         say(describe_shard(env, shard, shard_by))
     run = Run(id=run_dir.name, dir=run_dir, root=root, env=env, env_path=env_path, shard=shard, shard_by=shard_by,
-              started=now.isoformat(timespec="seconds"), lab=lab, replay=replay)
+              started=now.isoformat(timespec="seconds"), lab=lab, replay=replay, site_only=site_only,
+              site_verdicts=artifact)
+    if artifact is not None:
+        say(f"site and server verdicts from {artifact.path}, written {artifact.written}")
     _wire_outputs(config, run)
     return run
 
@@ -204,7 +212,11 @@ def join(config: pytest.Config, workerinput: dict[str, Any]) -> Run:
     env = _load(env_path, inventory_cache=run_dir / "inventory.json")
     shard = parse_shard(config.getoption("shard"))
     run = Run(id=run_dir.name, dir=run_dir, root=run_dir.parent, env=env, env_path=env_path, shard=shard,
-              shard_by=check_shard_by(config, env, shard), replay=_replay(config))
+              shard_by=check_shard_by(config, env, shard), replay=_replay(config),
+              site_only=bool(config.getoption("site_verdicts_out", None)))
+    path = config.getoption("site_verdicts_in", None)
+    if path:  # the controller checked it; a worker takes it as it is
+        run.site_verdicts = site_verdicts.read(Path(path))
     if workerinput.get("vpro_allure_dir"):
         config.option.allure_report_dir = workerinput["vpro_allure_dir"]
     return run
@@ -219,6 +231,33 @@ def _replay(config: pytest.Config):
         return snapshot.Replay(Path(path))
     except snapshot.SnapshotError as exc:
         raise pytest.UsageError(f"--facts-in: {exc}") from None
+
+
+def catalog_file(config: pytest.Config) -> Path:
+    """The catalog file a run uses (``catalog.for_config``'s choice)."""
+    from . import catalog  # noqa: PLC0415
+
+    configured = config.getini("vpro_catalog")
+    return config.rootpath / configured if configured else catalog.CATALOG_FILE
+
+
+def site_identity(config: pytest.Config, env_path: Path) -> dict[str, Any]:
+    return site_verdicts.identity(env_path, catalog_file(config), config.getoption("allow_disruptive"))
+
+
+def _site_verdicts(config: pytest.Config, env_path: Path, shard) -> site_verdicts.Artifact | None:
+    """``--site-verdicts-in``, refused unless it fits this run; the combinations that make no sense refused."""
+    path, out = config.getoption("site_verdicts_in", None), config.getoption("site_verdicts_out", None)
+    if out and (shard is not None or path):
+        raise pytest.UsageError("--site-verdicts-out is the site job: it checks the site and servers only, so it "
+                                "takes neither --shard nor --site-verdicts-in")
+    if not path:
+        return None
+    try:
+        return site_verdicts.read(Path(path), site_identity(config, env_path),
+                                  config.getoption("site_verdicts_max_age"))
+    except site_verdicts.SiteVerdictsError as exc:
+        raise pytest.UsageError(f"--site-verdicts-in: {exc}") from None
 
 
 def worker_input(run: Run) -> dict[str, str]:
@@ -270,18 +309,21 @@ def progress(config: pytest.Config, prefix: str = "vpro-lab"):
 
 
 def select(items: list[pytest.Item], engine, stage: int | None, shard: tuple[int, int] | None,
-           shard_by: str = "count") -> tuple[list[pytest.Item], list[pytest.Item]]:
+           shard_by: str = "count", site_only: bool = False) -> tuple[list[pytest.Item], list[pytest.Item]]:
     """Items to run and items to deselect, by ``--stage`` and ``--shard``; lower stages first.
 
     A shard is a deterministic slice of the clients (:func:`shard_of_clients`: by count, the i-th of every N in
     sorted order; by site or attribute, whole groups); the site and server checks run in shard 1, and any shard
-    that needs them as gates computes them without reporting them.
+    that needs them as gates computes them without reporting them (or takes them from --site-verdicts-in).
+    ``site_only`` (the site job of --site-verdicts-out): the site and server checks only.
     """
     index = shard_of_clients(engine.env.clients, shard_by, shard[1], engine.env.site.code) if shard else {}
 
     def wanted(entry) -> bool:
         if stage is not None and entry.stage > stage:
             return False
+        if site_only:
+            return entry.target.kind != "client"
         if shard is not None:
             i, n = shard
             if entry.target.kind == "client":

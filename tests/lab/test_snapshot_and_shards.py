@@ -4,11 +4,14 @@ One lab with faults (so verdicts are a mix of passed, failed, gated and not appl
 * a live run writing ``--facts-out``; a run with ``--facts-in`` and the lab's network unreachable gives the same
   outcome and message for every test;
 * ``--shard i/3`` run one after another gives the same verdicts as the one run;
+* a site job (``--site-verdicts-out``) and ``--shard i/2`` with ``--site-verdicts-in``, merged by ``vpro-report``,
+  give the one run's verdicts too, without the shards computing the site and server checks again;
 * ``vpro-facts diff`` shows what a fault planted later changed in the estate.
 """
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -85,6 +88,37 @@ def test_shards_run_one_after_another_give_the_same_verdicts(lab, live):
     again = subprocess.run([sys.executable, "-m", "pytest_vpro.report.merge", str(lab["tmp"] / "twice"),
                             str(runs[0]), str(runs[0])], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "already in another run" in again.stderr
+
+
+SITE_NOTE = re.compile(r"\n  \(verdict from the site verdicts file [^\n]*\)$")
+
+
+def test_shards_with_the_site_jobs_verdicts_give_the_whole_runs_verdicts(lab, live):
+    artifact = lab["tmp"] / "site-verdicts.json"
+    site = run(lab, "site-job", f"--site-verdicts-out={artifact}")
+    assert site and not [k for k in site if "pc0" in k], "the site job checked clients"
+    written = json.loads(artifact.read_text())
+    assert written["environment"] == "lab" and len(written["verdicts"]) == len(site)
+    merged: dict[str, tuple[str, str]] = {}
+    for i in (1, 2):
+        part = run(lab, f"site-shard{i}", f"--shard={i}/2", f"--site-verdicts-in={artifact}")
+        assert not set(part) & set(merged), "a test ran in two shards"
+        merged.update(part)
+    noted = [k for k, (_, m) in merged.items() if SITE_NOTE.search(m)]
+    assert noted and all(k in site for k in noted), "a site or server verdict was not the site job's"
+    merged = {k: (o, SITE_NOTE.sub("", m)) for k, (o, m) in merged.items()}
+    differ = {k: (live.get(k), merged.get(k)) for k in set(live) | set(merged) if live.get(k) != merged.get(k)}
+    assert not differ, list(differ.items())[:5]
+    runs = [(lab["tmp"] / f"site-shard{i}" / "latest").resolve() for i in (1, 2)]
+    out = subprocess.run([sys.executable, "-m", "pytest_vpro.report.merge", str(lab["tmp"] / "site-merged"),
+                          *map(str, runs)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    whole = (lab["tmp"] / "live" / "latest").resolve()
+    for name in ("fleet.csv", "summary.json"):  # the merged night reads as the one run, client for client
+        mine, theirs = (lab["tmp"] / "site-merged" / name).read_text(), (whole / name).read_text()
+        if name == "summary.json":
+            mine, theirs = (json.loads(t)["stages"] for t in (mine, theirs))
+        assert mine == theirs, name
 
 
 def test_a_bad_snapshot_is_a_usage_error_naming_file_and_line(lab, tmp_path):
