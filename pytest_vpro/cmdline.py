@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from .site_verdicts import DEFAULT_MAX_AGE_H
+
 # option -> (argparse dest, whether its value is a folder): every path-valued option of pytest-vpro
 PATH_OPTIONS = {"--env": ("env", False), "--reports-dir": ("reports_dir", True),
                 "--facts-out": ("facts_out", False), "--facts-in": ("facts_in", False),
@@ -31,8 +33,6 @@ PATH_OPTIONS = {"--env": ("env", False), "--reports-dir": ("reports_dir", True),
 
 def add_site_verdicts_options(group) -> None:
     """The site job and its shards (``site_verdicts.py``, docs/ci.md)."""
-    from .site_verdicts import DEFAULT_MAX_AGE_H  # noqa: PLC0415
-
     group.addoption("--site-verdicts-out", metavar="FILE",
                     help="the site job: check the site and the servers only and write their verdicts to FILE, "
                          "for the shards of the same estate to take with --site-verdicts-in")

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from . import catalog, site_verdicts, snapshot
 from . import environment as envmod
-from . import site_verdicts, snapshot
 
 
 @dataclass
@@ -235,8 +235,6 @@ def _replay(config: pytest.Config):
 
 def catalog_file(config: pytest.Config) -> Path:
     """The catalog file a run uses (``catalog.for_config``'s choice)."""
-    from . import catalog  # noqa: PLC0415
-
     configured = config.getini("vpro_catalog")
     return config.rootpath / configured if configured else catalog.CATALOG_FILE
 
