@@ -171,3 +171,36 @@ def test_a_dropped_range_reads_the_same_under_n_0_n_2_and_in_a_replay_of_its_sna
     assert again.keys() == one.keys()
     differ = {k: (one[k], again[k]) for k in one if one[k] != again[k]}
     assert not differ, differ
+
+
+def test_a_faulty_lab_reads_the_same_in_two_shards_as_in_one_run(tmp_path_factory):
+    """Issue 18's "identical across -n 0, -n 2 and shards": one lab with a dropped client range,
+    checked whole and as shards 1/2 and 2/2 (each shard surveys the estate itself): every (check, target) has the
+    same outcome and message, "caused by" included."""
+    base = tmp_path_factory.mktemp("shards")
+    (base / "lab.yaml").write_text(
+        f'lab: {{clients: 4, net: {NET}, in_band_every: 0, canaries: 0, unprovisioned: 0, dhcp_port: 0, '
+        'state_dir: state, faults: [{"fault": "client_subnet_dropped"}]}\n')
+    info = manager.up(base / "lab.yaml", log=lambda m: None)
+    try:
+        def run(name: str, *args: str):
+            reports = base / name
+            out = subprocess.run([sys.executable, "-m", "pytest", f"--env={info['environment_file']}",
+                                  f"--reports-dir={reports}", "-p", "no:cacheprovider", "-q", "-p", "no:randomly",
+                                  "--no-html", "--stage", "1", *args],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=600)
+            assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+            return verdicts(reports / "latest" / "junit.xml")
+        whole = run("whole")
+        first, second = run("s1", "--shard", "1/2"), run("s2", "--shard", "2/2")
+    finally:
+        manager.down(base / "state")
+    assert not first.keys() & second.keys()
+    shards = {**first, **second}
+    assert shards.keys() == whole.keys()
+
+    def text(verdict):  # the outcome and the whole message; a measured time is the one thing allowed to differ
+        return verdict[0], re.sub(r"\d+ ms", "N ms", verdict[1])
+    differ = {k: (whole[k], shards[k]) for k in whole if text(whole[k]) != text(shards[k])}
+    assert not differ, differ
+    assert sum("caused by: network path to" in m for _, m in whole.values()) >= 4
