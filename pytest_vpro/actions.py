@@ -623,8 +623,9 @@ def unprovision(client, env, facts) -> dict[str, Any]:
     site to discover the management controller again (``AMTOperateForMachines(..., 8)``, DiscoveryBMC: AMTStatus
     changes only when the site provisions or discovers a client) and waits for its AMTStatus to leave 3.
     Returns the record: ``serial`` (hex), ``answer`` (the call and its ReturnValue, or the error), ``return`` (0
-    when the call succeeded), ``state_after`` (ProvisioningState read afterwards over WS-MAN, or the error),
-    ``amt_status`` (SMS_R_System.AMTStatus after the discovery), ``discovery`` (that call's answer).
+    when the call succeeded), ``state_after`` (ProvisioningState read afterwards over WS-MAN, or the error:
+    firmware back in its initial setup may answer none), ``amt_status`` (SMS_R_System.AMTStatus after the
+    discovery), ``discovery`` (that call's answer).
 
     Un-provisioning is not undone: the guide's Stage 7 ends there, and a client in a collection with automatic
     provisioning is provisioned again by the site (CM2007 library, "How to Remove Provisioning Information for
@@ -660,7 +661,9 @@ def _unprovision(client, env, facts, permit: Permit) -> dict[str, Any]:
 
         after: Any = None
         if result["return"] == 0:
-            after, _ = _poll(provisioning_state, lambda got: got == 0, _wait(env))
+            # 0, or no WS-MAN answer at all: factory defaults of firmware that, in pre-provisioning, serves only
+            # its provisioning server (the check judges that from the log and the site)
+            after, _ = _poll(provisioning_state, lambda got: got == 0 or isinstance(got, str), _wait(env))
         result["state_after"] = after
         result["discovery"] = provider.operate(rid, DISCOVERY_BMC) if result["return"] == 0 else ""
         status = system.get("AMTStatus")

@@ -480,6 +480,7 @@ class Device(DeviceModel):
         if self.spec.provisioning_state == 0:
             return {"ReturnValue": RV_ERROR}
         self.spec.provisioning_state = 0
+        self.in_initial_setup = True  # factory defaults (CM2007's FullUnprovision, docs/protocols.md): set up anew
         self.hellos_sent = 0
         if self.hello_wakeup is not None:
             self.hello_wakeup.set()

@@ -111,6 +111,10 @@ def test_the_evidence_says_what_the_estate_of_2009_needed(healthy):
     assert ider["ider_reads"] == [0] and ider["restored"].startswith("yes: UseIDER=false"), ider
     acl = json.loads(json.loads(_evidence(run, "test_console_user_is_in_the_amt_acl", PC(4)))[0]["body"])
     assert acl[0]["sid"].startswith("S-1-5-21-") and acl[0]["KerberosUserSid"].startswith("AQUAAAAAAAUVAAAA")
+    # after FullUnprovision (factory defaults) AMT 3.2.1 is in its initial setup again and answers no WS-MAN: the
+    # check passed on the site's AMTStatus and AMTOPMGR.LOG's completion line
+    gone = json.loads(json.loads(_evidence(run, "test_unprovisioning_completes", PC(1)))[0]["body"])
+    assert not isinstance(gone["state_after"], int) and gone["return"] == 0, gone
 
 
 def test_client_faults_are_still_caught_in_2009(tmp_path):
