@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .gating import Engine, Entry, Verdict
+from .secrets import redact
 
 FORMAT = "pytest-vpro site verdicts"
 VERSION = 1
@@ -76,7 +77,7 @@ def sitewide(engine: Engine) -> list[Entry]:
 def write(path: Path, engine: Engine, *, environment: str, ident: dict[str, Any], run_id: str,
           now: dt.datetime | None = None) -> int:
     """Write the verdict of every site and server entry (computed here if nothing needed it yet); returns
-    their number. The file appears whole or not at all."""
+    their number. The file appears whole or not at all, through the run's redactor as every report."""
     rows = []
     for entry in sitewide(engine):
         verdict = engine.obtain(entry)
@@ -88,7 +89,7 @@ def write(path: Path, engine: Engine, *, environment: str, ident: dict[str, Any]
             "run": run_id, "verdicts": rows}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(redact(json.dumps(data, indent=1)))  # as snapshots: no secret leaves the run in it
     os.replace(tmp, path)
     return len(rows)
 
