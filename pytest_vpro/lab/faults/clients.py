@@ -76,7 +76,7 @@ fault("no_amt_object", "The client's AMT account object is deleted from the AMT 
       "keys, the KDC has no principal for its SPNs).", scope="client", needs="provisioned",
       directory=lambda ctx, c: ctx.dc.delete(_amt_object_dn(ctx, c)),
       fails=("S3-AD-MC-OBJECT-CREATED", "S3-AD-MC-SPNS-WRITTEN", "S1-CLIENT-SAME-AD-FOREST",
-             "S5-KERBEROS-TICKET-FOR-AMT", "S5-OOB-CONSOLE-CONNECTS"))
+             "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "S5-KERBEROS-TICKET-FOR-AMT", "S5-OOB-CONSOLE-CONNECTS"))
 
 
 def _disable(ctx: Context, c: ClientPlan) -> None:
