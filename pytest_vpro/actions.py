@@ -3,11 +3,12 @@
 Stage 4's power control and stage 7's un-provisioning go through Configuration Manager, as the console does: the
 SMS Provider's ``SMS_Collection.AMTOperateForMachines(ResourceIDs[], Opcode)`` (CM2007 SDK; docs/protocols.md,
 "Out of band operations"), called over WinRM as the console user, and their results are observed where they
-land: the power state and provisioning state from AMT, ``AMTStatus`` from SCCM. Stage 5's SOL/IDER session talks
-to AMT directly, as the out of band management console does.
+land: the power state and provisioning state from AMT, ``AMTStatus`` from SCCM. Stage 5's power control and SOL/IDER
+session talk to AMT directly, as the out of band management console does.
 
 Guide: Stage 4 "perform power control operations. Verify that clients can be powered down correctly ... powered-up
-correctly after the power down operation"; Stage 5 "Verify SOL / IDER can be used to display the client BIOS
+correctly after the power down operation"; Stage 5 "Verify power control can be used to power down and power up
+the client."; "Verify SOL / IDER can be used to display the client BIOS
 console output and boot the client from an IDE image"; Stage 7 "use Delete provisioning data from the management
 controller option to delete all data from Intel AMT memory".
 
@@ -60,7 +61,7 @@ OFF_STATES = frozenset({6, 8})
 AMT_STATUS_PROVISIONED = 3
 
 
-__all__ = ["NotPermitted", "power_cycle", "sol_ider_session", "unprovision"]
+__all__ = ["NotPermitted", "console_power_cycle", "power_cycle", "sol_ider_session", "unprovision"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -221,19 +222,28 @@ def power_cycle(client, env, facts) -> PowerCycle:
     return facts.get("action.power_cycle", lambda: _power_cycle(facts, env, permit))
 
 
-def _power_cycle(facts, env, permit: Permit) -> PowerCycle:
-    device, wait = _console_device(facts, env), _wait(env)
-    before = device.power_state().state
-    cycle = PowerCycle(before, PowerStep(SHUTDOWN, through_sccm=True))
+def _may_power_down(device, cycle: PowerCycle) -> bool:
+    """Only a client that is on, and whose ME stays on in S5 (off, the ME would not answer: nobody could power
+    the canary on again); else ``cycle`` says why not."""
+    before = cycle.before
     if before != 2:
         cycle.down.answer, cycle.down.reached = f"not sent: the client was not on (PowerState {before})", before
-        return cycle
+        return False
     policy = device.power_policy()
-    if "S5" not in policy.me_on:  # off, the ME would not answer: nobody could power the canary on again
+    if "S5" not in policy.me_on:
         cycle.down.answer, cycle.down.reached = (f"not sent: the active power package '{policy.description}' "
                                                  "turns the ME off in S5, so the client could not be powered on "
                                                  "again out of band"), before
         cycle.note = "power-down refused to leave the client unreachable"
+        return False
+    return True
+
+
+def _power_cycle(facts, env, permit: Permit) -> PowerCycle:
+    device, wait = _console_device(facts, env), _wait(env)
+    before = device.power_state().state
+    cycle = PowerCycle(before, PowerStep(SHUTDOWN, through_sccm=True))
+    if not _may_power_down(device, cycle):
         return cycle
     provider = _SmsProvider(facts, env)
     try:
@@ -272,6 +282,59 @@ def _request(device, step: PowerStep) -> None:
         step.answer = "ReturnValue 0"
     except ProbeError as exc:
         step.answer = str(exc)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# power control from the out of band management console (S5-CONSOLE-POWER-CONTROL)
+# --------------------------------------------------------------------------------------------------------------
+#: What the console's power control asks AMT for, directly: 8 (off-soft), then 2 (on) (docs/protocols.md,
+#: "request_power_state").
+CONSOLE_POWER_OFF, CONSOLE_POWER_ON = 8, 2
+
+
+def console_power_cycle(client, env, facts) -> PowerCycle:
+    """Power the client off and on again as the out of band management console does: to AMT directly, over TLS
+    16993 as the console user (Kerberos), ``CIM_PowerManagementService.RequestPowerStateChange`` 8 then 2,
+    watching the PowerState AMT reports for each (stage 4's power control goes through the site instead:
+    :func:`power_cycle`).
+
+    Done once per process for a client. Power is put back on whenever the client went off;
+    :attr:`PowerCycle.restored` says whether that worked.
+    """
+    permit = _permit(client, "power control from the out of band console")
+    return facts.get("action.console_power_cycle", lambda: _console_power_cycle(facts, env, permit))
+
+
+def _console_power_cycle(facts, env, permit: Permit) -> PowerCycle:
+    device, wait = _console_device(facts, env), _wait(env)
+    before = device.power_state().state
+    cycle = PowerCycle(before, PowerStep(CONSOLE_POWER_OFF))
+    if not _may_power_down(device, cycle):
+        return cycle
+    _request(device, cycle.down)
+    if cycle.down.answer == "ReturnValue 0":
+        cycle.down.reached, cycle.down.seconds, cycle.down.error = _wait_for(device, CONSOLE_POWER_OFF, wait)
+    else:
+        cycle.down.reached = before
+    if not cycle.down.ok:
+        cycle.note = "the client did not go off, so power-up was not tried"
+        if cycle.down.reached in OFF_STATES:  # off in another state: put it back on all the same
+            cycle.up = PowerStep(CONSOLE_POWER_ON)
+            _request(device, cycle.up)
+            cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, CONSOLE_POWER_ON, wait)
+        _record(permit, console_power={"before": before, "after": cycle.down.reached if cycle.up is None
+                                       else cycle.up.reached, "restored": cycle.restored})
+        return cycle
+    cycle.up = PowerStep(CONSOLE_POWER_ON)
+    _request(device, cycle.up)
+    if cycle.up.answer == "ReturnValue 0":
+        cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, CONSOLE_POWER_ON, wait)
+    else:
+        cycle.up.reached = cycle.down.reached
+    if not cycle.up.ok:
+        cycle.note = "could not restore: the client is still off; power it on locally"
+    _record(permit, console_power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
+    return cycle
 
 
 # --------------------------------------------------------------------------------------------------------------

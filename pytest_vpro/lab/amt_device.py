@@ -55,6 +55,7 @@ from pytest_vpro.lab.wsman_server import (
     Fault,
     ServerInstance,
     WsmanRequest,
+    access_denied,
     amt_digest_realm,
     destination_unreachable,
     invalid_representation,
@@ -110,6 +111,9 @@ POWER_TRANSITIONS: dict[int, tuple[frozenset[int], int]] = {
     7: (frozenset({2}), 7),            # hibernate (S4)
 }
 RV_OK, RV_ERROR, RV_INVALID_REFERENCE, RV_INVALID_PARAMETER = 0, 2, 4, 5
+#: The realm of power control (docs/protocols.md, "realms": 5 remote control): a Kerberos user's power request
+#: is refused without it.
+REMOTE_CONTROL_REALM = 5
 #: AMT_BootSettingData as a device with no one-time option pending holds it: the capture GWM
 #: responses/amt/boot/settingdata/get.xml, without its UEFI-era properties (docs/lab.md: which firmware release
 #: added which property is not public here; the console Puts back what the device returned, so it does not matter)
@@ -403,6 +407,9 @@ class Device(DeviceModel):
 
     # -- methods --
     def _m_CIM_PowerManagementService_RequestPowerStateChange(self, req, params) -> dict[str, Any]:
+        if "@" in req.principal and not any(REMOTE_CONTROL_REALM in e.realms for e in self.spec.acl
+                                            if e.kerberos_sid):
+            raise access_denied()  # a Kerberos user without the remote control realm (lab: any Kerberos entry's)
         try:
             wanted = int(str(params.get("PowerState", "")).strip())
         except ValueError:

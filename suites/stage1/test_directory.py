@@ -7,7 +7,8 @@ servers responsible for provisioning and managing those clients reside in the sa
 Prerequisites (seed 004): "If the site manages AMT-based computers from multiple domains, the same container name
 and path must be used for all domains."; "Computers that will be managed out of band must belong to the same
 Active Directory forest as the out of band service point's forest and must share the same namespace. Disjointed
-namespaces are not supported." ... "for example, an AMT-based computer that has a DNS name of
+namespaces are not supported."; "The following scenarios identify computers that are not supported for out of band
+management. AMT should be disabled on these computers" ... "for example, an AMT-based computer that has a DNS name of
 computer1.corp.fabrikam.com and resides in an Active Directory domain named na.corp.fabrikam.com."
 """
 import pytest
@@ -88,8 +89,8 @@ def test_client_is_in_the_site_servers_forest(client, facts, evidence):
            expected=f"the client's computer account in a domain of the forest {forest}")
 
 
-@pytest.mark.check("S1-CLIENT-SHARED-DNS-NAMESPACE")
-def test_client_shares_the_site_servers_namespace(client, env, facts, evidence):
+def namespace_apart(client, env, facts, evidence) -> tuple[str, str, dict[str, str]]:
+    """(the forest root, the client's DNS suffix, the service points whose namespace it does not share)."""
     forest = domain_of(facts.directory.root_dse().get("rootDomainNamingContext") or "")
     suffix = client.fqdn.lower().split(".", 1)[1]
     points = {s.name: s.name.lower().split(".", 1)[1] for s in env.servers_with("oob_service_point")}
@@ -97,6 +98,12 @@ def test_client_shares_the_site_servers_namespace(client, env, facts, evidence):
     apart = {name: theirs for name, theirs in points.items()
              if not (in_tree(suffix, theirs) or in_tree(theirs, suffix)
                      or (in_tree(suffix, forest) and in_tree(theirs, forest)))}
+    return forest, suffix, apart
+
+
+@pytest.mark.check("S1-CLIENT-SHARED-DNS-NAMESPACE")
+def test_client_shares_the_site_servers_namespace(client, env, facts, evidence):
+    forest, suffix, apart = namespace_apart(client, env, facts, evidence)
     expect(not apart, found=f"{client.fqdn} is in {suffix}, apart from "
                             + ", ".join(f"{n} ({d})" for n, d in apart.items()),
            expected=f"the client's DNS suffix in the service point's namespace (the tree of {forest})")
@@ -113,3 +120,53 @@ def test_client_dns_suffix_is_its_ad_domain(client, facts, evidence):
     expect(suffix in domains.values(),
            found=f"DNS suffix {suffix}; its computer object {objects[0]} is in the AD domain {domains[objects[0]]}",
            expected="the DNS suffix equal to the DNS name of the AD domain that holds the computer")
+
+
+def unsupported(client, env, facts, evidence) -> list[str]:
+    """Why out of band management does not support this client (the prerequisites' scenarios), or []."""
+    forest, suffix, apart = namespace_apart(client, env, facts, evidence)
+    objects = facts.directory.forest_computers().get(client.fqdn.lower(), [])
+    evidence.attach("global catalog", {"forest": forest, "computer objects with this dNSHostName": objects})
+    why = []
+    if not objects:
+        why.append(f"no computer object with dNSHostName {client.fqdn} in the forest {forest}: a workgroup "
+                   "computer, or one of another forest")
+    if apart:
+        why.append(f"its DNS suffix {suffix} is apart from the namespace of "
+                   + ", ".join(f"{n} ({d})" for n, d in apart.items()) + " (noncontiguous namespace)")
+    domains = sorted({domain_of(dn).lower() for dn in objects})
+    if objects and suffix not in domains:
+        why.append(f"its DNS suffix {suffix} is not its AD domain {', '.join(domains)} (disjointed namespace)")
+    return why
+
+
+def amt_enabled(facts, evidence) -> str | None:
+    """Why the site or AMT shows this client's AMT enabled (provisioned, detected, sending hellos), or None."""
+    status = facts.site.provisioning_status()
+    why = status.by_site() or status.elsewhere() or status.me_provisioned()
+    status.attach(evidence)
+    if why:
+        return f"provisioned: {why}"
+    if status.log("hello_received", "ztc_request"):
+        return "sending hello packets (AMTOPMGR.LOG and its history): AMT is enabled, waiting to be provisioned"
+    heard = facts.hellos.heard()
+    if heard:
+        evidence.attach(f"hellos heard on {facts.hellos.listener().where}", [h.summary() for h in heard])
+        return (f"sending hello packets ({len(heard)} heard on {facts.hellos.listener().where}): AMT is enabled, "
+                "waiting to be provisioned")
+    return None
+
+
+# Prerequisites (seed 004), "Dependencies External to Configuration Manager 2007": "The following scenarios
+# identify computers that are not supported for out of band management. AMT should be disabled on these
+# computers"
+@pytest.mark.check("PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS")
+def test_amt_is_disabled_where_out_of_band_management_is_unsupported(client, env, facts, evidence):
+    why = unsupported(client, env, facts, evidence)
+    if not why:
+        not_applicable(f"{client.fqdn} is supported for out of band management (a computer account in the site "
+                       "server's forest, a DNS suffix in its namespace and equal to its AD domain)")
+    enabled = amt_enabled(facts, evidence)
+    expect(enabled is None, found=f"{client.fqdn} is not supported ({'; '.join(why)}) and its AMT is {enabled}",
+           expected="AMT disabled on a computer out of band management does not support: not provisioned, "
+                    "no hello packets")

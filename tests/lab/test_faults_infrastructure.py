@@ -93,6 +93,16 @@ def client_faults(tmp_path_factory):
     ("S1-CLIENT-SAME-AD-FOREST", "pc0010.vprolab.test", "no computer object with dNSHostName pc0010.vprolab.test"),
     ("S1-CLIENT-SHARED-DNS-NAMESPACE", "pc0012.vprolab.example", "is in vprolab.example, apart from sccm01"),
     ("PRE-CLIENT-NO-DISJOINT-NAMESPACE", "pc0012.vprolab.example", "DNS suffix vprolab.example"),
+    ("PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "pc0010.vprolab.test",
+     r"pc0010.vprolab.test is not supported \(no computer object with dNSHostName pc0010.vprolab.test in the forest "
+     r"vprolab.test: a workgroup computer, or one of another forest\) and its AMT is provisioned: "
+     r"SMS_R_System.AMTStatus 3"),
+    ("PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "pc0012.vprolab.example",
+     r"its DNS suffix vprolab.example is apart from the namespace of sccm01.vprolab.test \(vprolab.test\) "
+     r"\(noncontiguous namespace\).* and its AMT is sending hello packets"),
+    ("PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "pc0005.branch.vprolab.test",
+     r"its DNS suffix branch.vprolab.test is not its AD domain vprolab.test \(disjointed namespace\)\) and its "
+     r"AMT is provisioned"),
     ("PRE-IPV4-ONLY", "pc0013.vprolab.test", r"has no A record \(AAAA fd00:104::d only\)"),
 ])
 def test_a_client_fault_fails_its_check_and_gates_only_that_client(client_faults, check, target, found):

@@ -61,11 +61,13 @@ def test_a_client_fault_fails_its_check(lab_a, check, target, found, gates_after
 def test_lab_a_healthy_canary_and_healthy_client_pass_every_stage(lab_a):
     for target in (PC(5), PC(10)):
         assert_healthy(lab_a, target)
-    for check in ("S4-POWER-DOWN", "S4-POWER-UP", "S5-SOL-IDER-SESSION", "S7-UNPROVISION-COMPLETES",
-                  "S7-WEB-SERVER-CERT-REVOKED", "S7-AD-MC-OBJECT-DELETED", "S6-WEBUI-LOGIN"):
+    for check in ("S4-POWER-DOWN", "S4-POWER-UP", "S5-CONSOLE-POWER-CONTROL", "S5-SOL-IDER-SESSION",
+                  "S7-UNPROVISION-COMPLETES", "S7-WEB-SERVER-CERT-REVOKED", "S7-AD-MC-OBJECT-DELETED",
+                  "S6-WEBUI-LOGIN"):
         assert lab_a[(check, PC(5))][0] == "passed", (check, lab_a[(check, PC(5))])
     assert lab_a[("S7-WEB-SERVER-CERT-REVOKED", PC(4))][0] == "passed"  # revoked before the AD step failed
-    for check in ("S4-POWER-DOWN", "S5-SOL-IDER-SESSION", "S7-UNPROVISION-COMPLETES"):  # not a canary
+    for check in ("S4-POWER-DOWN", "S5-CONSOLE-POWER-CONTROL", "S5-SOL-IDER-SESSION",
+                  "S7-UNPROVISION-COMPLETES"):  # not a canary
         outcome, message = lab_a[(check, PC(10))]
         assert outcome == "skipped" and "not marked canary: true" in message, (check, message)
     for check in ("S7-WEB-SERVER-CERT-REVOKED", "S7-AD-MC-OBJECT-DELETED"):
@@ -73,6 +75,21 @@ def test_lab_a_healthy_canary_and_healthy_client_pass_every_stage(lab_a):
         assert outcome == "skipped" and "was not un-provisioned in this run" in message, (check, message)
     assert lab_a[("S5-DC-REPLICATION", SITE)][0] == "skipped"  # one DC: not applicable
     assert lab_a[("S5-KERBEROS-TICKET-FOR-AMT", PC(9))][0] == "passed"  # the KDC issues; the device refuses
+
+
+def test_console_power_control_without_the_remote_control_realm_is_refused_by_amt(tmp_path):
+    """Stage 5's power control is the console's own, to AMT as the console user: without the remote control realm
+    AMT refuses it, while stage 4's power control (through the site, with the service point's account) works."""
+    results = run_suite(tmp_path, [{"fault": "console_acl_no_remote_control", "client": 1}], clients=2, canaries=2,
+                        net=NET, args=("--allow-disruptive",))
+    assert_fails(results, "S5-CONSOLE-POWER-CONTROL", PC(1),
+                 r"power-down: PowerState 2 \(on\) 0 s after RequestPowerStateChange\(8\) as the console user: "
+                 r"SOAP fault .*wsman:AccessDenied")
+    assert_fails(results, "S5-AMT-REALMS-ENABLED", PC(1), "lack 5 remote control")
+    for check in ("S4-POWER-DOWN", "S4-POWER-UP"):  # the site's power control is untouched
+        assert results[(check, PC(1))][0] == "passed", (check, results[(check, PC(1))])
+    assert results[("S5-CONSOLE-POWER-CONTROL", PC(2))][0] == "passed", results[("S5-CONSOLE-POWER-CONTROL", PC(2))]
+    assert_healthy(results, PC(2))
 
 
 def test_ide_r_boot_off_in_bios_fails_the_session_check_before_any_reset(tmp_path):

@@ -58,7 +58,7 @@ def test_list_checks_from_an_empty_folder_shows_a_test_for_every_row(wheel_env):
     out = run(wheel_env, "pytest", "--list-checks=json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
-    assert len(rows) >= 132
+    assert len(rows) >= 134
     assert [r["id"] for r in rows if not r["tests"]] == []
     table = run(wheel_env, "pytest", "--list-checks")
     assert f"{len(rows)} checks, {len(rows)} with tests" in table.stdout

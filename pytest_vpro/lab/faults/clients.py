@@ -76,7 +76,7 @@ fault("no_amt_object", "The client's AMT account object is deleted from the AMT 
       "keys, the KDC has no principal for its SPNs).", scope="client", needs="provisioned",
       directory=lambda ctx, c: ctx.dc.delete(_amt_object_dn(ctx, c)),
       fails=("S3-AD-MC-OBJECT-CREATED", "S3-AD-MC-SPNS-WRITTEN", "S1-CLIENT-SAME-AD-FOREST",
-             "S5-KERBEROS-TICKET-FOR-AMT", "S5-OOB-CONSOLE-CONNECTS"))
+             "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "S5-KERBEROS-TICKET-FOR-AMT", "S5-OOB-CONSOLE-CONNECTS"))
 
 
 def _disable(ctx: Context, c: ClientPlan) -> None:
@@ -123,6 +123,17 @@ def _acl_without_console(ctx: Context, d: Any) -> None:
 
 fault("console_user_not_in_acl", "The device's user ACL has no entry for the console user (only Administrator).",
       scope="client", device=_acl_without_console, fails=("S5-CONSOLE-USER-IN-AMT-ACL", "S5-AMT-REALMS-ENABLED"))
+def _acl_without_remote_control(ctx: Context, d: Any) -> None:
+    for entry in d.acl:
+        if entry.kerberos_sid:
+            entry.realms = [r for r in entry.realms if r != 5]
+
+
+fault("console_acl_no_remote_control", "An administrator took the remote control realm (5) from the Kerberos "
+      "entries of the device's user ACL (the console user's group keeps every other realm): AMT refuses the console "
+      "user's RequestPowerStateChange (wsman:AccessDenied), while the site's power control (its own digest "
+      "account) still works.", scope="client", needs="provisioned", device=_acl_without_remote_control,
+      fails=("S5-CONSOLE-POWER-CONTROL", "S5-AMT-REALMS-ENABLED", "S5-SOL-IDER-SESSION"))
 fault("kerberos_disabled", "Kerberos is off on the device: KrbEnabled false and no Negotiate accepted "
       "(Digest still works).", scope="client", device=_set(kerberos_enabled=False, kerberos_keytab=""),
       fails=("S5-OOB-CONSOLE-CONNECTS", "S5-OOB-CONSOLE-SYSTEM-STATUS", "S6-WEBUI-LOGIN"))

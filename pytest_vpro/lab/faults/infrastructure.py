@@ -141,12 +141,13 @@ def _foreign_zone(ctx: Context, c: ClientPlan) -> None:
 
 fault("disjoint_namespace", "The client's DNS name is <host>.branch.vprolab.test while its computer object is in "
       "the AD domain vprolab.test (a disjointed namespace).", scope="client", plan=_suffix(f"branch.{DOMAIN}"),
-      fails=("PRE-CLIENT-NO-DISJOINT-NAMESPACE",))
+      fails=("PRE-CLIENT-NO-DISJOINT-NAMESPACE", "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS"))
 fault("noncontiguous_namespace", "The client's DNS name is <host>.vprolab.example, a namespace the site server's "
       "(vprolab.test) does not share; its computer object stays in vprolab.test. (On a provisioned client the suite "
       "cannot reach its AMT by name either: the environment routes only its own domains.)", scope="client",
       plan=_suffix("vprolab.example"), directory=_foreign_zone,
-      fails=("S1-CLIENT-SHARED-DNS-NAMESPACE", "PRE-CLIENT-NO-DISJOINT-NAMESPACE"))
+      fails=("S1-CLIENT-SHARED-DNS-NAMESPACE", "PRE-CLIENT-NO-DISJOINT-NAMESPACE",
+             "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS"))
 
 
 def _ipv6_only(ctx: Context, c: ClientPlan) -> None:
