@@ -1,4 +1,4 @@
-"""Permission for the only state-changing calls pytest-vpro makes (``pytest_vpro/actions.py``).
+"""Permission for the only state-changing calls pytest-vpro makes (``pytest_vpro/actions/``).
 
 The engine (``gating.py``) decides who may change an estate: a catalog row marked ``disruptive: true``, in a run
 with ``--allow-disruptive``, on a target marked ``canary: true``. While it runs such a check it holds a

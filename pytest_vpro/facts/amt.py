@@ -1,6 +1,6 @@
 """AMT over WS-MAN: this client's Intel AMT read as the tool (``facts.amt``) and as the console user
 (``facts.console.amt``), its Web UI, and the admin logins the checks try. Reads only: AMT's writes are the
-disruptive actions' (``pytest_vpro/actions.py``).
+disruptive actions' (``pytest_vpro/actions/``).
 
 One kept-alive WS-MAN session per client and identity; a device that does not answer costs one timeout for all
 its reads (AMT's own network stack, 16992-16995, is its own channel: it says nothing of the PC's OS).

@@ -157,7 +157,7 @@ class Core:
 
     # ------------------------------------------------------------------ what this run changed (disruptive checks)
     def changed(self) -> dict[str, Any]:
-        """What disruptive checks of this run did to this target (``pytest_vpro/actions.py`` records it; shared by
+        """What disruptive checks of this run did to this target (``pytest_vpro/actions/`` records it; shared by
         the run's xdist workers), e.g. ``{"unprovisioned": {"serial": ..., "return": 0}}``."""
         return run_record(self.target.name, self.run_dir)
 

@@ -8,7 +8,7 @@ down operation."; "Randomized digest credentials for Intel AMT access are functi
 
 Power down and up are disruptive (canary clients, ``--allow-disruptive``): one power cycle per client, initiated
 through Configuration Manager as the console does (``SMS_Collection.AMTOperateForMachines`` Shutdown, then WakeUp,
-as the console user: ``pytest_vpro/actions.py``), the PowerState read from AMT, power put back on
+as the console user: ``pytest_vpro/actions/``), the PowerState read from AMT, power put back on
 afterwards. Stage 5's console talks to AMT directly; this stage's power control goes through the site.
 """
 import pytest

@@ -64,7 +64,7 @@ def test_console_reads_system_status(client, facts, evidence):
 @pytest.mark.check("S5-SOL-IDER-SESSION")
 def test_sol_shows_bios_and_ider_boots_the_client(client, env, facts, evidence):
     # as a console does it: SOL and IDE-R sessions, the boot configuration (UseIDER, the next boot's role), a
-    # reset; then the boot settings put back (actions.py sol_ider_session)
+    # reset; then the boot settings put back (actions/redirection.py sol_ider_session)
     result = actions.sol_ider_session(client, env, facts)
     evidence.attach("SOL/IDER session", result.evidence())
     if any(a.endswith("Kerberos authentication refused") for a in (result.sol, result.ider)):

@@ -5,7 +5,7 @@ Management Console."; "Verify power control can be used to power down and power 
 
 Disruptive (canary clients, ``--allow-disruptive``): one power cycle per client as the console does it, to AMT
 directly over TLS 16993 as the console user (Kerberos): ``RequestPowerStateChange`` 8, then 2
-(``pytest_vpro/actions.py``, :func:`~pytest_vpro.actions.console_power_cycle`), the PowerState read from AMT, power
+(``pytest_vpro/actions/``, :func:`~pytest_vpro.actions.console_power_cycle`), the PowerState read from AMT, power
 put back on afterwards. Stage 4's power control goes through the site (``SMS_Collection.AMTOperateForMachines``);
 this one does not, so what it proves is the console user's own access: its ACL entry and realms on the device.
 """

@@ -153,7 +153,7 @@ def test_webui_certificate_and_redirection_fall_back_too(estate, pki, fresh):
     modern = net.peer_tls(PLAN.client(1), 16993, timeout=5)
     assert "legacy" not in modern.negotiated
     tls.forget()
-    redirection = actions._Redirection(PLAN.client(0), 16995, pki["ca"], 5)
+    redirection = actions.redirection._Redirection(PLAN.client(0), 16995, pki["ca"], 5)
     try:
         assert str(redirection.negotiated) == "TLS 1.0, AES128-SHA (legacy fallback)"
     finally:

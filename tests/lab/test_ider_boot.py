@@ -1,7 +1,7 @@
 """IDE-R as consoles do it, against the AMT simulator (net 118): the host boots the console's image only when the
 boot configuration was set before the reset, the BIOS clears it after the boot, and every step is in the calls log.
 
-The console side is the probe's own (``actions.py``: the redirection sessions, the boot configuration, the
+The console side is the probe's own (``actions/redirection.py``: the redirection sessions, the boot configuration, the
 image served over IDE-R); it authenticates with the device's digest account (user/password, type 1) instead of
 Kerberos, so no KDC is needed here. The suite's run of S5-SOL-IDER-SESSION with Kerberos is in
 ``test_faults_operations.py`` and ``test_lab_2009.py``.
@@ -44,11 +44,11 @@ def _device(pki, i: int) -> AmtDevice:  # noqa: F811
                                          timeout=5.0))
 
 
-def _sessions(pki, i: int) -> dict[str, actions._Redirection]:  # noqa: F811
+def _sessions(pki, i: int) -> dict[str, actions.redirection._Redirection]:  # noqa: F811
     credentials = bytes([5]) + b"admin" + bytes([len(PASSWORD)]) + PASSWORD.encode()  # amtterm redir_auth_old
     sessions = {}
     for kind, name in ((redir.SOL, "sol"), (redir.IDER, "ider")):
-        conn = actions._Redirection(PLAN.client(i), 16995, pki["ca"], 5.0)
+        conn = actions.redirection._Redirection(PLAN.client(i), 16995, pki["ca"], 5.0)
         assert conn.open(kind, credentials, auth_type=redir.AUTH_USER_PASSWORD) == "started"
         sessions[name] = conn
     return sessions
@@ -56,7 +56,7 @@ def _sessions(pki, i: int) -> dict[str, actions._Redirection]:  # noqa: F811
 
 def _reset_and_watch(device: AmtDevice, sessions, result: actions.RedirectionResult, seconds: float = 3.0) -> None:
     device.request_power_state(10)  # master bus reset, as MeshCommander's "Reset to IDE-R"
-    actions._watch(sessions["sol"], sessions["ider"], redir.boot_image("lab image"), result,
+    actions.redirection._watch(sessions["sol"], sessions["ider"], redir.boot_image("lab image"), result,
                    until=time.monotonic() + seconds)
 
 
@@ -69,7 +69,7 @@ def test_the_image_boots_only_after_the_boot_configuration_and_the_bios_clears_i
         assert plain.sol_text == ""  # UseSOL was not set: the BIOS does not redirect its console
 
         result = actions.RedirectionResult()
-        before = actions._set_boot_configuration(device, result)
+        before = actions.redirection._set_boot_configuration(device, result)
         assert result.boot_config == "set", result.boot_steps
         staged = device.boot_settings()
         assert (staged["UseIDER"], staged["UseSOL"], staged["IDERBootDevice"], staged["OptionsCleared"]) == \
@@ -82,7 +82,7 @@ def test_the_image_boots_only_after_the_boot_configuration_and_the_bios_clears_i
             conn.close()
     after = device.boot_settings()  # the BIOS took the one-time options and cleared them
     assert (after["UseIDER"], after["UseSOL"], after["OptionsCleared"]) == ("false", "false", "true")
-    actions._restore_boot_configuration(device, before, result)
+    actions.redirection._restore_boot_configuration(device, before, result)
     assert result.restored.startswith("yes: UseIDER=false"), result.restored
     mine = [c for c in sim.calls if c["device"] == "pc0001.vprolab.test"]
     ops = [c["op"] for c in mine]
@@ -101,7 +101,7 @@ def test_a_bios_without_ide_r_boot_is_reported_before_anything_changes(sim, pki)
     device = _device(pki, 1)
     before = len(sim.calls)
     result = actions.RedirectionResult()
-    assert actions._set_boot_configuration(device, result) is None
+    assert actions.redirection._set_boot_configuration(device, result) is None
     assert result.boot_config.startswith("the BIOS does not offer IDE-R boot (AMT_BootCapabilities.IDER")
     assert sim.calls[before:] == []  # reads only
     # and a console that sets it anyway: the BIOS boots its hard disk

@@ -139,7 +139,7 @@ def test_the_boot_configuration_of_an_ide_r_boot_against_captured_replies():
         assert settings["InstanceID"] == "Intel(r) AMT:BootSettingData 0"
         assert settings["BIOSLastStatus"] == ["2", "0"]  # read-only, repeated: left out of the Put
         result = actions.RedirectionResult()
-        before = actions._set_boot_configuration(device, result)
+        before = actions.redirection._set_boot_configuration(device, result)
     assert result.boot_config == "set", result.boot_steps
     assert result.boot_steps[1:] == ["ChangeBootOrder (no source): ok",
                                      "Put AMT_BootSettingData UseIDER=true IDERBootDevice=0 UseSOL=true: ok",

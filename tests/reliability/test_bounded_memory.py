@@ -161,7 +161,7 @@ def test_a_digest_challenge_with_a_50_mb_body_is_refused():
 
 # --------------------------------------------------------------------------- the redirection port
 def test_a_redirection_message_announced_at_4_gib_is_refused_at_one_mib(tmp_path):
-    from pytest_vpro.actions import _Redirection
+    from pytest_vpro.actions.redirection import _Redirection
     from pytest_vpro.probes import redirection as redir
 
     host = "127.112.70.3"

@@ -252,7 +252,7 @@ def test_dns_over_tcp_that_trickles_ends_within_the_lookup_timeout():
 
 # --------------------------------------------------------------------------- the redirection port (SOL/IDER)
 def test_the_redirection_port_over_a_trickled_handshake_ends_at_its_deadline(tmp_path):
-    from pytest_vpro.actions import _Redirection
+    from pytest_vpro.actions.redirection import _Redirection
 
     host = "127.112.42.1"
     ctx, ca = tls(tmp_path, "pc-redir.hostile.test")
@@ -264,7 +264,7 @@ def test_the_redirection_port_over_a_trickled_handshake_ends_at_its_deadline(tmp
 
 
 def test_a_redirection_answer_that_trickles_ends_at_its_deadline(tmp_path):
-    from pytest_vpro.actions import _Redirection
+    from pytest_vpro.actions.redirection import _Redirection
     from pytest_vpro.probes import redirection as redir
 
     host = "127.112.42.2"

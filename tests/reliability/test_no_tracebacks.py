@@ -110,7 +110,7 @@ def test_a_garbage_smb_answer_is_a_finding():
 
 
 def test_a_redirection_command_that_does_not_exist_is_a_malformed_reply(tmp_path):
-    from pytest_vpro.actions import _Redirection
+    from pytest_vpro.actions.redirection import _Redirection
     from pytest_vpro.probes import redirection as redir
 
     host = "127.112.80.2"

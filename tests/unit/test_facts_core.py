@@ -21,7 +21,7 @@ def test_the_run_folder_is_the_one_facts_cache_was_given(tmp_path):
     site = SimpleNamespace(key="site:lab", kind="site", name="lab")
     env = SimpleNamespace(site=site)
     cache = FactsCache(env, run_dir=tmp_path)
-    assert run_record_path(cache.run_dir) == tmp_path / "actions.json"  # the engine's permit names it to actions.py
+    assert run_record_path(cache.run_dir) == tmp_path / "actions.json"  # the engine's permit names it to the actions
     (tmp_path / "actions.json").write_text(json.dumps({"pc01.test": {"unprovisioned": {"return": 0}}}))
     client = SimpleNamespace(key="client:pc01.test", kind="client", name="pc01.test")
     facts = cache.estate.__class__(client, env, cache.estate)
