@@ -85,8 +85,11 @@ class PkiFacet:
         (``HKLM\\...\\SystemCertificates\\MY\\Certificates\\<thumbprint>\\Blob`` and the other physical stores,
         over WinRM); its chain built from the service point's Personal, Intermediate and Trusted Root stores.
         When the stores cannot be read or do not hold it, the exported file ``pki.provisioning_chain`` stands in,
-        and :attr:`ProvisioningCertificate.where` says so. A :class:`ProbeError` when neither is available."""
-        return self.facts.estate.get(key("pki", "provisioning_certificate"), self._held)
+        and :attr:`ProvisioningCertificate.where` says so. A :class:`ProbeError` when neither is available.
+
+        Not a fact of its own: worked out from the facts it reads (each read once per run and recorded), so a
+        snapshot replays it from those."""
+        return self._held()
 
     def selected_thumbprint(self) -> tuple[str, str]:
         """(the provisioning certificate's thumbprint the site selected, where it was read), or ('', why not)."""
