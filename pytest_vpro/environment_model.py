@@ -47,6 +47,9 @@ DEFAULT_EXPECTED: dict[str, Any] = {
     "crl_min_remaining_hours": 24,
     "power_policy_states": ["S0", "S3", "S4", "S5"],
     "amt_legacy_tls_ciphers": "AES128-SHA:AES256-SHA",  # probes/tls.py: the legacy retry toward AMT ports
+    # the SMS_AMT_OPERATION_MANAGER site control property holding the selected provisioning certificate's
+    # thumbprint: no public source names it (docs/protocols.md), so a site can name its own
+    "provisioning_certificate_property": "AMT Provisioning Certificate Thumbprint",
 }
 DEFAULT_TIMEOUTS = {"connect": 3.0, "read": 10.0}
 

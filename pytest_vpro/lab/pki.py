@@ -424,6 +424,20 @@ class LabPKI(PkiPublication):
         return key, self._leaf(cn, key, ekus, ou=CLIENT_SETUP_OU if f.provisioning_ou else None,
                                days=730, expired=f.expired_provisioning)
 
+    def provisioning_variant(self) -> x509.Certificate:
+        """The provisioning certificate this one renewed: the same subject, key usage and markers, issued by the
+        issuing CA two years before, expired five days ago (an administrator renewing it leaves it in the store)."""
+        now = _now()
+        key = self._new_key()
+        cert = self.provisioning_cert
+        builder = self._builder(cert.subject, key, self.issuing_cert, now - dt.timedelta(days=735),
+                                now - dt.timedelta(days=5), crl="issuing.crl", aia="issuing.crt")
+        for ext in cert.extensions:
+            if not isinstance(ext.value, (x509.SubjectKeyIdentifier, x509.AuthorityKeyIdentifier,
+                                          x509.CRLDistributionPoints, x509.AuthorityInformationAccess)):
+                builder = builder.add_extension(ext.value, critical=ext.critical)
+        return sign(builder, self.issuing_key, self.signature_hash)
+
     # ------------------------------------------------------------------ devices
     def _device_key(self, fqdn: str) -> tuple[rsa.RSAPrivateKey, Path]:
         """A key from the shared pool (see the module docstring), created on first use."""

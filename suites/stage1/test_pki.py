@@ -15,8 +15,9 @@ bits."
 import pytest
 from cryptography import x509
 
-from pytest_vpro.checks import expect
+from pytest_vpro.checks import cannot_decide, expect
 from pytest_vpro.probes import x509 as certs
+from pytest_vpro.probes.errors import ProbeError
 from pytest_vpro.probes.ldap import grants, parse_security_descriptor
 
 CERTIFICATE_ENROLLMENT = "0e10c968-78fb-11d2-90d4-00c04f79dc55"  # extended right (MS-ADTS 5.1.3.2.1)
@@ -26,9 +27,6 @@ POLICY_MODULE = "CertificateAuthority_MicrosoftDefault.Policy"
 CA_ACCESS = {0x1: "Manage CA", 0x2: "Issue and Manage Certificates", 0x4: "Auditor", 0x8: "Operator",
              0x100: "Read", 0x200: "Request Certificates"}  # MS-CSRA 3.1.1.7
 CA_ACCESS_OFFICER, REQDISP_PENDING, CT_FLAG_PEND_ALL_REQUESTS = 0x2, 0x100, 0x2
-#: SMS_SCI_Component SMS_AMT_OPERATION_MANAGER property of the provisioning certificate (unconfirmed name,
-#: = pytest_vpro.lab.site_server's OOB_PROPS).
-THUMBPRINT_PROP = "AMT Provisioning Certificate Thumbprint"
 
 
 def enrollment_service(server, facts):
@@ -180,16 +178,21 @@ def store_evidence(facts, server, stores) -> dict:
 
 @pytest.mark.check("S1-PROV-CERT-CHAIN-INSTALLED")
 def test_provisioning_certificate_and_chain_are_on_the_service_point(server, env, facts, evidence):
-    props = {p.get("PropertyName"): p for c in facts.site.wmi("SMS_SCI_Component")
-             if c.get("ComponentName") == "SMS_AMT_OPERATION_MANAGER" for p in c.get("Props") or []}
-    thumbprint = str((props.get(THUMBPRINT_PROP) or {}).get("Value1") or "").replace(" ", "").upper()
+    thumbprint, selected_by = facts.pki.selected_thumbprint()
     stores = {name: facts.windows.certificate_store(server, name) for name in ("MY", "CA", "ROOT")}
     evidence.attach("certificate stores", store_evidence(facts, server, ("MY", "CA", "ROOT")))
-    expect(thumbprint, found=f"no {THUMBPRINT_PROP} in the out of band management component",
-           expected="the provisioning certificate selected in the out of band management component")
+    if not thumbprint:  # the site's record has no public source: the exported file says which certificate to seek
+        why = selected_by
+        try:
+            thumbprint = certs.fingerprint(facts.pki.provisioning_chain()[0], "sha1").upper()
+        except (ProbeError, OSError, ValueError) as exc:
+            cannot_decide(f"which provisioning certificate the site selected is unknown ({why}), and the exported "
+                          f"file pki.provisioning_chain cannot say ({exc})")
+        selected_by = f"the exported file pki.provisioning_chain (fallback: the site's selection is unknown: {why})"
+    evidence.attach("selected provisioning certificate", {"thumbprint": thumbprint, "read from": selected_by})
     leaf = stores["MY"].get(thumbprint)
-    expect(isinstance(leaf, x509.Certificate), found=f"the provisioning certificate {thumbprint} is not in "
-                                                     f"{server.name}'s {stores_read('MY')} store",
+    expect(isinstance(leaf, x509.Certificate), found=f"the provisioning certificate {thumbprint} ({selected_by}) is "
+                                                     f"not in {server.name}'s {stores_read('MY')} store",
            expected="the provisioning certificate in the computer's Personal store")
     pool = [c for name in ("CA", "ROOT") for c in stores[name].values() if isinstance(c, x509.Certificate)]
     chain = certs.build_chain(leaf, pool)

@@ -22,6 +22,8 @@ from pytest_vpro.probes import cmlog
 from pytest_vpro.probes import x509 as certs
 from pytest_vpro.probes.errors import ProbeError
 
+from .test_provisioning_certificate import provisioning_certificate
+
 SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
 CERTIFICATE_EVENTS = ("provisioning_certificate_accepted", "provisioning_certificate_rejected")
 
@@ -67,29 +69,30 @@ def _amt_version(facts) -> tuple[str, str]:
 @pytest.mark.check("S3-PROV-CERT-ACCEPTED-BY-SCCM")
 def test_site_server_accepted_the_provisioning_certificate(server, env, facts, evidence):
     _pki_provisioning(env)
-    leaf = facts.pki.provisioning_chain()[0]
+    held = provisioning_certificate(facts, evidence)
+    leaf = held.leaf
     logged = sorted((e for es in facts.logs.site_events().values() for e in es if e.kind in CERTIFICATE_EVENTS),
                     key=lambda e: (e.time is None, e.time.timestamp() if e.time else 0))
     evidence.attach("AMTOPMGR.LOG", cmlog.trace(logged))
-    evidence.attach("provisioning certificate", certs.summary(leaf))
     last = logged[-1] if logged else None
     expect(last is None or last.kind != "provisioning_certificate_rejected",
            found=f"AMTOPMGR.LOG {last.time:%Y-%m-%d %H:%M}: certificate CN={last.fqdn} rejected: {last.reason}"
            if last and last.time else "a rejection", expected="no rejection since the component was last configured")
     cert_domain, own = certs.domain_suffix(leaf), server.fqdn.split(".", 1)[1].lower()
-    expect(cert_domain == own, found=f"subject CN {certs.common_name(leaf)}: domain {cert_domain}",
+    expect(cert_domain == own, found=f"{held.where}: subject CN {certs.common_name(leaf)}, domain {cert_domain}",
            expected=f"the service point's domain, {own}")
 
 
 @pytest.mark.check("S3-PROV-CERT-DOMAIN-TRUSTED-BY-AMT")
 def test_me_trusts_the_provisioning_certificate_domain(client, env, facts, evidence):
     _pki_provisioning(env)
-    leaf = facts.pki.provisioning_chain()[0]
+    held = provisioning_certificate(facts, evidence)
+    leaf = held.leaf
     cert_domain = certs.domain_suffix(leaf) or ""
     domain, source = _me_domain(client, facts)
     evidence.attach("domains", {"provisioning certificate": certs.common_name(leaf), source: domain})
     expect(cert_domain and _in(domain, cert_domain),
-           found=f"provisioning certificate CN={certs.common_name(leaf)} (domain {cert_domain or 'none'}); the ME's "
+           found=f"{held.where}: CN={certs.common_name(leaf)} (domain {cert_domain or 'none'}); the ME's "
                  f"domain is {domain} ({source})",
            expected="the certificate's domain equal to the ME's DNS suffix, or a parent of it")
 
@@ -102,13 +105,14 @@ def test_third_level_domain_is_trusted(client, env, facts, evidence):
         not_applicable(f"the ME's domain {domain} ({source}) is not a third-level (or deeper) domain outside .com "
                        "and .net")
     _pki_provisioning(env)
-    leaf = facts.pki.provisioning_chain()[0]
+    held = provisioning_certificate(facts, evidence)
+    leaf = held.leaf
     cert_domain = certs.domain_suffix(leaf) or ""
     version, where = _amt_version(facts)
     evidence.attach("DNS topology", {"client": client.fqdn, f"ME domain ({source})": domain,
                                      "provisioning certificate": certs.common_name(leaf), f"AMT ({where})": version})
     expect(cert_domain == domain,
-           found=f"{client.fqdn} (AMT {version}) trusts {domain} ({source}); the provisioning certificate is for "
+           found=f"{client.fqdn} (AMT {version}) trusts {domain} ({source}); {held.where} is for "
                  f"{cert_domain or 'no domain'} ({certs.common_name(leaf)})",
            expected=f"a provisioning certificate for {domain} itself (or the MEBx DNS suffix / Provision Server FQDN "
                     "set to the certificate's domain)")

@@ -4,6 +4,10 @@ Guide, Stage 3: "Check the provisioning certificate includes server authenticati
 AMT OU and/or OID"; "... has a signing chain that terminates with a trusted root certificate authority (check
 root certificate thumbprint and use MEBX to compare with client certificate hash list)"; "Check all certificates
 in the provisioning certificate signing chain have valid dates"; "... key length <= 2048-bits".
+
+Each judges the certificate the site selected as the service point holds it, with the chain Windows builds from
+the service point's stores (``facts.pki.provisioning_certificate()``); the exported file ``pki.provisioning_chain``
+only stands in when those cannot be read, and then the finding says so.
 """
 import pytest
 
@@ -14,35 +18,49 @@ from pytest_vpro.probes import x509 as certs
 SERVER_AUTH = "1.3.6.1.5.5.7.3.1"
 
 
+def provisioning_certificate(facts, evidence):
+    """The provisioning certificate to judge (:class:`pytest_vpro.facts.pki.ProvisioningCertificate`), with its
+    provenance as evidence."""
+    held = facts.pki.provisioning_certificate()
+    evidence.attach("provisioning certificate", held.evidence())
+    return held
+
+
 @pytest.mark.check("S3-PROV-CERT-SERVER-AUTH")
 def test_provisioning_certificate_has_server_authentication(server, facts, evidence):
-    leaf = facts.pki.provisioning_chain()[0]
-    evidence.attach("provisioning certificate", certs.summary(leaf))
-    expect(certs.has_eku(leaf, SERVER_AUTH), found=f"EKUs {[e.dotted_string for e in certs.ekus(leaf)]}",
+    held = provisioning_certificate(facts, evidence)
+    leaf = held.leaf
+    expect(certs.has_eku(leaf, SERVER_AUTH),
+           found=f"{held.where}, {certs.common_name(leaf)}: EKUs {[e.dotted_string for e in certs.ekus(leaf)]}",
            expected=f"Server Authentication ({SERVER_AUTH})")
 
 
 @pytest.mark.check("S3-PROV-CERT-AMT-OID-OR-OU")
-def test_provisioning_certificate_has_the_amt_oid_or_ou(server, facts):
-    leaf = facts.pki.provisioning_chain()[0]
+def test_provisioning_certificate_has_the_amt_oid_or_ou(server, facts, evidence):
+    held = provisioning_certificate(facts, evidence)
+    leaf = held.leaf
     expect(certs.has_amt_provisioning_marker(leaf),
-           found=f"EKUs {[e.dotted_string for e in certs.ekus(leaf)]}, OUs {certs.subject_ous(leaf)}",
+           found=f"{held.where}, {certs.common_name(leaf)}: EKUs {[e.dotted_string for e in certs.ekus(leaf)]}, "
+                 f"OUs {certs.subject_ous(leaf)}",
            expected="EKU 2.16.840.1.113741.1.2.3, or OU exactly 'Intel(R) Client Setup Certificate'")
 
 
 @pytest.mark.check("S3-PROV-CERT-KEY-LENGTH-2048")
-def test_provisioning_chain_keys_are_at_most_2048_bits(server, env, facts):
+def test_provisioning_chain_keys_are_at_most_2048_bits(server, env, facts, evidence):
     limit = env.expected["ca_max_key_bits"]
-    long = [f"{certs.common_name(c)}: {certs.key_bits(c)} bits" for c in facts.pki.provisioning_chain()
+    held = provisioning_certificate(facts, evidence)
+    long = [f"{certs.common_name(c)}: {certs.key_bits(c)} bits" for c in held.chain
             if (certs.key_bits(c) or 0) > limit]
-    expect(not long, found="; ".join(long), expected=f"every key at most {limit} bits (AMT's limit)")
+    expect(not long, found=f"{held.where}: " + "; ".join(long),
+           expected=f"every key at most {limit} bits (AMT's limit)")
 
 
 @pytest.mark.check("S3-PROV-CERT-CHAIN-DATES-VALID")
-def test_provisioning_chain_is_in_date(server, facts):
-    problems = [f"{certs.common_name(c)}: {p}" for c in facts.pki.provisioning_chain()
-                for p in certs.validity_problems(c)]
-    expect(not problems, found="; ".join(problems), expected="every certificate of the chain within its dates")
+def test_provisioning_chain_is_in_date(server, facts, evidence):
+    held = provisioning_certificate(facts, evidence)
+    problems = [f"{certs.common_name(c)}: {p}" for c in held.chain for p in certs.validity_problems(c)]
+    expect(not problems, found=f"{held.where} ({held.thumbprint or 'thumbprint unknown'}): " + "; ".join(problems),
+           expected="every certificate of the chain within its dates")
 
 
 def root_hashes(facts, evidence) -> tuple[list[tuple[str, str, bool]], str]:
@@ -79,9 +97,12 @@ def root_hashes(facts, evidence) -> tuple[list[tuple[str, str, bool]], str]:
 
 @pytest.mark.check("S3-PROV-CERT-ROOT-HASH-IN-AMT")
 def test_amt_trusts_the_provisioning_root(client, facts, evidence):
-    root = facts.pki.provisioning_chain()[-1]
+    held = provisioning_certificate(facts, evidence)
+    root = held.chain[-1]
+    top = "root" if certs.is_self_signed(root) else "top (no issuer of it in the stores)"
     wanted = {certs.fingerprint(root, "sha1"), certs.fingerprint(root, "sha256")}
     hashes, where = root_hashes(facts, evidence)
     expect(any(enabled and h in wanted for _t, h, enabled in hashes),
-           found=f"{client.fqdn}: {len(hashes)} hashes in {where}, none enabled for {certs.common_name(root)}",
+           found=f"{client.fqdn}: {len(hashes)} hashes in {where}, none enabled for {certs.common_name(root)}, the "
+                 f"{top} of the chain of {held.where}",
            expected=f"an enabled hash of the provisioning root ({certs.fingerprint(root, 'sha256')})")

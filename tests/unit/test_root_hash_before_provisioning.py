@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from pytest_vpro.checks import Evidence, Finding
+from pytest_vpro.facts.pki import ProvisioningCertificate
 from pytest_vpro.probes import hello as hello_probe
 from pytest_vpro.probes import x509 as certs
 from pytest_vpro.probes.amt import CertificateHash
@@ -64,7 +65,8 @@ class Facts:
 
     @property
     def pki(self):
-        return SimpleNamespace(provisioning_chain=lambda: [ROOT])
+        return SimpleNamespace(provisioning_certificate=lambda: ProvisioningCertificate(
+            chain=[ROOT], held=True, server="sccm01.corp.example.com", thumbprint=certs.fingerprint(ROOT, "sha1")))
 
     @property
     def hellos(self):
@@ -111,7 +113,8 @@ def test_an_unprovisioned_client_is_judged_from_the_hash_list_of_its_hello():
 def test_a_hello_without_the_roots_hash_fails_naming_the_client_what_was_found_and_expected():
     result = outcome(Facts(heard=[_seen(CAPTURED)]))
     assert result.startswith(f"failed: {FQDN}: 23 hashes in its hello packet (retry 0, from 10.0.0.1), none enabled "
-                             "for CORP Root CA / an enabled hash of the provisioning root ("), result
+                             "for CORP Root CA, the root of the chain of the provisioning certificate in sccm01.corp.example.com's "
+                             "Personal store / an enabled hash of the provisioning root ("), result
     assert certs.fingerprint(ROOT, "sha256") in result
 
 

@@ -94,6 +94,23 @@ fault("service_point_root_not_downloaded", "The service point's Trusted Root sto
 fault("provisioning_cert_not_installed", "The provisioning certificate is not in the service point's computer "
       "Personal store.", scope="site", site_server=_empty_store("MY"),
       fails=("S1-PROV-CERT-CHAIN-INSTALLED",))
+def _selects_expired_provisioning(ctx: Context, target: None) -> None:
+    """The component keeps the old provisioning certificate selected: it stays in Personal beside the renewed
+    one (which is also the exported file), and the site's record and AMTOPMGR.LOG name the old one."""
+    old = ctx.lab_pki.provisioning_variant()
+    thumbprint = certs.fingerprint(old, "sha1").upper()
+    ctx.site_spec.registry[f"HKLM\\{SYSTEM_CERTIFICATES}\\MY\\Certificates\\{thumbprint}"] = {
+        "Blob": certs.make_store_blob(old)}
+    ctx.site_spec.oob["provisioning_certificate_thumbprint"] = thumbprint
+    ctx.site_spec.provisioning_certificate_not_after = old.not_valid_after_utc.isoformat()
+
+
+fault("site_selects_expired_provisioning_cert", "The out of band component still selects the provisioning "
+      "certificate that was renewed: expired 5 days ago, it is still in the service point's Personal store beside "
+      "the renewed one (the exported file), and AMTOPMGR.LOG unloads it.", scope="site",
+      site_server=_selects_expired_provisioning, fails=("S3-PROV-CERT-CHAIN-DATES-VALID",))
+
+
 def _firewall_9971(ctx: Context, target: None) -> None:
     ctx.site_spec.hello_port = 0  # the service point listens on; its firewall takes 9971
     ctx.firewall.append((ctx.plan.site_server, 9971))
