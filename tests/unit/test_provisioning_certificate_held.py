@@ -8,7 +8,6 @@ as plain values; the lab shows the whole path (tests/lab/test_provisioning_certi
 from __future__ import annotations
 
 import datetime as dt
-import struct
 from types import SimpleNamespace
 
 import pytest
@@ -24,39 +23,6 @@ from pytest_vpro.probes import cmlog
 from pytest_vpro.probes import x509 as certs
 from pytest_vpro.probes.errors import ProbeError, Undecided
 from suites.stage3.test_provisioning_certificate import test_provisioning_chain_is_in_date as dates_check
-
-#: A Blob Windows wrote: HKLM\SOFTWARE\Microsoft\SystemCertificates\ROOT\Certificates\
-#: A31D3E0A4D99335EBD9B6F18E0915490F13525CA, as exported with regedit (a self-signed code-signing root,
-#: CN=www.adia-project.net, sha1WithRSA under its old OID 1.3.14.3.2.29). Quoted, as a comment holding the .reg
-#: export, in the VB6 module `mMain` (`SaveSert2Reestr`) of Drivers Installer Assistant (adia-project.net,
-#: "DriversInstaller", 2014), found in a public GitHub copy whose file states no licence (the program has its own
-#: EULA): used only as data, to show the layout of a real value: property 3 (its SHA-1), then property 32 (the
-#: DER certificate, 0x228 bytes).
-REAL_BLOB = bytes.fromhex(
-    "030000000100000014000000a31d3e0a4d99335ebd9b6f18e0915490f13525ca20000000010000002802000030820224"
-    "30820191a00302010202108258854428619ebc48c005a4406fceeb300906052b0e03021d0500301f311d301b06035504"
-    "0313147777772e616469612d70726f6a6563742e6e6574301e170d3133303331313039353734305a170d333931323331"
-    "3233353935395a301f311d301b060355040313147777772e616469612d70726f6a6563742e6e657430819f300d06092a"
-    "864886f70d010101050003818d0030818902818100c44ef878d3ebfc45491331a0fcf6501d3cb34b9ed573454c069370"
-    "e7eec86b2582164b58ea2240ab82d7c7c9900c3145aa7f7927e6b547fe7d48ad70e69a4625640b5074ceeaf18c926c82"
-    "2e084baaa81005d1e89b9bfbce793e42a4498803c8226fb621a23f68f2845dac29a50271876d81ece3d017becf4858a3"
-    "abedf59d5f0203010001a369306730130603551d25040c300a06082b0601050507030330500603551d01044930478010"
-    "01604c5b6fd2c8c6606b5024034b9ba7a121301f311d301b060355040313147777772e616469612d70726f6a6563742e"
-    "6e657482108258854428619ebc48c005a4406fceeb300906052b0e03021d05000381810008a6576e3ca57cad41ab61f9"
-    "8f410e6ee0b26ebd3516cc0c05d1e2d9d4b2715070fd28a0c77f8f23634ac4e01b0e9837c1241f4faeaedb8dceb8cb9e"
-    "136eb0a8b00f901b229497fa47b629b1eb984a262823a50aef5943b1be25492bcf8dbc823720cdb7db900bd73d7be9f5"
-    "877b87bbaef253de5d17722518f961bd4ecd6cc8")
-
-
-@pytest.mark.filterwarnings("ignore:Parsed a serial number:cryptography.utils.CryptographyDeprecationWarning")
-def test_a_blob_windows_wrote_yields_its_certificate():
-    cert = certs.parse_store_blob(REAL_BLOB)  # makecert's serial has its top bit set (negative in DER)
-    assert certs.fingerprint(cert, "sha1").upper() == "A31D3E0A4D99335EBD9B6F18E0915490F13525CA"
-    assert certs.common_name(cert) == "www.adia-project.net"
-    prop_id, reserved, length = struct.unpack_from("<III", REAL_BLOB)  # CERT_SHA1_HASH_PROP_ID first
-    assert (prop_id, reserved, length) == (3, 1, 20) and REAL_BLOB[12:32].hex().upper() == certs.fingerprint(
-        cert, "sha1").upper()
-
 
 # ------------------------------------------------------------------------------------------- the facet
 NOW = dt.datetime.now(dt.timezone.utc)
