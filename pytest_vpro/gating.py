@@ -23,9 +23,10 @@ worker is waited for. A test replays its stored verdict. So:
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import json
 import os
-import queue
 import secrets
 import sqlite3
 import threading
@@ -296,6 +297,44 @@ class OpenClients:
         return len(self._open)
 
 
+class StageOrder:
+    """The read-ahead's work: each target's checks of one stage at a time, the lowest stage first, then the
+    targets in their order.
+
+    The test loop runs stage by stage across the fleet. Reading one target's every stage before the next target
+    (as the read-ahead did) kept it ahead of the test loop only for the first ``--concurrency`` targets of
+    stage 1, and the test loop read the rest itself, one call at a time. A target's next stage is queued only when
+    its thread has finished the last one, so a target is read by one thread at a time, in stage order.
+    """
+
+    def __init__(self, targets: list[list[Entry]]) -> None:
+        self._lock = threading.Lock()
+        self._heap: list[tuple[int, int]] = []  # (stage, position of the target)
+        self._stages: list[list[list[Entry]]] = []  # per target: its checks of each stage still to read
+        for position, entries in enumerate(targets):  # each in stage order (sort_key)
+            self._stages.append([list(group) for _, group in itertools.groupby(entries, key=lambda e: e.stage)])
+            heapq.heappush(self._heap, (entries[0].stage, position))
+
+    def take(self) -> tuple[int, list[Entry]] | None:
+        """The next target and stage to read (its position, its checks of that stage), or None if none is queued."""
+        with self._lock:
+            if not self._heap:
+                return None
+            _, position = heapq.heappop(self._heap)
+            return position, self._stages[position].pop(0)
+
+    def next_stage(self, position: int, more: bool = True) -> bool:
+        """The target at ``position`` is read to the end of its stage: queue its next stage (unless ``more`` is
+        false: its read-ahead stopped). False if nothing of it is left to read."""
+        with self._lock:
+            rest = self._stages[position]
+            if not (more and rest):
+                rest.clear()
+                return False
+            heapq.heappush(self._heap, (rest[0][0].stage, position))
+            return True
+
+
 @dataclass(eq=False)  # identity: the process keeps a weak set of its engines (interrupts)
 class Engine:
     """Evaluates checks with their gates; one per process."""
@@ -371,11 +410,14 @@ class Engine:
     def prefetch(self, entries: list[Entry], threads: int, start: float = 0.0) -> None:
         """Compute the verdicts of ``entries`` in the background, ``threads`` targets at a time.
 
-        A target's checks run in one thread, in stage order, so one device sees one connection at a time
+        A target's checks run in stage order, one thread at a time, so one device sees one connection at a time
         (AMT allows only a few) while up to ``threads`` devices are read at once; the test loop replays the
-        verdicts (or waits for one being computed, or computes one no thread has reached yet). ``start``
-        (0..1) rotates the target order so that xdist workers begin in different places; claims in the
-        store keep every verdict computed once per run whichever thread or worker gets there first.
+        verdicts (or waits for one being computed, or computes one no thread has reached yet). The work is one
+        target's checks of one stage at a time, lowest stage first (:class:`StageOrder`): the test loop runs
+        stage by stage across the fleet, so it finds the stage it is in read ahead for every target, not every
+        stage for the first few. ``start`` (0..1) rotates the target order so that xdist workers begin in
+        different places; claims in the store keep every verdict computed once per run whichever thread or
+        worker gets there first.
         """
         if threads < 1 or not entries:
             return
@@ -389,34 +431,32 @@ class Engine:
         self.read_ahead = [0, len(order)]  # targets done, targets to read: the progress line shows it
         # Daemon threads, not a ThreadPoolExecutor: the interpreter joins an executor's threads at exit, so one
         # stuck in a call that no deadline can cut (libkrb5 asking a KDC) kept an interrupted run from ending.
-        work: queue.SimpleQueue = queue.SimpleQueue()
-        for key in order:
-            work.put(by_target[key])
+        work = StageOrder([by_target[key] for key in order])
         for n in range(min(threads, len(order))):
             thread = threading.Thread(target=self._prefetch_loop, args=(work,), name=f"vpro-prefetch_{n}",
                                       daemon=True)
             self._threads.append(thread)
             thread.start()
 
-    def _prefetch_loop(self, work: queue.SimpleQueue) -> None:
+    def _prefetch_loop(self, work: StageOrder) -> None:
         while not self._stopping.is_set():
-            try:
-                entries = work.get_nowait()
-            except queue.Empty:
+            unit = work.take()
+            if unit is None:  # nothing to start: the targets still being read queue their next stage themselves
                 return
-            self._prefetch_target(entries)
-
-    def _prefetch_target(self, entries: list[Entry]) -> None:
-        try:
-            for entry in entries:
-                if self._stopping.is_set():
-                    return
-                self.obtain(entry)
-        except Exception:  # noqa: BLE001 - the test loop recomputes and reports it
-            return
-        finally:
-            self._open.done_with(entries[0].target)  # every verdict of it is known here: close its sessions
-            self.read_ahead[0] += 1  # one writer per target; a progress line may read it a moment late
+            position, entries = unit
+            read = False
+            try:
+                for entry in entries:
+                    if self._stopping.is_set():
+                        return
+                    self.obtain(entry)
+                read = True
+            except Exception:  # noqa: BLE001 - the test loop recomputes and reports it
+                pass
+            finally:
+                if not work.next_stage(position, read):  # every verdict of it is known here: close its sessions
+                    self._open.done_with(entries[0].target)
+                    self.read_ahead[0] += 1  # one writer per target; a progress line may read it a moment late
 
     def stop_prefetch(self, wait: float = 1.0) -> None:
         """Start no new check; give the running ones ``wait`` seconds in all to store their verdicts. A thread

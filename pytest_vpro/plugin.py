@@ -55,8 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "no secrets): attach it to a change ticket, re-judge it with --facts-in, diff it with vpro-facts")
     group.addoption("--facts-in", metavar="FILE", help="judge the facts of a snapshot (from --facts-out) instead of "
                     "the estate: no network at all; a lab environment is not started")
-    group.addoption("--concurrency", type=int, default=32, metavar="N",
-                    help="targets read at once in each process, one connection per target (default 32; 0: none "
+    group.addoption("--concurrency", type=int, default=128, metavar="N",
+                    help="targets read at once in each process, one connection per target (default 128; 0: none "
                          "ahead of the tests)")
     group.addoption("--hello-listen", metavar="ADDR:PORT",
                     help="listen passively for AMT hello packets at ADDR:PORT (e.g. where ProvisionServer points) "
