@@ -31,6 +31,13 @@ class ConsoleFacet:
         return facts.get(key("kerberos.ticket", port),
                          lambda: len(self.credentials().token(facts.amt.spn(port))[1]))
 
+    def ticket_size(self, spn: str) -> int:
+        """Bytes of the console user's Kerberos AP-REQ for ``spn`` (any target's: the console server's checks name a
+        client's ``HTTP/<fqdn>:16993@REALM``): the service ticket the KDC issued, with its PAC (the user's groups),
+        plus the authenticator. Once per run and SPN."""
+        return self.facts.estate.get(key("kerberos.ticket_size", spn),
+                                     lambda: len(self.credentials().token(spn)[1]))
+
     def user(self) -> dict[str, Any]:
         """The console user in AD: ``dn``, ``sid``, ``groups`` (tokenGroups SIDs), ``by_kind`` (TokenSz counts)
         and ``names`` (SID -> account name)."""

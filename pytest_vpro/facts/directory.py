@@ -71,6 +71,19 @@ class DirectoryFacet:
             return {k: (v[0] if isinstance(v, list) and v else v) for k, v in dse.items()}
         return self.facts.estate.get(key("ldap", "rootdse"), read)
 
+    def clock(self) -> dict[str, Any]:
+        """A domain controller's clock, the Kerberos reference: its root DSE ``currentTime`` against this machine's,
+        ``{"host", "offset_s", "uncertainty_s"}`` (DC minus this machine, at the middle of the search's round trip;
+        half the round trip plus 1 s, as currentTime is whole seconds). Read once per run."""
+        connect = self.facts.connect
+
+        def read() -> dict[str, Any]:
+            with self.lock:
+                when, sent, received, host = ldap_probe.current_time(connect.ldap())
+            return {"host": host, "offset_s": when - (sent + received) / 2,
+                    "uncertainty_s": (received - sent) / 2 + 1.0}
+        return self.facts.estate.get(key("ldap", "currentTime"), read)
+
     def forest_computers(self) -> dict[str, list[str]]:
         """``{dNSHostName (lower case): [DN, ...]}`` of every computer object in the forest, from a global catalog
         (LDAPS 3269 on the estate's domain controllers): one paged search per run, whatever the fleet's size."""

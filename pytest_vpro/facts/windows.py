@@ -3,10 +3,13 @@ certificate stores Windows builds from the registry. Estate facts: shared by eve
 unanswering host costs one timeout."""
 from __future__ import annotations
 
+import datetime as dt
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..environment import Client, Server
 from ..probes import x509 as x509_probe
+from ..probes.errors import MalformedReply
 from .core import key
 
 if TYPE_CHECKING:
@@ -14,6 +17,16 @@ if TYPE_CHECKING:
 
 #: Where 64-bit Windows keeps a 32-bit program's HKLM\SOFTWARE (WOW64 registry redirection).
 WOW64_SOFTWARE = r"SOFTWARE\Wow6432Node"
+
+
+def _wmi_time(instance: dict[str, Any], host: str, class_name: str) -> float:
+    """A ``Win32_UTCTime`` / ``Win32_LocalTime`` instance (Year, Month, Day, Hour, Minute, Second) as seconds
+    since 1970, read as if UTC (for Win32_LocalTime: the wall clock)."""
+    try:
+        y, mo, d, h, mi, sec = (int(instance[p]) for p in ("Year", "Month", "Day", "Hour", "Minute", "Second"))
+        return dt.datetime(y, mo, d, h, mi, sec, tzinfo=dt.timezone.utc).timestamp()
+    except (KeyError, TypeError, ValueError):
+        raise MalformedReply(f"{host} returned a {class_name} without a valid Year..Second") from None
 
 
 class WindowsFacet:
@@ -28,6 +41,33 @@ class WindowsFacet:
         connect = self.facts.connect
         return self.facts.estate.per_host(host.name, key("wmi", host.name, namespace, wql or class_name),
                                           lambda: connect.winrm(host).enumerate(class_name, namespace, wql))
+
+    def clock(self, host: Server | Client) -> dict[str, Any]:
+        """``host``'s clock and time zone: ``Win32_UTCTime`` read with the round trip of its call, against this
+        machine's clock, and ``Win32_TimeZone`` / ``Win32_LocalTime``: ``{"offset_s", "uncertainty_s", "bias",
+        "zone", "local_minus_utc_min"}`` (offset: the host minus this machine at the middle of the round trip;
+        uncertainty: half the round trip plus 1 s, as the classes give whole seconds; bias: ``Win32_TimeZone.Bias``
+        in minutes; ``local_minus_utc_min``: Win32_LocalTime minus Win32_UTCTime, None if either is unread)."""
+        connect = self.facts.connect
+
+        def read() -> dict[str, Any]:
+            winrm = connect.winrm(host)
+            sent = time.time()
+            utc = winrm.enumerate("Win32_UTCTime")
+            received = time.time()
+            if not utc:
+                raise MalformedReply(f"{host.name} returned no Win32_UTCTime instance")
+            when = _wmi_time(utc[0], host.name, "Win32_UTCTime")
+            zone = (winrm.enumerate("Win32_TimeZone") or [{}])[0]
+            local = winrm.enumerate("Win32_LocalTime")
+            local_minus = (round((_wmi_time(local[0], host.name, "Win32_LocalTime") - when) / 60)
+                           if local else None)
+            bias = str(zone.get("Bias"))
+            return {"offset_s": when - (sent + received) / 2, "uncertainty_s": (received - sent) / 2 + 1.0,
+                    "bias": int(bias) if str(bias).lstrip("-").isdigit() else None,
+                    "zone": str(zone.get("StandardName") or zone.get("Caption") or ""),
+                    "local_minus_utc_min": local_minus}
+        return self.facts.estate.per_host(host.name, key("clock", host.name), read)
 
     def registry(self, host: Server | Client, path: str, value: str, kind: str = "string") -> str | int | None:
         """A registry value on ``host`` via ``StdRegProv`` (``path`` like ``HKLM\\SOFTWARE\\...``); None if absent."""

@@ -92,6 +92,10 @@ class SiteServerProvider:
                 "Win32_ServerFeature": lambda: [{"ID": i + 1, "Name": n, "ParentID": 0}
                                                 for i, n in enumerate(s.server_features)],
                 "Win32_UTCTime": lambda: [self._utc_time()],
+                "Win32_LocalTime": lambda: [self._utc_time(local=True)],
+                "Win32_TimeZone": lambda: [{
+                    "Bias": s.utc_offset_minutes, "StandardName": s.time_zone_name, "DaylightName": s.time_zone_name,
+                    "StandardBias": 0, "DaylightBias": 0}],
                 "Win32_NetworkAdapterConfiguration": lambda: [{
                     "Index": 1, "Description": "Intel(R) PRO/1000 MT Network Connection", "IPEnabled": True,
                     "DHCPEnabled": False, "IPAddress": [s.address], "IPSubnet": ["255.255.0.0"],
@@ -155,9 +159,12 @@ class SiteServerProvider:
                   "StartMode": "Auto", "PathName": r"C:\Program Files\Intel\WS-MAN Translator\translator.exe"}]
         return list(self.spec.services) + (extra if self.spec.wsman_translator else [])
 
-    @staticmethod
-    def _utc_time() -> dict[str, Any]:
-        now = dt.datetime.now(dt.timezone.utc)
+    def _utc_time(self, local: bool = False) -> dict[str, Any]:
+        """Win32_UTCTime (or Win32_LocalTime): the real time plus the server's ``clock_offset_s``."""
+        s = self.spec
+        now = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=getattr(s, "clock_offset_s", 0.0))
+        if local:
+            now = now.astimezone(dt.timezone(dt.timedelta(minutes=getattr(s, "utc_offset_minutes", 0))))
         return {"Year": now.year, "Month": now.month, "Day": now.day, "Hour": now.hour, "Minute": now.minute,
                 "Second": now.second, "DayOfWeek": (now.weekday() + 1) % 7}
 

@@ -227,6 +227,9 @@ class SiteServerSpec(WinrmHostSettings):
     dns_servers: list[str] = field(default_factory=list)  # the network adapter's DNS servers, in order
     wins_servers: list[str] = field(default_factory=list)  # its WINS servers (primary, secondary)
     winrm_version: str = "1.1"
+    utc_offset_minutes: int = 0                 # the server's time zone, minutes east of UTC (Win32_TimeZone.Bias)
+    time_zone_name: str = "GMT Standard Time"   # Win32_TimeZone.StandardName
+    clock_offset_s: float = 0.0                 # how far the server's clock is ahead of the real time
     hello_port: int = HELLO_PORT
     log_dir: str = ""
     calls_file: str = ""

@@ -241,12 +241,20 @@ class AclEntry:
 @dataclass(frozen=True)
 class ClockReading:
     device_time: int
-    local_time: float
+    local_time: float    #: this machine's clock when the answer arrived
+    sent: float | None = None  #: this machine's clock when the call was sent (None: unknown)
 
     @property
     def offset_s(self) -> float:
-        """Device clock minus ours (positive: the device is ahead)."""
-        return self.device_time - self.local_time
+        """Device clock minus ours (positive: the device is ahead), at the middle of the call's round trip."""
+        middle = self.local_time if self.sent is None else (self.sent + self.local_time) / 2
+        return self.device_time - middle
+
+    @property
+    def uncertainty_s(self) -> float:
+        """How far ``offset_s`` may be off: half the round trip (the device read its clock somewhere in it) plus
+        1 s, since ``Ta0`` is whole seconds."""
+        return (0.0 if self.sent is None else (self.local_time - self.sent) / 2) + 1.0
 
 
 #: AMT_8021XProfile / CIM_IEEE8021xSettings AuthenticationProtocol (Intel AMT SDK; open-amt-cloud-toolkit).
@@ -426,11 +434,13 @@ class AmtDevice:
                 for i in self.client.enumerate(resource_uri("CIM_WiFiEndpointSettings"))]
 
     def clock(self) -> ClockReading:
+        sent = time.time()
         out = self._call("AMT_TimeSynchronizationService", "GetLowAccuracyTimeSynch", {})
+        received = time.time()
         ta0 = _int(out.get("Ta0"))
         if ta0 is None:
             raise MalformedReply("GetLowAccuracyTimeSynch without Ta0")
-        return ClockReading(ta0, time.time())
+        return ClockReading(ta0, received, sent)
 
     # -- state-changing calls: callers must gate these (disruptive checks, canary clients only) --
     def request_power_state(self, state: int) -> None:

@@ -31,9 +31,12 @@ size). Anything ldap3 raises for a reply it cannot decode is a :class:`Malformed
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import ipaddress
 import math
+import re
 import ssl
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -419,6 +422,23 @@ def root_dse(conn: ldap3.Connection) -> dict[str, Any]:
     return entry[0]["attributes"]
 
 
+def current_time(conn: ldap3.Connection) -> tuple[float, float, float, str]:
+    """The domain controller's clock: the root DSE's ``currentTime`` (RFC 4512 5.1 operational attribute of AD's
+    root DSE, MS-ADTS 3.1.1.3.2.1; GeneralizedTime, whole seconds), and this machine's clock when the search was
+    sent and when it answered: ``(dc_time, sent, received, dc name)``, times as seconds since 1970 (UTC)."""
+    sent = time.time()
+    entry = _read_base(conn, "", ["currentTime", "dnsHostName"], [])
+    received = time.time()
+    raw = (entry[0]["raw_attributes"].get("currentTime") or [b""])[0] if entry else b""
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+    match = re.fullmatch(r"(\d{14})(?:[.,]\d+)?Z", text.strip())
+    if not match:
+        raise MalformedReply(f"{_where(conn)} returned no root DSE currentTime (got {text!r:.40})")
+    when = dt.datetime.strptime(match.group(1), "%Y%m%d%H%M%S").replace(tzinfo=dt.timezone.utc)
+    name = entry[0]["attributes"].get("dnsHostName") or _where(conn)
+    return when.timestamp(), sent, received, str(name[0] if isinstance(name, list) and name else name)
+
+
 def read_security_descriptor(conn: ldap3.Connection, dn: str) -> SecurityDescriptor:
     """Owner, group and DACL of ``dn``, read with the SD flags control 0x07 so a non-admin can read them
     (without it AD also asks for the SACL, which needs SeSecurityPrivilege, and returns nothing)."""
@@ -556,5 +576,5 @@ __all__ = [
     "RIGHTS", "FULL_CONTROL", "GENERIC_MAPPING", "ACE_FLAGS", "SE_DACL_PROTECTED", "GROUP_BUILTIN_LOCAL",
     "GROUP_GLOBAL", "GROUP_DOMAIN_LOCAL", "GROUP_UNIVERSAL", "TOKEN_KINDS_D", "TOKEN_KINDS_S", "WELL_KNOWN_SIDS",
     "Ace", "SecurityDescriptor", "expand_generic", "rights_names", "rights_mask", "parse_security_descriptor",
-    "grants", "token_size_estimate",
+    "grants", "token_size_estimate", "current_time",
 ]

@@ -142,19 +142,51 @@ def test_console_user_is_in_the_amt_acl(client, facts, evidence):
            expected="a Kerberos entry for the console user or a group it is in")
 
 
+#: The guide's "approximately 30 Windows groups" (console.groups_limit overrides it): above it, a visible warning.
+GROUPS_WARNING = 30
+#: Clients tried for a real ticket (one that has no AMT SPN yet, unprovisioned, gives none; the next is asked).
+TICKET_TRIES = 3
+
+
+def _measured_ticket(env, facts) -> tuple[int | None, str, list[str]]:
+    """(bytes of the console user's AP-REQ for a client's AMT SPN, that SPN, why the clients tried gave none)."""
+    port = env.expected["ports"]["amt_https"]
+    why_not = []
+    for target in env.clients[:TICKET_TRIES]:
+        spn = f"HTTP/{target.name}:{port}@{env.site.realm}"
+        try:
+            return facts.console.ticket_size(spn), spn, why_not
+        except ProbeError as exc:
+            why_not.append(f"{spn}: {exc}")
+    return None, "", why_not or ["the environment lists no client"]
+
+
 @pytest.mark.check("S5-CONSOLE-USER-TOKEN-SIZE")
 def test_console_user_ticket_fits_amt(server, env, facts, evidence):
+    """The real thing first: the console user's AP-REQ for a client's ``HTTP/<fqdn>:16993`` from the KDC, whose
+    ticket carries the PAC with the user's groups; Microsoft's TokenSz estimate from tokenGroups is evidence, and
+    the verdict only when no ticket can be had. More groups than the guide's "approximately 30" is a visible
+    warning (cannot decide), not a failure, when the size fits: the guide gives the count as an approximation of
+    the size."""
     user = facts.console.user()
-    size = ldap_probe.token_size_estimate(user["by_kind"])
+    estimate = ldap_probe.token_size_estimate(user["by_kind"])
     limit = env.expected["kerberos_token_limit_bytes"]
     count = len(user["groups"])
-    evidence.attach("token groups", {"estimate": size, "by_kind": user["by_kind"],
-                                     "groups": sorted(user["names"].values())})
-    groups_limit = env.console.get("groups_limit")
-    expect(size <= limit and (not groups_limit or count <= groups_limit),
-           found=f"{user['account']} is in {count} groups (TokenSz estimate {size} bytes): "
-                 f"{', '.join(sorted(user['names'].values()))}",
-           expected=f"at most {limit} bytes" + (f" and {groups_limit} groups" if groups_limit else ""))
+    groups_limit = env.console.get("groups_limit") or GROUPS_WARNING
+    measured, spn, why_not = _measured_ticket(env, facts)
+    size, basis = ((measured, f"Kerberos AP-REQ for {spn} {measured} bytes (TokenSz estimate {estimate} bytes)")
+                   if measured is not None else
+                   (estimate, f"TokenSz estimate {estimate} bytes (no ticket measured: {'; '.join(why_not)})"))
+    evidence.attach("token size", {"measured_ap_req_bytes": measured, "spn": spn, "tokensz_estimate": estimate,
+                                   "judged": "measured ticket" if measured is not None else "TokenSz estimate",
+                                   "not measured": why_not if measured is None else [], "limit": limit,
+                                   "by_kind": user["by_kind"], "groups": sorted(user["names"].values())})
+    names = ", ".join(sorted(user["names"].values()))
+    expect(size <= limit, found=f"{user['account']} is in {count} groups, {basis}: {names}",
+           expected=f"at most {limit} bytes")
+    if count > groups_limit:
+        cannot_decide(f"warning: {user['account']} is in {count} groups, more than the guide's approximately "
+                      f"{groups_limit}, though its {basis} fits {limit} bytes; {names}")
 
 
 @pytest.mark.check("S5-KERBEROS-TICKET-FOR-AMT")

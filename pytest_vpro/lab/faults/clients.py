@@ -115,6 +115,10 @@ fault("ider_boot_off_in_bios", "IDE-R boot is switched off in the client's BIOS 
 fault("clock_skew", "The device's clock is off by `seconds`.", scope="client",
       params={"seconds": Param(600, (int, float), "device clock minus real time")},
       device=lambda ctx, d, seconds: setattr(d, "clock_offset_s", float(seconds)), fails=("S5-TIME-SYNCHRONIZED",))
+fault("windows_clock_skew", "The in-band client's Windows clock is off by `seconds` (its ME's is right).",
+      scope="client", needs="in_band",
+      params={"seconds": Param(600, (int, float), "Windows clock minus real time")},
+      windows=lambda ctx, w, seconds: setattr(w, "clock_offset_s", float(seconds)), fails=("S5-TIME-SYNCHRONIZED",))
 
 
 def _acl_without_console(ctx: Context, d: Any) -> None:

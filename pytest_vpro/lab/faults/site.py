@@ -148,10 +148,11 @@ def _many_groups(ctx: Context, target: None, count: int) -> None:
         ctx.dc.add_group_member(dn, user_dn)
 
 
-fault("console_user_many_groups", "The console user is a member of `count` extra domain local security groups "
-      "(TokenSz: 1200 + 40 bytes each, so the default 80 is over the 4096-byte limit; the Kerberos tickets grow "
-      "too).", scope="site",
-      params={"count": Param(80, int, "extra domain local groups", lambda v: None if 1 <= v <= 1000 else "1..1000")},
+fault("console_user_many_groups", "The console user is a member of `count` extra domain local security groups. "
+      "Samba's KDC lists each in the ticket's PAC (8 bytes a group, measured: 1,435 bytes of AP-REQ with 3 "
+      "groups, 2,075 with 83, 2,634 with 153), so the default 400 makes an AP-REQ over 4,096 bytes; 33 (35 "
+      "groups in all) fits and is the guide's ~30-group warning.", scope="site",
+      params={"count": Param(400, int, "extra domain local groups", lambda v: None if 1 <= v <= 1000 else "1..1000")},
       directory=_many_groups, fails=("S5-CONSOLE-USER-TOKEN-SIZE",))
 
 
@@ -280,3 +281,34 @@ fault("console_xp_sp2", "The console host runs Windows XP SP2 without hot fix KB
 fault("no_auto_provision_collection", "No collection has automatic AMT provisioning enabled.", scope="site",
       site_server=_site(lambda s: [c.update(amt_auto_provision=False) for c in s.collections]),
       fails=("S2-INBAND-AUTO-PROVISIONING-COLLECTION",))
+
+
+# --- clocks and time zones (S5-TIME-SYNCHRONIZED) ------------------------------------------------------------------
+def _clock_ahead(spec: Any, seconds: float) -> None:
+    spec.clock_offset_s = float(seconds)
+
+
+def _wrong_time_zone(spec: Any, minutes: int, name: str) -> None:
+    """The administrator picks the wrong time zone and then sets the wall clock back to the local time it showed:
+    the local time looks right, the UTC clock (what Kerberos and AMT use) is off by the zones' difference."""
+    spec.clock_offset_s -= (minutes - spec.utc_offset_minutes) * 60
+    spec.utc_offset_minutes, spec.time_zone_name = minutes, name
+
+
+_SECONDS = Param(600, (int, float), "how far the clock runs ahead (negative: behind)",
+                 lambda v: None if abs(v) <= 86400 * 365 else "within a year")
+_ZONE = {"minutes": Param(-480, int, "the wrong zone's offset from UTC in minutes (Win32_TimeZone.Bias)",
+                          lambda v: None if -720 <= v <= 840 else "-720..840"),
+         "name": Param("Pacific Standard Time", str, "the wrong zone's StandardName")}
+
+fault("console_clock_skewed", "The console host's clock runs `seconds` (default 600: 10 min) fast, beyond Kerberos's "
+      "5 minutes.", scope="site", params={"seconds": _SECONDS},
+      windows=_console(_clock_ahead), fails=("S5-TIME-SYNCHRONIZED",))
+fault("site_server_clock_skewed", "The site server's clock runs `seconds` (default 600: 10 min) fast.", scope="site",
+      params={"seconds": _SECONDS}, site_server=_site(_clock_ahead), fails=("S5-TIME-SYNCHRONIZED",))
+fault("site_server_wrong_time_zone", "The site server is set to the wrong time zone (default Pacific, UTC-8) with its "
+      "wall clock set back to the local time: its UTC clock is 8 hours off.", scope="site", params=_ZONE,
+      site_server=_site(_wrong_time_zone), fails=("S5-TIME-SYNCHRONIZED",))
+fault("console_wrong_time_zone", "The console host is set to the wrong time zone (default Pacific, UTC-8) with its "
+      "wall clock set back to the local time: its UTC clock is 8 hours off.", scope="site", params=_ZONE,
+      windows=_console(_wrong_time_zone), fails=("S5-TIME-SYNCHRONIZED",))
