@@ -171,8 +171,11 @@ def _winrm_port(server: Server) -> int:
 def _tcp(host: str, port: int, timeout: float) -> str:
     """"" if ``host:port`` accepts a connection, else what happened, in the vocabulary."""
     state = net.probe_tcp(host, port, timeout)
-    if state.open:
-        return ""
+    return "" if state.open else _in_words(state, timeout)
+
+
+def _in_words(state: net.PortState, timeout: float) -> str:
+    """What a port that did not open did, in the vocabulary (``require_open``'s words)."""
     try:
         state.require_open(timeout)
     except Unreachable as exc:
@@ -266,13 +269,7 @@ def _answered(address: str, port: int, timeout: float) -> str:
     """"" if ``address:port`` answered (accepted, or refused: a reset came back, so the path works), else what
     happened, in the vocabulary (no answer, no route)."""
     state = net.probe_tcp(address, port, timeout)
-    if state.verdict in (net.OPEN, net.REFUSED):
-        return ""
-    try:
-        state.require_open(timeout)
-    except Unreachable as exc:
-        return str(exc)
-    return str(state)
+    return "" if state.verdict in (net.OPEN, net.REFUSED) else _in_words(state, timeout)
 
 
 def survey_ranges(ranges: dict[str, list[Client]], port: int, timeout: float,
