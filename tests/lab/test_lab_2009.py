@@ -137,12 +137,16 @@ def test_ide_r_boot_off_in_bios_is_caught_in_2009(tmp_path):
 
 
 def test_pki_faults_are_still_caught_in_2009(tmp_path):
-    results, _run_dir = _run(tmp_path, ["expired_crl", "crl_not_in_directory", "service_point_expired_issuing_ca"],
-                             1, "--stage", "3")
+    results, _run_dir = _run(tmp_path, ["expired_crl", "crl_not_in_directory", "service_point_expired_issuing_ca",
+                                        "site_selects_expired_provisioning_cert"], 1, "--stage", "3")
     assert_fails(results, "S3-CA-CRL-AIA-AVAILABLE", CA, r"expired: http://ca01.vprolab.test/pki/\w+.crl")
     assert_fails(results, "S3-CA-CRL-AIA-AVAILABLE", CA, r"not-found: ldap:///CN=VPROLAB%20Issuing%20CA,CN=ca01,CN=CDP")
     assert_fails(results, "S3-ISSUING-CA-CHAIN-DATES-VALID", SP, "VPROLAB Issuing CA: expired on")
     assert results[("S3-ISSUING-CA-CHAIN-ON-SERVICE-POINT", SP)][0] == "passed"
+    # the certificate the site selected, from the service point's own Personal store, not the exported file
+    assert_fails(results, "S3-PROV-CERT-CHAIN-DATES-VALID", SP,
+                 r"the provisioning certificate in sccm01\.vprolab\.test's Personal store \(selected by the site "
+                 r"control property .*: expired")
 
 
 def test_stage_1_pki_faults_are_still_caught_in_2009(tmp_path):
