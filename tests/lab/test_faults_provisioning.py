@@ -66,7 +66,8 @@ def clients(clients_dir):
     ("S3-AMT-321-SELF-SIGNED-CERT", 10, r"AMT 3\.2\.1 .* presents a self-signed certificate", 3),
     ("S3-CLIENT-AMT-WEB-SERVER-CERT", 10, "does not chain to a trusted root", 3),
     ("S3-THIRD-LEVEL-DOMAIN-TRUSTED", 11, r"trusts branch\.vprolab\.test \(AMT_GeneralSettings\.DomainName\); the "
-                                          r"provisioning certificate is for vprolab\.test", 3),
+                                          r"provisioning certificate in sccm01\.vprolab\.test's Personal store "
+                                          r"\(selected by the site .*\) is for vprolab\.test", 3),
     ("S3-ME-HOSTNAME-MATCHES-OS", 11, r"ME pc0011\.branch\.vprolab\.test, OS pc0011\.vprolab\.test", 3),
     ("S2-INBAND-POLICY-DOWNLOADED", 12, "No AMT auto provisioning policy received from site LAB", 2),
     ("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", 12, r"no provisioning policy 30 h after the agent's first", 2),
