@@ -8,12 +8,10 @@ import time
 from typing import Any, Callable
 
 from ..permits import Permit, require
-from ..probes import tls
 from ..probes.amt import AmtDevice
 from ..probes.errors import ProbeError
 from ..probes.kerberos import NegotiateAuth
 from ..probes.winrm import WinRM, sms_namespace, wmi_uri
-from ..probes.wsman import WsmanClient
 
 #: The SMS Provider's class method for out of band operations on chosen computers, and the opcodes the checks use
 #: (CM2007 SDK, "AMTOperateForMachines Method in Class SMS_Collection"): 1 WakeUp, 3 Shutdown, 8 DiscoveryBMC
@@ -65,11 +63,7 @@ def _record(permit: Permit, **values: Any) -> dict[str, Any]:
 
 def _console_device(facts, env):
     """The client's AMT over TLS 16993 as the console user (Kerberos), for power control."""
-    port = env.expected["ports"]["amt_https"]
-    return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
-                                 auth=NegotiateAuth(facts.console.credentials(), env.site.realm),
-                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
-                                 connect_timeout=env.timeouts["connect"], legacy_ciphers=tls.ciphers_of(env)))
+    return AmtDevice(facts.connect.wsman(NegotiateAuth(facts.console.credentials(), env.site.realm)))
 
 
 def _poll(read: Callable[[], Any], done: Callable[[Any], bool], seconds: float) -> tuple[Any, float]:

@@ -101,25 +101,29 @@ def _power_cycle(facts, env, permit: Permit) -> PowerCycle:
             return cycle
         rid = int(str(system.get("ResourceId", system.get("ResourceID"))))
         cycle.down.answer = provider.operate(rid, SHUTDOWN)
-        if _succeeded(cycle.down.answer):
-            cycle.down.reached, cycle.down.seconds, cycle.down.error = _wait_for(device, OFF_STATES, wait)
-        else:
-            cycle.down.reached = before
+        _settle(device, cycle.down, _succeeded(cycle.down.answer), OFF_STATES, wait, before)
         if cycle.down.reached not in OFF_STATES:
             cycle.note = "the client did not go off, so power-up was not tried"
             return cycle
         cycle.up = PowerStep(WAKE_UP, through_sccm=True)
         cycle.up.answer = provider.operate(rid, WAKE_UP)
-        if _succeeded(cycle.up.answer):
-            cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, 2, wait)
-        else:
-            cycle.up.reached = cycle.down.reached
+        _settle(device, cycle.up, _succeeded(cycle.up.answer), 2, wait, cycle.down.reached)
         if not cycle.up.ok:
             cycle.note = "could not restore: the client is still off; power it on locally"
         _record(permit, power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})
         return cycle
     finally:
         provider.close()
+
+
+def _settle(device, step: PowerStep, accepted: bool, states: int | frozenset[int], wait: float,
+            otherwise: int | None) -> None:
+    """Once a request was accepted, wait for ``states``; a refused one leaves the client where it was
+    (``otherwise``)."""
+    if accepted:
+        step.reached, step.seconds, step.error = _wait_for(device, states, wait)
+    else:
+        step.reached = otherwise
 
 
 def _request(device, step: PowerStep) -> None:
@@ -158,10 +162,7 @@ def _console_power_cycle(facts, env, permit: Permit) -> PowerCycle:
     if not _may_power_down(device, cycle):
         return cycle
     _request(device, cycle.down)
-    if cycle.down.answer == "ReturnValue 0":
-        cycle.down.reached, cycle.down.seconds, cycle.down.error = _wait_for(device, CONSOLE_POWER_OFF, wait)
-    else:
-        cycle.down.reached = before
+    _settle(device, cycle.down, cycle.down.answer == "ReturnValue 0", CONSOLE_POWER_OFF, wait, before)
     if not cycle.down.ok:
         cycle.note = "the client did not go off, so power-up was not tried"
         if cycle.down.reached in OFF_STATES:  # off in another state: put it back on all the same
@@ -173,10 +174,7 @@ def _console_power_cycle(facts, env, permit: Permit) -> PowerCycle:
         return cycle
     cycle.up = PowerStep(CONSOLE_POWER_ON)
     _request(device, cycle.up)
-    if cycle.up.answer == "ReturnValue 0":
-        cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, CONSOLE_POWER_ON, wait)
-    else:
-        cycle.up.reached = cycle.down.reached
+    _settle(device, cycle.up, cycle.up.answer == "ReturnValue 0", CONSOLE_POWER_ON, wait, cycle.down.reached)
     if not cycle.up.ok:
         cycle.note = "could not restore: the client is still off; power it on locally"
     _record(permit, console_power={"before": before, "after": cycle.up.reached, "restored": cycle.restored})

@@ -5,11 +5,10 @@ import time
 from typing import Any
 
 from ..permits import Permit
-from ..probes import tls
 from ..probes import x509 as certs
 from ..probes.amt import AmtDevice
 from ..probes.errors import ProbeError
-from ..probes.wsman import DigestAuth, WsmanClient
+from ..probes.wsman import DigestAuth
 from .common import (
     AMT_STATUS_PROVISIONED,
     DISCOVERY_BMC,
@@ -93,8 +92,4 @@ def _digest_device(facts, env):
     cred = env.credentials.get("amt")
     if cred is None or cred.kerberos:
         return _console_device(facts, env)
-    port = env.expected["ports"]["amt_https"]
-    return AmtDevice(WsmanClient(f"https://{facts.target.name}:{port}/wsman",
-                                 auth=DigestAuth(cred.user, cred.password.resolve()),
-                                 ca_bundle=env.pki.get("trusted_roots"), timeout=env.timeouts["read"],
-                                 connect_timeout=env.timeouts["connect"], legacy_ciphers=tls.ciphers_of(env)))
+    return AmtDevice(facts.connect.wsman(DigestAuth(cred.user, cred.password.resolve())))
