@@ -76,8 +76,22 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _reap() -> None:
+    """Wait for every child process that has already ended (a lab's supervisor after ``manager.down``):
+    ``RUSAGE_CHILDREN`` counts a child's CPU when it is waited for, which subprocess otherwise does at the next
+    ``Popen``, inside the next measurement."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 3600) -> dict:
     """Run ``cmd``; wall s, CPU s of it and its children, peak RSS MB of its process tree together."""
+    _reap()  # a stopped lab's supervisor, not yet waited for, would count as this command's CPU
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

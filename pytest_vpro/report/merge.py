@@ -12,8 +12,6 @@ import json
 import shutil
 import sqlite3
 import sys
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 
 from .. import catalog, interrupts
@@ -23,30 +21,7 @@ from ..gating import VERDICTS_TABLE
 from ..run import Run, read_selection
 from . import history, html, ticket
 from .fleet import FleetRecorder, Result
-
-
-@dataclass(frozen=True)
-class JunitCase:
-    """One ``<testcase>`` of a run's junit.xml, with its pytest-vpro properties (vpro_check, vpro_target, ...)."""
-
-    nodeid: str
-    props: dict[str, str]
-    outcome: str  # passed | failed | error | skipped
-    message: str  # the element's message attribute
-    text: str     # its text (the failure's full report)
-
-
-def read_junit(junit: Path) -> list[JunitCase]:
-    cases = []
-    for case in ET.parse(junit).iter("testcase"):
-        props = {p.get("name"): p.get("value") for p in case.iter("property")}
-        outcome, message, text = "passed", "", ""
-        for child in case:
-            if child.tag in ("failure", "error", "skipped"):
-                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
-                message, text = child.get("message") or "", child.text or ""
-        cases.append(JunitCase(f"{case.get('classname')}::{case.get('name')}", props, outcome, message, text))
-    return cases
+from .junit import JunitCase, read_junit  # noqa: F401 - JunitCase: re-exported, tests read junit.xml here
 
 
 def results_from_junit(junit: Path) -> dict[str, Result]:
@@ -73,7 +48,7 @@ def _merge_verdicts(db: Path, into: Path) -> None:
         con.close()
 
 
-def merge(out: Path, runs: list[Path]) -> Path:
+def merge(out: Path, runs: list[Path], *, allure_report: bool = True) -> Path:
     if not runs:
         raise ValueError("no run folders given")
     meta = json.loads((runs[0] / "run.json").read_text())
@@ -107,7 +82,11 @@ def merge(out: Path, runs: list[Path]) -> Path:
     if any(json.loads((r / "run.json").read_text()).get("shard") for r in runs):  # one record for the night;
         recorder.history = history.update(run, recorder)  # a re-rendered run recorded itself when it ended
     recorder.write(run)
-    html.render(run)
+    if allure_report:
+        html.render(run)
+    else:
+        run.notes.append("allure-report/ not rendered (--no-allure-report): render it from allure-results/ with "
+                         "'allure generate'")
     return ticket.render(run, recorder, catalog.load())
 
 
@@ -117,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
                                 "every RUN folder merged into OUT.")
     p.add_argument("out", type=Path, help="folder for the merged report")
     p.add_argument("runs", type=Path, nargs="+", help="run folders (reports/<run id>/ of each shard)")
+    p.add_argument("--no-allure-report", action="store_true",
+                   help="merge the Allure results into OUT/allure-results but do not render OUT/allure-report (at "
+                        "thousands of clients the Allure command line takes minutes; the ticket file needs none of it)")
     args = p.parse_args(argv)
     try:
-        path = merge(args.out, args.runs)
+        path = merge(args.out, args.runs, allure_report=not args.no_allure_report)
     except (OSError, ValueError, KeyError, envmod.EnvironmentFileError) as exc:
         print(f"vpro-report: {exc}", file=sys.stderr)
         return 2
-    print(f"vpro-report: {path} and {args.out / 'allure-report'}")
+    print(f"vpro-report: {path}" + ("" if args.no_allure_report else f" and {args.out / 'allure-report'}"))
     return 0
 
 
