@@ -47,6 +47,7 @@ from .causes import CAUSED_RE, Cause, Causes
 from .checks import Evidence, Finding
 from .environment import Environment, Target
 from .facts import run_record_path
+from .facts.core import FACTS_READ, READS, sources
 from .probes import deadline
 from .probes.errors import ProbeError, Undecided
 from .process import alive
@@ -521,6 +522,8 @@ class Engine:
                   entry.target.kind: entry.target}
         kwargs = {name: (self.facts(entry.target) if name == "facts" else values[name]) for name in entry.argnames}
         start = time.monotonic()
+        reads: list[tuple[bool, str]] = []
+        token = READS.set(reads)  # the facts the check asks for, for its evidence ("facts read")
         try:
             with self._open.using(entry.target), self._permit(entry):
                 entry.func(**kwargs)
@@ -549,6 +552,11 @@ class Engine:
             outcome = "error"
             message = failure_message(entry, "the check raised an unexpected error:\n"
                                       + "".join(traceback.format_exc(limit=-6)))
+        finally:
+            READS.reset(token)
+        if read := sources(reads, entry.target.name):  # with its check and target: vpro-facts sources reads it
+            evidence.items.append({"name": FACTS_READ, "body": redact(read), "kind": "text",
+                                   "check": entry.check.id, "target": entry.target.name})
         return Verdict(outcome, redact(message), tuple(evidence.items), time.monotonic() - start)
 
 

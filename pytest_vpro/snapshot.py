@@ -26,6 +26,7 @@ import enum
 import importlib
 import json
 import os
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any, Iterable
 
 from .probes.errors import ProbeError
 from .probes.wsman_envelope import Instance
+from .report import sources as report_sources
 
 FORMAT, VERSION = "pytest-vpro facts", 1
 PART_PREFIX = "facts-part-"
@@ -306,7 +308,17 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--target", help="only this target (FQDN, or a substring of it)")
     s = sub.add_parser("show", help="the snapshot's header and its facts per target")
     s.add_argument("a", type=Path)
+    r = sub.add_parser("sources", help="per check, the facts its verdicts read (shared by the fleet or the "
+                       "target's own), from a run folder's verdict store, as a Markdown table")
+    r.add_argument("run", type=Path, help="a run folder, reports/<run id>/ (or reports/latest)")
     args = parser.parse_args(argv)
+    if args.command == "sources":
+        try:
+            print(report_sources.markdown(report_sources.per_check(args.run)), end="")
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            print(f"vpro-facts: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
         if args.command == "diff":
             changes = [line for line in diff(args.a, args.b) if not args.target or args.target in line.split()[1]]

@@ -8,8 +8,10 @@ check). The facets (:mod:`pytest_vpro.facts.amt`, ``.directory``, ``.windows``, 
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -17,6 +19,37 @@ from typing import Any, Callable
 
 from ..environment import Environment, Server, Target
 from ..probes.errors import ProbeError, Unreachable
+
+#: The facts the running check asked for (``Engine.call`` sets a list; :func:`sources` words it): one
+#: ``(shared, name)`` per read, ``shared`` True for a fact of the estate core (read once for the run and used by
+#: every target's checks). A context variable: each read-ahead thread has its own check.
+READS: contextvars.ContextVar[list[tuple[bool, str]] | None] = contextvars.ContextVar("vpro_facts_read",
+                                                                                   default=None)
+#: The evidence that names them (:func:`sources`), in every verdict; attached to Allure only where the check did not
+#: pass (report/fleet.py), so a passing test writes no file for it.
+FACTS_READ = "facts read"
+#: Sessions and connections go through the cache too; they are how a fact is read, not a source.
+_SESSION = re.compile(r"(^|\.)(session|connection)(\.|$)|^kerberos\.(winrm|console)$")
+
+
+def sources(reads: list[tuple[bool, str]], target_name: str) -> str:
+    """What a check read, for its evidence: the facts shared by the fleet's checks (a site server's inventory,
+    the directory, a log: read once for the run), then the target's own (its AMT, its OS, its records), each fact
+    once, in the order first read. A shared fact that names the target (a WMI read of this client's OS) is its
+    own."""
+    own_name = target_name.lower()
+    fleet: dict[str, None] = {}
+    own: dict[str, None] = {}
+    for shared, name in reads:
+        if _SESSION.search(name):
+            continue
+        (fleet if shared and own_name not in name.lower() else own)[name] = None
+    parts = []
+    if fleet:
+        parts.append("read once for the run, shared by every target's checks:\n" + "\n".join(f"  {n}" for n in fleet))
+    if own:
+        parts.append(f"read for {target_name}:\n" + "\n".join(f"  {n}" for n in own))
+    return "\n".join(parts)
 
 
 def key(*parts: Any) -> str:
@@ -55,6 +88,9 @@ class Core:
     # ------------------------------------------------------------------ the cache
     def get(self, name: str, fetch: Callable[[], Any]) -> Any:
         """The fact ``name`` (a :func:`key`): fetched by the first caller, then remembered, value or ProbeError."""
+        reads = READS.get()
+        if reads is not None:
+            reads.append((self.estate is self, name))
         with self._lock:
             if name in self._values:
                 return self._values[name]

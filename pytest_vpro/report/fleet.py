@@ -24,6 +24,7 @@ import allure
 from ..catalog import Check
 from ..causes import CAUSED_RE, Causes
 from ..environment import Environment, Target
+from ..facts.core import FACTS_READ
 from ..probes import errors
 from .history import summary_line as history_line
 
@@ -66,6 +67,8 @@ def attach_evidence(verdict) -> None:
     if not verdict.evidence:
         return
     for item in verdict.evidence:
+        if item["name"] == FACTS_READ and verdict.outcome == "passed":
+            continue  # in the verdict store and the site artifact; a file per passing test would cost the loop
         kind = allure.attachment_type.JSON if item["kind"] == "json" else allure.attachment_type.TEXT
         allure.attach(item["body"], name=item["name"], attachment_type=kind)
 

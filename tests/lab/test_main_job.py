@@ -11,6 +11,7 @@ import pytest
 
 from pytest_vpro.lab import manager
 from pytest_vpro.lab.addresses import AddressPlan
+from pytest_vpro.report import sources
 
 NET = 97
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,10 @@ def test_pytest_env_lab_starts_checks_and_stops_its_own_lab(project):
     info = json.loads((project / "state" / "lab.json").read_text())
     assert info["status"] == "stopped" and manager.status(project / "state") is None
     assert manager.listening(AddressPlan(NET), info) == []
+    # every verdict says where it came from: the site's inventory once for the fleet, each device's own AMT
+    found = sources.per_check(project / "reports" / "latest")
+    assert any("SMS_R_System" in fact for fact in found["S4-MC-DISCOVERED"]["fleet"]), found["S4-MC-DISCOVERED"]
+    assert any(fact.startswith("amt.") for fact in found["S3-ME-HOSTNAME-MATCHES-OS"]["own"]), found["S3-ME-HOSTNAME-MATCHES-OS"]
 
 
 def test_pytest_env_lab_reuses_a_lab_started_with_vpro_lab_up(project):
