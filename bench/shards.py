@@ -19,13 +19,16 @@ Measured per scenario as ``bench/run.py`` measures (wall s, CPU s of every proce
 process tree). The targets (issue 19): the shards and the site job together ≤ 3.5 × the reference at 10,000
 against 3,000 clients; peak memory of each shard under 2 GB; the merged ticket file ≤ 20 MB, rendered in under
 2 minutes. Results go to ``bench/results/<date>-<host>-shards[-tag].md`` and ``.json``.
+
+On a machine shared with other work, ``VPRO_BENCH_QUIET_FLAG=FILE`` makes each timed scenario raise FILE and wait
+for the load to fall first (``bench/run.py``'s ``measure``): other work waits while FILE exists, so it runs while the
+labs start, which is not timed. Each scenario's load average before and after is in the table.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         r.pop("tail", None)
         results[name] = r | extra
         print(f"{name:<24} wall {r['wall_s']:8.1f} s  cpu {r['cpu_s']:8.1f} s  peak {r['peak_mb']:7.0f} MB  "
-              f"exit {r['rc']}  load {os.getloadavg()[0]:.2f} {extra or ''}", flush=True)
+              f"exit {r['rc']}  load {r['load'][0]:.2f} -> {r['load'][1]:.2f} {extra or ''}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="vpro-bench-shards-") as tmp:
         work = Path(tmp)
@@ -107,10 +110,13 @@ def table(report: dict) -> str:
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}, "
              f"Linux {m['kernel']}; {report['clients']} clients in {report['shards']} shards, reference "
              f"{report['reference']}; pytest -n {report['workers']}; {report['date']}", "",
-             "| scenario | wall s | CPU s | peak MB | exit | notes |", "|---|---|---|---|---|---|"]
+             "| scenario | wall s | CPU s | peak MB | exit | load before, after | notes |",
+             "|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         notes = ", ".join(f"{k} {r[k]}" for k in ("ticket_mb", "allure_rendered") if k in r)
-        lines.append(f"| {name} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | {r['rc']} | {notes} |")
+        load = ", ".join(f"{x:.2f}" for x in r.get("load", []))
+        lines.append(f"| {name} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | {r['rc']} | {load} | "
+                     f"{notes} |")
     shards = [r for name, r in res.items() if name.startswith("shard ")]
     ref = res.get(f"reference {report['reference']}")
     if shards and ref and ref["wall_s"]:
