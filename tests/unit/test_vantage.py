@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fake_network import Network
 
 from pytest_vpro.checks import Evidence, Finding
 from pytest_vpro.environment import DEFAULT_EXPECTED
@@ -27,19 +28,6 @@ from suites.stage1 import test_dns_and_network as network_checks
 CLIENT = "192.0.2.10"
 TIMEOUTS = {"connect": 1.0, "read": 2.0}
 ENV = SimpleNamespace(expected={"ports": DEFAULT_EXPECTED["ports"]})
-
-
-class Network:
-    """facts.network with fixed verdicts per port (default open), from this machine (198.51.100.7)."""
-
-    def __init__(self, verdicts: dict[int, str]):
-        self.verdicts = verdicts
-
-    def ports(self, host, ports):
-        return [PortState(host, p, self.verdicts.get(p, "open"), 0.005, host) for p in ports]
-
-    def vantage(self, host):
-        return "from this machine (198.51.100.7)"
 
 
 class Estate:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from fake_network import Network
 
 from pytest_vpro.checks import Evidence, Finding
 from pytest_vpro.environment import DEFAULT_EXPECTED
 from pytest_vpro.facts import dhcp as dhcp_facet
 from pytest_vpro.facts.network import NetworkFacet
 from pytest_vpro.probes.errors import ProbeError, Undecided
-from pytest_vpro.probes.net import PortState
 from suites.stage1 import test_dhcp as dhcp_checks
 from suites.stage1 import test_dns_and_network as network_checks
 from suites.stage1.test_site_server import IPSEC_GPO_KEY
@@ -23,19 +23,6 @@ from suites.stage1.test_site_server import test_no_ipsec_policy_on_service_point
 
 PORTS = DEFAULT_EXPECTED["ports"]
 CLIENT = "192.0.2.10"
-
-
-class Network:
-    """facts.network with fixed verdicts per port (default open)."""
-
-    def __init__(self, verdicts: dict[int, str]):
-        self.verdicts = verdicts
-
-    def ports(self, host, ports):
-        return [PortState(host, p, self.verdicts.get(p, "open"), 0.005, host) for p in ports]
-
-    def vantage(self, host):
-        return "from this machine (198.51.100.7)"
 
 
 def client_facts(verdicts: dict[int, str], listener: bool = True) -> SimpleNamespace:
