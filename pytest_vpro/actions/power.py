@@ -168,7 +168,8 @@ def _console_power_cycle(facts, env, permit: Permit) -> PowerCycle:
         if cycle.down.reached in OFF_STATES:  # off in another state: put it back on all the same
             cycle.up = PowerStep(CONSOLE_POWER_ON)
             _request(device, cycle.up)
-            cycle.up.reached, cycle.up.seconds, cycle.up.error = _wait_for(device, CONSOLE_POWER_ON, wait)
+            _settle(device, cycle.up, cycle.up.answer == "ReturnValue 0", CONSOLE_POWER_ON, wait,
+                    cycle.down.reached)  # a refused power-on: no wait, the client stays where it went
         _record(permit, console_power={"before": before, "after": cycle.down.reached if cycle.up is None
                                        else cycle.up.reached, "restored": cycle.restored})
         return cycle
