@@ -50,6 +50,12 @@ DEFAULT_EXPECTED: dict[str, Any] = {
     # the SMS_AMT_OPERATION_MANAGER site control property holding the selected provisioning certificate's
     # thumbprint: no public source names it (docs/protocols.md), so a site can name its own
     "provisioning_certificate_property": "AMT Provisioning Certificate Thumbprint",
+    # the SMS_AMT_OPERATION_MANAGER site control properties (Props or PropLists) that turn on the SP2-only out of
+    # band features, by feature: no public source names them (docs/protocols.md), so a site can name its own
+    "sp2_feature_properties": {
+        "wired_8021x": "AMT 802.1X Wired Profile Enabled", "wireless": "AMT Wireless Profiles Enabled",
+        "auditing": "Enable Auditing", "data_storage": "Enable Data Storage", "power_state": "AMT Power State",
+        "provisioning_schedule": "Enable Provisioning Schedule"},
 }
 DEFAULT_TIMEOUTS = {"connect": 3.0, "read": 10.0}
 

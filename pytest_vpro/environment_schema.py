@@ -233,7 +233,11 @@ class Validator(Inventory):
             if key not in DEFAULT_EXPECTED:  # already reported as an unknown key
                 continue
             default = DEFAULT_EXPECTED[key]
-            if isinstance(default, dict):
+            if isinstance(default, dict) and all(isinstance(d, str) for d in default.values()):
+                sub = self.mapping(v, path + (key,), tuple(default))  # names, e.g. site control properties
+                out[key].update({k: self.string(sub, k, path + (key,), default=default[k]) for k in sub
+                                 if k in default})
+            elif isinstance(default, dict):
                 sub = self.mapping(v, path + (key,), tuple(default))
                 for k, port in sub.items():
                     if self.number(port, path + (key, k), minimum=1) is not None:

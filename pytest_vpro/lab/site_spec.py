@@ -74,7 +74,8 @@ SMS_PERMISSIONS: dict[str, int] = {
     "Manage management controllers": 1 << 25,  # (unconfirmed)
 }
 SMS_OBJECT_COLLECTION = 1  # SMS_UserClassPermissions.ObjectKey for collections (SDK: 1 Collection)
-#: SP2-only out of band settings in SMS_SCI_Component SMS_AMT_OPERATION_MANAGER Props (setting -> PropertyName);
+#: SP2-only out of band settings in SMS_SCI_Component SMS_AMT_OPERATION_MANAGER Props (setting -> PropertyName;
+#: unconfirmed, the checks read them as expected.sp2_feature_properties, whose defaults these are);
 #: a non-zero Value means the feature is in use.
 OOB_SP2_PROPS: dict[str, str] = {
     "wired_8021x": "AMT 802.1X Wired Profile Enabled", "wireless": "AMT Wireless Profiles Enabled",
@@ -181,7 +182,7 @@ class SiteServerSpec(WinrmHostSettings):
     site_code: str = "LAB"
     site_name: str = "vPro Lab Primary Site"
     site_version: str = "4.00.6221.1000"       # SP1; SP2 is 4.00.6487.2000
-    build_number: int = 6221
+    build_number: int = 0                      # SMS_Site.BuildNumber; 0: the third field of site_version
     service_pack: str = "SP1"
     install_dir: str = r"C:\Program Files\Microsoft Configuration Manager"
     os_caption: str = "Microsoft(R) Windows(R) Server 2003, Enterprise Edition"
@@ -245,6 +246,7 @@ class SiteServerSpec(WinrmHostSettings):
     def __post_init__(self) -> None:
         self.fqdn = self.fqdn.lower()
         self.site_code = self.site_code.upper()
+        self.build_number = self.build_number or int(self.site_version.split(".")[2])
         if self.hotfixes is None:
             self.hotfixes = applicable_hotfixes(self.csd_version)
         self.clients = [c if isinstance(c, ClientRecord) else ClientRecord(**c) for c in self.clients]

@@ -26,8 +26,9 @@ import re
 import pytest
 
 from pytest_vpro.checks import expect, not_applicable
+from pytest_vpro.probes.errors import Undecided
 
-SP1, SP2 = (4, 0, 6221, 1000), (4, 0, 6487)
+SP1 = (4, 0, 6221, 1000)
 INVENTORY = "SELECT Name, ResourceNames, AMTFullVersion, ClientVersion FROM SMS_R_System"
 #: Where Windows keeps the WinRM stack version (unconfirmed: the lab's, pytest_vpro.lab.site_server.WINRM_STACK_KEY).
 WINRM_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"
@@ -42,13 +43,15 @@ MIN_MEMORY_BYTES = 1 << 30  # 1 GB, the supported configurations' recommended mi
 #: The translator's Windows service, by display name (unconfirmed: the lab's "Intel(R) AMT WS-MAN Translator").
 TRANSLATOR_SERVICES = ("SELECT Name, DisplayName, State FROM Win32_Service WHERE DisplayName LIKE '%WS-MAN%Translator%'"
                        " OR DisplayName LIKE '%WS-Management%Translator%'")
-#: SMS_SCI_Component names (unconfirmed, = pytest_vpro.lab.site_server's OOB_PROPS, OOB_SP2_PROPS, NETWORK_DISCOVERY).
+#: SMS_SCI_Component names (unconfirmed, = pytest_vpro.lab.site_server's OOB_PROPS, NETWORK_DISCOVERY).
 OOB_COMPONENT, DISCOVERY_COMPONENT = "SMS_AMT_OPERATION_MANAGER", "SMS_NETWORK_DISCOVERY"
 DISCOVERY_ENABLED, DISCOVERY_ACCOUNT = "Enable Network Discovery", "AMT Provisioning Account"
-SP2_FEATURES = {"AMT 802.1X Wired Profile Enabled": "802.1X wired networks",
-                "AMT Wireless Profiles Enabled": "wireless networks", "Enable Auditing": "auditing",
-                "Enable Data Storage": "data storage in AMT", "AMT Power State": "a power state other than Always on",
-                "Enable Provisioning Schedule": "a provisioning schedule for in-band provisioning"}
+#: The SP2-only out of band features (CM2007 library, docs/protocols.md), in the guide's words. The site control
+#: property that turns each on has no public source: ``expected.sp2_feature_properties`` names it, by these keys.
+SP2_FEATURES = {"wired_8021x": "802.1X wired networks", "wireless": "wireless networks", "auditing": "auditing",
+                "data_storage": "data storage in AMT", "power_state": "a power state other than Always on",
+                "provisioning_schedule": "a provisioning schedule for in-band provisioning"}
+SP2_BUILD = 6487  # SMS_Site.BuildNumber of SP2 (4.00.6487.2000); R3 requires SP2, R2 leaves the version as it is
 
 
 def version(text) -> tuple[int, ...]:
@@ -82,6 +85,45 @@ def component(env, facts, name: str) -> dict[str, dict]:
     comps = [c for c in facts.site.wmi("SMS_SCI_Component") if c.get("ComponentName") == name
              and str(c.get("SiteCode", "")).upper() == env.site.code.upper()]
     return {p.get("PropertyName"): p for c in comps for p in c.get("Props") or []}
+
+
+def component_settings(env, facts, name: str) -> dict[str, dict] | None:
+    """Every Props (SMS_EmbeddedProperty) and PropLists (SMS_EmbeddedPropertyList) entry of the site's
+    SMS_SCI_Component ``name``, by PropertyName / PropertyListName (None if the component is absent)."""
+    comps = [c for c in facts.site.wmi("SMS_SCI_Component") if c.get("ComponentName") == name
+             and str(c.get("SiteCode", "")).upper() == env.site.code.upper()]
+    if not comps:
+        return None
+    held = {p.get("PropertyName"): p for c in comps for p in c.get("Props") or []}
+    held.update({p.get("PropertyListName"): p for c in comps for p in c.get("PropLists") or []})
+    return held
+
+
+def turned_on(entry: dict) -> bool:
+    """A property with a non-zero Value or a non-empty Value1/Value2, or a property list with a value."""
+    if "PropertyListName" in entry:
+        return any(str(v).strip() for v in entry.get("Values") or [])
+    return str(entry.get("Value") or "").strip().lower() not in ("", "0", "false") or \
+        any(str(entry.get(k) or "").strip() for k in ("Value1", "Value2"))
+
+
+def site_build(sms: dict) -> int | None:
+    """The site's build: SMS_Site.BuildNumber (UInt32), else the third field of SMS_Site.Version (4.00.<build>.x)."""
+    build = str(sms.get("BuildNumber") or "").strip()
+    if build.isdigit() and int(build):
+        return int(build)
+    parts = version(sms.get("Version"))
+    return parts[2] if len(parts) > 2 else None
+
+
+def unnamed(names: dict[str, str], held: dict | None) -> str:
+    """Why the configured property names (``names``: feature -> property) settle nothing, for a "cannot decide"."""
+    configured = ", ".join(f"{names[k]!r} ({SP2_FEATURES[k]})" for k in names)
+    if held is None:
+        return f"the site has no {OOB_COMPONENT} component to hold {configured}"
+    return (f"{OOB_COMPONENT} holds none of the configured property names {configured}, which no public source "
+            f"confirms; it holds {', '.join(repr(n) for n in sorted(map(str, held))) or 'nothing'}: name this "
+            "site's in expected.sp2_feature_properties")
 
 
 def translator(server, facts, evidence) -> str | None:
@@ -229,14 +271,32 @@ def test_network_discovery_has_service_point_and_account(site, env, facts, evide
 
 @pytest.mark.check("PRE-SP2-FOR-SP2-FEATURES")
 def test_sp2_features_run_on_an_sp2_site(site, env, facts, evidence):
-    props = component(env, facts, OOB_COMPONENT)
-    used = [what for name, what in SP2_FEATURES.items() if (props.get(name) or {}).get("Value")]
-    if not used:
-        not_applicable("no SP2-only out of band feature is turned on")
+    names = env.expected["sp2_feature_properties"]
+    held = component_settings(env, facts, OOB_COMPONENT)
+    evidence.attach(f"{OOB_COMPONENT} settings", {"configured (expected.sp2_feature_properties)": names,
+                                                  "held": held if held is None else sorted(map(str, held))})
+    present = {k: held[n] for k, n in names.items() if held and n in held}
+    used = [SP2_FEATURES[k] for k, entry in present.items() if turned_on(entry)]
     evidence.attach("SP2-only features in use", used)
-    current = sms_site(env, facts)["Version"]
-    expect(version(current) >= SP2, found=f"{', '.join(used)} turned on; site {env.site.code} runs {current}",
-           expected=f"Configuration Manager 2007 SP2 ({dotted(SP2)}) or later")
+    if not used and present:
+        unknown = sorted(set(names) - set(present))
+        not_applicable("no SP2-only out of band feature is turned on" + (
+            f" (no {OOB_COMPONENT} property {', '.join(names[k] for k in unknown)} to say for "
+            f"{', '.join(SP2_FEATURES[k] for k in unknown)})" if unknown else ""))
+    sms = sms_site(env, facts)
+    build = site_build(sms)
+    evidence.attach("site version", {"SMS_Site.Version": sms.get("Version"),
+                                     "SMS_Site.BuildNumber": sms.get("BuildNumber"), "build": build})
+    if not used and (build or 0) >= SP2_BUILD:
+        return  # which features are on is unknown here, and an SP2 site may use them all
+    if not used:
+        raise Undecided(unnamed(names, held))
+    if build is None:
+        raise Undecided(f"{', '.join(used)} turned on, and SMS_Site {env.site.code} gives no build "
+                        f"(BuildNumber {sms.get('BuildNumber')!r}, Version {sms.get('Version')!r})")
+    expect(build >= SP2_BUILD, found=f"{', '.join(used)} turned on; site {env.site.code} runs {sms.get('Version')} "
+                                     f"(build {build})",
+           expected=f"Configuration Manager 2007 SP2 (build {SP2_BUILD}, 4.00.6487.2000) or later")
 
 
 def inventory_record(client, facts) -> dict | None:
@@ -249,10 +309,18 @@ def inventory_record(client, facts) -> dict | None:
 
 @pytest.mark.check("PRE-AUDITING-AMT-4")
 def test_audited_clients_run_amt_4(client, env, facts, evidence):
-    if not (component(env, facts, OOB_COMPONENT).get("Enable Auditing") or {}).get("Value"):
+    name = env.expected["sp2_feature_properties"]["auditing"]
+    held = component_settings(env, facts, OOB_COMPONENT)
+    if held and name in held and not turned_on(held[name]):
         not_applicable("auditing of AMT operations is not turned on")
     record = inventory_record(client, facts)
     amt = (record or {}).get("AMTFullVersion") or facts.amt.version().text
     evidence.attach("AMT version", {"SMS_R_System.AMTFullVersion": (record or {}).get("AMTFullVersion"), "used": amt})
+    if not (held and name in held):
+        evidence.attach(f"{OOB_COMPONENT} settings", held if held is None else sorted(map(str, held)))
+        if version(amt) >= (4, 0):
+            return  # whether auditing is on is unknown here, and this AMT supports it either way
+        raise Undecided(f"AMT {amt} does not support auditing, and whether the site audits is not known: "
+                        + unnamed({"auditing": name}, held))
     expect(version(amt) >= (4, 0), found=f"AMT {amt} with auditing turned on",
            expected="AMT 4.0 or later (earlier versions do not support auditing)")

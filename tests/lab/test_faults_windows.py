@@ -9,8 +9,15 @@ faults with a stage 5 right.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
-from suite_runner import CHECKS, assert_fails, assert_gated, assert_healthy, run_suite
+import yaml
+from suite_runner import CHECKS, assert_fails, assert_gated, assert_healthy, run_pytest_on, run_suite
+
+from pytest_vpro.environment import DEFAULT_EXPECTED
+from pytest_vpro.lab import manager
 
 NET = 102
 SITE, SERVER, CONSOLE = "vprolab.test", "sccm01.vprolab.test", "console01.vprolab.test"
@@ -114,6 +121,37 @@ def test_an_rtm_site_fails_the_sp1_rows_and_the_sp1_rollup_no_longer_applies(tmp
     assert outcome == "skipped" and "is for Configuration Manager 2007 SP1" in message
 
 
+def test_sp2_feature_properties_the_site_lacks_leave_the_sp2_rows_undecided_and_the_gates_open(tmp_path):
+    """The SMS_AMT_OPERATION_MANAGER names of the SP2-only features have no public source: an environment that
+    names properties the site's component does not hold gets "cannot decide" (the evidence lists what it holds),
+    never a silent "not applicable", and closes no gate."""
+    description = tmp_path / "lab.yaml"
+    description.write_text(json.dumps({"lab": {"clients": 2, "net": NET, "dhcp_port": 0, "state_dir": "state",
+                                               "faults": [{"fault": "sp2_feature_on_sp1", "feature": "power_state"},
+                                                          {"fault": "auditing_old_amt", "client": 2}]}}))
+    state = tmp_path / "state"
+    info = manager.up(description, state=state, log=lambda line: None)
+    try:
+        env = yaml.safe_load(Path(info["environment_file"]).read_text())
+        env["expected"] = {"sp2_feature_properties": {k: f"Site {k}" for k in DEFAULT_EXPECTED[
+            "sp2_feature_properties"]}}
+        changed = Path(info["environment_file"]).with_name("environment-sp2-names.yaml")  # beside it: same paths
+        changed.write_text(yaml.safe_dump(env, sort_keys=False))
+        results = run_pytest_on(changed, tmp_path / "reports", "--stage", "2")
+    finally:
+        manager.down(state)
+    outcome, message = results[("PRE-SP2-FOR-SP2-FEATURES", SITE)]
+    assert outcome == "skipped" and message.startswith("cannot decide: SMS_AMT_OPERATION_MANAGER holds none of the "
+                                                       "configured property names 'Site wired_8021x'"), message
+    assert "expected.sp2_feature_properties" in message and "'AMT Power State'" in message, message
+    outcome, message = results[("PRE-AUDITING-AMT-4", pc(2))]
+    assert outcome == "skipped" and message.startswith("cannot decide: AMT 3.2.2 does not support auditing"), message
+    assert results[("PRE-AUDITING-AMT-4", pc(1))][0] == "passed"  # AMT 6.2.10 supports auditing either way
+    assert not [k for k, v in results.items() if "gated: PRE-SP2" in v[1] or "gated: PRE-AUDITING" in v[1]]
+    assert_healthy(results, pc(1))
+    assert results[("S1-SCCM-SP1-SITE", SERVER)][0] == "passed"
+
+
 def test_a_missing_right_to_view_management_controllers_fails_stage_4(tmp_path):
     results = run_suite(tmp_path, [{"fault": "operator_lacks_rights", "rights": ["View management controllers"]}],
                         clients=1, net=NET, args=("--stage", "5"))
@@ -151,7 +189,8 @@ def test_the_checks_and_the_lab_agree_on_the_unconfirmed_names():
     from suites.stage2 import test_rights
 
     assert all(site_server.SMS_PERMISSIONS[r] == bit for r, bit in test_rights.RIGHT_BITS.items())
-    assert set(test_site_server.SP2_FEATURES) == set(site_server.OOB_SP2_PROPS.values())
+    assert DEFAULT_EXPECTED["sp2_feature_properties"] == site_server.OOB_SP2_PROPS  # the defaults are the lab's
+    assert set(test_site_server.SP2_FEATURES) == set(site_server.OOB_SP2_PROPS)
     assert (test_site_server.DISCOVERY_COMPONENT, test_site_server.DISCOVERY_ENABLED) == site_server.NETWORK_DISCOVERY
     assert test_site_server.DISCOVERY_ACCOUNT == site_server.OOB_PROPS["provisioning_account"][0]
     assert test_site_server.WINRM_KEY == test_hotfixes.WINRM_KEY == "HKLM\\" + site_server.WINRM_STACK_KEY
