@@ -8,6 +8,7 @@ with the RSA AES-CBC-SHA suites, binary SIDs in every ACL entry. The suite runs 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -205,3 +206,49 @@ def test_unprovisioned_clients_answer_no_wsman_and_are_judged_from_their_hellos(
     for n in (2, 3):  # no WS-MAN before provisioning: the ME's own state is read from nothing
         assert "no answer over WS-MAN" in _evidence(run, "test_me_is_unprovisioned", PC(n)) or \
             results[("S2-ME-UNPROVISIONED", PC(n))][0] == "passed", n
+
+
+def test_issue_17_client_faults_are_caught_in_2009(tmp_path):
+    """Issue 17's client rows, proven on the modern lab (test_faults_operations.py, test_check_faults.py,
+    test_faults_infrastructure.py), in the estate of 2009 too: console power control refused by an AMT 3.2.1 whose
+    ACL lacks the remote control realm (the canary), an AMT 4.1.3 clock 10 minutes fast, and AMT left on a computer
+    of a disjointed namespace (AMT 5.0.20); pc0004 (AMT 3.2.1) is healthy."""
+    results, _run_dir = _run(tmp_path, [{"fault": "console_acl_no_remote_control", "client": 1},
+                                        {"fault": "clock_skew", "client": 2},
+                                        {"fault": "disjoint_namespace", "client": 3}], 4,
+                             "--allow-disruptive", "--stage", "5", canaries=1, in_band_every=0)
+    assert_fails(results, "S5-CONSOLE-POWER-CONTROL", PC(1),
+                 r"power-down: PowerState 2 \(on\) 0 s after RequestPowerStateChange\(8\) as the console user: "
+                 r"SOAP fault .*wsman:AccessDenied")
+    for check in ("S4-POWER-DOWN", "S4-POWER-UP"):  # the site's power control, with its own account, still works
+        assert results[(check, PC(1))][0] == "passed", (check, results[(check, PC(1))])
+    assert_fails(results, "S5-TIME-SYNCHRONIZED", PC(2), r"pc0002\.vprolab\.test \(Intel AMT\) clock \+(599|600|601) s")
+    assert_fails(results, "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "pc0003.branch.vprolab.test",
+                 r"its DNS suffix branch.vprolab.test is not its AD domain vprolab.test \(disjointed namespace\)\) "
+                 r"and its AMT is provisioned")
+    assert_gated(results, "pc0003.branch.vprolab.test",
+                 tuple(c for (c, t), (o, _m) in results.items() if t == "pc0003.branch.vprolab.test" and o == "failed"), 1)
+    assert_healthy(results, PC(4))
+    for check in ("S5-TIME-SYNCHRONIZED", "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS"):
+        assert results[(check, PC(4))][0] == "passed", (check, results[(check, PC(4))])
+
+
+def test_issue_17_site_faults_are_caught_in_2009(tmp_path):
+    """The console user's ticket over 4 KB (400 extra groups in its PAC) and the clocks an administrator gets wrong
+    (the console host 10 minutes fast, the site server in the wrong time zone, an in-band PC's Windows 15 minutes
+    slow), as test_faults_token.py and test_faults_clocks.py prove them on the modern lab."""
+    results, _run_dir = _run(tmp_path, ["console_user_many_groups", "console_clock_skewed",
+                                        "site_server_wrong_time_zone",
+                                        {"fault": "windows_clock_skew", "client": 2, "seconds": -900}], 2,
+                             "--stage", "5", canaries=0, in_band_every=2)
+    assert_fails(results, "S5-CONSOLE-USER-TOKEN-SIZE", "console01.vprolab.test",
+                 r"amtadmin is in \d+ groups, Kerberos AP-REQ for HTTP/pc0001\.vprolab\.test:16993@VPROLAB\.TEST "
+                 r"\d{4,} bytes \(TokenSz estimate \d+ bytes\): .*Lab Group 400")
+    for client in (PC(1), PC(2)):
+        assert_fails(results, "S5-TIME-SYNCHRONIZED", client,
+                     r"console01\.vprolab\.test clock \+(599|600|601) s \(±\d+ s\) from the domain controller")
+        message = results[("S5-TIME-SYNCHRONIZED", client)][1]
+        assert re.search(r"sccm01\.vprolab\.test clock \+28[78]\d\d s", message), message
+        assert "Intel AMT) clock" not in message, message  # the MEs' clocks are right
+    in_band = results[("S5-TIME-SYNCHRONIZED", PC(2))][1]
+    assert re.search(r"pc0002\.vprolab\.test \(Windows\) clock -(899|900|901) s", in_band), in_band
