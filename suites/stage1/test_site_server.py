@@ -82,9 +82,7 @@ def roles_on(env, facts, server, role: str) -> list[dict]:
 
 def component(env, facts, name: str) -> dict[str, dict]:
     """The Props of the site's SMS_SCI_Component ``name``, by PropertyName ({} if the component is absent)."""
-    comps = [c for c in facts.site.wmi("SMS_SCI_Component") if c.get("ComponentName") == name
-             and str(c.get("SiteCode", "")).upper() == env.site.code.upper()]
-    return {p.get("PropertyName"): p for c in comps for p in c.get("Props") or []}
+    return {k: p for k, p in (component_settings(env, facts, name) or {}).items() if "PropertyName" in p}
 
 
 def component_settings(env, facts, name: str) -> dict[str, dict] | None:
