@@ -99,7 +99,7 @@ def test_which_filters_match_the_service_points_amt_traffic():
     assert amt(one(dst=CLIENT, dst_mask="255.255.255.255", mirrored=0))
     assert amt(one(src=CLIENT, src_mask="255.255.255.255", dst_mask="255.255.255.255", mirrored=0))  # the reply
     assert not amt(one(src=CLIENT, src_mask="255.255.255.255", dst=OTHER, dst_mask="255.255.255.255"))
-    assert not amt(one(proto=6, sport=16993, mirrored=0))  # from the service point's own 16993: not AMT's
+    assert not amt(one(src_mask="255.255.255.255", proto=6, sport=16993, mirrored=0))  # from my own 16993
     assert amt(one(proto=6, special=0x81)) is None  # to the computer's DNS servers: their addresses are not known
 
 
