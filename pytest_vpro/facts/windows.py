@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..environment import Client, Server
 from ..probes import x509 as x509_probe
 from ..probes.errors import MalformedReply
+from . import ipsec
 from .core import key
 
 if TYPE_CHECKING:
@@ -69,12 +70,18 @@ class WindowsFacet:
                     "local_minus_utc_min": local_minus}
         return self.facts.estate.per_host(host.name, key("clock", host.name), read)
 
-    def registry(self, host: Server | Client, path: str, value: str, kind: str = "string") -> str | int | None:
+    def registry(self, host: Server | Client, path: str, value: str,
+                 kind: str = "string") -> str | int | bytes | list[str] | None:
         """A registry value on ``host`` via ``StdRegProv`` (``path`` like ``HKLM\\SOFTWARE\\...``); None if absent."""
         hive, _, sub = path.partition("\\")
         connect = self.facts.connect
         return self.facts.estate.per_host(host.name, key("reg", host.name, path, value, kind),
                                           lambda: connect.winrm(host).registry_value(hive, sub, value, kind))
+
+    def ipsec_policies(self, host: Server | Client) -> list[ipsec.AssignedPolicy]:
+        """The domain and the local IPsec policy assigned to ``host``, each followed to its rules and filters
+        (:mod:`pytest_vpro.facts.ipsec`); [] when none is assigned."""
+        return ipsec.assigned_policies(self.facts, host)
 
     def registry_subkeys(self, host: Server | Client, path: str) -> list[str] | None:
         """Names of the subkeys of ``path`` on ``host`` (``StdRegProv.EnumKey``); None if the key is absent."""
@@ -84,7 +91,7 @@ class WindowsFacet:
                                           lambda: connect.winrm(host).registry_subkeys(hive, sub))
 
     def sms_registry(self, host: Server | Client, subkey: str, value: str,
-                     kind: str = "string") -> tuple[str | int | None, str]:
+                     kind: str = "string") -> tuple[str | int | bytes | list[str] | None, str]:
         """A value of Configuration Manager's own key ``SOFTWARE\\Microsoft\\SMS\\<subkey>`` and the key it was read
         from. Configuration Manager 2007 is a 32-bit program, so on 64-bit Windows its keys are in the 32-bit view,
         ``HKLM\\SOFTWARE\\Wow6432Node\\Microsoft\\SMS\\...``; a 64-bit reader (WinRM's StdRegProv) sees that view

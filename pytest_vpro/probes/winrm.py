@@ -363,11 +363,14 @@ class WinRM:
         out = self._call(lambda c: c.invoke(wmi_uri(class_name, namespace), method, params, selectors))
         return dict(out)
 
-    def registry_value(self, hive: str | int, key: str, value: str, kind: str = "string") -> str | int | bytes | None:
-        """A registry value through ``StdRegProv`` (``kind`` ``"string"``, ``"dword"`` or ``"binary"``, whose
-        ``uValue`` is an array of bytes); ``None`` if absent."""
+    def registry_value(self, hive: str | int, key: str, value: str,
+                       kind: str = "string") -> str | int | bytes | list[str] | None:
+        """A registry value through ``StdRegProv`` (``kind`` ``"string"``, ``"dword"``, ``"binary"``, whose
+        ``uValue`` is an array of bytes, or ``"multi"``, REG_MULTI_SZ, whose ``sValue`` is an array of strings);
+        ``None`` if absent."""
         method, out_name = {"string": ("GetStringValue", "sValue"), "dword": ("GetDWORDValue", "uValue"),
-                            "binary": ("GetBinaryValue", "uValue")}[kind]
+                            "binary": ("GetBinaryValue", "uValue"),
+                            "multi": ("GetMultiStringValue", "sValue")}[kind]
         hdef = hive if isinstance(hive, int) else HIVES[hive.upper()]
         out = self.invoke("StdRegProv", method, {"hDefKey": hdef, "sSubKeyName": key.strip("\\"),
                                                  "sValueName": value})
@@ -376,6 +379,8 @@ class WinRM:
         if kind == "binary":
             items = out[out_name] if isinstance(out[out_name], list) else [out[out_name]]
             return bytes(int(str(b).strip()) for b in items)
+        if kind == "multi":
+            return [str(v) for v in (out[out_name] if isinstance(out[out_name], list) else [out[out_name]])]
         return (int if kind == "dword" else str)(str(out[out_name]).strip())
 
     def registry_subkeys(self, hive: str | int, key: str) -> list[str] | None:

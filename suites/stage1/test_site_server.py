@@ -27,13 +27,12 @@ import pytest
 
 from pytest_vpro.checks import expect, not_applicable
 from pytest_vpro.probes.errors import Undecided
+from pytest_vpro.probes.ipsec import TCP
 
 SP1 = (4, 0, 6221, 1000)
 INVENTORY = "SELECT Name, ResourceNames, AMTFullVersion, ClientVersion FROM SMS_R_System"
 #: Where Windows keeps the WinRM stack version (unconfirmed: the lab's, pytest_vpro.lab.site_server.WINRM_STACK_KEY).
 WINRM_KEY = r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\WSMAN"
-IPSEC_GPO_KEY = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\IPSec\GPTIPSECPolicy"
-IPSEC_LOCAL_KEY = r"HKLM\SOFTWARE\Policies\Microsoft\Windows\IPSec\Policy\Local"
 #: Configuration Manager 2007 site server platforms, from "Configuration Manager 2007 SP1/SP2 Supported
 #: Configurations" (not in the seeds: unconfirmed): (Windows version, minimum service pack, minimum site build).
 SUPPORTED_SITE_SERVER_OS = {(5, 2): (1, 6221, "Windows Server 2003 SP1 or later (R2 included)"),
@@ -235,19 +234,70 @@ def test_service_point_on_windows_2003_has_sp2(server, facts):
            expected="Windows Server 2003 Service Pack 2 or later")
 
 
+#: AMT's ports (docs/protocols.md, "AMT ports"): the service point connects to them; the ME's hellos go to 9971.
+AMT_PORTS = (16992, 16993, 16994, 16995)
+
+
+def amt_packets(env, sp: str, client: str):
+    """The packets of AMT traffic between the service point ``sp`` and ``client``: (source, destination, TCP,
+    source port, destination port), an ephemeral port None; each side (address, is the service point)."""
+    ports = env.expected.get("ports") or {}
+    hello = int(ports.get("provisioning", 9971))
+    amt = sorted(set(AMT_PORTS) | {int(p) for k, p in ports.items() if k != "provisioning"})
+    me, peer = (sp, True), (client, False)
+    for port in amt:
+        yield me, peer, TCP, None, port
+        yield peer, me, TCP, port, None
+    yield peer, me, TCP, None, hello
+    yield me, peer, TCP, hello, None
+
+
+def covers_amt(env, facts, sp: str, f) -> tuple[bool | None, str]:
+    """Whether filter ``f`` matches AMT traffic between the service point and a client of the environment (True,
+    with the client), cannot be told (None) or not (False)."""
+    sides = (f.source, f.destination)
+    specific = any(not (s.any or s.me or s.special) for s in sides)
+    clients = [(c.name, c.address or next(iter(facts.dns.forward(c.name)), "")) for c in env.clients] \
+        if specific else [("any client", "")]
+    unknown = False
+    for name, address in clients:
+        for packet in amt_packets(env, sp, address):
+            hit = f.matches(*packet)
+            if hit:
+                return True, name
+            unknown = unknown or hit is None
+    return (None if unknown else False), ""
+
+
 @pytest.mark.check("PRE-NO-IPSEC")
-def test_no_ipsec_policy_on_service_point(server, facts, evidence):
-    policies = {"domain policy (GPTIPSECPolicy)": facts.windows.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyName")
-                or facts.windows.registry(server, IPSEC_GPO_KEY, "DSIPSECPolicyPath"),
-                "local policy (Policy\\Local ActivePolicy)":
-                    facts.windows.registry(server, IPSEC_LOCAL_KEY, "ActivePolicy")}
-    evidence.attach("IPsec policy assignments", policies)
-    assigned = [f"{where}: {name}" for where, name in policies.items() if name]
-    # The policy's filters (ipsecFilter objects in the directory, [MS-GPIPSEC] 2.2.1.5, docs/protocols.md) are
-    # not read: any assigned policy is taken to cover AMT traffic, and the finding says so.
-    expect(not assigned, found=f"IPsec {'; '.join(assigned)} assigned; its filters were not read, so it is "
-                               "taken to cover AMT traffic",
-           expected="no IPsec policy for AMT traffic (ports 16992-16995, 9971)")
+def test_no_ipsec_policy_on_service_point(server, env, facts, evidence):
+    policies = facts.windows.ipsec_policies(server)
+    evidence.attach("IPsec policy assignments", [p.summary() for p in policies] or "none")
+    if not policies:
+        return
+    sp = server.address or facts.dns.address()
+    securing, exempting, unsure = [], [], [f"{p.name}: {why}" for p in policies for why in p.unreadable]
+    for policy in policies:
+        for rule in policy.rules:
+            for f in rule.filters:
+                hit, client = covers_amt(env, facts, sp, f)
+                said = (f"{policy.kind} '{policy.name}', rule '{rule.name}' (action '{rule.action or 'not read'}'), "
+                        f"filter list '{rule.filter_list}', filter {f}")
+                if hit is None:
+                    unsure.append(f"{said}: one side is a server of the service point's own settings")
+                elif hit and rule.permit is None:
+                    unsure.append(f"{said}: its action was not read")
+                elif hit:
+                    (exempting if rule.permit else securing).append(f"{said} (matches {client})")
+    expected = (f"no IPsec filter of an assigned policy covering AMT traffic (TCP {', '.join(map(str, AMT_PORTS))}, "
+                "9971) between the service point and the clients")
+    if securing and exempting:
+        raise Undecided(f"{securing[0]}, and a Permit rule also covers AMT traffic ({exempting[0]}): which one wins "
+                        "depends on how specific the filters are, which this check does not judge")
+    expect(not securing, found=f"{securing[0] if securing else ''} covers AMT traffic with {server.name} ({sp})",
+           expected=expected)
+    if unsure:
+        raise Undecided(f"the assigned IPsec policy could not be judged in full: {'; '.join(unsure)}")
 
 
 @pytest.mark.check("PRE-NETWORK-DISCOVERY-PREREQS")

@@ -184,6 +184,7 @@ def test_console_host_faults_fail_the_stage_5_console_rows(tmp_path):
 
 def test_the_checks_and_the_lab_agree_on_the_unconfirmed_names():
     """The names no public source confirms live twice: in the checks and in the simulators. Keep them equal."""
+    from pytest_vpro.facts import ipsec as ipsec_facts
     from pytest_vpro.lab import site_server, windows_spec
     from suites.stage1 import test_hotfixes, test_in_band_clients, test_site_server
     from suites.stage2 import test_rights
@@ -194,6 +195,6 @@ def test_the_checks_and_the_lab_agree_on_the_unconfirmed_names():
     assert (test_site_server.DISCOVERY_COMPONENT, test_site_server.DISCOVERY_ENABLED) == site_server.NETWORK_DISCOVERY
     assert test_site_server.DISCOVERY_ACCOUNT == site_server.OOB_PROPS["provisioning_account"][0]
     assert test_site_server.WINRM_KEY == test_hotfixes.WINRM_KEY == "HKLM\\" + site_server.WINRM_STACK_KEY
-    assert test_site_server.IPSEC_GPO_KEY == "HKLM\\" + site_server.IPSEC_GPO_KEY
+    assert ipsec_facts.GPO_KEY == "HKLM\\" + site_server.IPSEC_GPO_KEY
     assert test_hotfixes.KB908209_KEY == "HKLM\\" + site_server.KB908209_KEY
     assert test_in_band_clients.TABLET_PC_KEY == "HKLM\\" + windows_spec.TABLET_PC_KEY

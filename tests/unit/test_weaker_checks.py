@@ -18,8 +18,6 @@ from pytest_vpro.facts.network import NetworkFacet
 from pytest_vpro.probes.errors import ProbeError, Undecided
 from suites.stage1 import test_dhcp as dhcp_checks
 from suites.stage1 import test_dns_and_network as network_checks
-from suites.stage1.test_site_server import IPSEC_GPO_KEY
-from suites.stage1.test_site_server import test_no_ipsec_policy_on_service_point as no_ipsec
 
 PORTS = DEFAULT_EXPECTED["ports"]
 CLIENT = "192.0.2.10"
@@ -135,16 +133,6 @@ def test_dhcp_findings_name_the_scope_asked():
 def test_probe_from_names_the_client_scope():
     server = SimpleNamespace(extra={"probe_from": "10.1.2.3"})
     assert dhcp_facet.asked_from(server, "127.0.0.1") == "the scope of 10.1.2.3 (probe_from)"
-
-
-def test_an_assigned_ipsec_policy_fails_and_says_its_filters_were_not_read():
-    def facts_with(values: dict) -> SimpleNamespace:
-        return SimpleNamespace(windows=SimpleNamespace(registry=lambda server, key, value: values.get((key, value))))
-
-    no_ipsec(None, facts_with({}), Evidence())
-    assigned = facts_with({(IPSEC_GPO_KEY, "DSIPSECPolicyName"): "Secure Server (Require Security)"})
-    with pytest.raises(Finding, match=r"Secure Server \(Require Security\) assigned; its filters were not read"):
-        no_ipsec(None, assigned, Evidence())
 
 
 def test_a_snapshot_without_16994_judges_the_other_ports_and_says_16994_was_not_probed():
