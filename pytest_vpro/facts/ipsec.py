@@ -3,8 +3,8 @@
 (``Policy\\Local`` ``ActivePolicy`` names its key in the host's registry). Both hold the same objects
 ([MS-GPIPSEC] 2.2.1): ``ipsecPolicy`` -> ``ipsecNFAReference`` -> ``ipsecNFA`` (a rule) -> ``ipsecFilterReference``
 -> ``ipsecFilter`` (its ``ipsecData``: :func:`pytest_vpro.probes.ipsec.parse_filter_data`) and
-``ipsecNegotiationPolicyReference`` -> ``ipsecNegotiationPolicy`` (the rule's action). docs/protocols.md, "IPsec
-policy filters"."""
+``ipsecNegotiationPolicyReference`` -> ``ipsecNegotiationPolicy`` (the rule's action). docs/protocols.md,
+"Stage 1 network checks" (the IPsec rows)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -270,7 +270,8 @@ class SiteServerProvider:
 
     def invoke(self, req: WsmanRequest, method: str, params: dict[str, Any]) -> ServerInstance:
         name, _fn = self._table(req.resource_uri)
-        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue", "GetBinaryValue", "EnumKey"):
+        if name == "StdRegProv" and method in ("GetStringValue", "GetDWORDValue", "GetBinaryValue",
+                                                "GetMultiStringValue", "EnumKey"):
             out = self._registry(method, params)
         elif name == SMS_COLLECTION and method in (OPERATE_FOR_MACHINES, OPERATE_FOR_COLLECTION):
             out = {"ReturnValue": self._operate(req, method, params)}
@@ -341,6 +342,9 @@ class SiteServerProvider:
                                 else {"ReturnValue": 1}
                         if method == "GetBinaryValue":  # REG_BINARY: uint8 uValue[]
                             return {"uValue": list(value), "ReturnValue": 0} if isinstance(value, bytes) \
+                                else {"ReturnValue": 1}
+                        if method == "GetMultiStringValue":  # REG_MULTI_SZ: string sValue[]
+                            return {"sValue": list(value), "ReturnValue": 0} if isinstance(value, list) \
                                 else {"ReturnValue": 1}
                         return {"sValue": value, "ReturnValue": 0} if isinstance(value, str) \
                             else {"ReturnValue": 1}

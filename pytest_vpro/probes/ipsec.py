@@ -1,7 +1,8 @@
 """IPsec policy filters ([MS-GPIPSEC]): the binary ``ipsecData`` of an ``ipsecFilter`` object, and which packets a
 filter matches. Pure: no I/O; the policy objects are read by :mod:`pytest_vpro.facts.ipsec`.
 
-Layout ([MS-GPIPSEC] 2.2.1.5.1 "ipsecFilter{GUID} Object Description"; docs/protocols.md, "IPsec policy filters"):
+Layout ([MS-GPIPSEC] 2.2.1.5.1 "ipsecFilter{GUID} Object Description"; docs/protocols.md, "Stage 1 network
+checks", the IPsec rows):
 the 16-byte GUID {80DC20B5-2EC8-11D1-A89E-00A0248D3021} (Windows GUID byte order), a u32 Data-Length1 (footnote
 <21>: one byte short on XP SP2/2003, so it is not trusted: the filters are walked by count), a u32
 Number-Of-Filters1, then each filter: three u32-length-prefixed UTF-16LE strings (source DNS name, destination DNS

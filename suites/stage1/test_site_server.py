@@ -288,14 +288,14 @@ def test_no_ipsec_policy_on_service_point(server, env, facts, evidence):
                 elif hit and rule.permit is None:
                     unsure.append(f"{said}: its action was not read")
                 elif hit:
-                    (exempting if rule.permit else securing).append(f"{said} (matches {client})")
+                    (exempting if rule.permit else securing).append(
+                        f"{said}, matches AMT traffic between {server.name} ({sp}) and {client}")
     expected = (f"no IPsec filter of an assigned policy covering AMT traffic (TCP {', '.join(map(str, AMT_PORTS))}, "
                 "9971) between the service point and the clients")
     if securing and exempting:
         raise Undecided(f"{securing[0]}, and a Permit rule also covers AMT traffic ({exempting[0]}): which one wins "
                         "depends on how specific the filters are, which this check does not judge")
-    expect(not securing, found=f"{securing[0] if securing else ''} covers AMT traffic with {server.name} ({sp})",
-           expected=expected)
+    expect(not securing, found=securing[0] if securing else "", expected=expected)
     if unsure:
         raise Undecided(f"the assigned IPsec policy could not be judged in full: {'; '.join(unsure)}")
 

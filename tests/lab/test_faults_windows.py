@@ -55,8 +55,10 @@ def test_a_missing_appendix_a_hot_fix_fails_its_row(server_faults, kb):
     ("PRE-WINRM-SERVICE-POINT", SERVER, r"WinRM 1\.0 \(StackVersion 1\.0\)"),
     ("HF-KB908209", CONSOLE, "KB908209 not installed"),
     ("HF-KB908209-REGISTRY", CONSOLE, "no iexplore.exe value"),
-    ("PRE-NO-IPSEC", SERVER, r"domain policy \(GPTIPSECPolicy\): Secure Server \(Require Security\) assigned; its "
-                             "filters were not read"),
+    ("PRE-NO-IPSEC", SERVER, r"domain policy \(GPTIPSECPolicy\) 'Secure Server \(Require Security\)', rule 'Require "
+                             r"Security' \(action 'Require Security'\), filter list 'All IP Traffic', filter my IP "
+                             r"address -> any IP address, any protocol, mirrored, matches AMT traffic between "
+                             r"sccm01\.vprolab\.test \(127\.102\.0\.11\) and any client"),
     ("PRE-REPORTING-POINT", SERVER, "no 'SMS Reporting Point' role on sccm01"),
     ("S1-OOB-SERVICE-POINT-INSTALLED", SERVER, "sccm01.vprolab.test has the roles"),
     ("PRE-NETWORK-DISCOVERY-PREREQS", SITE, "no out of band service point in the site and no AMT Provisioning"),
@@ -87,6 +89,7 @@ def client_faults(tmp_path_factory):
         {"fault": "unsupported_client_os", "client": 8, "os": "xp_sp1"},
         {"fault": "old_agent", "client": 10}, {"fault": "hotfix_missing", "kb": "KB957183"},
         {"fault": "operator_lacks_rights", "rights": ["Modify Collection Setting"]},
+        {"fault": "ipsec_policy_other_traffic"},  # a healthy variant: PRE-NO-IPSEC passes
     ], clients=12, in_band_every=2, net=NET, args=("--stage", "3"))
 
 
@@ -102,6 +105,11 @@ def test_an_in_band_client_fault_fails_its_check_and_gates_that_client(client_fa
     assert_fails(client_faults, check, target, found)
     assert_gated(client_faults, target, check, 1)
     assert not [k for k, v in client_faults.items() if k[1] == target and v[0] == "failed" and k[0] != check]
+
+
+def test_an_ipsec_policy_whose_filters_leave_amt_traffic_alone_passes(client_faults):
+    verdict = client_faults[("PRE-NO-IPSEC", SERVER)]
+    assert verdict[0] == "passed", verdict
 
 
 def test_a_missing_right_to_modify_collection_settings_fails_for_the_site(client_faults):

@@ -83,6 +83,7 @@ class Fault:
     fails: tuple[str, ...]                      # catalog check ids this fault is meant to make fail
     params: dict[str, Param] = field(default_factory=dict)
     needs: str = ""                             # "", "out_of_band", "in_band", "provisioned"
+    passes: tuple[str, ...] = ()                # a healthy variant (no fails): the checks it is meant to leave passing
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,9 @@ FAULTS: dict[str, Fault] = {}
 
 
 def fault(name: str, doc: str, *, scope: str, fails: tuple[str, ...], params: dict[str, Param] | None = None,
-          needs: str = "", **steps: Callable[..., None]) -> None:
-    assert scope in ("client", "site") and set(steps) <= set(STAGES), name
-    FAULTS[name] = Fault(name, doc, scope, steps, fails, params or {}, needs)
+          needs: str = "", passes: tuple[str, ...] = (), **steps: Callable[..., None]) -> None:
+    assert scope in ("client", "site") and set(steps) <= set(STAGES) and bool(fails) != bool(passes), name
+    FAULTS[name] = Fault(name, doc, scope, steps, fails, params or {}, needs, passes)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -231,7 +232,7 @@ def table() -> list[dict[str, Any]]:
     """The fault table, for docs and reports: one row per fault."""
     return [{"fault": f.name, "scope": f.scope, "params": {k: p.default for k, p in f.params.items()},
              "param_docs": {k: p.doc for k, p in f.params.items()}, "changes": f.doc, "stages": list(f.steps),
-             "fails": list(f.fails), "needs": f.needs} for f in FAULTS.values()]
+             "fails": list(f.fails), "passes": list(f.passes), "needs": f.needs} for f in FAULTS.values()]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .. import ipsec_policy
 from ..site_spec import (
     IPSEC_GPO_KEY,
     OOB_SP2_PROPS,
@@ -26,18 +27,36 @@ fault("no_reporting_point", "The site has no reporting point role.", scope="site
       fails=("PRE-REPORTING-POINT",))
 
 
-def _ipsec_policy(spec: Any, name: str) -> None:
-    domain = spec.fqdn.split(".", 1)[1]
-    spec.registry["HKLM\\" + IPSEC_GPO_KEY] = {
-        "DSIPSECPolicyName": name, "DSIPSECPolicyDescription": "For all IP traffic, always require security",
-        "DSIPSECPolicyPath": "LDAP://CN=ipsecPolicy{7238523c-70fa-11d1-864c-14a300000000},CN=IP Security,"
-                             "CN=System," + ",".join(f"DC={p}" for p in domain.split("."))}
+def _assign_ipsec_policy(spec: Any, name: str, dn: str, description: str) -> None:
+    spec.registry["HKLM\\" + IPSEC_GPO_KEY] = {"DSIPSECPolicyName": name, "DSIPSECPolicyDescription": description,
+                                               "DSIPSECPolicyPath": f"LDAP://{dn}"}
 
 
-fault("ipsec_policy", "A domain IPsec policy `name` is assigned to the site server (Group Policy: "
-      "GPTIPSECPolicy in its registry).", scope="site",
-      params={"name": Param("Secure Server (Require Security)", str, "the assigned policy's name")},
-      site_server=lambda ctx, t, name: _ipsec_policy(ctx.site_spec, name), fails=("PRE-NO-IPSEC",))
+def _other_traffic_policy(ctx: Context, t: None, name: str) -> None:
+    smb = ipsec_policy.Filter(destination=ctx.plan.dc, destination_mask=ipsec_policy.MASK_NONE, protocol=6,
+                              destination_port=445, description="SMB to the domain controller")
+    ipsec_policy.add_policy(ctx.dc, name, "SMB to the DC", [smb])
+
+
+fault("ipsec_policy", "Windows' default domain IPsec policy 'Secure Server (Require Security)' (Samba provisions "
+      "it: its rule Require Security over the filter list All IP Traffic, my IP address to any, mirrored, any "
+      "protocol) is assigned to the site server (Group Policy: GPTIPSECPolicy in its registry).", scope="site",
+      directory=lambda ctx, t: ipsec_policy.default_policy(ctx.dc),
+      site_server=lambda ctx, t: _assign_ipsec_policy(ctx.site_spec, ipsec_policy.SECURE_SERVER_NAME,
+                                                      ipsec_policy.default_policy(ctx.dc),
+                                                      "For all IP traffic, always require security using Kerberos "
+                                                      "trust. Do NOT allow unsecured communication with untrusted "
+                                                      "clients."),
+      fails=("PRE-NO-IPSEC",))
+fault("ipsec_policy_other_traffic", "A healthy variant: a new domain IPsec policy `name` whose one rule requires "
+      "security for TCP 445 from the site server to the domain controller only (mirrored) is assigned to the site "
+      "server; AMT traffic is not covered, so PRE-NO-IPSEC passes.", scope="site",
+      params={"name": Param("Secure SMB to the DC", str, "the policy's name")},
+      directory=_other_traffic_policy,
+      site_server=lambda ctx, t, name: _assign_ipsec_policy(ctx.site_spec, name,
+                                                            ipsec_policy.policy_dn(ctx.dc, name),
+                                                            "Require security for SMB to the domain controller"),
+      fails=(), passes=("PRE-NO-IPSEC",))
 fault("network_discovery_no_account", "Network discovery is enabled and the out of band component has no AMT "
       "Provisioning and Discovery Account.", scope="site",
       site_server=_site(lambda s: (setattr(s, "network_discovery", True), s.oob.update(provisioning_account=""))),
