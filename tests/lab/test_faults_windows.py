@@ -10,6 +10,7 @@ faults with a stage 5 right.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -82,8 +83,13 @@ def test_stage_1_server_faults_gate_every_client_and_leave_the_rest(server_fault
 
 
 @pytest.fixture(scope="module")
-def client_faults(tmp_path_factory):
-    return run_suite(tmp_path_factory.mktemp("windows-clients"), [
+def client_faults_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("windows-clients")
+
+
+@pytest.fixture(scope="module")
+def client_faults(client_faults_dir):
+    return run_suite(client_faults_dir, [
         {"fault": "workgroup_client", "client": 2}, {"fault": "unsupported_client_os", "client": 4},
         {"fault": "unsupported_client_os", "client": 6, "os": "xp_tablet"},
         {"fault": "unsupported_client_os", "client": 8, "os": "xp_sp1"},
@@ -107,9 +113,13 @@ def test_an_in_band_client_fault_fails_its_check_and_gates_that_client(client_fa
     assert not [k for k, v in client_faults.items() if k[1] == target and v[0] == "failed" and k[0] != check]
 
 
-def test_an_ipsec_policy_whose_filters_leave_amt_traffic_alone_passes(client_faults):
+def test_an_ipsec_policy_whose_filters_leave_amt_traffic_alone_passes(client_faults, client_faults_dir):
     verdict = client_faults[("PRE-NO-IPSEC", SERVER)]
     assert verdict[0] == "passed", verdict
+    with sqlite3.connect(client_faults_dir / "reports" / "latest" / "verdicts.sqlite") as db:
+        (evidence,) = db.execute("SELECT evidence FROM verdicts WHERE nodeid LIKE '%test_no_ipsec_policy%'").fetchone()
+    # passed on the policy's filters, read from Samba: not for want of a policy
+    assert "Secure SMB to the DC" in evidence and "my IP address -> 127.102.0.10, TCP port any -> port 445" in evidence
 
 
 def test_a_missing_right_to_modify_collection_settings_fails_for_the_site(client_faults):
