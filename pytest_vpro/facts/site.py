@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .. import sccm
+from ..policy_window import AUTO_PROVISION_PROPERTY
 from ..probes import cmlog
 from ..probes.errors import ProbeError
 from ..probes.winrm import sms_namespace
@@ -32,6 +33,25 @@ class SiteFacet:
         by_fqdn, by_name = self.facts.derived("sms_r_system.index", self.wmi("SMS_R_System"), index_resources)
         found = by_fqdn.get(t.name.lower()) or by_name.get(t.name.split(".", 1)[0].upper()[:15])
         return found[0] if found else None
+
+    def collections(self) -> list[dict[str, Any]]:
+        """The site's collections (``SMS_Collection``), each ``{"id", "name", "member", "auto_provision",
+        "collection", "settings"}``: ``member`` if this client's resource is in it (``SMS_FullCollectionMembership``),
+        ``auto_provision`` if its ``SMS_CollectionSettings.AMTAutoProvisionEnabled`` is true (no settings instance:
+        false), with the two instances as read (``settings`` None without one)."""
+        resource = self.resource()
+        rid = str(resource.get("ResourceId")) if resource else None
+        member_of = {m.get("CollectionID") for m in self.wmi("SMS_FullCollectionMembership")
+                     if rid is not None and str(m.get("ResourceID")) == rid}
+        settings = {s.get("CollectionID"): s for s in self.wmi("SMS_CollectionSettings")}
+        listed = {c.get("CollectionID"): c for c in self.wmi("SMS_Collection")}
+        out = []
+        for cid in sorted(set(listed) | set(settings) | member_of, key=str):
+            collection, setting = listed.get(cid) or {}, settings.get(cid)
+            out.append({"id": cid, "name": collection.get("Name") or cid, "member": cid in member_of,
+                        "auto_provision": (setting or {}).get(AUTO_PROVISION_PROPERTY) is True,
+                        "collection": collection, "settings": setting})
+        return out
 
     def provisioning_status(self) -> sccm.ProvisioningStatus:
         """This client's provisioning as the site holds it (``SMS_R_System.AMTStatus``; for an in-band client the

@@ -20,7 +20,6 @@ from pytest_vpro.checks import cannot_decide, expect, not_applicable
 from pytest_vpro.probes import cmlog
 from pytest_vpro.probes.errors import ProbeError
 
-AUTO_PROVISION_PROPERTY = "AMTAutoProvisionEnabled"  # SMS_CollectionSettings (unconfirmed name; lab/site_server.py)
 MEI = re.compile(r"Management Engine Interface|HECI", re.I)
 OOB_SERVICE_POINT_ROLE = "sms out of band service point"
 
@@ -36,11 +35,10 @@ def test_client_is_in_a_collection_with_automatic_provisioning(client, facts, ev
     resource = facts.site.resource()
     expect(resource, found=f"no SMS_R_System resource for {client.fqdn} at the site",
            expected="the client's resource, a member of a collection with automatic AMT provisioning")
-    names = {c["CollectionID"]: c.get("Name") or c["CollectionID"] for c in facts.site.wmi("SMS_Collection")}
-    member_of = {m["CollectionID"] for m in facts.site.wmi("SMS_FullCollectionMembership")
-                 if m.get("ResourceID") == resource.get("ResourceId")}
-    automatic = {s["CollectionID"] for s in facts.site.wmi("SMS_CollectionSettings")
-                 if s.get(AUTO_PROVISION_PROPERTY) is True}
+    collections = facts.site.collections()  # SMS_Collection, SMS_FullCollectionMembership, SMS_CollectionSettings
+    names = {c["id"]: c["name"] for c in collections}
+    member_of = {c["id"] for c in collections if c["member"]}
+    automatic = {c["id"] for c in collections if c["auto_provision"]}
     evidence.attach("collections", {"resource": resource.get("ResourceId"),
                                     "member of": sorted(names.get(c, c) for c in member_of),
                                     "automatic provisioning enabled": sorted(names.get(c, c) for c in automatic)})

@@ -17,18 +17,24 @@ the requests, attached as Trace32 would show the client's lines. No public post 
 so a missing line decides nothing unless the environment file gives the site's wording (``log_patterns``): the
 check then says it cannot decide. The hello packets themselves are heard only with the opt-in passive listener
 (``--hello-listen ADDR:PORT``, ``facts.hellos.heard()``).
+
+The in-band client's 25 hours run from when the setting reached its collection, as the site records it
+(``SMS_CollectionSettings.LastModificationTime``, ``SMS_Collection.LastMemberChangeTime``), and the finding says when
+its agent last requested machine policy (``root\\CCM\\Scheduler`` ``CCM_Scheduler_History``):
+:mod:`pytest_vpro.policy_window`.
 """
 import datetime as dt
 
 import pytest
 
+from pytest_vpro import policy_window as pw
 from pytest_vpro.checks import cannot_decide, expect, not_applicable
+from pytest_vpro.policy_window import POLICY_WINDOW_H
 from pytest_vpro.probes import cmlog
-from pytest_vpro.probes.errors import ProbeError
+from pytest_vpro.probes.errors import ProbeError, Undecided
 from pytest_vpro.sccm import DETECTED, NOT_PROVISIONED, NOT_SUPPORTED, amt_status_text, when
 
 LAST_RETRY = 14         # a hello's retry count runs 0-14 (docs/protocols.md, "The hello packet"): 14 is the last hello
-POLICY_WINDOW_H = 25    # the guide: agents may take up to 25 hours to see the in-band provisioning setting
 
 
 def _who(client) -> str:
@@ -228,15 +234,57 @@ def test_client_is_within_its_provisioning_request_window(client, env, facts, ev
         return
     if status.log("ztc_request"):
         return  # the agent has requested provisioning
-    lines = facts.logs.client_lines()
-    agent = [e for es in cmlog.events(lines, env.log_patterns).values() for e in es]
-    evidence.attach("OOBMGMT.LOG", "\n".join(f"{ln.time}  {ln.message}" for ln in lines[-50:]) or "(empty)")
-    if any(e.kind in ("policy_downloaded", "policy_enabled") for e in agent):
+    if any(e.kind in ("policy_downloaded", "policy_enabled") for e in _agent_policy(facts, env, evidence)):
         return  # the policy arrived: the request is due
-    started = min((ln.time for ln in lines if ln.time is not None), default=None)
-    expect(started is not None, found="OOBMGMT.LOG has no dated line", expected="the agent's log")
-    now = dt.datetime.now(dt.timezone.utc) if started.tzinfo else dt.datetime.now()
-    hours = (now - started).total_seconds() / 3600
-    expect(hours < POLICY_WINDOW_H, found=f"no provisioning policy {hours:.0f} h after the agent's first OOBMGMT.LOG "
-                                          f"line ({started:%Y-%m-%d %H:%M})",
-           expected=f"the policy within {POLICY_WINDOW_H} hours (collection update plus policy polling)")
+    _within_policy_window(client, facts, evidence)
+
+
+def _last_policy_request(client, facts, evidence) -> tuple[dt.datetime | None, str]:
+    """When the client's agent last requested machine policy (CCM_Scheduler_History), and that in words."""
+    try:
+        last = pw.last_request(facts.windows.wmi(client, pw.SCHEDULER_HISTORY, pw.SCHEDULER_NAMESPACE,
+                                                           pw.SCHEDULER_QUERY))
+    except ProbeError as exc:
+        return None, f"its last machine policy request was not read ({pw.SCHEDULER_HISTORY}: {exc})"
+    if last is None:
+        return None, f"its agent has no machine policy request in {pw.SCHEDULER_HISTORY}"
+    return last, f"it last requested machine policy {pw.text(last)} ({pw.SCHEDULER_HISTORY}.LastTriggerTime)"
+
+
+def _polling_minutes(client, facts) -> object:
+    """The agent's policy polling interval in minutes, as evidence only (its meaning is community evidence)."""
+    try:
+        rows = facts.windows.wmi(client, pw.POLICY_AGENT_CLASS, pw.POLICY_AGENT_NAMESPACE)
+    except ProbeError as exc:
+        return f"not read: {exc}"
+    return next((r.get(pw.POLLING_PROPERTY) for r in rows), None)
+
+
+def _within_policy_window(client, facts, evidence) -> None:
+    """The in-band half: the agent has 25 hours from the setting reaching its collection to see it."""
+    try:
+        window = pw.window(facts.site.collections())
+    except Undecided as exc:
+        cannot_decide(str(exc))
+    if window is None:
+        not_applicable("no collection of the client has automatic provisioning enabled "
+                       "(S2-INBAND-AUTO-PROVISIONING-COLLECTION)")
+    now = dt.datetime.now(dt.timezone.utc)
+    hours = window.hours(now)
+    last, said = _last_policy_request(client, facts, evidence)
+    evidence.attach("automatic provisioning window", {
+        **window.summary(), "hours since": round(hours, 1), "window (the guide)": f"{POLICY_WINDOW_H} h",
+        "last machine policy request": pw.text(last),
+        f"{pw.POLICY_AGENT_CLASS}.{pw.POLLING_PROPERTY} (minutes, evidence only)": _polling_minutes(client, facts)})
+    if hours < POLICY_WINDOW_H:
+        return
+    if last is not None and last < window.start:
+        said += ": it has not requested machine policy since the setting was enabled"
+    elif last is not None:
+        said += ", after the setting took effect"
+    expect(False, found=f"automatic provisioning reached collection {window.collection} {pw.text(window.start)}, "
+                        f"{hours:.0f} h ago (setting changed {pw.text(window.settings_modified)}, membership "
+                        f"changed {pw.text(window.member_changed)}); no provisioning policy in OOBMGMT.LOG and "
+                        f"no ZTC request; {said}",
+           expected=f"the provisioning policy within {POLICY_WINDOW_H} hours of the setting reaching the client's "
+                    "collection (update collection membership, download machine policy to the client)")
