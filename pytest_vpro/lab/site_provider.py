@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 
 
 
+def cim_datetime(when: dt.datetime | str) -> dict[str, str]:
+    """A WMI datetime as WinRM serializes it: ``<p:Prop><cim:Datetime>xs:dateTime</cim:Datetime></p:Prop>`` (an
+    ISO string is taken as it is)."""
+    when = dt.datetime.fromisoformat(when) if isinstance(when, str) else when
+    return {"Datetime": when.isoformat(timespec="microseconds")}
+
+
 Hook = Callable[..., Any]
 HOOK_ORDER = ("amt_unprovision", "revoke_certificate", "delete_ad_object")  # un-provisioning, in this order
 #: ``amt_power(record, power_state)``: RequestPowerStateChange on the device; ``amt_discover(record)``: its
@@ -130,10 +137,13 @@ class SiteServerProvider:
                     "ProvisionState": 2 if c.provisioned else 0} for c in s.clients if c.client],
                 "SMS_Collection": lambda: [{
                     "CollectionID": col["CollectionID"], "Name": col["Name"], "Comment": col.get("Comment", ""),
-                    "MemberCount": len(col.get("members", []))} for col in s.collections],
+                    "MemberCount": len(col.get("members", [])), **self._collection_times(col)}
+                    for col in s.collections],
                 "SMS_CollectionSettings": lambda: [{
                     "CollectionID": col["CollectionID"],
-                    "AMTAutoProvisionEnabled": bool(col.get("amt_auto_provision", False))} for col in s.collections],
+                    "AMTAutoProvisionEnabled": bool(col.get("amt_auto_provision", False)),
+                    "LastModificationTime": cim_datetime(s.collection_time(col, "settings_modified"))}
+                    for col in s.collections],
                 "SMS_FullCollectionMembership": lambda: [{
                     "CollectionID": col["CollectionID"], "ResourceID": c.resource_id, "Name": c.netbios,
                     "IsDirect": True, "IsClient": bool(c.client)}
@@ -149,6 +159,11 @@ class SiteServerProvider:
             },
             "root/default": {"StdRegProv": lambda: []},
         }
+
+    def _collection_times(self, col: Mapping[str, Any]) -> dict[str, Any]:
+        """SMS_Collection's LastMemberChangeTime and LastRefreshTime (CM2007 SDK cc145320)."""
+        return {"LastMemberChangeTime": cim_datetime(self.spec.collection_time(col, "member_changed")),
+                "LastRefreshTime": cim_datetime(self.spec.collection_time(col, "refreshed"))}
 
     def _products(self) -> list[dict[str, str]]:
         extra = [{"Name": "Intel(R) AMT WS-MAN Translator", "Version": "1.2.0", "Vendor": "Intel Corporation"}]

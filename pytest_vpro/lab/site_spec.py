@@ -1,6 +1,7 @@
 """The site server simulator's names, documented and unconfirmed, and its specification (what the lab plants)."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import uuid as uuidlib
@@ -90,7 +91,6 @@ IPSEC_LOCAL_KEY = r"SOFTWARE\Policies\Microsoft\Windows\IPSec\Policy\Local"  # A
 UNCONFIRMED = {
     "SMS_SCI_Component Props names": OOB_PROPS, "SMS_SCI_Component PropLists names": OOB_PROP_LISTS,
     "SMS_R_System.AgentName for OOB import": OOB_IMPORT_AGENT,
-    "SMS_CollectionSettings.AMTAutoProvisionEnabled": "property name",
     "the CIM power states the service point requests for WakeUp, Restart, Shutdown": POWER_REQUESTS,
     "WinRM version registry value": WINRM_STACK_KEY + r"\StackVersion",
     "SMS_SCI_Component ItemName": "<COMPONENT>|<SERVER FQDN upper case>",
@@ -214,7 +214,10 @@ class SiteServerSpec(WinrmHostSettings):
         "certificate_template": "IntelAMTWebServer", "issuing_ca": "ca01.vprolab.test\\vPro Lab Issuing CA",
         "provisioning_certificate_thumbprint": ""})
     clients: list[ClientRecord] = field(default_factory=list)
-    collections: list[dict[str, Any]] = field(default_factory=list)  # {CollectionID, Name, members, amt_auto_provision}
+    #: {CollectionID, Name, members, amt_auto_provision, and ISO times: settings_modified
+    #: (SMS_CollectionSettings.LastModificationTime), member_changed (SMS_Collection.LastMemberChangeTime), refreshed
+    #: (LastRefreshTime); by default before the site's history began, refreshed an hour ago: collection_time}
+    collections: list[dict[str, Any]] = field(default_factory=list)
     #: SMS_UserClassPermissions (no InstanceKey) and SMS_UserInstancePermissions (InstanceKey: a CollectionID):
     #: {UserName, rights: [names of SMS_PERMISSIONS], ObjectKey (default 1, collections), InstanceKey}.
     #: Default: the domain's Administrator holds every right on the collection class.
@@ -273,6 +276,15 @@ class SiteServerSpec(WinrmHostSettings):
         """Configuration Manager's key ``SOFTWARE\\Microsoft\\SMS\\<subkey>`` as this server holds it: a 32-bit
         program's, so under ``SOFTWARE\\Wow6432Node`` on 64-bit Windows (docs/protocols.md, "Registry views")."""
         return (WOW64_SOFTWARE if self.is_64_bit else "SOFTWARE") + "\\Microsoft\\SMS\\" + subkey
+
+    def collection_time(self, col: Mapping[str, Any], key: str) -> str:
+        """A collection's time ``key`` (settings_modified, member_changed, refreshed) as ISO text: the spec's, else
+        a week and a day before the site's history began (the administrator set it up before), refreshed an hour ago."""
+        now = dt.datetime.now(dt.timezone.utc)
+        began = now - dt.timedelta(seconds=self.history_age_s)
+        default = {"settings_modified": began - dt.timedelta(days=7), "member_changed": began - dt.timedelta(days=1),
+                   "refreshed": now - dt.timedelta(hours=1)}[key]
+        return str(col.get(key) or default.isoformat())
 
     def client_by_resource(self, resource_id: Any) -> "ClientRecord | None":
         try:

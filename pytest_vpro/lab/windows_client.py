@@ -13,7 +13,9 @@ loop, in a thread or as a process):
   Win32_LocalTime, Win32_Service, Win32_SystemDriver and Win32_BaseService (the MEI/HECI driver),
   Win32_PnPEntity and Win32_PnPSignedDriver (what Device Manager shows); ``root/ccm`` SMS_Client (ClientVersion),
   SMS_Authority (``SMS:<site>``, CurrentManagementPoint); the automatic provisioning policy in
-  :data:`POLICY_NAMESPACE`; ``root/default`` StdRegProv (read-only methods). Without the agent, ``root/ccm`` and
+  :data:`POLICY_NAMESPACE`, with the policy agent's ``CCM_PolicyAgent_Configuration`` (polling interval); the machine
+  policy schedule's ``CCM_Scheduler_History`` in ``root/ccm/Scheduler`` (last triggered ``policy_requested_age_s``
+  ago); ``root/default`` StdRegProv (read-only methods). Without the agent, ``root/ccm`` and
   its policy namespace do not exist (WS-MAN ``DestinationUnreachable``), as on a PC without the client.
 * **OOBMGMT.LOG** in the CCM format (:class:`pytest_vpro.lab.cmlog.CmLogWriter` ``fmt="ccm"``) in the spec's
   ``log_dir`` (the lab points it at the SMB file server's ``C$\\WINDOWS\\system32\\CCM\\Logs``): on an empty
@@ -51,22 +53,28 @@ from typing import Any, Callable, Iterable, Mapping
 
 from pytest_vpro.lab.cmlog import CmLogWriter
 from pytest_vpro.lab.service import BackgroundService, serve_as_process
-from pytest_vpro.lab.site_provider import SiteServerProvider
+from pytest_vpro.lab.site_provider import SiteServerProvider, cim_datetime
 from pytest_vpro.lab.windows_spec import (
     CCM_COMPONENT,
     CCM_THREAD,
     LMS_SERVICE,
     LOG_NAME,
     LOG_SUBDIR,
+    MACHINE_POLICY_REQUEST,
+    MACHINE_USER_SID,
     MEI_DEVICE_NAME,
     MEI_DEVICE_STATUS,
     MEI_DRIVER_SERVICE,
     MEI_HARDWARE_ID,
     MOBILE_CLIENT_KEY,
     OOBMGMT_MESSAGES,
+    POLICY_AGENT_CLASS,
     POLICY_CLASS,
     POLICY_ENABLED_PROPERTY,
     POLICY_NAMESPACE,
+    POLICY_POLLING_MINUTES,
+    SCHEDULER_HISTORY,
+    SCHEDULER_NAMESPACE,
     SP1_CLIENT_VERSION,
     UNCONFIRMED,
     WindowsClientSpec,
@@ -76,11 +84,6 @@ from pytest_vpro.lab.winrm_server import WinrmServer
 from pytest_vpro.lab.wsman_server import Fault, ServerInstance, WsmanRequest
 
 log = logging.getLogger(__name__)
-
-def _cim_datetime(when: dt.datetime) -> dict[str, str]:
-    """A WMI datetime as WinRM serializes it: ``<p:Prop><cim:Datetime>xs:dateTime</cim:Datetime></p:Prop>``."""
-    return {"Datetime": when.isoformat(timespec="microseconds")}
-
 
 # --- the WMI provider ---------------------------------------------------------------------------------------------
 class WindowsClientProvider(SiteServerProvider):
@@ -131,7 +134,11 @@ class WindowsClientProvider(SiteServerProvider):
                                            s.management_point, "Index": 1, "Capabilities": ""}]
                 if s.site_code else [],
             }
-            table[POLICY_NAMESPACE.lower()] = {POLICY_CLASS: lambda: [self._policy()] if s.policy_downloaded else []}
+            table[POLICY_NAMESPACE.lower()] = {
+                POLICY_CLASS: lambda: [self._policy()] if s.policy_downloaded else [],
+                POLICY_AGENT_CLASS: lambda: [{"SiteSettingsKey": 1,
+                                              "PolicyRequestAssignmentTimeout": POLICY_POLLING_MINUTES}]}
+            table[SCHEDULER_NAMESPACE.lower()] = {SCHEDULER_HISTORY: lambda: [self._machine_policy_schedule()]}
         return table
 
     # -- data --
@@ -144,9 +151,19 @@ class WindowsClientProvider(SiteServerProvider):
                 "ProductType": s.product_type, "WindowsDirectory": "C:\\WINDOWS",
                 "SystemDirectory": "C:\\WINDOWS\\system32",
                 "CSName": s.netbios, "CurrentTimeZone": s.utc_offset_minutes,
-                "LocalDateTime": _cim_datetime(now),
-                "LastBootUpTime": _cim_datetime(now - dt.timedelta(hours=8)),
+                "LocalDateTime": cim_datetime(now),
+                "LastBootUpTime": cim_datetime(now - dt.timedelta(hours=8)),
                 "Name": f"{s.os_caption}|C:\\WINDOWS|\\Device\\Harddisk0\\Partition1"}
+
+    def _machine_policy_schedule(self) -> dict[str, Any]:
+        """CCM_Scheduler_History of the Machine Policy Assignments Request: evaluated since the agent started, last
+        triggered ``policy_requested_age_s`` ago."""
+        s: WindowsClientSpec = self.spec  # type: ignore[assignment]
+        now = s.now()
+        first = now - dt.timedelta(seconds=max(s.history_age_s, s.policy_requested_age_s))
+        return {"ScheduleID": MACHINE_POLICY_REQUEST, "UserSID": MACHINE_USER_SID, "FirstEvalTime": cim_datetime(first),
+                "LastTriggerTime": cim_datetime(now - dt.timedelta(seconds=s.policy_requested_age_s)),
+                "TriggerState": ""}
 
     def _tz_caption(self) -> str:
         s: WindowsClientSpec = self.spec  # type: ignore[assignment]
@@ -197,7 +214,7 @@ class WindowsClientProvider(SiteServerProvider):
                 "Manufacturer": "Intel", "DeviceClass": "SYSTEM", "IsSigned": True, "InfName": "oem7.inf",
                 "HardWareID": MEI_HARDWARE_ID + "&SUBSYS_00000000&REV_06",
                 "DeviceID": MEI_HARDWARE_ID + r"&SUBSYS_00000000&REV_06\3&11583659&0&B0",
-                "DriverDate": _cim_datetime(dt.datetime(2009, 11, 19, tzinfo=dt.timezone.utc))}
+                "DriverDate": cim_datetime(dt.datetime(2009, 11, 19, tzinfo=dt.timezone.utc))}
 
     def _policy(self) -> dict[str, Any]:
         s: WindowsClientSpec = self.spec  # type: ignore[assignment]

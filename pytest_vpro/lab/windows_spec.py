@@ -29,6 +29,13 @@ MEI_DEVICE_STATUS = {"started": 0, "not_started": 22, "not_installed": 28}
 POLICY_NAMESPACE = "root/ccm/Policy/Machine/ActualConfig"
 POLICY_CLASS = "CCM_OutOfBandManagementSettings"   # the automatic (in-band) provisioning policy
 POLICY_ENABLED_PROPERTY = "AutoProvision"
+#: The agent's machine policy schedule (CM2007 SDK: CCM_Scheduler_History, cc144694; "Machine Policy Assignments
+#: Request", TriggerSchedule cc146704) and its polling interval (CCM_PolicyAgent_Configuration, cc146098).
+SCHEDULER_NAMESPACE, SCHEDULER_HISTORY = "root/ccm/Scheduler", "CCM_Scheduler_History"
+MACHINE_POLICY_REQUEST = "{00000000-0000-0000-0000-000000000021}"
+MACHINE_USER_SID = "Machine"          # CCM_Scheduler_History.UserSID of machine schedules
+POLICY_AGENT_CLASS = "CCM_PolicyAgent_Configuration"
+POLICY_POLLING_MINUTES = 60           # PolicyRequestAssignmentTimeout: 60 is current branch's documented default
 CCM_COMPONENT = "OobMgmt"             # the ``component`` attribute of OOBMGMT.LOG lines
 CCM_THREAD = 2644                     # thread id of the simulated CCM out of band agent
 UNCONFIRMED: dict[str, Any] = {
@@ -42,6 +49,8 @@ UNCONFIRMED: dict[str, Any] = {
     "Win32_TimeZone.Bias sign": "minutes east of UTC (negative west), as Win32_OperatingSystem.CurrentTimeZone",
     "SMS_Client / SMS_Authority properties": "ClientVersion, ClientType; Name, CurrentManagementPoint, Index",
     "Server header": "Microsoft-HTTPAPI/1.0",
+    "CCM_Scheduler_History.UserSID of machine schedules": MACHINE_USER_SID,
+    "PolicyRequestAssignmentTimeout default (CM2007)": POLICY_POLLING_MINUTES,
 }
 
 #: event -> OOBMGMT.LOG text (str.format fields: site_code, version, mei_version, fqdn, uuid, site_server, reason).
@@ -104,6 +113,7 @@ class WindowsClientSpec(WinrmHostSettings):
     management_point: str = "sccm01.vprolab.test"
     policy_downloaded: bool = True       # the automatic provisioning policy reached the client
     policy_enabled: bool = True
+    policy_requested_age_s: float = 1800.0   # the agent last requested machine policy this long ago
     site_server: str = "sccm01.vprolab.test"  # where the provisioning request goes (log text)
     registry: dict[str, dict[str, Any]] = field(default_factory=dict)
     # OOBMGMT.LOG

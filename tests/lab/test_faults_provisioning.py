@@ -70,7 +70,8 @@ def clients(clients_dir):
                                           r"\(selected by the site .*\) is for vprolab\.test", 3),
     ("S3-ME-HOSTNAME-MATCHES-OS", 11, r"ME pc0011\.branch\.vprolab\.test, OS pc0011\.vprolab\.test", 3),
     ("S2-INBAND-POLICY-DOWNLOADED", 12, "No AMT auto provisioning policy received from site LAB", 2),
-    ("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", 12, r"no provisioning policy 30 h after the agent's first", 2),
+    ("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", 12, r"automatic provisioning reached collection vPro clients "
+                                                       r"\(LAB00010\) .*, 4\d h ago .*, after the setting took effect", 2),
     ("S2-AMTOPMGR-ZTC-REQUEST-RECEIVED", 12, r"no ZTC provisioning request from pc0012", 2),
     ("S3-AMTOPMGR-PROVISIONING-COMPLETED", 13, r"provisioning failed \(.*\): TLS handshake with the AMT device", 3),
     ("S3-AD-MC-OBJECT-CREATED", 13, r"no object for pc0013\.vprolab\.test in OU=AMT,DC=vprolab,DC=test", 3),
@@ -141,6 +142,24 @@ def test_hellos_heard_by_the_listener(tmp_path):
         assert results[("S2-AMTOPMGR-HELLO-RECEIVED", pc(n))][0] == "passed"
     assert results[("S2-ME-ENTERPRISE-PKI-OR-PSK", pc(2))][0] == "passed"   # its hellos: PKI
     assert results[("S2-CLIENT-SENDING-HELLO", pc(1))][0] == "skipped"      # provisioned
+
+
+def test_an_in_band_agent_past_its_policy_window(tmp_path):
+    """Automatic provisioning enabled on pc0002's new collection 30 hours ago, on pc0003's 5 hours ago; neither
+    agent has requested machine policy since: pc0002 is past the guide's 25 hours, pc0003 still within them."""
+    results = run_suite(tmp_path, [{"fault": "inband_policy_never_requested", "client": 2},
+                                   {"fault": "inband_policy_never_requested", "client": 3, "hours": 5}],
+                        clients=3, net=106, in_band_every=1, args=("--stage", "2"))
+    assert_fails(results, "S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", pc(2),
+                 r"automatic provisioning reached collection vPro in-band pilot \(LAB00030\) .*, 30 h ago .*no "
+                 r"provisioning policy in OOBMGMT\.LOG and no ZTC request; it last requested machine policy .* "
+                 r"\(CCM_Scheduler_History\.LastTriggerTime\): it has not requested machine policy since the "
+                 r"setting was enabled")
+    assert results[("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", pc(3))][0] == "passed"  # 5 h: within 25
+    for n in (2, 3):
+        assert_fails(results, "S2-INBAND-POLICY-DOWNLOADED", pc(n), "No AMT auto provisioning policy received")
+        assert results[("S2-INBAND-AUTO-PROVISIONING-COLLECTION", pc(n))][0] == "passed"  # its pilot collection
+    assert results[("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", pc(1))][0] == "skipped"  # provisioned
 
 
 def test_site_wide_provisioning_faults(tmp_path):

@@ -131,6 +131,14 @@ def test_client_faults_are_still_caught_in_2009(tmp_path):
         assert_healthy(results, PC(n))
 
 
+def test_an_in_band_agent_past_its_policy_window_is_caught_in_2009(tmp_path):
+    results, _run_dir = _run(tmp_path, [{"fault": "inband_policy_never_requested", "client": 2}], 2, "--stage", "2",
+                             in_band_every=1)
+    assert_fails(results, "S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", PC(2),
+                 "30 h ago .*it has not requested machine policy since the setting was enabled")
+    assert results[("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", PC(1))][0] != "failed"
+
+
 def test_ide_r_boot_off_in_bios_is_caught_in_2009(tmp_path):
     results, _run_dir = _run(tmp_path, [{"fault": "ider_boot_off_in_bios", "client": 1}], 1, "--allow-disruptive",
                              "--stage", "5", canaries=1, in_band_every=0)

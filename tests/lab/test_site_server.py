@@ -164,6 +164,10 @@ def test_collections_and_systems(winrm):
     settings = {c["CollectionID"]: c["AMTAutoProvisionEnabled"] for c in winrm.enumerate("SMS_CollectionSettings",
                                                                                           SITE)}
     assert settings == {"SMS00001": False, "LAB00001": True}
+    modified = [c["LastModificationTime"] for c in winrm.enumerate("SMS_CollectionSettings", SITE)]
+    changed = [c[p] for c in cols.values() for p in ("LastMemberChangeTime", "LastRefreshTime")]
+    assert all(isinstance(t, dt.datetime) and t.tzinfo and t < dt.datetime.now(dt.timezone.utc)
+               for t in modified + changed), (modified, changed)
     oob = [m["ResourceID"] for m in winrm.enumerate("SMS_FullCollectionMembership", SITE)
            if m["CollectionID"] == "LAB00001"]
     assert sorted(oob) == sorted(systems[f"pc000{i}.vprolab.test"]["ResourceId"] for i in (1, 2))

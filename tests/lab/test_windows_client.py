@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from throwaway_tls import write_tls
 
+from pytest_vpro import policy_window as pw
 from pytest_vpro.lab.addresses import AddressPlan
 from pytest_vpro.lab.file_server import LabFileServer
 from pytest_vpro.lab.samba import alive
@@ -150,6 +151,21 @@ def test_agent_version_site_and_policy(clients):
             w.enumerate("SMS_Client", "root/ccm")
         assert "CcmExec" not in {s["Name"] for s in w.enumerate("Win32_Service")}
         assert w.registry_value("HKLM", r"SOFTWARE\Microsoft\SMS\Mobile Client", "AssignedSiteCode") is None
+
+
+def test_machine_policy_schedule_and_polling_interval(clients):
+    """The agent's last machine policy request (CCM_Scheduler_History, as the check queries it) and its polling
+    interval; a PC without the agent has neither namespace."""
+    with _winrm(clients, A) as w:
+        (history,) = w.enumerate(pw.SCHEDULER_HISTORY, pw.SCHEDULER_NAMESPACE, wql=pw.SCHEDULER_QUERY)
+        (agent,) = w.enumerate(pw.POLICY_AGENT_CLASS, pw.POLICY_AGENT_NAMESPACE)
+    last = pw.last_request([history])
+    assert last is not None and 0 < (dt.datetime.now(dt.timezone.utc) - last).total_seconds() < 3600  # 30 min
+    assert last.utcoffset() == dt.timedelta(minutes=-420)  # the client's own zone, UTC-7
+    assert str(agent[pw.POLLING_PROPERTY]) == "60"
+    with _winrm(clients, C) as w:
+        with pytest.raises(SoapFault):
+            w.enumerate(pw.SCHEDULER_HISTORY, pw.SCHEDULER_NAMESPACE, wql=pw.SCHEDULER_QUERY)
 
 
 def test_each_address_is_its_own_client(clients):

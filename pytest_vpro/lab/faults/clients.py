@@ -273,6 +273,36 @@ fault("policy_not_downloaded", "The in-band client is not provisioned and its ag
              "S2-AMTOPMGR-ZTC-REQUEST-RECEIVED"))
 
 
+def _pilot_collection(ctx: Context, record: Any, hours: float) -> None:
+    """An administrator moved the client into a new collection and enabled automatic provisioning on it ``hours``
+    ago (the collection's LastModificationTime and LastMemberChangeTime); its agent sent no ZTC request since."""
+    spec, when = ctx.site_spec, dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)
+    for col in spec.collections:
+        col["members"] = [m for m in col.get("members", []) if m != record.fqdn]
+    n = sum(1 for c in spec.collections if str(c.get("Name", "")).startswith("vPro in-band pilot"))
+    spec.collections.append({"CollectionID": f"{spec.site_code}{30 + n:05d}", "Name": "vPro in-band pilot"
+                             + (f" {n + 1}" if n else ""), "members": [record.fqdn], "amt_auto_provision": True,
+                             "settings_modified": when.isoformat(), "member_changed": when.isoformat()})
+    record.ztc_requested = False
+
+
+def _policy_never_requested(ctx: Context, w: Any, hours: float) -> None:
+    """The agent, running for a day before, last requested machine policy 12 hours before the setting changed."""
+    w.policy_downloaded, w.history_age_s, w.policy_requested_age_s = False, (hours + 24) * 3600, (hours + 12) * 3600
+
+
+fault("inband_policy_never_requested", "An administrator moved the in-band client into a new collection ('vPro "
+      "in-band pilot') and enabled automatic provisioning on it `hours` ago; the client's agent has not requested "
+      "machine policy since (CCM_Scheduler_History: its last Machine Policy Assignments Request is 12 hours older "
+      "than the setting), so OOBMGMT.LOG has no provisioning policy and it sent no ZTC request.",
+      scope="client", needs="in_band",
+      params={"hours": Param(30, (int, float), "how long ago the setting was enabled on the collection (the guide: "
+                             "up to 25 hours is normal)", lambda v: None if v > 0 else "a positive number")},
+      plan=_set(provisioned=False), site_server=_pilot_collection, windows=_policy_never_requested,
+      fails=("S2-SUFFICIENT-TIME-TO-REQUEST-PROVISIONING", "S2-INBAND-POLICY-DOWNLOADED",
+             "S2-AMTOPMGR-ZTC-REQUEST-RECEIVED"))
+
+
 def _child_provision_server(ctx: Context, c: ClientPlan, child: str) -> None:
     """The child domain's ProvisionServer record (the ME looks it up in its own domain): the service point."""
     try:
