@@ -234,21 +234,23 @@ def test_client_is_within_its_provisioning_request_window(client, env, facts, ev
         return
     if status.log("ztc_request"):
         return  # the agent has requested provisioning
-    if any(e.kind in ("policy_downloaded", "policy_enabled") for e in _agent_policy(facts, env, evidence)):
+    policy = _agent_policy(facts, env, evidence)
+    if any(e.kind in ("policy_downloaded", "policy_enabled") for e in policy):
         return  # the policy arrived: the request is due
-    _within_policy_window(client, facts, evidence)
+    _within_policy_window(client, env, facts, evidence, status, policy)
 
 
-def _last_policy_request(client, facts, evidence) -> tuple[dt.datetime | None, str]:
-    """When the client's agent last requested machine policy (CCM_Scheduler_History), and that in words."""
+def _last_policy_request(client, facts) -> tuple[dt.datetime | None, str, bool]:
+    """When the client's agent last requested machine policy (CCM_Scheduler_History), that in words, and whether
+    it was read."""
     try:
         last = pw.last_request(facts.windows.wmi(client, pw.SCHEDULER_HISTORY, pw.SCHEDULER_NAMESPACE,
-                                                           pw.SCHEDULER_QUERY))
+                                                 pw.SCHEDULER_QUERY))
     except ProbeError as exc:
-        return None, f"its last machine policy request was not read ({pw.SCHEDULER_HISTORY}: {exc})"
+        return None, f"its last machine policy request was not read ({pw.SCHEDULER_HISTORY}: {exc})", False
     if last is None:
-        return None, f"its agent has no machine policy request in {pw.SCHEDULER_HISTORY}"
-    return last, f"it last requested machine policy {pw.text(last)} ({pw.SCHEDULER_HISTORY}.LastTriggerTime)"
+        return None, f"its agent has no machine policy request in {pw.SCHEDULER_HISTORY}", True
+    return last, f"it last requested machine policy {pw.text(last)} ({pw.SCHEDULER_HISTORY}.LastTriggerTime)", True
 
 
 def _polling_minutes(client, facts) -> object:
@@ -260,8 +262,10 @@ def _polling_minutes(client, facts) -> object:
     return next((r.get(pw.POLLING_PROPERTY) for r in rows), None)
 
 
-def _within_policy_window(client, facts, evidence) -> None:
-    """The in-band half: the agent has 25 hours from the setting reaching its collection to see it."""
+def _within_policy_window(client, env, facts, evidence, status, policy: list) -> None:
+    """The in-band half: the agent has 25 hours from the setting reaching its collection to see it. Past them, what
+    proves the policy has not arrived: no machine policy request since the start (CCM_Scheduler_History), the
+    agent's own "no policy" or "disabled" line, or a missing line whose wording the environment gives."""
     try:
         window = pw.window(facts.site.collections())
     except Undecided as exc:
@@ -269,22 +273,29 @@ def _within_policy_window(client, facts, evidence) -> None:
     if window is None:
         not_applicable("no collection of the client has automatic provisioning enabled "
                        "(S2-INBAND-AUTO-PROVISIONING-COLLECTION)")
-    now = dt.datetime.now(dt.timezone.utc)
-    hours = window.hours(now)
-    last, said = _last_policy_request(client, facts, evidence)
+    hours = window.hours(dt.datetime.now(dt.timezone.utc))
+    last, said, read = _last_policy_request(client, facts)
     evidence.attach("automatic provisioning window", {
         **window.summary(), "hours since": round(hours, 1), "window (the guide)": f"{POLICY_WINDOW_H} h",
         "last machine policy request": pw.text(last),
         f"{pw.POLICY_AGENT_CLASS}.{pw.POLLING_PROPERTY} (minutes, evidence only)": _polling_minutes(client, facts)})
     if hours < POLICY_WINDOW_H:
         return
-    if last is not None and last < window.start:
+    not_since = read and (last is None or last < window.start)
+    if not_since and last is not None:
         said += ": it has not requested machine policy since the setting was enabled"
     elif last is not None:
         said += ", after the setting took effect"
-    expect(False, found=f"automatic provisioning reached collection {window.collection} {pw.text(window.start)}, "
-                        f"{hours:.0f} h ago (setting changed {pw.text(window.settings_modified)}, membership "
-                        f"changed {pw.text(window.member_changed)}); no provisioning policy in OOBMGMT.LOG and "
-                        f"no ZTC request; {said}",
+    refused = policy[-1] if policy and policy[-1].kind in ("policy_missing", "policy_disabled") else None
+    agent = f"its agent logged {refused.line.message!r} ({when(refused)})" if refused else \
+        "no provisioning policy in OOBMGMT.LOG"
+    found = (f"automatic provisioning reached collection {window.collection} {pw.text(window.start)}, {hours:.0f} h "
+             f"ago (setting changed {pw.text(window.settings_modified)}, membership changed "
+             f"{pw.text(window.member_changed)}); {agent} and no ZTC request; {said}")
+    if not (not_since or refused or cmlog.decisive("policy_downloaded", env.log_patterns)
+            or status.decisive("ztc_request")):
+        cannot_decide(f"{found}; the agent's policy lines and SCCM's ZTC request line have no public wording: give "
+                      "the site's in the environment file (log_patterns.policy_downloaded, ztc_request)")
+    expect(False, found=found,
            expected=f"the provisioning policy within {POLICY_WINDOW_H} hours of the setting reaching the client's "
                     "collection (update collection membership, download machine policy to the client)")

@@ -20,6 +20,8 @@ FQDN, UUID = "pc0004.corp.example.com", "4c4c4544-0000-1000-8000-000000000004"
 CLIENT = SimpleNamespace(name=FQDN, fqdn=FQDN, uuid=UUID, address="10.0.0.4", provisioning="in_band", extra={})
 ENV = SimpleNamespace(log_patterns={})
 NOW = dt.datetime.now(dt.timezone.utc)
+MISSING = "No AMT auto provisioning policy received from site {site}  $$<OobMgmt><11-19-2009 11:35:01.000+300>" \
+          "<thread=2644 (0xA54)>\r\n"
 
 
 def cim(hours_ago: float, offset_min: int = -300) -> str:
@@ -70,9 +72,9 @@ class Facts:
         return [{pw.POLLING_PROPERTY: 60}]
 
 
-def outcome(facts) -> str:
+def outcome(facts, env=ENV) -> str:
     try:
-        window(client=CLIENT, env=ENV, facts=facts, evidence=Evidence())
+        window(client=CLIENT, env=env, facts=facts, evidence=Evidence())
     except pytest.skip.Exception as exc:
         return f"skipped: {exc.msg}"
     except Finding as exc:
@@ -89,9 +91,22 @@ def test_past_25_hours_without_a_request_since_the_setting_fails_saying_so():
 
 
 def test_the_later_of_setting_and_membership_starts_the_clock():
-    assert outcome(Facts([collection(modified=40, changed=20)])) == "passed"   # joined 20 h ago
-    result = outcome(Facts([collection(modified=26, changed=60)], requested=1))
-    assert "26 h ago" in result and ", after the setting took effect" in result, result
+    assert outcome(Facts([collection(modified=40, changed=20)], requested=50)) == "passed"   # joined 20 h ago
+    result = outcome(Facts([collection(modified=26, changed=60)], requested=50))
+    assert result.startswith("failed") and "26 h ago" in result, result
+
+
+def test_a_request_since_the_setting_fails_only_on_what_proves_the_policy_missing():
+    """The agent asked for machine policy after the setting: the policy may have come with lines of another
+    wording, so a missing line proves nothing, unless the agent's own line says so or the site words it."""
+    result = outcome(Facts([collection()], requested=1))
+    assert result.startswith("skipped: cannot decide: automatic provisioning reached collection"), result
+    assert ", after the setting took effect" in result and "log_patterns.policy_downloaded" in result
+    missing = MISSING.format(site="LAB")
+    result = outcome(Facts([collection()], requested=1, agent_log=missing))
+    assert result.startswith("failed") and "its agent logged 'No AMT auto provisioning policy received" in result
+    worded = SimpleNamespace(log_patterns={"policy_downloaded": [r"Machine policy with provisioning arrived"]})
+    assert outcome(Facts([collection()], requested=1), env=worded).startswith("failed")
 
 
 def test_of_several_collections_the_earliest_window_counts():
@@ -118,9 +133,11 @@ def test_unreadable_times_cannot_decide():
         pw.window([{**collection(), "settings": {"LastModificationTime": "yesterday"}}])
 
 
-def test_the_last_request_unread_or_absent_is_said_and_the_window_still_decides():
-    assert "its last machine policy request was not read" in outcome(Facts([collection()], scheduler_error=True))
-    assert "no machine policy request in CCM_Scheduler_History" in outcome(Facts([collection()], requested=None))
+def test_the_last_request_unread_or_absent_is_said():
+    unread = outcome(Facts([collection()], scheduler_error=True))  # unread: it proves nothing
+    assert unread.startswith("skipped: cannot decide") and "its last machine policy request was not read" in unread
+    never = outcome(Facts([collection()], requested=None))  # read, and none: the agent never asked
+    assert never.startswith("failed") and "no machine policy request in CCM_Scheduler_History" in never
 
 
 def test_the_policy_in_the_agents_log_passes():
