@@ -101,6 +101,42 @@ class DirectoryFacet:
             return found
         return self.facts.estate.get(key("ldap.gc", "computers"), run)
 
+    def forest_computer_objects(self) -> dict[str, list[dict[str, Any]]]:
+        """``{dNSHostName (lower case): [{"dn", "spns"}, ...]}`` of every computer object in the forest with its
+        servicePrincipalName values, from a global catalog (both attributes are in its partial attribute set):
+        one paged search per run."""
+        connect = self.facts.connect
+        attributes = ("dNSHostName", "servicePrincipalName")
+
+        def run() -> dict[str, list[dict[str, Any]]]:
+            found: dict[str, list[dict[str, Any]]] = {}
+            with self.lock:
+                for entry in ldap_probe.search_paged(connect.gc(), "", "(&(objectClass=computer)(dNSHostName=*))",
+                                                     list(attributes)):
+                    name = entry["attributes"].get("dNSHostName")
+                    name = name[0] if isinstance(name, list) and name else name
+                    spns = entry["attributes"].get("servicePrincipalName") or []
+                    if name:
+                        found.setdefault(str(name).lower().rstrip("."), []).append(
+                            {"dn": entry["dn"], "spns": [str(s) for s in ([spns] if isinstance(spns, str) else spns)]})
+            return found
+        return self.facts.estate.get(key("ldap.gc", "computers", attributes), run)
+
+    def computer_objects_of(self, fqdn: str) -> dict[str, list[dict[str, Any]]]:
+        """The forest's computer objects whose dNSHostName is ``fqdn``, told apart by where they are and what they
+        hold, never by name (Configuration Manager's naming of AMT objects has no public source): ``"amt"``, the
+        site's AMT objects, in the AMT container's path (``site.amt_container`` less its ``DC=`` parts: the same
+        in each domain) or holding the device's SPN ``HTTP/<fqdn>:<AMT port>``; ``"os"``, the rest: the
+        computer's own account, which joining the domain made."""
+        ports = self.facts.env.expected["ports"]
+        amt_spns = {f"http/{fqdn}:{ports[p]}".lower() for p in ("amt_http", "amt_https")}
+        out: dict[str, list[dict[str, Any]]] = {"os": [], "amt": []}
+        for entry in self.forest_computer_objects().get(fqdn.lower().rstrip("."), []):
+            amt = in_amt_path(entry["dn"], self.facts.env.site.amt_container) or bool(
+                amt_spns & {s.lower() for s in entry["spns"]})
+            out["amt" if amt else "os"].append(entry)
+        return out
+
     def account_sids(self, host: Server) -> dict[str, Any]:
         """The computer account of ``host`` (by dNSHostName, in the directory's default domain): ``dn``, ``sid``
         and ``sids``, its own SID, every group it is in (tokenGroups) and the well-known SIDs of a network logon:
@@ -138,3 +174,17 @@ class DirectoryFacet:
                  "certificate": first(e, "cACertificate"),
                  "templates": [t.decode() for t in e["raw_attributes"].get("certificateTemplates", [])]}
                 for e in entries]
+
+
+def _relative(dn: str) -> list[str]:
+    """A DN's RDNs without its ``DC=`` parts, lower case, without the spaces around ``=``."""
+    rdns = [(t.strip().lower(), v.strip().lower()) for t, _, v in (r.partition("=") for r in dn.split(","))]
+    return [f"{t}={v}" for t, v in rdns if t and t != "dc"]
+
+
+def in_amt_path(dn: str, amt_container: str) -> bool:
+    """Whether ``dn`` is below the AMT container's path (``OU=AMT`` of ``OU=AMT,DC=corp,DC=example``) in any
+    domain: ``CN=PC1,OU=AMT,DC=branch,DC=corp,DC=example`` is, ``CN=PC1,CN=Computers,DC=corp,DC=example`` is not."""
+    path = _relative(amt_container or "")
+    parents = _relative(dn)[1:]
+    return bool(path) and parents[-len(path):] == path

@@ -197,10 +197,10 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
                         pki) -> None:
     """Objects and records of a healthy estate, less what ``setup`` (:class:`faults.DirectorySetup`) takes away.
 
-    Computer objects: the site server's; each provisioned client's AMT object in the AMT OU, which in the lab also
-    stands for the client's own computer account (the lab names both after the host, and one domain cannot hold
-    two accounts of one name: SCCM's naming is unconfirmed); a not yet provisioned client's computer account in
-    CN=Computers. The issuing CA's pKIEnrollmentService (an enterprise CA) lists the templates it issues."""
+    Computer objects: the site server's; every client's own computer account in CN=Computers (a domain member's,
+    ``<HOST>$``), and each provisioned client's AMT object in the AMT OU besides (cn the host, sAMAccountName
+    ``<HOST>-AMT$``: SCCM's naming is unconfirmed, and one domain cannot hold two accounts of one name).
+    The issuing CA's pKIEnrollmentService (an enterprise CA) lists the templates it issues."""
     for role in ("ca", "console"):  # the Windows hosts' own accounts, with the SPN WinRM's Kerberos asks for
         dc.add_winrm_host(HOSTS[role].upper(), f"{HOSTS[role]}.{DOMAIN}")
     site_server_dn = dc.add_computer(HOSTS["site_server"].upper(), spns=[f"HOST/{HOSTS['site_server']}.{DOMAIN}"],
@@ -227,10 +227,9 @@ def _populate_directory(dc, plan: AddressPlan, clients: list[ClientPlan], creds:
         dc.add_host(c.fqdn, c.address)
         if c.wireless_address:
             dc.add_host(c.fqdn, c.wireless_address)  # DHCP registers the wireless lease too
+        dc.add_os_account(c.fqdn)  # every client is a Windows PC joined to the domain
         if c.provisioned:
-            dc.add_amt_account(c.fqdn)
-        else:
-            dc.add_computer(c.fqdn.split(".")[0].upper()[:15], dns_host_name=c.fqdn, with_keys=False)
+            dc.add_amt_account(c.fqdn)  # and the site publishes its AMT object once it provisioned it
     del site_server_dn
 
 
@@ -390,7 +389,7 @@ def _start_site_server(state: Path, desc: Description, plan: AddressPlan, client
         pki.publish_crl()
 
     def delete_ad_object(record) -> None:
-        dc.delete(dc.account_dn(record.fqdn.split(".")[0].upper() + "$"))
+        dc.delete(dc.amt_account_dn(record.fqdn))
 
     return SiteServerSimulator(spec, hooks={"amt_unprovision": amt_unprovision,
                                             "revoke_certificate": revoke_certificate,
@@ -482,8 +481,8 @@ def _write_environment(state: Path, desc: Description, plan: AddressPlan, client
         "credentials": {
             "ldap": {"user": f"Administrator@{REALM}", "password": "file:secrets/admin.secret"},
             "smb": {"user": f"{NETBIOS}\\Administrator", "password": "file:secrets/admin.secret"},
-            # Kerberos first everywhere; Basic (over https) only for the in-band PCs, whose lab computer account
-            # is their AMT object (deleted when un-provisioned), so they have no HTTP/ keytab of their own
+            # Kerberos first everywhere; Basic (over https) only for the in-band PCs, whose lab computer accounts
+            # have no keys (nor an HTTP/ SPN), so they have no HTTP/ keytab of their own
             "winrm": {"user": "Administrator", "password": "file:secrets/admin.secret",
                       "basic_hosts": [c.fqdn for c in clients if c.provisioning == "in_band"]},
             "amt": {"user": AMT_USER, "password": "file:secrets/amt.secret"},

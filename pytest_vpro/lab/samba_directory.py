@@ -78,12 +78,13 @@ class SambaDirectory(SambaClient):
 
     def add_computer(self, name: str, *, ou_dn: str | None = None, spns: Iterable[str] = (),
                      dns_host_name: str | None = None, with_keys: bool = True,
-                     enctypes: int = ENCTYPES_RC4_AES) -> str:
+                     enctypes: int = ENCTYPES_RC4_AES, account: str | None = None) -> str:
         """A computer account (``NAME$``). ``with_keys`` sets a random password so the KDC can issue tickets
         for its SPNs and ``export_keytab`` can export them; nobody needs to know the password. The password
-        costs about 15 ms per account (Samba derives the RC4 and AES keys); without it an add takes ~2 ms."""
+        costs about 15 ms per account (Samba derives the RC4 and AES keys); without it an add takes ~2 ms.
+        ``account``: the sAMAccountName (default ``NAME$``, first 15 characters, as a domain join names it)."""
         dn = f"CN={name},{ou_dn or 'CN=Computers,' + self.base_dn}"
-        attrs = {"sAMAccountName": f"{name[:15]}$", "userAccountControl": WORKSTATION_TRUST_ACCOUNT}
+        attrs = {"sAMAccountName": account or f"{name[:15]}$", "userAccountControl": WORKSTATION_TRUST_ACCOUNT}
         if dns_host_name:
             attrs["dNSHostName"] = dns_host_name
         if spns := list(spns):
@@ -101,12 +102,30 @@ class SambaDirectory(SambaClient):
         """``HTTP/<fqdn>:<port>`` per port (docs/protocols.md, "Active Directory objects for AMT")."""
         return [f"HTTP/{fqdn}:{port}" for port in ports]
 
+    @staticmethod
+    def amt_account_name(fqdn: str) -> str:
+        """The lab's sAMAccountName of the AMT object of ``fqdn``: ``<HOST (11)>-AMT$``. SCCM's naming has no
+        public source; the lab's only has to differ from the OS's own account (``<HOST>$``), which the same
+        domain holds: a domain's sAMAccountNames are unique."""
+        return f"{fqdn.split('.')[0].upper()[:11]}-AMT$"
+
     def add_amt_account(self, fqdn: str, *, ou_dn: str | None = None, name: str | None = None,
                         ports: Iterable[int] = (16992, 16993)) -> str:
         """The account object the site server publishes for a provisioned AMT device: a computer named after
-        the host (configurable: SCCM's exact naming is unconfirmed) in the AMT OU with the port SPNs."""
+        the host (cn; its sAMAccountName :meth:`amt_account_name`: SCCM's exact naming is unconfirmed) in the
+        AMT OU with the port SPNs, beside the OS's own computer account (:meth:`add_os_account`)."""
         return self.add_computer(name or fqdn.split(".")[0].upper(), ou_dn=ou_dn or self.amt_ou(),
-                                 spns=self.amt_spns(fqdn, ports), dns_host_name=fqdn)
+                                 spns=self.amt_spns(fqdn, ports), dns_host_name=fqdn,
+                                 account=self.amt_account_name(fqdn))
+
+    def amt_account_dn(self, fqdn: str) -> str:
+        return self.account_dn(self.amt_account_name(fqdn))
+
+    def add_os_account(self, fqdn: str) -> str:
+        """A Windows PC's own computer account, as joining the domain makes it: ``CN=<HOST>,CN=Computers``,
+        ``<HOST>$`` (15 characters), dNSHostName its FQDN. No keys (~2 ms an add): nothing in the lab
+        authenticates to it."""
+        return self.add_computer(fqdn.split(".")[0].upper()[:15], dns_host_name=fqdn, with_keys=False)
 
     def add_winrm_host(self, name: str, fqdn: str) -> str:
         """A Windows host's computer account (``NAME$``) with the SPN WinRM authenticates to, ``HTTP/<fqdn>``

@@ -79,14 +79,33 @@ def test_amt_container_has_the_same_path_in_every_client_domain(site, env, facts
                     + FULL_CONTROL_EXPECTED[0].lower() + FULL_CONTROL_EXPECTED[1:])
 
 
+def computer_accounts(client, facts, evidence) -> tuple[str, list[str]]:
+    """(the forest root, the DNs of the client's own computer accounts in the forest): the global catalog's
+    computer objects with its dNSHostName, less the site's AMT objects (in the AMT container's path of any domain,
+    or holding its HTTP/<fqdn>:<AMT port> SPNs), which provisioning writes, not a domain join."""
+    forest = domain_of(facts.directory.root_dse().get("rootDomainNamingContext") or "")
+    objects = facts.directory.computer_objects_of(client.fqdn)
+    own, amt = ([o["dn"] for o in objects[kind]] for kind in ("os", "amt"))
+    evidence.attach("global catalog", {"forest": forest, "computer accounts with this dNSHostName": own,
+                                       "the site's AMT objects with this dNSHostName (not counted)": amt})
+    return forest, own
+
+
+def not_a_member(client, facts, forest: str) -> str:
+    """Why the forest holds no computer account of the client, in plain words."""
+    amt = [o["dn"] for o in facts.directory.computer_objects_of(client.fqdn)["amt"]]
+    only = (f"; only the AMT object the site published for its management controller ({', '.join(amt)})"
+            if amt else "")
+    return (f"no computer account with dNSHostName {client.fqdn} in the forest {forest} (global catalog){only}: "
+            "a workgroup computer, one of another forest, or one whose computer account was deleted")
+
+
 @pytest.mark.check("S1-CLIENT-SAME-AD-FOREST")
 def test_client_is_in_the_site_servers_forest(client, facts, evidence):
-    forest = domain_of(facts.directory.root_dse().get("rootDomainNamingContext") or "")
-    objects = facts.directory.forest_computers().get(client.fqdn.lower(), [])
-    evidence.attach("global catalog", {"forest": forest, "computer objects with this dNSHostName": objects})
-    expect(objects, found=f"no computer object with dNSHostName {client.fqdn} in the forest {forest} "
-                          "(global catalog): a workgroup computer, or one of another forest",
-           expected=f"the client's computer account in a domain of the forest {forest}")
+    forest, own = computer_accounts(client, facts, evidence)
+    expect(own, found=not_a_member(client, facts, forest),
+           expected=f"the client's own computer account (made when it joined the domain) in a domain of the "
+                    f"forest {forest}, outside the AMT container")
 
 
 def namespace_apart(client, env, facts, evidence) -> tuple[str, str, dict[str, str]]:
@@ -111,26 +130,24 @@ def test_client_shares_the_site_servers_namespace(client, env, facts, evidence):
 
 @pytest.mark.check("PRE-CLIENT-NO-DISJOINT-NAMESPACE")
 def test_client_dns_suffix_is_its_ad_domain(client, facts, evidence):
-    objects = facts.directory.forest_computers().get(client.fqdn.lower(), [])
+    _, objects = computer_accounts(client, facts, evidence)
     if not objects:
-        not_applicable(f"{client.fqdn} has no computer object in the forest (S1-CLIENT-SAME-AD-FOREST)")
+        not_applicable(f"{client.fqdn} has no computer account in the forest (S1-CLIENT-SAME-AD-FOREST)")
     suffix = client.fqdn.lower().split(".", 1)[1]
     domains = {dn: domain_of(dn).lower() for dn in objects}
-    evidence.attach("DNS suffix and AD domain", {"DNS suffix": suffix, "computer objects": domains})
+    evidence.attach("DNS suffix and AD domain", {"DNS suffix": suffix, "computer accounts": domains})
     expect(suffix in domains.values(),
-           found=f"DNS suffix {suffix}; its computer object {objects[0]} is in the AD domain {domains[objects[0]]}",
+           found=f"DNS suffix {suffix}; its computer account {objects[0]} is in the AD domain {domains[objects[0]]}",
            expected="the DNS suffix equal to the DNS name of the AD domain that holds the computer")
 
 
 def unsupported(client, env, facts, evidence) -> list[str]:
     """Why out of band management does not support this client (the prerequisites' scenarios), or []."""
     forest, suffix, apart = namespace_apart(client, env, facts, evidence)
-    objects = facts.directory.forest_computers().get(client.fqdn.lower(), [])
-    evidence.attach("global catalog", {"forest": forest, "computer objects with this dNSHostName": objects})
+    _, objects = computer_accounts(client, facts, evidence)
     why = []
     if not objects:
-        why.append(f"no computer object with dNSHostName {client.fqdn} in the forest {forest}: a workgroup "
-                   "computer, or one of another forest")
+        why.append(not_a_member(client, facts, forest))
     if apart:
         why.append(f"its DNS suffix {suffix} is apart from the namespace of "
                    + ", ".join(f"{n} ({d})" for n, d in apart.items()) + " (noncontiguous namespace)")

@@ -18,6 +18,7 @@ before the log rolled over needs no line at all.
 import pytest
 
 from pytest_vpro.checks import cannot_decide, expect, not_applicable
+from pytest_vpro.facts.directory import in_amt_path
 from pytest_vpro.probes import cmlog
 from pytest_vpro.probes.errors import ProbeError
 from pytest_vpro.sccm import PROVISIONED, amt_status_text, when
@@ -105,11 +106,10 @@ def os_name_of(client, env, facts) -> tuple[str | None, str]:
     the OS keeps in the directory (``dNSHostName``, from the global catalog; not the site's AMT object in the
     AMT container), else the site's record (``SMS_R_System.ResourceNames``); ``(None, why)`` if neither has it."""
     host = client.fqdn.split(".", 1)[0].upper()[:15]
-    amt_ou = (env.site.amt_container or "").lower()
     gaps = []
     try:
         computers = facts.derived("gc.computers.by_host", facts.directory.forest_computers(), _by_host)
-        own = sorted(name for name, dn in computers.get(host, []) if not (amt_ou and dn.lower().endswith(amt_ou)))
+        own = sorted(name for name, dn in computers.get(host, []) if not in_amt_path(dn, env.site.amt_container))
         if own:
             return own[0], f"the computer account {host}$ (dNSHostName)"
         gaps.append(f"no computer account {host} outside {env.site.amt_container or 'the AMT container'}")

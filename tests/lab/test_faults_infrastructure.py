@@ -71,7 +71,7 @@ def client_faults(tmp_path_factory):
         {"fault": "me_static_ip", "client": 4}, {"fault": "disjoint_namespace", "client": 5},
         {"fault": "wireless_no_a_record", "client": 6}, {"fault": "wifi_profile_wep", "client": 7},
         {"fault": "ieee8021x_amt_3", "client": 8},
-        {"fault": "no_amt_object", "client": 10}, {"fault": "noncontiguous_namespace", "client": 12},
+        {"fault": "client_not_domain_joined", "client": 10}, {"fault": "noncontiguous_namespace", "client": 12},
         {"fault": "ipv6_only", "client": 13},
     ], clients=13, unprovisioned=3, net=NET)
 
@@ -84,19 +84,22 @@ def client_faults(tmp_path_factory):
     ("S1-PORTS-CONSOLE-TO-AMT", "pc0003.vprolab.test", r"127\.104\.1\.3:16993 refused"),
     ("S1-CLIENT-ME-DHCP", "pc0004.vprolab.test", "DHCPEnabled false"),
     ("PRE-CLIENT-NO-DISJOINT-NAMESPACE", "pc0005.branch.vprolab.test",
-     "DNS suffix branch.vprolab.test; its computer object CN=PC0005,OU=AMT,DC=vprolab,DC=test is in the AD "
-     "domain vprolab.test"),
+     "DNS suffix branch.vprolab.test; its computer account CN=PC0005,CN=Computers,DC=vprolab,DC=test is in the "
+     "AD domain vprolab.test"),
     ("PRE-DNS-WIRELESS-RECORDS", "pc0006.vprolab.test", r"the wireless address 127\.104\.201\.6 is not among them"),
     ("PRE-8021X-SUPPORTED-AUTH-OPTIONS", "pc0007.vprolab.test", "VPROLAB-WLAN uses Open System; VPROLAB-WLAN "
                                                                 "encrypts with WEP"),
     ("PRE-8021X-AMT-4", "pc0008.vprolab.test", r"AMT 3\.2\.1 on an 802\.1X or wireless network"),
-    ("S1-CLIENT-SAME-AD-FOREST", "pc0010.vprolab.test", "no computer object with dNSHostName pc0010.vprolab.test"),
+    ("S1-CLIENT-SAME-AD-FOREST", "pc0010.vprolab.test",
+     r"no computer account with dNSHostName pc0010.vprolab.test in the forest vprolab.test \(global catalog\); "
+     r"only the AMT object the site published for its management controller \(CN=PC0010,OU=AMT,DC=vprolab,"
+     r"DC=test\)"),
     ("S1-CLIENT-SHARED-DNS-NAMESPACE", "pc0012.vprolab.example", "is in vprolab.example, apart from sccm01"),
     ("PRE-CLIENT-NO-DISJOINT-NAMESPACE", "pc0012.vprolab.example", "DNS suffix vprolab.example"),
     ("PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "pc0010.vprolab.test",
-     r"pc0010.vprolab.test is not supported \(no computer object with dNSHostName pc0010.vprolab.test in the forest "
-     r"vprolab.test: a workgroup computer, or one of another forest\) and its AMT is provisioned: "
-     r"SMS_R_System.AMTStatus 3"),
+     r"pc0010.vprolab.test is not supported \(no computer account with dNSHostName pc0010.vprolab.test in the "
+     r"forest vprolab.test .*: a workgroup computer, one of another forest, or one whose computer account was "
+     r"deleted\) and its AMT is provisioned: SMS_R_System.AMTStatus 3"),
     ("PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "pc0012.vprolab.example",
      r"its DNS suffix vprolab.example is apart from the namespace of sccm01.vprolab.test \(vprolab.test\) "
      r"\(noncontiguous namespace\).* and its AMT is sending hello packets"),

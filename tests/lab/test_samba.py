@@ -114,12 +114,12 @@ def test_kinit_and_service_ticket_for_amt_spn(samba_dc, estate):
 
 
 def test_whole_domain_keytab_decrypts_spn_tickets(samba_dc, estate):
-    """export_keytab() with no principals names entries by account (PC0002$); MIT's acceptor, given no server
+    """export_keytab() with no principals names entries by account (PC0002-AMT$); MIT's acceptor, given no server
     name, tries every key of the keytab, so the one fast export serves all AMT SPNs."""
     env = krb_env(samba_dc, estate["work"], "amtadmin-all")
     run(["kinit", f"amtadmin@{samba_dc.realm}"], env=env, stdin=estate["password"] + "\n")
     keytab = samba_dc.export_keytab(estate["work"] / "domain.keytab")
-    assert f"PC0002$@{samba_dc.realm}" in run(["klist", "-k", str(keytab)])
+    assert f"PC0002-AMT$@{samba_dc.realm}" in run(["klist", "-k", str(keytab)])
     run(["kvno", "-k", str(keytab), f"HTTP/pc0002.{samba_dc.domain}:16992"], env=env)
 
 

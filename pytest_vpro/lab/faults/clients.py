@@ -21,6 +21,7 @@ from .registry import (
     Param,
     _amt_object_dn,
     _log_failed_provisioning,
+    _os_account_dn,
     _reverse,
     _self_signed,
     _set,
@@ -75,8 +76,13 @@ fault("dns_name_underscore", "The PC was named with an underscore in Windows (PC
 fault("no_amt_object", "The client's AMT account object is deleted from the AMT container (the device keeps its "
       "keys, the KDC has no principal for its SPNs).", scope="client", needs="provisioned",
       directory=lambda ctx, c: ctx.dc.delete(_amt_object_dn(ctx, c)),
-      fails=("S3-AD-MC-OBJECT-CREATED", "S3-AD-MC-SPNS-WRITTEN", "S1-CLIENT-SAME-AD-FOREST",
-             "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS", "S5-KERBEROS-TICKET-FOR-AMT", "S5-OOB-CONSOLE-CONNECTS"))
+      fails=("S3-AD-MC-OBJECT-CREATED", "S3-AD-MC-SPNS-WRITTEN", "S5-KERBEROS-TICKET-FOR-AMT",
+             "S5-OOB-CONSOLE-CONNECTS"))
+fault("client_not_domain_joined", "The PC's own computer account is gone from the domain (an administrator deleted "
+      "it as stale, or the PC was never joined): no computer object with its dNSHostName outside the AMT "
+      "container; the AMT object the site published for its management controller stays.", scope="client",
+      needs="provisioned", directory=lambda ctx, c: ctx.dc.delete(_os_account_dn(ctx, c)),
+      fails=("S1-CLIENT-SAME-AD-FOREST", "PRE-AMT-DISABLED-ON-UNSUPPORTED-COMPUTERS"))
 
 
 def _disable(ctx: Context, c: ClientPlan) -> None:
@@ -202,7 +208,6 @@ def _computer_account_only(ctx: Context, c: ClientPlan) -> None:
     """No AMT object: the client keeps only its own computer account (in CN=Computers, as an un-provisioned
     client's)."""
     ctx.dc.delete(_amt_object_dn(ctx, c))
-    ctx.dc.add_computer(c.fqdn.split(".")[0].upper()[:15], dns_host_name=c.fqdn, with_keys=False)
 
 
 def _not_provisioned_by_site(ctx: Context, record: Any) -> None:

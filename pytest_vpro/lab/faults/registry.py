@@ -271,6 +271,10 @@ def _provision_server_address(ctx: Context, address: str | None) -> str:
 
 
 def _amt_object_dn(ctx: Context, c: ClientPlan) -> str:
+    return ctx.dc.amt_account_dn(c.fqdn)
+
+
+def _os_account_dn(ctx: Context, c: ClientPlan) -> str:
     return ctx.dc.account_dn(c.fqdn.split(".")[0].upper()[:15] + "$")
 
 
