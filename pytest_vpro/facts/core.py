@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..environment import Environment, Server, Target
-from ..probes.errors import ProbeError, Unreachable
+from ..probes.errors import NotObserved, ProbeError, Unreachable
 
 #: The facts the running check asked for (``Engine.call`` sets a list; :func:`sources` words it): one
 #: ``(shared, name)`` per read, ``shared`` True for a fact of the estate core (read once for the run and used by
@@ -160,7 +160,7 @@ class Core:
         if self.replay is not None:
             found, value = self.replay.lookup(self.target.key, name)  # raises a recorded ProbeError
             if not found:
-                raise ProbeError(f"{name} of {self.target.name} was not observed in the snapshot "
+                raise NotObserved(f"{name} of {self.target.name} was not observed in the snapshot "
                                  f"{self.replay.path.name}")
             return value
         try:

@@ -128,6 +128,12 @@ class Redirected(ProbeError):
         self.url, self.status, self.location = url, status, location
 
 
+class NotObserved(ProbeError):
+    """A replayed snapshot (``--facts-in``) does not hold the fact: the run that wrote it never read it. A finding
+    like any ProbeError, unless the check knows the fact is one it reads since that version (it may then cannot
+    decide)."""
+
+
 class Undecided(ProbeError):
     """The fact depends on a wire detail no public source gives (docs/protocols.md lists them; each is a setting),
     and that detail did not fit this target: the check cannot decide. The engine reports it visibly, as skipped

@@ -10,6 +10,7 @@ import pytest
 from pytest_vpro.checks import Finding
 from pytest_vpro.environment_model import DEFAULT_EXPECTED
 from pytest_vpro.facts.directory import DirectoryFacet, in_amt_path
+from pytest_vpro.probes.errors import NotObserved, ProbeError
 from suites.stage1.test_directory import (
     test_client_dns_suffix_is_its_ad_domain as dns_suffix_check,
 )
@@ -87,3 +88,20 @@ def test_the_disjoint_namespace_check_judges_the_os_accounts_domain():
         dns_suffix_check(client=CLIENT, facts=_Facts([amt_here, other]), evidence=_Evidence())
     assert "its computer account CN=PC0001,CN=Computers,DC=corp,DC=example is in the AD domain corp.example" \
         in failed.value.found
+
+
+def test_a_snapshot_without_the_spns_cannot_decide_but_a_dead_catalog_is_a_finding():
+    def missing():
+        raise NotObserved("ldap.gc.computers.dNSHostName,servicePrincipalName of vprolab.test was not observed")
+
+    facts = _Facts([])
+    facts.directory.forest_computer_objects = missing  # type: ignore[method-assign]
+    with pytest.raises(pytest.skip.Exception, match="cannot decide: the computer objects' SPNs were not read"):
+        forest_check(client=CLIENT, facts=facts, evidence=_Evidence())
+
+    def dead():
+        raise ProbeError("dc01.vprolab.test:3269 did not answer")
+
+    facts.directory.forest_computer_objects = dead  # type: ignore[method-assign]
+    with pytest.raises(ProbeError, match="3269 did not answer"):  # the engine reports it with its cause
+        forest_check(client=CLIENT, facts=facts, evidence=_Evidence())
