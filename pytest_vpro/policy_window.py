@@ -88,10 +88,16 @@ def window(collections: Iterable[dict[str, Any]]) -> Window | None:
 
 
 def last_request(history: Iterable[dict[str, Any]]) -> dt.datetime | None:
-    """The latest ``LastTriggerTime`` of the machine policy request schedule in ``CCM_Scheduler_History`` rows."""
-    times = [wmi_time(h.get("LastTriggerTime")) for h in history
-             if str(h.get("ScheduleID", "")).strip().upper() == MACHINE_POLICY_REQUEST]
-    return max((t for t in times if t is not None), default=None)
+    """The latest ``LastTriggerTime`` of the machine policy request schedule in ``CCM_Scheduler_History`` rows;
+    None if no row is that schedule's. Undecided if one of its times cannot be read: "never requested" would be a
+    guess."""
+    rows = [h for h in history if str(h.get("ScheduleID", "")).strip().upper() == MACHINE_POLICY_REQUEST]
+    times = [wmi_time(h.get("LastTriggerTime")) for h in rows]
+    if any(t is None for t in times):
+        bad = next(h.get("LastTriggerTime") for h, t in zip(rows, times) if t is None)
+        raise Undecided(f"CCM_Scheduler_History {MACHINE_POLICY_REQUEST}.LastTriggerTime {bad!r} is not a WMI "
+                        "datetime with its offset: when the agent last requested machine policy is unknown")
+    return max(times, default=None)
 
 
 __all__ = ["POLICY_WINDOW_H", "AUTO_PROVISION_PROPERTY", "MACHINE_POLICY_REQUEST", "SCHEDULER_NAMESPACE",

@@ -91,13 +91,14 @@ def test_site_server_logged_hellos_from_the_client(client, facts, evidence):
                       f"({len(status.events)} lines name it)")
 
 
-def _agent_policy(facts, env, evidence) -> list:
-    """The automatic provisioning policy lines of the client's OOBMGMT.LOG (and its history); [] if unreadable."""
+def _agent_policy(facts, env, evidence) -> list | None:
+    """The automatic provisioning policy lines of the client's OOBMGMT.LOG (and its history); None if unreadable
+    (not the same as a log without them)."""
     try:
         lines = facts.logs.client_lines()
     except ProbeError as exc:
         evidence.attach("OOBMGMT.LOG", f"not read: {exc}")
-        return []
+        return None
     evidence.attach("OOBMGMT.LOG and its history (.lo_)",
                     "\n".join(f"{ln.time}  {ln.message}" for ln in lines[-50:]) or "(empty)")
     return [e for es in cmlog.events(lines, env.log_patterns).values() for e in es if e.kind.startswith("policy_")]
@@ -235,7 +236,7 @@ def test_client_is_within_its_provisioning_request_window(client, env, facts, ev
     if status.log("ztc_request"):
         return  # the agent has requested provisioning
     policy = _agent_policy(facts, env, evidence)
-    if any(e.kind in ("policy_downloaded", "policy_enabled") for e in policy):
+    if any(e.kind in ("policy_downloaded", "policy_enabled") for e in policy or []):
         return  # the policy arrived: the request is due
     _within_policy_window(client, env, facts, evidence, status, policy)
 
@@ -246,7 +247,7 @@ def _last_policy_request(client, facts) -> tuple[dt.datetime | None, str, bool]:
     try:
         last = pw.last_request(facts.windows.wmi(client, pw.SCHEDULER_HISTORY, pw.SCHEDULER_NAMESPACE,
                                                  pw.SCHEDULER_QUERY))
-    except ProbeError as exc:
+    except (ProbeError, Undecided) as exc:
         return None, f"its last machine policy request was not read ({pw.SCHEDULER_HISTORY}: {exc})", False
     if last is None:
         return None, f"its agent has no machine policy request in {pw.SCHEDULER_HISTORY}", True
@@ -262,7 +263,7 @@ def _polling_minutes(client, facts) -> object:
     return next((r.get(pw.POLLING_PROPERTY) for r in rows), None)
 
 
-def _within_policy_window(client, env, facts, evidence, status, policy: list) -> None:
+def _within_policy_window(client, env, facts, evidence, status, policy: list | None) -> None:
     """The in-band half: the agent has 25 hours from the setting reaching its collection to see it. Past them, what
     proves the policy has not arrived: no machine policy request since the start (CCM_Scheduler_History), the
     agent's own "no policy" or "disabled" line, or a missing line whose wording the environment gives."""
@@ -286,14 +287,18 @@ def _within_policy_window(client, env, facts, evidence, status, policy: list) ->
         said += ": it has not requested machine policy since the setting was enabled"
     elif last is not None:
         said += ", after the setting took effect"
-    refused = policy[-1] if policy and policy[-1].kind in ("policy_missing", "policy_disabled") else None
-    agent = f"its agent logged {refused.line.message!r} ({when(refused)})" if refused else \
-        "no provisioning policy in OOBMGMT.LOG"
+    last_line = policy[-1] if policy else None  # a refusal counts only if written since the window began
+    refused = last_line if last_line and last_line.kind in ("policy_missing", "policy_disabled") and \
+        last_line.time is not None and last_line.time.tzinfo is not None and last_line.time >= window.start \
+        else None  # a line without its bias cannot be placed against the window: it does not decide
+    agent = (f"its agent logged {refused.line.message!r} ({when(refused)})" if refused else
+             "OOBMGMT.LOG not read" if policy is None else "no provisioning policy in OOBMGMT.LOG")
+    # a log not read says nothing about the policy: then only the scheduler's answer may decide
+    env_patterns_decide = policy is not None and cmlog.decisive("policy_downloaded", env.log_patterns)
     found = (f"automatic provisioning reached collection {window.collection} {pw.text(window.start)}, {hours:.0f} h "
              f"ago (setting changed {pw.text(window.settings_modified)}, membership changed "
              f"{pw.text(window.member_changed)}); {agent} and no ZTC request; {said}")
-    if not (not_since or refused or cmlog.decisive("policy_downloaded", env.log_patterns)
-            or status.decisive("ztc_request")):
+    if not (not_since or refused or env_patterns_decide or status.decisive("ztc_request")):
         cannot_decide(f"{found}; the agent's policy lines and SCCM's ZTC request line have no public wording: give "
                       "the site's in the environment file (log_patterns.policy_downloaded, ztc_request)")
     expect(False, found=found,

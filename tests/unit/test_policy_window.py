@@ -102,9 +102,13 @@ def test_a_request_since_the_setting_fails_only_on_what_proves_the_policy_missin
     result = outcome(Facts([collection()], requested=1))
     assert result.startswith("skipped: cannot decide: automatic provisioning reached collection"), result
     assert ", after the setting took effect" in result and "log_patterns.policy_downloaded" in result
-    missing = MISSING.format(site="LAB")
+    written = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).strftime("%m-%d-%Y %H:%M:%S.000+000")
+    missing = MISSING.format(site="LAB").replace("11-19-2009 11:35:01.000+300", written)
     result = outcome(Facts([collection()], requested=1, agent_log=missing))
     assert result.startswith("failed") and "its agent logged 'No AMT auto provisioning policy received" in result
+    # the same line written before the setting reached the collection proves nothing about the policy since
+    old = outcome(Facts([collection()], requested=1, agent_log=MISSING.format(site="LAB")))
+    assert old.startswith("skipped: cannot decide"), old
     worded = SimpleNamespace(log_patterns={"policy_downloaded": [r"Machine policy with provisioning arrived"]})
     assert outcome(Facts([collection()], requested=1), env=worded).startswith("failed")
 
@@ -150,3 +154,26 @@ def test_wmi_times():
     assert pw.wmi_time("20091119113501.000000-300") == dt.datetime(2009, 11, 19, 16, 35, 1, tzinfo=dt.timezone.utc)
     assert pw.wmi_time("2009-11-19T11:35:01Z") == dt.datetime(2009, 11, 19, 11, 35, 1, tzinfo=dt.timezone.utc)
     assert pw.wmi_time("2009-11-19T11:35:01") is None and pw.wmi_time(None) is None and pw.wmi_time("") is None
+
+
+class LogUnread(Facts):
+    @property
+    def logs(self):
+        def unread():
+            raise ProbeError("OOBMGMT.LOG: access denied")
+        return SimpleNamespace(client_lines=unread)
+
+
+def test_a_log_not_read_is_not_a_log_without_the_policy():
+    """With the site's wording given, a missing policy line decides; a log that could not be read does not."""
+    worded = SimpleNamespace(log_patterns={"policy_downloaded": [r"Machine policy with provisioning arrived"]})
+    result = outcome(LogUnread([collection()], requested=1), env=worded)
+    assert result.startswith("skipped: cannot decide") and "OOBMGMT.LOG not read" in result, result
+
+
+def test_an_unreadable_request_time_is_not_never_requested():
+    rows = [{"ScheduleID": pw.MACHINE_POLICY_REQUEST, "LastTriggerTime": "20261206101500.000000"}]  # no offset
+    with pytest.raises(Undecided, match="is not a WMI datetime with its offset"):
+        pw.last_request(rows)
+    result = outcome(Facts([collection()], requested=None))  # no row of the schedule: never requested, decided
+    assert result.startswith("failed") and "has no machine policy request" in result, result
