@@ -26,7 +26,7 @@ import re
 import pytest
 
 from pytest_vpro.checks import expect, not_applicable
-from pytest_vpro.probes.errors import Undecided
+from pytest_vpro.probes.errors import ProbeError, Undecided
 from pytest_vpro.probes.ipsec import TCP
 
 SP1 = (4, 0, 6221, 1000)
@@ -252,15 +252,28 @@ def amt_packets(env, sp: str, client: str):
     yield me, peer, TCP, hello, None
 
 
+def client_address(facts, client) -> str | None:
+    """The client's address from the environment, else its A record; None if neither is known (a DNS server that
+    does not answer is one client's unknown, not the site-wide check's failure)."""
+    if client.address:
+        return client.address
+    try:
+        return next(iter(facts.dns.forward(client.name)), None)
+    except ProbeError:
+        return None
+
+
 def covers_amt(env, facts, sp: str, f) -> tuple[bool | None, str]:
     """Whether filter ``f`` matches AMT traffic between the service point and a client of the environment (True,
     with the client), cannot be told (None) or not (False)."""
     sides = (f.source, f.destination)
     specific = any(not (s.any or s.me or s.special) for s in sides)
-    clients = [(c.name, c.address or next(iter(facts.dns.forward(c.name)), "")) for c in env.clients] \
-        if specific else [("any client", "")]
+    clients = [(c.name, client_address(facts, c)) for c in env.clients] if specific else [("any client", "")]
     unknown = False
     for name, address in clients:
+        if address is None:  # no address known: whether the filter names it cannot be told
+            unknown = True
+            continue
         for packet in amt_packets(env, sp, address):
             hit = f.matches(*packet)
             if hit:

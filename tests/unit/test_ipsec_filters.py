@@ -29,7 +29,9 @@ def text(s: str) -> bytes:
 def spec(src="0.0.0.0", src_mask="0.0.0.0", dst="0.0.0.0", dst_mask="0.0.0.0", *, proto=0, sport=0, dport=0,
          mirrored=1, description="", special=0) -> bytes:
     addresses = b"".join(bytes(map(int, a.split("."))) for a in (src, src_mask, dst, dst_mask, "0.0.0.0"))
-    return (text("") + text("") + text(description) + uuid.uuid4().bytes_le + struct.pack("<I", mirrored)
+    guid = uuid.uuid5(uuid.NAMESPACE_OID, repr((src, src_mask, dst, dst_mask, proto, sport, dport, description)))
+    # a filter GUID derived from the filter, not random: test ids (blobs) must be the same in every xdist worker
+    return (text("") + text("") + text(description) + guid.bytes_le + struct.pack("<I", mirrored)
             + addresses + struct.pack("<IHHBBH", proto, sport, dport, 0, special, 0))
 
 
