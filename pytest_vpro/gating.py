@@ -554,7 +554,8 @@ class Engine:
                                       + "".join(traceback.format_exc(limit=-6)))
         finally:
             READS.reset(token)
-        if read := sources(reads, entry.target.name):  # with its check and target: vpro-facts sources reads it
+        # with its check and target: vpro-facts sources reads it
+        if read := sources(reads, entry.target.name, host=entry.target.kind != "site"):
             evidence.items.append({"name": FACTS_READ, "body": redact(read), "kind": "text",
                                    "check": entry.check.id, "target": entry.target.name})
         return Verdict(outcome, redact(message), tuple(evidence.items), time.monotonic() - start)

@@ -32,21 +32,25 @@ FACTS_READ = "facts read"
 _SESSION = re.compile(r"(^|\.)(session|connection)(\.|$)|^kerberos\.(winrm|console)$")
 
 
-def sources(reads: list[tuple[bool, str]], target_name: str) -> str:
+SHARED_HEAD = "read once for the run, shared by every target's checks:"
+
+
+def sources(reads: list[tuple[bool, str]], target_name: str, *, host: bool = True) -> str:
     """What a check read, for its evidence: the facts shared by the fleet's checks (a site server's inventory,
     the directory, a log: read once for the run), then the target's own (its AMT, its OS, its records), each fact
-    once, in the order first read. A shared fact that names the target (a WMI read of this client's OS) is its
-    own."""
-    own_name = target_name.lower()
+    once, in the order first read. A shared fact that names the target as one of its parts (a WMI read of this
+    client's OS: ``wmi.<its FQDN>.root/cimv2...``) is its own; ``host`` False for a target that is not a host
+    (the site, named after its domain, which every server's name ends with)."""
+    own_part = f".{target_name.lower()}."
     fleet: dict[str, None] = {}
     own: dict[str, None] = {}
     for shared, name in reads:
         if _SESSION.search(name):
             continue
-        (fleet if shared and own_name not in name.lower() else own)[name] = None
+        (fleet if shared and not (host and own_part in f".{name.lower()}.") else own)[name] = None
     parts = []
     if fleet:
-        parts.append("read once for the run, shared by every target's checks:\n" + "\n".join(f"  {n}" for n in fleet))
+        parts.append(SHARED_HEAD + "\n" + "\n".join(f"  {n}" for n in fleet))
     if own:
         parts.append(f"read for {target_name}:\n" + "\n".join(f"  {n}" for n in own))
     return "\n".join(parts)
@@ -112,6 +116,13 @@ class Core:
             with self._lock:
                 self._values[name] = value
             return value
+
+    def note(self, name: str) -> None:
+        """Count ``name`` as read by the running check without caching it: a fresh read (after an action of this
+        run), which goes past :meth:`get`, is a source all the same (``sources``)."""
+        reads = READS.get()
+        if reads is not None:
+            reads.append((self.estate is self, f"{name} (read again after the action)"))
 
     def has(self, name: str) -> bool:
         """Whether the fact ``name`` was already read (its value is remembered)."""

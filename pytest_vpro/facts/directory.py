@@ -34,9 +34,11 @@ class DirectoryFacet:
         def run() -> list[dict[str, Any]]:
             with self.lock:
                 return list(ldap_probe.search_paged(connect.ldap(), base, ldap_filter, list(attributes), scope=scope))
+        name = key("ldap.search", scope, base, ldap_filter, tuple(attributes))
         if fresh:
+            self.facts.estate.note(name)
             return run()
-        return self.facts.estate.get(key("ldap.search", scope, base, ldap_filter, tuple(attributes)), run)
+        return self.facts.estate.get(name, run)
 
     def search_on(self, dc: str, base: str, ldap_filter: str, attributes: tuple[str, ...]) -> list[dict]:
         """A search on one domain controller (its own connection): what that DC holds, replicated or not."""

@@ -39,6 +39,7 @@ class LogsFacet:
         def read() -> dict[str, list]:
             return cmlog.events(self._read_with_history(host, share, path), facts.env.log_patterns)
         if fresh:
+            facts.estate.note(key("log", "amtopmgr"))
             with _FRESH_LOG_LOCK:  # one SMB read at a time: smbclient's pooled session runs out of credits
                 return read()
         return facts.estate.per_host(host, key("log", "amtopmgr"), read)

@@ -11,9 +11,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from ..facts.core import FACTS_READ
-
-SHARED_HEAD = "read once for the run"
+from ..facts.core import FACTS_READ, SHARED_HEAD
 
 
 def per_check(run_dir: Path) -> dict[str, dict[str, dict[str, int]]]:
@@ -37,7 +35,9 @@ def per_check(run_dir: Path) -> dict[str, dict[str, dict[str, int]]]:
                 if not line.startswith("  "):
                     section = found["fleet"] if line.startswith(SHARED_HEAD) else found["own"]
                     continue
-                fact = line.strip().replace(item.get("target") or "\0", "<target>")
+                fact = line.strip()
+                if section is found["own"]:  # the target's name, as a whole part of the key (sources())
+                    fact = f".{fact}.".replace(f".{item.get('target') or chr(0)}.", ".<target>.")[1:-1]
                 section[fact] = section.get(fact, 0) + 1
     return out
 

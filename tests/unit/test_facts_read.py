@@ -25,6 +25,13 @@ def test_shared_facts_come_first_and_sessions_are_not_sources():
     assert sources([(False, "amt.session")], "pc0001.lab.test") == ""
 
 
+def test_a_fact_is_the_targets_own_only_where_it_names_the_target_as_a_whole():
+    read = [(True, "wmi.sccm01.lab.test.root/sms/site_LAB.SMS_Site")]
+    assert sources(read, "lab.test", host=False).startswith("read once for the run")  # the site, by its domain
+    assert sources(read, "01.lab.test").startswith("read once for the run")  # a part of a name is not the name
+    assert sources(read, "sccm01.lab.test").startswith("read for sccm01.lab.test")
+
+
 def test_a_read_is_recorded_only_while_a_check_runs():
     core = Core(None, None)  # the cache alone: no target or environment needed to show what get() records
     core.get("dns.a", lambda: 1)
