@@ -62,6 +62,26 @@ OPERATION_HOOKS = ("amt_power", "amt_discover")
 HOOKS = HOOK_ORDER + OPERATION_HOOKS
 
 
+def collection_classes(s: SiteServerSpec) -> dict[str, Callable[[], list[dict[str, Any]]]]:
+    """The site's collections: SMS_Collection (with LastMemberChangeTime and LastRefreshTime, CM2007 SDK
+    cc145320), SMS_CollectionSettings and SMS_FullCollectionMembership."""
+    return {
+        "SMS_Collection": lambda: [{
+            "CollectionID": col["CollectionID"], "Name": col["Name"], "Comment": col.get("Comment", ""),
+            "MemberCount": len(col.get("members", [])),
+            "LastMemberChangeTime": cim_datetime(s.collection_time(col, "member_changed")),
+            "LastRefreshTime": cim_datetime(s.collection_time(col, "refreshed"))} for col in s.collections],
+        "SMS_CollectionSettings": lambda: [{
+            "CollectionID": col["CollectionID"], "AMTAutoProvisionEnabled": bool(col.get("amt_auto_provision", False)),
+            "LastModificationTime": cim_datetime(s.collection_time(col, "settings_modified"))}
+            for col in s.collections],
+        "SMS_FullCollectionMembership": lambda: [{
+            "CollectionID": col["CollectionID"], "ResourceID": c.resource_id, "Name": c.netbios,
+            "IsDirect": True, "IsClient": bool(c.client)}
+            for col in s.collections for c in s.clients if c.fqdn in col.get("members", [])],
+    }
+
+
 class SiteServerProvider:
     """The WMI classes of the site server, as a :class:`~pytest_vpro.lab.wsman_server.Provider`."""
 
@@ -135,19 +155,7 @@ class SiteServerProvider:
                 AMT_INVENTORY_CLASS: lambda: [{  # the agents' hardware inventory of SMS_AMTObject
                     "ResourceID": c.resource_id, "AMT": c.amt_full_version,
                     "ProvisionState": 2 if c.provisioned else 0} for c in s.clients if c.client],
-                "SMS_Collection": lambda: [{
-                    "CollectionID": col["CollectionID"], "Name": col["Name"], "Comment": col.get("Comment", ""),
-                    "MemberCount": len(col.get("members", [])), **self._collection_times(col)}
-                    for col in s.collections],
-                "SMS_CollectionSettings": lambda: [{
-                    "CollectionID": col["CollectionID"],
-                    "AMTAutoProvisionEnabled": bool(col.get("amt_auto_provision", False)),
-                    "LastModificationTime": cim_datetime(s.collection_time(col, "settings_modified"))}
-                    for col in s.collections],
-                "SMS_FullCollectionMembership": lambda: [{
-                    "CollectionID": col["CollectionID"], "ResourceID": c.resource_id, "Name": c.netbios,
-                    "IsDirect": True, "IsClient": bool(c.client)}
-                    for col in s.collections for c in s.clients if c.fqdn in col.get("members", [])],
+                **collection_classes(s),
                 "SMS_UserClassPermissions": lambda: [{
                     "UserName": p["UserName"], "ObjectKey": p.get("ObjectKey", SMS_OBJECT_COLLECTION),
                     "ClassPermissions": permission_bits(p["rights"])}
@@ -159,11 +167,6 @@ class SiteServerProvider:
             },
             "root/default": {"StdRegProv": lambda: []},
         }
-
-    def _collection_times(self, col: Mapping[str, Any]) -> dict[str, Any]:
-        """SMS_Collection's LastMemberChangeTime and LastRefreshTime (CM2007 SDK cc145320)."""
-        return {"LastMemberChangeTime": cim_datetime(self.spec.collection_time(col, "member_changed")),
-                "LastRefreshTime": cim_datetime(self.spec.collection_time(col, "refreshed"))}
 
     def _products(self) -> list[dict[str, str]]:
         extra = [{"Name": "Intel(R) AMT WS-MAN Translator", "Version": "1.2.0", "Vendor": "Intel Corporation"}]
