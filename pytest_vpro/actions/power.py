@@ -166,6 +166,8 @@ def _console_power_cycle(facts, env, permit: Permit) -> PowerCycle:
     if not cycle.down.ok:
         cycle.note = "the client did not go off, so power-up was not tried"
         if cycle.down.reached in OFF_STATES:  # off in another state: put it back on all the same
+            cycle.note = (f"the client went off in another state (PowerState {cycle.down.reached}) than asked, "
+                          "and power-up was tried to put it back on")
             cycle.up = PowerStep(CONSOLE_POWER_ON)
             _request(device, cycle.up)
             _settle(device, cycle.up, cycle.up.answer == "ReturnValue 0", CONSOLE_POWER_ON, wait,
