@@ -109,6 +109,14 @@ def _quiet() -> float:
 def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 3600) -> dict:
     """Run ``cmd``; wall s, CPU s of it and its children, peak RSS MB of its process tree together, and the load
     average (1 minute) before and after."""
+    try:
+        return _measure(cmd, cwd, env, timeout)
+    finally:  # whatever happened (Ctrl-C in the wait, a command that did not start), other work may go on
+        if QUIET_FLAG:
+            Path(QUIET_FLAG).unlink(missing_ok=True)
+
+
+def _measure(cmd: list[str], cwd: Path, env: dict[str, str] | None, timeout: float) -> dict:
     load_before = _quiet()
     _reap()  # a stopped lab's supervisor, not yet waited for, would count as this command's CPU
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -129,8 +137,6 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
     finally:
         done.set()
         sampler.join()
-        if QUIET_FLAG:
-            Path(QUIET_FLAG).unlink(missing_ok=True)
     wall = time.monotonic() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
