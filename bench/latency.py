@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import ROOT, lab_up, machine, measure, pytest_cmd
+from run import ROOT, lab_up, machine, measure, pytest_cmd, save_report
 
 from pytest_vpro.lab import manager
 
@@ -62,12 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     report = {"machine": machine(), "date": dt.date.today().isoformat(), "clients": args.clients,
               "latency_ms": args.latency, "workers": args.workers, "extra": args.extra, "runs": runs}
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['date']}-{report['machine']['host']}-latency" + (f"-{args.tag}" if args.tag else "")
-    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1))
-    (out_dir / f"{stem}.md").write_text(table(report))
-    print(table(report), flush=True)
+    save_report(report, "latency", args.tag, table(report))
     return 0
 
 

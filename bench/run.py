@@ -295,15 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def save_report(report: dict, kind: str, tag: str, text: str) -> None:
+    """``report`` (with its ``machine`` and ``date``) as ``bench/results/<date>-<host>[-kind][-tag].json`` and
+    ``text``, its table, as the ``.md`` beside it; the table printed too."""
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "-".join(part for part in (report["date"], report["machine"]["host"], kind, tag) if part)
+    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
+    (out_dir / f"{stem}.md").write_text(text)
+    print(text, flush=True)
+
+
 def write_results(results: dict[str, dict], args: argparse.Namespace, repeat: int) -> None:
     report = {"machine": machine(), "date": dt.date.today().isoformat(), "workers": args.workers,
               "repeat": repeat, "results": results}
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{report['date']}-{report['machine']['host']}" + (f"-{args.tag}" if args.tag else "")
-    (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
-    (out_dir / f"{stem}.md").write_text(table(report))
-    print(table(report), flush=True)
+    save_report(report, "", args.tag, table(report))
 
 
 def table(report: dict) -> str:

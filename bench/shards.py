@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import ROOT, lab_up, machine, measure, pytest_cmd
+from run import ROOT, lab_up, machine, measure, pytest_cmd, save_report
 
 from pytest_vpro.lab import manager
 
@@ -92,12 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                    allure_rendered=(work / "merged-allure" / "allure-report" / "index.html").is_file())
         report = {"machine": machine(), "date": dt.date.today().isoformat(), "clients": args.clients,
                   "shards": args.shards, "reference": args.reference, "workers": args.workers, "results": results}
-        out_dir = ROOT / "bench" / "results"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{report['date']}-{report['machine']['host']}-shards" + (f"-{args.tag}" if args.tag else "")
-        (out_dir / f"{stem}.json").write_text(json.dumps(report, indent=1))
-        (out_dir / f"{stem}.md").write_text(table(report))
-        print(table(report), flush=True)
+        save_report(report, "shards", args.tag, table(report))
     return 0
 
 
