@@ -93,7 +93,7 @@ def test_names_are_judged_as_dns_and_amt_hold_them(tmp_path):
     assert_fails(results, "S3-CLIENT-FQDN-VALID-CHARACTERS", "pc0003.vprolab.test",
                  r"pc_0003\.vprolab\.test \(AMT_GeneralSettings HostName\.DomainName\) contains '_'")
     assert_fails(results, "S3-ME-HOSTNAME-MATCHES-OS", "pc0003.vprolab.test",
-                 r"ME pc_0003\.vprolab\.test, OS pc0003\.vprolab\.test \(SMS_R_System \d+ ResourceNames\)")
+                 r"ME pc_0003\.vprolab\.test, OS pc0003\.vprolab\.test \(the computer account PC0003\$ \(dNSHostName\)\)")
     for healthy in ("pc0001.vprolab.test", "pc0004.vprolab.test"):
         assert_healthy(results, healthy)
         assert results[("S3-CLIENT-FQDN-VALID-CHARACTERS", healthy)][0] == "passed"
