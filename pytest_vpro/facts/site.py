@@ -40,9 +40,7 @@ class SiteFacet:
         ``auto_provision`` if its ``SMS_CollectionSettings.AMTAutoProvisionEnabled`` is true (no settings instance:
         false), with the two instances as read (``settings`` None without one)."""
         resource = self.resource()
-        rid = str(resource.get("ResourceId")) if resource else None
-        member_of = {m.get("CollectionID") for m in self.wmi("SMS_FullCollectionMembership")
-                     if rid is not None and str(m.get("ResourceID")) == rid}
+        member_of = self.member_of(resource.get("ResourceId")) if resource else set()
         settings = {s.get("CollectionID"): s for s in self.wmi("SMS_CollectionSettings")}
         listed = {c.get("CollectionID"): c for c in self.wmi("SMS_Collection")}
         out = []
@@ -52,6 +50,13 @@ class SiteFacet:
                         "auto_provision": (setting or {}).get(AUTO_PROVISION_PROPERTY) is True,
                         "collection": collection, "settings": setting})
         return out
+
+    def member_of(self, resource_id: Any) -> set[Any]:
+        """The CollectionIDs of the collections the resource ``resource_id`` is in (``SMS_FullCollectionMembership``),
+        from an index of the whole class built once per read, not a scan of it per client."""
+        index = self.facts.derived("sms_full_collection_membership.by_resource",
+                                   self.wmi("SMS_FullCollectionMembership"), index_memberships)
+        return set(index.get(str(resource_id), ()))
 
     def provisioning_status(self) -> sccm.ProvisioningStatus:
         """This client's provisioning as the site holds it (``SMS_R_System.AMTStatus``; for an in-band client the
@@ -83,3 +88,11 @@ def index_resources(resources: list[dict[str, Any]]) -> tuple[dict[str, list], d
             by_fqdn.setdefault(fqdn, []).append(r)
         by_name.setdefault(str(r.get("Name") or "").upper(), []).append(r)
     return by_fqdn, by_name
+
+
+def index_memberships(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """``SMS_FullCollectionMembership`` rows as ``{str(ResourceID): [CollectionID, ...]}``."""
+    out: dict[str, list[Any]] = {}
+    for m in rows:
+        out.setdefault(str(m.get("ResourceID")), []).append(m.get("CollectionID"))
+    return out

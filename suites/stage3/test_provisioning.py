@@ -86,8 +86,7 @@ def test_out_of_band_client_is_imported(client, facts, evidence):
     resource = facts.site.resource()
     expect(resource, found=f"no SMS_R_System resource named {client.fqdn}",
            expected="the client imported with the Import Out of Band Management Controller wizard")
-    member_of = sorted({m["CollectionID"] for m in facts.site.wmi("SMS_FullCollectionMembership")
-                        if m.get("ResourceID") == resource.get("ResourceId")})
+    member_of = sorted(facts.site.member_of(resource.get("ResourceId")))
     evidence.attach("SMS_R_System", {**resource, "collections": member_of})
     guid = str(resource.get("SMBIOSGUID") or "").lower()
     hello_uuid = next((e.uuid for e in reversed(facts.logs.client_events()) if e.kind == "hello_received" and e.uuid),

@@ -35,8 +35,7 @@ def _system(facts, client):
 def test_client_is_discovered_as_a_management_controller(client, facts, evidence):
     system = _system(facts, client)
     expect(system, found=f"no SMS_R_System record for {client.name}", expected="the client in the site's inventory")
-    collections = sorted(m["CollectionID"] for m in facts.site.wmi("SMS_FullCollectionMembership")
-                         if m.get("ResourceID") == system["ResourceId"])
+    collections = sorted(facts.site.member_of(system["ResourceId"]))
     evidence.attach("SMS_R_System", {"Name": system.get("Name"), "ResourceId": system["ResourceId"],
                                      "AMTStatus": system.get("AMTStatus"),
                                      "AMTFullVersion": system.get("AMTFullVersion"), "collections": collections})

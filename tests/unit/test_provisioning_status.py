@@ -72,7 +72,9 @@ class Facts:
 
     @property
     def site(self):
-        return SimpleNamespace(provisioning_status=lambda: self.status, wmi=self.site_wmi)
+        return SimpleNamespace(provisioning_status=lambda: self.status, wmi=self.site_wmi,
+                               member_of=lambda rid: {m["CollectionID"] for m in self.site_wmi(
+                                   "SMS_FullCollectionMembership") if m["ResourceID"] == rid})
 
     @property
     def hellos(self):
