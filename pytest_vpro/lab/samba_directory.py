@@ -121,11 +121,20 @@ class SambaDirectory(SambaClient):
     def amt_account_dn(self, fqdn: str) -> str:
         return self.account_dn(self.amt_account_name(fqdn))
 
+    @staticmethod
+    def os_account_name(fqdn: str) -> str:
+        """The cn of a Windows PC's own computer account: its host name, upper case, 15 characters (the
+        sAMAccountName adds ``$``)."""
+        return fqdn.split(".")[0].upper()[:15]
+
+    def os_account_dn(self, fqdn: str) -> str:
+        return self.account_dn(self.os_account_name(fqdn) + "$")
+
     def add_os_account(self, fqdn: str) -> str:
         """A Windows PC's own computer account, as joining the domain makes it: ``CN=<HOST>,CN=Computers``,
-        ``<HOST>$`` (15 characters), dNSHostName its FQDN. No keys (~2 ms an add): nothing in the lab
+        ``<HOST>$`` (:meth:`os_account_name`), dNSHostName its FQDN. No keys (~2 ms an add): nothing in the lab
         authenticates to it."""
-        return self.add_computer(fqdn.split(".")[0].upper()[:15], dns_host_name=fqdn, with_keys=False)
+        return self.add_computer(self.os_account_name(fqdn), dns_host_name=fqdn, with_keys=False)
 
     def add_winrm_host(self, name: str, fqdn: str) -> str:
         """A Windows host's computer account (``NAME$``) with the SPN WinRM authenticates to, ``HTTP/<fqdn>``

@@ -275,7 +275,7 @@ def _amt_object_dn(ctx: Context, c: ClientPlan) -> str:
 
 
 def _os_account_dn(ctx: Context, c: ClientPlan) -> str:
-    return ctx.dc.account_dn(c.fqdn.split(".")[0].upper()[:15] + "$")
+    return ctx.dc.os_account_dn(c.fqdn)
 
 
 def _reverse(ctx: Context, c: ClientPlan) -> tuple[str, str]:
